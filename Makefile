@@ -1,0 +1,34 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create/refresh .venv themselves (the stamp file is rebuilt when pyproject.toml changes).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test test-gpu bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned to the CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/autoglm-trt pipeline --out engines/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-gpu:
+	docker build -t autoglm-trt:gpu .
+	docker run --rm --gpus all autoglm-trt:gpu python -m pytest -q -m gpu tests/gpu
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_small.py
+
+clean:
+	rm -rf $(VENV) engines/demo .pytest_cache
