@@ -1,0 +1,229 @@
+"""Typed view of a GLM-4.1V ``config.json``: the dimensions the export-friendly model needs.
+
+We parse ``config.json`` ourselves (no transformers import) so that ``info``/planning works on
+config-only checkpoints and so that a config of another architecture is refused with a clear
+:class:`~trt_pipeline.errors.CheckpointError` before any weight is touched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trt_pipeline.errors import CheckpointError
+
+SUPPORTED_MODEL_TYPES = ("glm4v",)
+
+
+@dataclass(frozen=True)
+class TextDims:
+    """Text decoder dimensions (``text_config``)."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    rms_norm_eps: float
+    rope_theta: float
+    partial_rotary_factor: float
+    mrope_section: tuple[int, ...]
+    max_position_embeddings: int
+    hidden_act: str = "silu"
+
+    @property
+    def head_dim(self) -> int:
+        # transformers' Glm4vTextAttention uses hidden_size // num_heads (it ignores config.head_dim).
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.partial_rotary_factor)
+
+
+@dataclass(frozen=True)
+class VisionDims:
+    """Vision tower dimensions (``vision_config``)."""
+
+    depth: int
+    hidden_size: int
+    num_heads: int
+    in_channels: int
+    patch_size: int
+    temporal_patch_size: int
+    spatial_merge_size: int
+    out_hidden_size: int
+    intermediate_size: int
+    image_size: int
+    rms_norm_eps: float
+    rope_theta: float
+    hidden_act: str = "silu"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def patch_dim(self) -> int:
+        """Length of one flattened patch: C * temporal_patch * patch * patch (1176 for GLM-4.1V)."""
+        return self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
+
+    @property
+    def position_grid(self) -> int:
+        """Side of the learned position table (image_size // patch_size; 24 for GLM-4.1V)."""
+        return self.image_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class Glm4vDims:
+    """Everything the export-friendly model and the host helpers need from ``config.json``."""
+
+    text: TextDims
+    vision: VisionDims
+    image_token_id: int
+    video_token_id: int
+    image_start_token_id: int
+    image_end_token_id: int
+    tie_word_embeddings: bool
+    torch_dtype: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("raw")
+        return data
+
+
+def _rope(cfg: dict[str, Any]) -> dict[str, Any]:
+    rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    if "rope_theta" not in rope and "rope_theta" in cfg:
+        rope["rope_theta"] = cfg["rope_theta"]
+    if "partial_rotary_factor" not in rope and "partial_rotary_factor" in cfg:
+        rope["partial_rotary_factor"] = cfg["partial_rotary_factor"]
+    return rope
+
+
+def _require(cfg: dict[str, Any], key: str, path: Path, section: str) -> Any:
+    if key not in cfg:
+        raise CheckpointError(
+            f"{path}: `{section}.{key}` is missing; a GLM-4.1V config.json declares it.",
+            path=path,
+            hint="re-download config.json or re-create the checkpoint with `autoglm-trt init-checkpoint`.",
+        )
+    return cfg[key]
+
+
+def dims_from_dict(raw: dict[str, Any], path: Path) -> Glm4vDims:
+    """Build :class:`Glm4vDims` from a parsed config.json, refusing other architectures."""
+    model_type = raw.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(
+            f"{path}: model_type is {model_type!r}, expected one of {SUPPORTED_MODEL_TYPES} "
+            "(GLM-4.1V / AutoGLM-Phone-9B, Glm4vForConditionalGeneration).",
+            path=path,
+            hint="point the command at an AutoGLM-Phone-9B / GLM-4.1V checkpoint folder.",
+        )
+    text = raw.get("text_config") or {}
+    vision = raw.get("vision_config") or {}
+    if not text or not vision:
+        raise CheckpointError(
+            f"{path}: config.json lacks `text_config` or `vision_config`.",
+            path=path,
+            hint="a Glm4vConfig has both sub-configs; re-create it with transformers' save_pretrained.",
+        )
+    t_rope = _rope(text)
+    v_rope = _rope(vision)
+    text_dims = TextDims(
+        vocab_size=int(_require(text, "vocab_size", path, "text_config")),
+        hidden_size=int(_require(text, "hidden_size", path, "text_config")),
+        intermediate_size=int(_require(text, "intermediate_size", path, "text_config")),
+        num_hidden_layers=int(_require(text, "num_hidden_layers", path, "text_config")),
+        num_attention_heads=int(_require(text, "num_attention_heads", path, "text_config")),
+        num_key_value_heads=int(text.get("num_key_value_heads") or text["num_attention_heads"]),
+        rms_norm_eps=float(text.get("rms_norm_eps", 1e-5)),
+        rope_theta=float(t_rope.get("rope_theta", 10000.0)),
+        partial_rotary_factor=float(t_rope.get("partial_rotary_factor", 1.0)),
+        mrope_section=tuple(int(x) for x in t_rope.get("mrope_section", (8, 12, 12))),
+        max_position_embeddings=int(text.get("max_position_embeddings", 32768)),
+        hidden_act=str(text.get("hidden_act", "silu")),
+    )
+    vision_dims = VisionDims(
+        depth=int(_require(vision, "depth", path, "vision_config")),
+        hidden_size=int(_require(vision, "hidden_size", path, "vision_config")),
+        num_heads=int(_require(vision, "num_heads", path, "vision_config")),
+        in_channels=int(vision.get("in_channels", 3)),
+        patch_size=int(vision.get("patch_size", 14)),
+        temporal_patch_size=int(vision.get("temporal_patch_size", 2)),
+        spatial_merge_size=int(vision.get("spatial_merge_size", 2)),
+        out_hidden_size=int(_require(vision, "out_hidden_size", path, "vision_config")),
+        intermediate_size=int(_require(vision, "intermediate_size", path, "vision_config")),
+        image_size=int(vision.get("image_size", 336)),
+        rms_norm_eps=float(vision.get("rms_norm_eps", 1e-5)),
+        rope_theta=float(v_rope.get("rope_theta", 10000.0)),
+        hidden_act=str(vision.get("hidden_act", "silu")),
+    )
+    _check_consistency(text_dims, vision_dims, path)
+    return Glm4vDims(
+        text=text_dims,
+        vision=vision_dims,
+        image_token_id=int(raw.get("image_token_id", 151343)),
+        video_token_id=int(raw.get("video_token_id", 151344)),
+        image_start_token_id=int(raw.get("image_start_token_id", 151339)),
+        image_end_token_id=int(raw.get("image_end_token_id", 151340)),
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        torch_dtype=raw.get("dtype") or raw.get("torch_dtype") or text.get("dtype"),
+        raw=raw,
+    )
+
+
+def _check_consistency(text: TextDims, vision: VisionDims, path: Path) -> None:
+    problems = []
+    if text.hidden_size % text.num_attention_heads:
+        problems.append("text hidden_size is not divisible by num_attention_heads")
+    if text.num_attention_heads % text.num_key_value_heads:
+        problems.append("text num_attention_heads is not a multiple of num_key_value_heads")
+    if sum(text.mrope_section) * 2 != text.rotary_dim:
+        problems.append(
+            f"mrope_section {list(text.mrope_section)} sums to {sum(text.mrope_section)}, "
+            f"expected rotary_dim/2 = {text.rotary_dim // 2}"
+        )
+    if vision.hidden_size % vision.num_heads:
+        problems.append("vision hidden_size is not divisible by num_heads")
+    if vision.out_hidden_size != text.hidden_size:
+        problems.append(
+            f"vision out_hidden_size {vision.out_hidden_size} != text hidden_size {text.hidden_size}"
+        )
+    if problems:
+        raise CheckpointError(
+            f"{path}: inconsistent GLM-4.1V config: " + "; ".join(problems) + ".",
+            path=path,
+            hint="fix config.json so that its dims match the weights.",
+        )
+
+
+def load_dims(checkpoint: Path | str) -> Glm4vDims:
+    """Read and validate ``CHECKPOINT/config.json``."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise CheckpointError(
+            f"checkpoint folder {checkpoint} does not exist.",
+            path=checkpoint,
+            hint="pass a Hugging Face checkpoint folder, or make one with `autoglm-trt init-checkpoint --preset tiny --out DIR`.",
+        )
+    config_path = checkpoint / "config.json" if checkpoint.is_dir() else checkpoint
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{config_path} not found: a checkpoint folder holds config.json and *.safetensors.",
+            path=config_path,
+            hint="pass the folder written by save_pretrained / downloaded from the Hub.",
+        )
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(
+            f"{config_path} is not valid JSON ({error}).", path=config_path, hint="re-download config.json."
+        ) from None
+    return dims_from_dict(raw, config_path)

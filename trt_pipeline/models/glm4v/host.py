@@ -1,0 +1,158 @@
+"""Host-side computations that depend on data: rotary tables, resampled position embeddings,
+the cross-image attention bias and M-RoPE position ids.
+
+These are the parts of transformers' GLM-4.1V forward pass that use ``.tolist()``, Python loops
+over images or ``itertools.groupby``; computing them on the host (as TensorRT Edge-LLM and
+onnxruntime-genai do) keeps the exported graphs static apart from their dynamic axes. Each
+function mirrors a transformers function named in its docstring and is tested against it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from trt_pipeline.models.glm4v.config import TextDims, VisionDims
+
+GridTHW = Sequence[Sequence[int]] | torch.Tensor
+
+
+def _grids(grid_thw: GridTHW) -> list[tuple[int, int, int]]:
+    rows = grid_thw.tolist() if isinstance(grid_thw, torch.Tensor) else grid_thw
+    return [(int(t), int(h), int(w)) for t, h, w in rows]
+
+
+def vision_position_ids(grid_thw: GridTHW, merge: int) -> torch.Tensor:
+    """(h, w) of every patch, block-major over merge x merge blocks: [N, 2].
+
+    Mirrors ``transformers.vision_utils.get_vision_position_ids`` (include_temporal=False).
+    """
+    out = []
+    for t, h, w in _grids(grid_thw):
+        hpos, wpos = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        shape = (h // merge, merge, w // merge, merge)
+        hpos = hpos.reshape(shape).transpose(1, 2).flatten()
+        wpos = wpos.reshape(shape).transpose(1, 2).flatten()
+        out.append(torch.stack([hpos, wpos], dim=-1).repeat(t, 1))
+    return torch.cat(out, dim=0)
+
+
+def vision_rotary(dims: VisionDims, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """2-D axial rotary cos/sin [N, head_dim] (``Glm4vVisionRotaryEmbedding``)."""
+    spatial_dim = dims.head_dim // 2
+    inv_freq = 1.0 / (dims.rope_theta ** (torch.arange(0, spatial_dim, 2, dtype=torch.float) / spatial_dim))
+    freqs = position_ids[..., None].float() * inv_freq  # [N, 2, head_dim/4]
+    def recompose(f: torch.Tensor) -> torch.Tensor:
+        hw = torch.cat([f[:, 0], f[:, 1]], dim=-1)
+        return torch.cat([hw, hw], dim=-1)
+    return recompose(freqs.cos()), recompose(freqs.sin())
+
+
+def vision_position_embeddings(
+    table: torch.Tensor, grid_thw: GridTHW, position_ids: torch.Tensor
+) -> torch.Tensor:
+    """Learned position table bicubically resampled to each image's patch grid: [N, hidden].
+
+    Mirrors ``Glm4vVisionEmbeddings.forward`` (grid_sample, bicubic, align_corners=False,
+    border padding), computed in fp32 and returned in the table's dtype.
+    """
+    side = int(table.shape[0] ** 0.5)
+    hidden = table.shape[1]
+    grid_2d = table.view(side, side, hidden).permute(2, 0, 1).unsqueeze(0).float()
+    target_h = torch.cat([torch.full((t * h * w,), float(h)) for t, h, w in _grids(grid_thw)])
+    target_w = torch.cat([torch.full((t * h * w,), float(w)) for t, h, w in _grids(grid_thw)])
+    h_coords, w_coords = position_ids[:, 0].float(), position_ids[:, 1].float()
+    norm_w = ((w_coords + 0.5) / target_w) * 2 - 1
+    norm_h = ((h_coords + 0.5) / target_h) * 2 - 1
+    grid = torch.stack((norm_w, norm_h), dim=-1).unsqueeze(0).unsqueeze(2)
+    sampled = F.grid_sample(grid_2d, grid, mode="bicubic", align_corners=False, padding_mode="border")
+    return sampled.squeeze(0).squeeze(-1).permute(1, 0).to(table.dtype)
+
+
+def vision_attention_bias(grid_thw: GridTHW, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[N, N] additive bias: 0 inside each image (each frame), large negative across images.
+
+    Replaces transformers' cu_seqlens / per-image attention split.
+    """
+    lengths = [h * w for t, h, w in _grids(grid_thw) for _ in range(t)]
+    ids = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    same = ids[:, None] == ids[None, :]
+    return torch.where(same, 0.0, torch.finfo(torch.float32).min).to(dtype)
+
+
+def vision_inputs(
+    dims: VisionDims, table: torch.Tensor, grid_thw: GridTHW
+) -> dict[str, torch.Tensor]:
+    """All host-computed vision-encoder inputs except ``pixel_values``."""
+    position_ids = vision_position_ids(grid_thw, dims.spatial_merge_size)
+    cos, sin = vision_rotary(dims, position_ids)
+    return {
+        "rotary_cos": cos,
+        "rotary_sin": sin,
+        "position_embeddings": vision_position_embeddings(table, grid_thw, position_ids).float(),
+        "attention_bias": vision_attention_bias(grid_thw),
+    }
+
+
+def rope_index(
+    input_ids: torch.Tensor,
+    mm_token_type_ids: torch.Tensor,
+    image_grid_thw: GridTHW | None,
+    attention_mask: torch.Tensor | None,
+    spatial_merge_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """M-RoPE position ids [3, B, S] and per-row deltas [B] (``Glm4vModel.get_rope_index``, images only).
+
+    Text runs advance all three axes together; an image run of grid (t, h, w) gets
+    (t, h/m, w/m) coordinates offset by the current position, and the position then advances by
+    max(h, w)/m. Padding positions (attention_mask == 0) are 0. The delta is
+    ``max position + 1 - valid length``: decode positions are ``valid index + delta``.
+    """
+    grids = iter(_grids(image_grid_thw) if image_grid_thw is not None else [])
+    batch, seq = input_ids.shape
+    positions = torch.zeros(3, batch, seq, dtype=torch.long)
+    deltas = []
+    for row in range(batch):
+        valid = attention_mask[row].bool() if attention_mask is not None else torch.ones(seq, dtype=torch.bool)
+        types = mm_token_type_ids[row][valid].tolist()
+        current, parts = 0, []
+        for modality, group in itertools.groupby(types):
+            length = len(list(group))
+            if modality == 0:
+                parts.append(torch.arange(length).view(1, -1).expand(3, -1) + current)
+                current += length
+                continue
+            t, h, w = next(grids)
+            gh, gw = h // spatial_merge_size, w // spatial_merge_size
+            tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(gh), torch.arange(gw), indexing="ij")
+            block = torch.stack([tt, hh, ww]).reshape(3, -1) + current
+            if block.shape[1] != length:
+                raise ValueError(
+                    f"row {row}: an image run has {length} placeholder tokens but its grid {t}x{h}x{w} "
+                    f"needs {block.shape[1]}"
+                )
+            parts.append(block)
+            current += max(h, w) // spatial_merge_size
+        row_positions = torch.cat(parts, dim=1)
+        positions[:, row, valid] = row_positions
+        deltas.append(int(row_positions.max()) + 1 - int(valid.sum()))
+    return positions, torch.tensor(deltas, dtype=torch.long)
+
+
+def text_rope(dims: TextDims, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """M-RoPE cos/sin [B, S, rotary_dim] from position ids [3, B, S] (``Glm4vTextRotaryEmbedding``).
+
+    Frequency band ``i`` of the rotary half is taken from axis ``i % 3`` of its mrope section,
+    then each frequency is repeated twice for the interleaved rotation.
+    """
+    dim = dims.rotary_dim
+    inv_freq = 1.0 / (dims.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    freqs = position_ids[..., None].float() * inv_freq  # [3, B, S, dim/2]
+    def recompose(f: torch.Tensor) -> torch.Tensor:
+        chunks = f.split(list(dims.mrope_section), dim=-1)
+        merged = torch.cat([chunk[i % 3] for i, chunk in enumerate(chunks)], dim=-1)
+        return merged.repeat_interleave(2, dim=-1)
+    return recompose(freqs.cos()), recompose(freqs.sin())

@@ -1,0 +1,44 @@
+"""Building blocks shared by the vision tower and the text decoder (names mirror transformers)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32 like ``Glm4vRMSNorm`` (keeps FP16 graphs stable)."""
+
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+def activation(name: str) -> nn.Module:
+    """The activations GLM-4.1V configs use, by transformers' ACT2FN name."""
+    table: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "swish": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
+    if name not in table:
+        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(table)}")
+    return table[name]()
+
+
+def attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, scaling: float
+) -> torch.Tensor:
+    """Eager attention with an additive bias, softmax in fp32 (as transformers' eager path).
+
+    Shapes: query [B, H, Sq, D], key/value [B, H, Sk, D], bias broadcastable to [B, H, Sq, Sk].
+    Written with plain matmul/softmax so ONNX export yields MatMul/Softmax that TensorRT fuses.
+    """
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling + bias
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    return torch.matmul(weights, value)
