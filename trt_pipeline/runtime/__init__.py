@@ -1,1 +1,1 @@
-"""Package."""
+"""Runners: one Polygraphy ``BaseRunner`` protocol for torch, ONNX Runtime and TensorRT."""

@@ -10,7 +10,6 @@ around them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -99,30 +98,3 @@ class Glm4vExportModel(nn.Module):
         text = self.dims.text
         shape = (batch, text.num_key_value_heads, 0, text.head_dim)
         return [torch.zeros(shape, dtype=dtype or self.dtype) for _ in range(2 * text.num_hidden_layers)]
-
-
-@dataclass(frozen=True)
-class DecoderIO:
-    """ONNX names of the decoder's inputs and outputs, derived from the layer count."""
-
-    num_layers: int
-
-    @property
-    def past_names(self) -> list[str]:
-        return [f"past_key_values.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
-
-    @property
-    def present_names(self) -> list[str]:
-        return [f"present.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
-
-    @property
-    def input_names(self) -> list[str]:
-        return ["inputs_embeds", "attention_mask", "rope_cos", "rope_sin", *self.past_names]
-
-    @property
-    def output_names(self) -> list[str]:
-        return ["logits", *self.present_names]
-
-
-VISION_INPUT_NAMES = ["pixel_values", "rotary_cos", "rotary_sin", "position_embeddings", "attention_bias"]
-VISION_OUTPUT_NAMES = ["image_features"]

@@ -1,0 +1,166 @@
+"""Prompt + image preprocessing through the checkpoint's own tokenizer, chat template and
+image-processor config, without ``Glm4vProcessor`` (which needs torchvision).
+
+It does exactly what ``Glm4vProcessor.__call__`` does for images: resize/patchify with
+``Glm4vImageProcessorPil``, expand each ``<|image|>`` into ``t*h*w / merge^2`` placeholder
+tokens, tokenize, and mark placeholders in ``mm_token_type_ids``. Batches are left-padded so
+that the last position of every row is a real token (what greedy decoding needs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trt_pipeline.errors import CheckpointError, PipelineError
+from trt_pipeline.models.glm4v.config import Glm4vDims, load_dims
+
+IMAGE_TOKEN = "<|image|>"
+
+
+@dataclass
+class MultimodalInputs:
+    """Model-ready inputs for a batch of prompts (images of all rows packed in order)."""
+
+    input_ids: torch.Tensor  # [B, S] int64, left-padded
+    attention_mask: torch.Tensor  # [B, S] int64
+    mm_token_type_ids: torch.Tensor  # [B, S] int64 (1 = image placeholder)
+    pixel_values: torch.Tensor | None  # [N, patch_dim] float32
+    image_grid_thw: torch.Tensor | None  # [num_images, 3] int64
+
+    @property
+    def num_image_tokens(self) -> int:
+        return int(self.mm_token_type_ids.sum())
+
+    def hf_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for transformers' ``Glm4vForConditionalGeneration``."""
+        kwargs: dict[str, Any] = {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "mm_token_type_ids": self.mm_token_type_ids,
+        }
+        if self.pixel_values is not None:
+            kwargs.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
+        return kwargs
+
+
+class Glm4vProcessing:
+    """Tokenizer + chat template + image processor of one checkpoint folder."""
+
+    def __init__(self, checkpoint: Path | str, dims: Glm4vDims | None = None) -> None:
+        from transformers import AutoTokenizer, Glm4vImageProcessorPil
+
+        self.checkpoint = Path(checkpoint)
+        self.dims = dims or load_dims(self.checkpoint)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.checkpoint))
+        except (OSError, ValueError) as error:
+            raise CheckpointError(
+                f"{self.checkpoint}: cannot load the tokenizer ({error}).",
+                path=self.checkpoint,
+                hint="a checkpoint folder needs tokenizer.json + tokenizer_config.json (and a chat template).",
+            ) from None
+        if not (self.checkpoint / "preprocessor_config.json").is_file():
+            raise CheckpointError(
+                f"{self.checkpoint / 'preprocessor_config.json'} not found: the image-processor config is needed for images.",
+                path=self.checkpoint / "preprocessor_config.json",
+                hint="copy preprocessor_config.json from the original checkpoint.",
+            )
+        self.image_processor = Glm4vImageProcessorPil.from_pretrained(str(self.checkpoint))
+        self.merge = self.dims.vision.spatial_merge_size
+
+    # -- text ------------------------------------------------------------------------------
+    def chat_text(self, prompt: str, num_images: int) -> str:
+        """The chat-template string for one user turn with ``num_images`` images before the text."""
+        content: list[dict[str, str]] = [{"type": "image"} for _ in range(num_images)]
+        content.append({"type": "text", "text": prompt})
+        messages = [{"role": "user", "content": content}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        from transformers import GenerationConfig
+
+        try:
+            config = GenerationConfig.from_pretrained(str(self.checkpoint))
+            eos = config.eos_token_id
+        except OSError:
+            eos = self.tokenizer.eos_token_id
+        if eos is None:
+            return []
+        return [int(eos)] if isinstance(eos, int) else [int(x) for x in eos]
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else (self.eos_token_ids or [0])[0])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    # -- images ----------------------------------------------------------------------------
+    def load_image(self, path: Path | str) -> Any:
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(path)
+        if not path.is_file():
+            raise PipelineError(f"image {path} not found.", path=path, hint="pass an existing PNG/JPEG file.")
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except (UnidentifiedImageError, OSError) as error:
+            raise PipelineError(
+                f"image {path} cannot be decoded ({error}).", path=path, hint="pass a valid PNG/JPEG file."
+            ) from None
+
+    def process_images(self, images: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.image_processor(images=list(images), return_tensors="pt")
+        return out["pixel_values"].float(), out["image_grid_thw"].long()
+
+    # -- batch -----------------------------------------------------------------------------
+    def __call__(self, prompts: Sequence[str], images: Sequence[Sequence[Any]] | None = None) -> MultimodalInputs:
+        """Encode a batch: ``prompts[i]`` with ``images[i]`` (PIL images or paths)."""
+        images = images or [[] for _ in prompts]
+        if len(images) != len(prompts):
+            raise ValueError("one image list per prompt is required")
+        flat = [self.load_image(im) if isinstance(im, (str, Path)) else im for row in images for im in row]
+        pixel_values = grid = None
+        tokens_per_image: list[int] = []
+        if flat:
+            pixel_values, grid = self.process_images(flat)
+            tokens_per_image = [int(g.prod()) // self.merge**2 for g in grid]
+        rows: list[list[int]] = []
+        cursor = 0
+        for prompt, row_images in zip(prompts, images):
+            text = self.chat_text(prompt, len(row_images))
+            pieces = text.split(IMAGE_TOKEN)
+            if len(pieces) - 1 != len(row_images):
+                raise CheckpointError(
+                    f"{self.checkpoint}: the chat template produced {len(pieces) - 1} image placeholders "
+                    f"for {len(row_images)} images.",
+                    path=self.checkpoint,
+                    hint="use GLM-4.1V's chat template (it renders <|begin_of_image|><|image|><|end_of_image|>).",
+                )
+            expanded = pieces[0]
+            for piece in pieces[1:]:
+                expanded += IMAGE_TOKEN * tokens_per_image[cursor] + piece
+                cursor += 1
+            rows.append(self.tokenizer(expanded, add_special_tokens=False)["input_ids"])
+        return self._left_pad(rows, pixel_values, grid)
+
+    def _left_pad(
+        self, rows: list[list[int]], pixel_values: torch.Tensor | None, grid: torch.Tensor | None
+    ) -> MultimodalInputs:
+        length = max(len(r) for r in rows)
+        pad = self.pad_token_id
+        input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for index, row in enumerate(rows):
+            input_ids[index, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention_mask[index, length - len(row) :] = 1
+        mm = ((input_ids == self.dims.image_token_id) & attention_mask.bool()).long()
+        return MultimodalInputs(input_ids, attention_mask, mm, pixel_values, grid)
