@@ -1,0 +1,45 @@
+"""Example inputs used to trace each component for export.
+
+Sizes are chosen so that no two dynamic axes share a value and none is 0 or 1: torch.export
+specialises 0/1 sizes and may assume that equal sizes are the same symbol ("duck sizing").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trt_pipeline.models.glm4v.model import Glm4vExportModel
+
+EXAMPLE_GRID = [[1, 4, 6]]  # 24 patches -> 6 image tokens
+EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_PAST = 3, 7, 5
+
+
+def vision_example(model: Glm4vExportModel) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(0)
+    patches = sum(t * h * w for t, h, w in EXAMPLE_GRID)
+    pixel_values = torch.randn(patches, model.dims.vision.patch_dim, generator=generator)
+    host = model.vision_host_inputs(EXAMPLE_GRID)
+    dtype = model.dtype
+    return (
+        pixel_values.to(dtype),
+        host["rotary_cos"].to(dtype),
+        host["rotary_sin"].to(dtype),
+        host["position_embeddings"].to(dtype),
+        host["attention_bias"].to(dtype),
+    )
+
+
+def decoder_example(model: Glm4vExportModel) -> tuple[torch.Tensor, ...]:
+    text = model.dims.text
+    b, s, p = EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_PAST
+    generator = torch.Generator().manual_seed(0)
+    dtype = model.dtype
+    embeds = torch.randn(b, s, text.hidden_size, generator=generator).to(dtype)
+    mask = torch.ones(b, p + s, dtype=torch.long)
+    cos = torch.randn(b, s, text.rotary_dim, generator=generator).to(dtype)
+    sin = torch.randn(b, s, text.rotary_dim, generator=generator).to(dtype)
+    past = [
+        torch.randn(b, text.num_key_value_heads, p, text.head_dim, generator=generator).to(dtype)
+        for _ in range(2 * text.num_hidden_layers)
+    ]
+    return (embeds, mask, cos, sin, *past)

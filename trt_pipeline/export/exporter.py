@@ -1,0 +1,182 @@
+"""The export stage: HF checkpoint -> OUT/ with ONNX components, host tables and export.json.
+
+Everything is written into a temporary sibling folder and renamed onto OUT at the end, so a
+failure (bad checkpoint, exporter error, disk full, Ctrl-C) never leaves a partial OUT behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from trt_pipeline.artifacts import atomic_output_dir, sha256_file, sha256_tree, tool_versions, write_json_atomic
+from trt_pipeline.config import ExportConfig, SimplifyConfig
+from trt_pipeline.errors import DiskSpaceError
+from trt_pipeline.export.dims import dims_to_json, export_dims
+from trt_pipeline.models.glm4v.config import Glm4vDims, load_dims
+from trt_pipeline.progress import log, progress_bar
+
+EXPORT_FORMAT_VERSION = 1
+HF_FILE_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken")
+TOOLS = ("torch", "transformers", "onnx", "onnxruntime-gpu", "onnxruntime", "onnxsim", "polygraphy")
+
+
+def copy_hf_files(checkpoint: Path, dest: Path) -> list[str]:
+    """Copy config, generation config, tokenizer, chat template and processor config."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for file in sorted(checkpoint.iterdir()):
+        if file.is_file() and file.suffix in HF_FILE_SUFFIXES and not file.name.endswith(".index.json"):
+            shutil.copy2(file, dest / file.name)
+            copied.append(file.name)
+    return copied
+
+
+def estimated_bytes(dims: Glm4vDims, bytes_per_param: int = 4) -> int:
+    """Rough size of the fp32 export (all weights once + host tables) for the disk check."""
+    t, v = dims.text, dims.vision
+    layer = (
+        t.hidden_size * (t.num_attention_heads + 2 * t.num_key_value_heads) * t.head_dim
+        + t.num_attention_heads * t.head_dim * t.hidden_size
+        + 3 * t.hidden_size * t.intermediate_size
+    )
+    text = t.num_hidden_layers * layer + 2 * t.vocab_size * t.hidden_size
+    vblock = 4 * v.hidden_size**2 + 3 * v.hidden_size * v.out_hidden_size
+    vision = v.depth * vblock + 3 * v.out_hidden_size * v.intermediate_size + v.patch_dim * v.hidden_size
+    return int((text + vision) * bytes_per_param * 1.05)
+
+
+def check_disk_space(out: Path, needed: int) -> None:
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(parent).free
+    if free < needed:
+        raise DiskSpaceError(
+            f"not enough free disk in {parent}: the export needs about {needed / 1e9:.2f} GB, "
+            f"{free / 1e9:.2f} GB are free.",
+            path=parent,
+            hint="free some space or pass --out on a larger disk.",
+        )
+
+
+def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportConfig(), show_progress: bool = True) -> Path:
+    """Export the components of a GLM-4.1V checkpoint; simplify and validate them if asked.
+
+    Returns ``out``. Raises CheckpointError / ConfigError / DiskSpaceError before writing
+    anything, OnnxModelError if the exporter or checker fails, AtolError if validation fails
+    (the folder is then complete and kept for inspection, with its validation report).
+    """
+    from trt_pipeline.export.examples import decoder_example, vision_example
+    from trt_pipeline.export.onnx_export import export_component
+    from trt_pipeline.models.glm4v.io_spec import DECODER, VISION, component_spec
+    from trt_pipeline.models.glm4v.model import Glm4vExportModel
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    dims = load_dims(checkpoint)
+    ranges = export_dims(cfg, dims, checkpoint)
+    check_disk_space(out, estimated_bytes(dims))
+    timings: dict[str, float] = {}
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task("export", total=len(cfg.components) + 3)
+        progress.update(task, description="loading checkpoint")
+        start = time.perf_counter()
+        model = Glm4vExportModel.from_pretrained(checkpoint, dtype=cfg.dtype)
+        timings["load"] = time.perf_counter() - start
+        progress.advance(task)
+        with atomic_output_dir(out) as tmp:
+            progress.update(task, description="host tables + hf files")
+            copy_hf_files(checkpoint, tmp / "hf")
+            _save_tables(model, tmp / "embeddings")
+            progress.advance(task)
+            onnx_dir = tmp / "onnx" / "fp32"
+            components: dict[str, Any] = {}
+            examples = {VISION: (vision_example, None), DECODER: (decoder_example, 4)}
+            modules = {VISION: model.vision_encoder, DECODER: model.decoder}
+            for name in cfg.components:
+                progress.update(task, description=f"exporting {name}")
+                start = time.perf_counter()
+                spec = component_spec(dims, name)
+                make_example, variadic = examples[name]
+                facts = export_component(
+                    modules[name], spec, make_example(model), onnx_dir / f"{name}.onnx",
+                    cfg.opset, cfg.external_data, variadic_from=variadic,
+                )
+                timings[name] = time.perf_counter() - start
+                components[name] = {**facts, **spec.to_dict()}
+                progress.advance(task)
+            del model
+            if cfg.simplify:
+                progress.update(task, description="simplifying")
+                from trt_pipeline.graph.simplify import simplify_folder
+
+                start = time.perf_counter()
+                simplified = simplify_folder(onnx_dir, SimplifyConfig(), show_progress=False)
+                timings["simplify"] = time.perf_counter() - start
+                for name, report in simplified.items():
+                    components[name]["simplify"] = report
+            progress.advance(task)
+            for name, entry in components.items():
+                entry["sha256"] = sha256_file(onnx_dir / entry["file"])
+                if entry.get("external_data"):
+                    entry["external_data_sha256"] = sha256_file(onnx_dir / entry["external_data"])
+            write_json_atomic(onnx_dir / "manifest.json", {
+                "precision": "fp32",
+                "stage": "export",
+                "components": components,
+                "tool_versions": tool_versions(*TOOLS),
+            })
+            manifest = {
+                "format_version": EXPORT_FORMAT_VERSION,
+                "model_type": "glm4v",
+                "checkpoint": {
+                    "path": str(checkpoint.resolve()),
+                    "sha256": sha256_tree(checkpoint),
+                    "dims": dims.to_dict(),
+                },
+                "opset": cfg.opset,
+                "config": cfg.to_dict(),
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "tool_versions": tool_versions(*TOOLS),
+                "dims": dims_to_json(ranges),
+                "components": {
+                    name: {**entry, "file": f"onnx/fp32/{entry['file']}"} for name, entry in components.items()
+                },
+                "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            }
+            write_json_atomic(tmp / "export.json", manifest)
+    log(f"exported {', '.join(cfg.components)} to {out}")
+    if cfg.validate:
+        from trt_pipeline.export.validate import validate
+
+        validate(out, checkpoint, atol_logits=cfg.atol_logits, atol_vision=cfg.atol_vision, show_progress=show_progress)
+    return out
+
+
+def _save_tables(model: Any, folder: Path) -> None:
+    """Host-side tables: token embeddings (lookup + image merge) and the vision position table."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": model.embed_table.contiguous()}, str(folder / "embed_tokens.safetensors"))
+    save_file({"weight": model.vision_position_table.contiguous()}, str(folder / "vision_pos_embed.safetensors"))
+
+
+def read_export_manifest(out: Path | str) -> dict[str, Any]:
+    """Load OUT/export.json, refusing a folder that is not an export."""
+    from trt_pipeline.artifacts import read_json
+    from trt_pipeline.errors import OnnxModelError
+
+    path = Path(out) / "export.json"
+    if not path.is_file():
+        raise OnnxModelError(
+            f"{path} not found: {Path(out)} is not an export folder.",
+            path=path,
+            hint="run `autoglm-trt export CHECKPOINT --out DIR` first.",
+        )
+    return read_json(path)
+
+
+__all__ = ["export", "read_export_manifest"]
