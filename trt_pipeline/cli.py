@@ -55,3 +55,159 @@ def main(
 
 
 # --- commands are registered below, one block per stage -------------------------------------
+
+
+# --- init-checkpoint / info: deterministic random GLM-4.1V checkpoints and what a checkpoint holds ---
+
+
+@app.command("init-checkpoint")
+@handle_errors
+def init_checkpoint_command(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created atomically).")],
+    preset: Annotated[
+        str, typer.Option("--preset", help="Model size: tiny (tests), small (~110 M, benchmarks), phone-9b (real dims).")
+    ] = "tiny",
+    seed: Annotated[int, typer.Option("--seed", help="torch.manual_seed for the random weights.")] = 0,
+    dtype: Annotated[
+        Optional[str],
+        typer.Option("--dtype", help="float32 | float16 | bfloat16 (default: float32; phone-9b: bfloat16)."),
+    ] = None,
+    config_only: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--config-only/--with-weights",
+            help="Write config, tokenizer and image processor without weights (default for phone-9b).",
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Write a deterministic random Hugging Face checkpoint of GLM-4.1V (AutoGLM-Phone-9B) at a preset size."""
+    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.models.info import checkpoint_info, format_bytes, format_count
+
+    path = write_checkpoint(
+        out, preset=preset, seed=seed, config_only=config_only, dtype=dtype, overwrite=overwrite
+    )
+    info = checkpoint_info(path)
+    weights = (
+        f"{len(info.weights['files'])} safetensors file(s), {format_bytes(info.weight_bytes)}"
+        if info.weights
+        else "no weights (config only)"
+    )
+    typer.echo(
+        f"wrote {path}: preset {preset}, {format_count(info.total_parameters)} parameters, {info.dtype}, {weights}"
+    )
+
+
+@app.command("info")
+@handle_errors
+def info_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Hugging Face checkpoint folder (config.json, *.safetensors).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
+) -> None:
+    """Show a GLM-4.1V checkpoint's dims, parameter counts, sizes and KV-cache cost (reads headers only)."""
+    import json as _json
+
+    from trt_pipeline.models.info import checkpoint_info, render_table
+
+    info = checkpoint_info(checkpoint)
+    if as_json:
+        typer.echo(_json.dumps(info.to_dict(), indent=2))
+        return
+    from rich.console import Console
+
+    Console().print(render_table(info))
+
+
+# --- export / simplify / validate / generate ---------------------------------------------------
+def _components(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@app.command("export")
+@handle_errors
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Hugging Face checkpoint folder (config.json + safetensors).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")] = Path("engines/export"),
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    components: Annotated[str, typer.Option(help="Comma-separated: vision_encoder,decoder.")] = "vision_encoder,decoder",
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch_size.")] = 4,
+    max_seq: Annotated[int, typer.Option("--max-seq", help="Largest sequence_length (prompt tokens per prefill).")] = 256,
+    max_kv: Annotated[int, typer.Option("--max-kv", help="Largest past_sequence_length (KV-cache tokens).")] = 512,
+    min_image_tokens: Annotated[int, typer.Option("--min-image-tokens", help="Smallest image-token count.")] = 4,
+    max_image_tokens: Annotated[Optional[int], typer.Option("--max-image-tokens", help="Largest image-token count [default: from preprocessor_config.json].")] = None,
+    external_data: Annotated[Optional[bool], typer.Option("--external-data/--no-external-data", help="Force weights into .onnx.data files [default: automatic above 2 GB].")] = None,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim (verified on ONNX Runtime).")] = True,
+    validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Compare with transformers on the dim grid.")] = True,
+) -> None:
+    """Export the vision encoder and decoder to ONNX with dynamic axes, simplify and validate them."""
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.export.exporter import export
+
+    cfg = ExportConfig(
+        opset=opset, components=_components(components), max_batch=max_batch, max_seq=max_seq, max_kv=max_kv,
+        min_image_tokens=min_image_tokens, max_image_tokens=max_image_tokens, external_data=external_data,
+        simplify=simplify, validate=validate,
+    )
+    export(checkpoint, out, cfg)
+    typer.echo(f"export written to {out}")
+
+
+@app.command("simplify")
+@handle_errors
+def simplify_command(
+    folder: Annotated[Path, typer.Argument(help="Export folder (OUT) or a precision folder holding *.onnx.")],
+    precision: Annotated[str, typer.Option(help="Precision folder inside OUT/onnx.")] = "fp32",
+) -> None:
+    """Simplify ONNX models with onnxsim, keeping dynamic axes; verified equal on ONNX Runtime."""
+    from trt_pipeline.graph.simplify import simplify_folder
+
+    target = folder / "onnx" / precision if (folder / "onnx").is_dir() else folder
+    for name, report in simplify_folder(target).items():
+        if "skipped" in report:
+            typer.echo(f"{name}: skipped ({report['skipped']})")
+        else:
+            typer.echo(f"{name}: {report['nodes_before']} -> {report['nodes_after']} nodes, max abs diff {report['max_abs_diff']:.3g}")
+
+
+@app.command("validate")
+@handle_errors
+def validate_command(
+    folder: Annotated[Path, typer.Argument(help="Export folder (has export.json).")],
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Reference checkpoint [default: the one named in export.json].")] = None,
+    precision: Annotated[str, typer.Option(help="Which OUT/onnx/PRECISION to check.")] = "fp32",
+    atol_logits: Annotated[float, typer.Option("--atol-logits")] = 1e-4,
+    atol_vision: Annotated[float, typer.Option("--atol-vision")] = 1e-5,
+) -> None:
+    """ONNX Runtime (CPU) vs transformers over every dynamic axis (min / interior / max)."""
+    from trt_pipeline.export.exporter import read_export_manifest
+    from trt_pipeline.export.validate import validate
+
+    source = checkpoint or Path(read_export_manifest(folder)["checkpoint"]["path"])
+    report = validate(folder, source, precision=precision, atol_logits=atol_logits, atol_vision=atol_vision)
+    typer.echo(f"validation passed: {len(report.results)} checks, report in {folder / 'reports'}")
+
+
+@app.command("generate")
+@handle_errors
+def generate_command(
+    src: Annotated[Path, typer.Argument(help="Export folder, or a checkpoint folder for --backend torch.")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Instruction text; repeat for a batch.")],
+    image: Annotated[Optional[list[Path]], typer.Option("--image", "-i", help="Image for the (first) prompt; repeatable.")] = None,
+    backend: Annotated[str, typer.Option(help="torch (transformers), torch-export, ort or trt.")] = "torch",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (ort/trt backends).")] = "fp32",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 32,
+    as_json: Annotated[bool, typer.Option("--json", help="Print token ids and text as JSON.")] = False,
+) -> None:
+    """Greedy generation through the checkpoint's tokenizer, chat template and image processor."""
+    import json
+
+    from trt_pipeline.generate import GenerateRequest, generate
+
+    images = [list(image or [])] + [[] for _ in prompt[1:]]
+    result = generate(GenerateRequest(src, list(prompt), images, backend, precision, max_new_tokens))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        for text in result.texts:
+            typer.echo(text)
