@@ -1,0 +1,58 @@
+"""Shared test fixtures.
+
+``tiny_checkpoint`` is a deterministic random GLM-4.1V checkpoint at the ``tiny`` preset (a few MB,
+made once per test session with transformers): weights, tokenizer + chat template, image processor.
+Treat it as read-only; tests that modify a checkpoint copy it first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``write_checkpoint(..., preset="tiny", seed=0)``: float32, one model.safetensors."""
+    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("checkpoints") / "tiny", preset="tiny", seed=0)
+
+
+# Parity variants: two configs x two seeds. "gqa4" has 8 query heads over 1 KV head, another
+# mrope section and a 6x6 vision position table with 2 vision heads.
+PARITY_VARIANTS = {
+    "tiny-seed0": {"seed": 0, "overrides": {}},
+    "tiny-seed1": {"seed": 1, "overrides": {}},
+    "gqa8-seed2": {
+        "seed": 2,
+        "overrides": {
+            "text_num_attention_heads": 8,
+            "text_num_key_value_heads": 1,
+            "mrope_section": [2, 1, 1],
+            "vision_num_heads": 2,
+            "image_size": 84,
+        },
+    },
+    "gqa8-seed3": {
+        "seed": 3,
+        "overrides": {
+            "text_num_attention_heads": 8,
+            "text_num_key_value_heads": 1,
+            "mrope_section": [2, 1, 1],
+            "vision_num_heads": 2,
+            "image_size": 84,
+        },
+    },
+}
+
+
+@pytest.fixture(scope="session", params=sorted(PARITY_VARIANTS))
+def parity_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny checkpoints of two configs and two seeds each (for parity tests)."""
+    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+
+    variant = PARITY_VARIANTS[request.param]
+    out = tmp_path_factory.mktemp("parity") / request.param
+    return write_checkpoint(out, preset="tiny", seed=variant["seed"], overrides=variant["overrides"])
