@@ -211,3 +211,108 @@ def generate_command(
     else:
         for text in result.texts:
             typer.echo(text)
+
+# --- TensorRT engines: build / inspect (engine stage) ------------------------------------------
+
+import enum as _enum  # noqa: E402
+
+
+class HardwareCompatChoice(str, _enum.Enum):
+    """``--hardware-compat`` values (TensorRT HardwareCompatibilityLevel NONE / AMPERE_PLUS / SAME_COMPUTE_CAPABILITY)."""
+
+    none = "none"
+    ampere_plus = "ampere+"
+    same_cc = "same-cc"
+
+
+@app.command("build")
+@handle_errors
+def build_command(
+    src: Annotated[Path, typer.Argument(metavar="DIR", help="Export folder: export.json + onnx/PRECISION/ (+ manifest.json).")],
+    fp16: Annotated[bool, typer.Option("--fp16", help="Compile the fp16 ONNX variant (strongly typed).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Compile the int8 (Q/DQ) ONNX variant (strongly typed).")] = False,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Compile the fp32 ONNX (the default, as trtexec).")] = False,
+    workspace: Annotated[
+        Optional[str], typer.Option("--workspace", help="Workspace memory-pool limit: 4GiB, 512MiB, 2G or GiB as a number. Default: TensorRT's (all device memory).")
+    ] = None,
+    opt_level: Annotated[int, typer.Option("--opt-level", help="Builder optimization level, 0-5 (TensorRT default 3).")] = 3,
+    timing_cache: Annotated[
+        Optional[Path], typer.Option("--timing-cache", metavar="FILE", help="Timing cache loaded, reused and saved across builds. Default: DIR/engines/timing.cache.")
+    ] = None,
+    min_shapes: Annotated[Optional[str], typer.Option("--min-shapes", metavar="NAME:DIMS,...", help="Override profile minimum shapes, e.g. inputs_embeds:1x1x4096.")] = None,
+    opt_shapes: Annotated[Optional[str], typer.Option("--opt-shapes", metavar="NAME:DIMS,...", help="Override profile optimum shapes.")] = None,
+    max_shapes: Annotated[Optional[str], typer.Option("--max-shapes", metavar="NAME:DIMS,...", help="Override profile maximum shapes.")] = None,
+    hardware_compat: Annotated[
+        HardwareCompatChoice, typer.Option("--hardware-compat", help="Hardware compatibility level of the engine.")
+    ] = HardwareCompatChoice.none,
+    version_compatible: Annotated[bool, typer.Option("--version-compatible", help="Build a version-compatible engine (runs on newer TensorRT).")] = False,
+    legacy_precision_flags: Annotated[
+        bool, typer.Option("--legacy-precision-flags", help="TensorRT 10.x only: FP16/INT8 builder flags + calibration cache on the fp32 ONNX instead of strong typing.")
+    ] = False,
+) -> None:
+    """Build TensorRT engines DIR/engines/COMPONENT.PRECISION.engine (+ .engine.json manifests). Needs TensorRT and a GPU."""
+    from trt_pipeline.engine.builder import build_engines
+    from trt_pipeline.engine.options import BuildConfig
+    from trt_pipeline.engine.tensorrt_import import require_tensorrt
+
+    cfg = BuildConfig.from_options(
+        src, fp16=fp16, int8=int8, fp32=fp32, workspace=workspace, opt_level=opt_level, timing_cache=timing_cache,
+        min_shapes=min_shapes, opt_shapes=opt_shapes, max_shapes=max_shapes, hardware_compat=HardwareCompatChoice(hardware_compat).value,
+        version_compatible=version_compatible, legacy_precision_flags=legacy_precision_flags,
+    )
+    ctx = require_tensorrt(cfg.device_index)
+    for result in build_engines(cfg, ctx=ctx):
+        typer.echo(str(result.engine_path))
+
+
+@app.command("inspect")
+@handle_errors
+def inspect_command(
+    engine: Annotated[Path, typer.Argument(metavar="ENGINE", help="A COMPONENT.PRECISION.engine file (its .engine.json beside it).")],
+    manifest_only: Annotated[bool, typer.Option("--manifest-only", help="Only read the manifest (works without TensorRT).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    max_layers: Annotated[int, typer.Option("--max-layers", help="Layers to list (0 = all).")] = 50,
+) -> None:
+    """Show an engine's manifest and, with TensorRT + GPU, its I/O, profiles and layers (engine inspector)."""
+    import json as _json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from trt_pipeline.engine.inspect import inspect_engine
+    from trt_pipeline.engine.manifest import summarize
+
+    report = inspect_engine(engine, manifest_only=manifest_only)
+    if as_json:
+        typer.echo(_json.dumps(report.to_json(), indent=2, default=str))
+        return
+    console = Console()
+    table = Table(title=str(engine), show_header=False)
+    for label, value in summarize(report.manifest):
+        table.add_row(label, value)
+    console.print(table)
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", style="yellow", highlight=False)
+    profiles = Table(title="optimization profiles (manifest)")
+    for column in ("profile", "input", "min", "opt", "max"):
+        profiles.add_column(column)
+    for profile in report.manifest.profiles:
+        for name, rng in profile.shapes.items():
+            profiles.add_row(profile.name, name, *("x".join(map(str, s)) for s in (rng.min, rng.opt, rng.max)))
+    console.print(profiles)
+    if report.io is not None:
+        io = Table(title="I/O tensors (engine)")
+        for column in ("name", "mode", "dtype", "shape"):
+            io.add_column(column)
+        for item in report.io:
+            io.add_row(item["name"], item["mode"], item["dtype"], "x".join(map(str, item["shape"])))
+        console.print(io)
+    if report.layers is not None:
+        shown = report.layers if max_layers <= 0 else report.layers[:max_layers]
+        layers = Table(title=f"layers ({len(shown)} of {len(report.layers)})")
+        for column in ("#", "name", "type", "output format/dtype", "tactic"):
+            layers.add_column(column)
+        for index, layer in enumerate(shown):
+            layers.add_row(str(index), layer.name, layer.type or "", layer.precision or "", layer.tactic or "")
+        console.print(layers)
+

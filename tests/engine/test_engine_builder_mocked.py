@@ -1,0 +1,264 @@
+"""The build against a fake ``tensorrt`` module (see tests/engine/conftest.py for what is real and what is fake)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from rich.progress import Progress
+
+from trt_pipeline.artifacts import sha256_file
+from trt_pipeline.engine.builder import build_engines, make_logger, make_progress_monitor, plan_build
+from trt_pipeline.engine.manifest import read_manifest
+from trt_pipeline.engine.options import BuildConfig
+from trt_pipeline.errors import ConfigError, OnnxModelError, PipelineError
+
+
+@pytest.fixture
+def run_build(fakes):
+    def run(out: Path, trt, *, gpu: dict | None = None, **options):
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=250)
+        ctx = fakes.fake_context(trt, **(gpu or {}))
+        results = build_engines(BuildConfig(out, **options), ctx=ctx, console=console, show_progress=True)
+        return results, buffer.getvalue()
+
+    return run
+
+
+def set_shape_calls(profile_mock):
+    return {call.args[0]: tuple(tuple(x) for x in call.args[1:]) for call in profile_mock.set_shape.call_args_list}
+
+
+def test_strongly_typed_fp16_build_on_tensorrt_11(export_dir, fake_trt, run_build, fakes):
+    results, text = run_build(export_dir, fake_trt, precision="fp16", workspace=4 << 30, opt_level=5)
+    state = fake_trt._state
+    assert [r.component for r in results] == ["vision_encoder", "decoder"]
+
+    # network: strongly typed (11.x: no creation flag), parsed from the fp16 variant via parse_from_file
+    assert [n.flags for n in state.networks] == [0, 0]
+    assert [Path(n.parsed_from) for n in state.networks] == [
+        export_dir / "onnx" / "fp16" / "vision_encoder.onnx",
+        export_dir / "onnx" / "fp16" / "decoder.onnx",
+    ]
+    # config: workspace pool, opt level, detailed profiling (engine inspector), progress monitor, timing cache
+    config = state.configs[-1]
+    assert config.pools == {fake_trt.MemoryPoolType.WORKSPACE: 4 << 30}
+    assert config.builder_optimization_level == 5
+    assert config.profiling_verbosity == fake_trt.ProfilingVerbosity.DETAILED
+    assert isinstance(config.progress_monitor, fakes.lean.IProgressMonitor)
+    assert config.flags_set == []
+    assert config.ignore_mismatch_used == [False]
+    assert all(ok for _, _, ok in state.progress_calls)
+
+    # profiles: vision 1 (image), decoder 2 (prefill, decode) with the derived shapes
+    assert len(state.configs[0].profiles) == 1 and len(config.profiles) == 2
+    prefill, decode = (set_shape_calls(p) for p in config.profiles)
+    assert prefill["inputs_embeds"] == ((1, 1, 8), (1, 128, 8), (4, 512, 8))
+    assert prefill["past_key_values.0.key"] == ((1, 2, 0, 4), (1, 2, 0, 4), (4, 2, 0, 4))
+    assert decode["attention_mask"] == ((1, 2), (1, 257), (4, 1025))
+
+    # outputs: engine + manifest per component, atomically written, hashes match the files
+    for result in results:
+        assert result.engine_path == export_dir / "engines" / f"{result.component}.fp16.engine"
+        assert result.engine_path.read_bytes().startswith(b"FAKE-ENGINE")
+        manifest = read_manifest(result.engine_path)
+        assert manifest == result.manifest
+        assert manifest.engine_sha256 == sha256_file(result.engine_path)
+        assert manifest.onnx_sha256 == sha256_file(export_dir / "onnx" / "fp16" / f"{result.component}.onnx")
+        assert manifest.onnx_file == f"onnx/fp16/{result.component}.onnx"
+        assert (manifest.tensorrt_version, manifest.gpu_name, manifest.compute_capability, manifest.cuda_version) == (
+            "11.4.0.106", "NVIDIA GeForce RTX 4090", "8.9", "12.8")
+        assert manifest.precision == "fp16" and manifest.strongly_typed and not manifest.legacy_precision_flags
+        assert manifest.workspace_bytes == 4 << 30 and manifest.opt_level == 5
+        assert manifest.export_sha256 == sha256_file(export_dir / "export.json")
+    assert results[1].manifest.profile_names == ["prefill", "decode"]
+    assert results[0].manifest.profile_names == ["image"]
+    assert not list((export_dir / "engines").glob(".*.tmp"))
+    # reporting: versions, build time, engine size
+    assert "TensorRT 11.4.0.106 (11.x)" in text and "strongly typed" in text
+    assert "wrote" in text and "decoder.fp16.engine" in text and " s;" in text
+
+
+def test_tensorrt_10_strongly_typed_sets_the_creation_flag(export_dir, fake_trt_factory, run_build):
+    trt = fake_trt_factory("10.3.0.30")
+    run_build(export_dir, trt, precision="int8")
+    strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert [n.flags for n in trt._state.networks] == [strongly_typed, strongly_typed]
+    assert all("onnx/int8" in n.parsed_from for n in trt._state.networks)
+    assert trt._state.configs[-1].flags_set == []  # no precision flags on the strongly typed path
+
+
+def test_tensorrt_10_legacy_fp16(export_dir, fake_trt_factory, run_build):
+    trt = fake_trt_factory("10.3.0.30")
+    results, text = run_build(export_dir, trt, precision="fp16", legacy_precision_flags=True)
+    assert [n.flags for n in trt._state.networks] == [0, 0]  # weakly typed
+    assert all("onnx/fp32" in n.parsed_from for n in trt._state.networks)
+    assert trt._state.configs[-1].flags_set == [trt.BuilderFlag.FP16]
+    manifest = results[1].manifest
+    assert manifest.legacy_precision_flags and not manifest.strongly_typed
+    assert manifest.builder_flags == ("FP16",) and manifest.onnx_file == "onnx/fp32/decoder.onnx"
+    assert results[1].engine_path.name == "decoder.fp16.engine"
+    assert "legacy builder flags" in text
+
+
+def test_tensorrt_10_legacy_int8_replays_the_calibration_cache(export_dir, fake_trt_factory, run_build):
+    trt = fake_trt_factory("10.3.0.30")
+    results, _ = run_build(export_dir, trt, precision="int8", legacy_precision_flags=True)
+    config = trt._state.configs[-1]
+    assert set(config.flags_set) == {trt.BuilderFlag.FP16, trt.BuilderFlag.INT8}
+    calibrator = config.int8_calibrator
+    assert isinstance(calibrator, trt.IInt8EntropyCalibrator2)
+    assert calibrator.read_calibration_cache() == (export_dir / "onnx" / "int8" / "calibration.cache").read_bytes()
+    assert calibrator.get_batch(["inputs_embeds"]) is None and calibrator.get_batch_size() == 1
+    assert config.calibration_profile is config.profiles[0]
+    assert results[1].manifest.builder_flags == ("FP16", "INT8")
+
+
+def test_legacy_flags_on_tensorrt_11_are_refused_before_building(export_dir, fake_trt, run_build):
+    with pytest.raises(ConfigError, match="not available on TensorRT 11.4.0.106"):
+        run_build(export_dir, fake_trt, precision="fp16", legacy_precision_flags=True)
+    assert fake_trt._state.builders == []
+
+
+def test_hardware_and_version_compatibility(export_dir, fake_trt, run_build):
+    results, _ = run_build(export_dir, fake_trt, precision="fp16", hardware_compat="ampere+", version_compatible=True)
+    config = fake_trt._state.configs[-1]
+    assert config.hardware_compatibility_level == fake_trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    assert config.flags_set == [fake_trt.BuilderFlag.VERSION_COMPATIBLE]
+    manifest = results[0].manifest
+    assert manifest.hardware_compat == "ampere+" and manifest.version_compatible
+    assert manifest.builder_flags == ("VERSION_COMPATIBLE",)
+    run_build(export_dir, fake_trt, precision="fp16", hardware_compat="same-cc")
+    assert fake_trt._state.configs[-1].hardware_compatibility_level == fake_trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+
+
+def test_timing_cache_is_loaded_reused_and_saved(export_dir, fake_trt_factory, run_build, tmp_path):
+    cache = tmp_path / "caches" / "tactics.cache"
+    trt = fake_trt_factory("11.4.0.106")
+    run_build(export_dir, trt, precision="fp16", timing_cache=cache)
+    assert cache.read_bytes() == b"timings-from-build"
+    # second build (new process): the cache file is what the builder starts from
+    trt2 = fake_trt_factory("11.4.0.106")
+    results, _ = run_build(export_dir, trt2, precision="fp16", timing_cache=cache)
+    assert b"timings-from-build" in trt2._state.timing_blobs.values()
+    assert results[0].manifest.timing_cache == str(cache)
+    assert not results[0].notes
+
+
+def test_timing_cache_from_another_gpu_or_corrupt_is_replaced_with_a_note(export_dir, fake_trt_factory, run_build):
+    cache = export_dir / "engines" / "timing.cache"  # the default location
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"other-gpu timings")
+    results, text = run_build(export_dir, fake_trt_factory("11.4.0.106"), precision="fp16")
+    assert any("another GPU or TensorRT" in n for n in results[0].notes)
+    assert "another GPU or TensorRT" in text
+    assert cache.read_bytes() == b"timings-from-build"
+    cache.write_bytes(b"corrupt!")
+    results, _ = run_build(export_dir, fake_trt_factory("11.4.0.106"), precision="fp16")
+    assert any("unreadable" in n for n in results[0].notes)
+
+
+def test_parser_errors_name_the_nodes(export_dir, fake_trt, run_build, fakes):
+    fake_trt._state.parse_errors = [
+        fakes.FakeParserError(fake_trt.ErrorCode.UNSUPPORTED_NODE, "No importer registered for op: FancyAttention", 7,
+                              "layers.0.self_attn/FancyAttention", "FancyAttention"),
+        fakes.FakeParserError(fake_trt.ErrorCode.INVALID_NODE, "bad attribute axis", 9, "layers.0.key_cache", "Concat"),
+    ]
+    with pytest.raises(OnnxModelError) as info:
+        run_build(export_dir, fake_trt, precision="fp16")
+    text = str(info.value)
+    assert "vision_encoder.onnx (2 error(s))" in text
+    assert "node 'layers.0.self_attn/FancyAttention' (FancyAttention): No importer registered" in text
+    assert "[UNSUPPORTED_NODE]" in text and "node 'layers.0.key_cache' (Concat)" in text
+    assert not (export_dir / "engines" / "vision_encoder.fp16.engine").exists()
+
+
+def test_failed_build_leaves_nothing_behind(export_dir, fake_trt, run_build):
+    fake_trt._state.build_result = None
+    fake_trt._state.build_log_errors = ["Requested amount of GPU memory (40 GiB) could not be allocated"]
+    with pytest.raises(PipelineError, match="could not build vision_encoder.fp16.engine.*GPU memory"):
+        run_build(export_dir, fake_trt, precision="fp16")
+    engines = export_dir / "engines"
+    assert not list(engines.glob("*.engine")) and not list(engines.glob("*.engine.json"))
+    assert not list(engines.glob(".*"))
+
+
+def test_external_data_is_found_next_to_the_model(make_export_dir, fake_trt, run_build):
+    out = make_export_dir(external_data=True)
+    results, _ = run_build(out, fake_trt, precision="fp32")
+    manifest = results[1].manifest
+    assert manifest.onnx_external_data == "onnx/fp32/decoder.onnx.data"
+    assert manifest.onnx_external_data_sha256 == sha256_file(out / "onnx" / "fp32" / "decoder.onnx.data")
+
+
+def test_shape_overrides_reach_the_profiles(export_dir, fake_trt, run_build):
+    run_build(export_dir, fake_trt, precision="fp16", shapes=BuildConfig.from_options(
+        export_dir, max_shapes="inputs_embeds:2x256x8,pixel_values:512x12").shapes)
+    vision_config, decoder_config = fake_trt._state.configs
+    assert set_shape_calls(vision_config.profiles[0])["attention_bias"][2] == (512, 512)
+    prefill, decode = (set_shape_calls(p) for p in decoder_config.profiles)
+    assert prefill["inputs_embeds"][2] == (2, 256, 8)
+    assert decode["inputs_embeds"][2] == (2, 1, 8)
+
+
+def test_unknown_override_name_is_refused_before_tensorrt(export_dir, fake_trt, run_build):
+    with pytest.raises(ConfigError, match="unknown inputs: input_ids"):
+        run_build(export_dir, fake_trt, precision="fp16", shapes=BuildConfig.from_options(export_dir, max_shapes="input_ids:1x8").shapes)
+    assert fake_trt._state.builders == []
+
+
+def test_profiles_are_checked_against_the_onnx_graph_before_tensorrt(export_dir, fake_trt, run_build):
+    import onnx
+
+    # a decoder whose hidden size differs from what export.json declares
+    path = export_dir / "onnx" / "fp16" / "decoder.onnx"
+    model = onnx.load(str(path))
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 16
+    onnx.save_model(model, str(path))
+    with pytest.raises(ConfigError, match="inputs_embeds axis 2 is static \\(16\\)"):
+        run_build(export_dir, fake_trt, precision="fp16")
+    assert fake_trt._state.builders == []
+
+
+def test_plan_build_needs_no_tensorrt(export_dir):
+    plan = plan_build(BuildConfig(export_dir, precision="int8"))
+    assert [p.component for p in plan.components] == ["vision_encoder", "decoder"]
+    assert [p.name for p in plan.components[1].profiles] == ["prefill", "decode"]
+
+
+def test_progress_monitor_drives_a_rich_progress(fakes):
+    progress = Progress(console=Console(file=io.StringIO()), disable=True)
+    monitor = make_progress_monitor(fakes.lean, progress)
+    assert isinstance(monitor, fakes.lean.IProgressMonitor)  # subclass of the real TensorRT interface
+    monitor.phase_start("Building engine", None, 4)
+    monitor.phase_start("Tactics", "Building engine", 2)
+    assert [t.description for t in progress.tasks] == ["Building engine", "  Tactics"]
+    assert monitor.step_complete("Tactics", 0) is True
+    assert [t.completed for t in progress.tasks] == [0, 1]
+    monitor.phase_finish("Tactics")
+    assert [t.description for t in progress.tasks] == ["Building engine"]
+    monitor.cancelled = True  # e.g. after Ctrl-C: TensorRT cancels the build when step_complete returns False
+    assert monitor.step_complete("Building engine", 1) is False
+
+
+def test_logger_collects_errors_for_messages(fakes):
+    seen: list[str] = []
+    logger = make_logger(fakes.lean, echo=seen.append)
+    assert isinstance(logger, fakes.lean.ILogger)
+    logger.log(fakes.lean.ILogger.Severity.ERROR, "out of memory")
+    logger.log(fakes.lean.ILogger.Severity.WARNING, "slow tactic")
+    logger.log(fakes.lean.ILogger.Severity.INFO, "chatter")
+    assert logger.errors == ["out of memory"] and logger.warnings == ["slow tactic"]
+    assert seen == ["[TensorRT error] out of memory", "[TensorRT warning] slow tactic"]
+
+
+def test_strict_autospec_of_real_profile_class_checks_arguments(fakes):
+    profile = fakes.strict_autospec(fakes.lean.IOptimizationProfile)
+    profile.set_shape("inputs_embeds", (1, 1, 8), (1, 2, 8), (1, 4, 8))
+    with pytest.raises(TypeError, match="matches no signature"):
+        profile.set_shape("inputs_embeds", (1, 1, 8), (1, 4, 8))  # opt missing
+    with pytest.raises(AttributeError):
+        profile.set_dimensions("x", (1,))  # not a TensorRT method

@@ -1,0 +1,556 @@
+"""Compile the ONNX variants of an export folder into TensorRT engines plus their manifests.
+
+One call: :func:`build_engines` (``autoglm-trt build DIR ...``). Per component it
+
+1. parses ``DIR/onnx/PRECISION/COMPONENT.onnx`` (external weights are found next to it) into a
+   strongly typed network (``OnnxParser.parse_from_file``); parser errors become an
+   :class:`~trt_pipeline.errors.OnnxModelError` listing node names and operators;
+2. adds the optimization profiles of :mod:`trt_pipeline.engine.profiles`;
+3. sets the workspace pool limit, builder optimization level, detailed profiling verbosity (for the
+   engine inspector), hardware/version compatibility, a timing cache loaded from and saved back to
+   a file, and a progress monitor feeding a rich progress bar;
+4. on TensorRT 10.x with ``--legacy-precision-flags``: a weakly typed network from the fp32 ONNX
+   with ``BuilderFlag.FP16``/``INT8`` and an INT8 calibrator that replays the calibration cache;
+5. writes ``DIR/engines/COMPONENT.PRECISION.engine`` atomically and its manifest beside it.
+
+The builder-side TensorRT classes (Builder, INetworkDefinition, OnnxParser, IBuilderConfig) cannot
+be imported on the CPU machines this project is developed on; every call made on them below follows
+the TensorRT 10.x / 11.x Python API documentation and bindings:
+
+* Builder / create_network / create_optimization_profile / create_builder_config /
+  build_serialized_network:
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html and
+  https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/_static/python-api/infer/Core/Builder.html
+* IBuilderConfig: set_memory_pool_limit(pool, pool_size), builder_optimization_level,
+  hardware_compatibility_level, profiling_verbosity, set_flag(flag), add_optimization_profile(profile),
+  create_timing_cache(serialized_timing_cache), set_timing_cache(cache, ignore_mismatch),
+  get_timing_cache(), progress_monitor; 10.x only: int8_calibrator, set_calibration_profile(profile):
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/BuilderConfig.html,
+  C++ member list for 11.4.1
+  https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/_static/c-api/classnvinfer1_1_1_i_builder_config-members.html
+  and the binding source NVIDIA/TensorRT python/src/infer/pyCore.cpp (class IBuilderConfig, Builder).
+* OnnxParser(network, logger).parse_from_file(path) -> bool, num_errors, get_error(i) with
+  code()/desc()/node()/node_name()/node_operator():
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/parsers/Onnx/pyOnnx.html and
+  NVIDIA/TensorRT python/src/parsers/pyOnnx.cpp. ``parse_from_file`` is what lets the parser find
+  external data next to the model (Polygraphy's NetworkFromOnnxPath uses it for that reason).
+* IProgressMonitor phase_start/step_complete/phase_finish: NVIDIA/TensorRT
+  samples/python/simple_progress_monitor (the class itself exists in the lean bindings and is
+  subclassed for real in the tests).
+* IInt8EntropyCalibrator2 (10.x, deprecated since 10.1): get_batch_size, get_batch(names) -> None
+  when there is no data, read_calibration_cache() -> bytes, write_calibration_cache(cache):
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Int8/Calibrator.html
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trt_pipeline.artifacts import atomic_path, sha256_file, tool_versions
+from trt_pipeline.engine.manifest import EngineManifest, manifest_path_for, write_manifest
+from trt_pipeline.engine.options import (
+    HARDWARE_COMPAT,
+    BuildConfig,
+    BuildInputs,
+    ComponentSource,
+    format_bytes,
+    resolve_build_inputs,
+    validate_for_tensorrt,
+)
+from trt_pipeline.engine.profiles import (
+    Profile,
+    check_override_names,
+    derive_profiles,
+    read_onnx_inputs,
+    validate_profiles,
+)
+from trt_pipeline.engine.tensorrt_import import TensorRTContext, require_tensorrt
+from trt_pipeline.errors import ConfigError, OnnxModelError, PipelineError
+
+# --------------------------------------------------------------------------------------------
+# Plan (no TensorRT needed)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComponentPlan:
+    """One engine to build: its ONNX source, validated profiles and output path."""
+
+    source: ComponentSource
+    profiles: tuple[Profile, ...]
+    engine_path: Path
+    notes: tuple[str, ...] = ()
+
+    @property
+    def component(self) -> str:
+        return self.source.component
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    inputs: BuildInputs
+    components: tuple[ComponentPlan, ...]
+
+
+def plan_build(cfg: BuildConfig) -> BuildPlan:
+    """Resolve inputs, derive and validate profiles for every component, without TensorRT.
+
+    Raises:
+        ConfigError / OnnxModelError: see :func:`~trt_pipeline.engine.options.resolve_build_inputs`
+        and :func:`~trt_pipeline.engine.profiles.validate_profiles`.
+    """
+    inputs = resolve_build_inputs(cfg)
+    check_override_names(cfg.shapes, inputs.all_input_names())
+    plans = []
+    for name, source in inputs.components.items():
+        notes: list[str] = []
+        profiles = derive_profiles(name, source.inputs, inputs.dims, cfg.shapes, notes=notes)
+        validate_profiles(profiles, read_onnx_inputs(source.onnx_path), path=source.onnx_path)
+        plans.append(ComponentPlan(source, profiles, cfg.engine_path(name), tuple(notes)))
+    return BuildPlan(inputs, tuple(plans))
+
+
+# --------------------------------------------------------------------------------------------
+# TensorRT helpers
+# --------------------------------------------------------------------------------------------
+
+
+def make_logger(trt: Any, *, echo: Any = None) -> Any:
+    """A ``trt.ILogger`` that keeps errors (for failure messages) and forwards warnings to ``echo``."""
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+            self.warnings: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                self.errors.append(msg)
+                if echo is not None:
+                    echo(f"[TensorRT error] {msg}")
+            elif severity == trt.ILogger.Severity.WARNING:
+                self.warnings.append(msg)
+                if echo is not None:
+                    echo(f"[TensorRT warning] {msg}")
+
+    return _Logger()
+
+
+def make_progress_monitor(trt: Any, progress: Any) -> Any:
+    """A ``trt.IProgressMonitor`` that shows each builder phase as a task of a rich ``Progress``.
+
+    TensorRT calls it from its own threads, so updates take a lock. ``step_complete`` returns False
+    (which cancels the build) after Ctrl-C, as in NVIDIA's simple_progress_monitor sample.
+    """
+
+    class RichProgressMonitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self._lock = threading.Lock()
+            self._tasks: dict[str, Any] = {}
+            self._depth: dict[str, int] = {}
+            self.cancelled = False
+            self.phases_seen: list[str] = []
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            try:
+                with self._lock:
+                    depth = self._depth.get(parent_phase, -1) + 1 if parent_phase is not None else 0
+                    self._depth[phase_name] = depth
+                    self.phases_seen.append(phase_name)
+                    self._tasks[phase_name] = progress.add_task("  " * depth + phase_name, total=max(int(num_steps), 1))
+            except KeyboardInterrupt:
+                self.cancelled = True
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            try:
+                with self._lock:
+                    task = self._tasks.get(phase_name)
+                    if task is not None:
+                        progress.update(task, completed=int(step) + 1)
+                return not self.cancelled
+            except KeyboardInterrupt:
+                self.cancelled = True
+                return False
+
+        def phase_finish(self, phase_name: str) -> None:
+            try:
+                with self._lock:
+                    task = self._tasks.pop(phase_name, None)
+                    self._depth.pop(phase_name, None)
+                    if task is not None:
+                        progress.remove_task(task)
+            except KeyboardInterrupt:
+                self.cancelled = True
+
+    return RichProgressMonitor()
+
+
+def parser_errors(parser: Any) -> list[str]:
+    """One line per ONNX parser error: node name, operator, description, error code."""
+    lines = []
+    for index in range(int(parser.num_errors)):
+        error = parser.get_error(index)
+        node_name = _call_or_none(error, "node_name")
+        operator = _call_or_none(error, "node_operator")
+        node_index = _call_or_none(error, "node")
+        where = f"node {node_name!r}" if node_name else (f"node #{node_index}" if node_index not in (None, -1) else "graph")
+        if operator:
+            where += f" ({operator})"
+        code = _call_or_none(error, "code")
+        code_name = getattr(code, "name", code)
+        lines.append(f"{where}: {_call_or_none(error, 'desc') or error}" + (f" [{code_name}]" if code_name is not None else ""))
+    return lines
+
+
+def _call_or_none(obj: Any, name: str) -> Any:
+    method = getattr(obj, name, None)
+    if method is None:
+        return None
+    try:
+        return method()
+    except Exception:
+        return None
+
+
+def parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, *, network_flags: int) -> tuple[Any, Any]:
+    """Create a network and parse ``onnx_path`` into it (external data resolved relative to the file).
+
+    Returns:
+        ``(network, parser)``; the parser must outlive the network's use in the build.
+
+    Raises:
+        OnnxModelError: with one line per parser error (node names and operators).
+    """
+    network = builder.create_network(network_flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        lines = parser_errors(parser) or logger.errors[-5:] or ["no details reported"]
+        raise OnnxModelError(
+            f"TensorRT could not parse {onnx_path} ({len(lines)} error(s)): " + "; ".join(lines),
+            path=onnx_path,
+            hint="the named node uses an operator or attribute this TensorRT does not support; try a newer TensorRT "
+            "or check the ONNX with ONNX Runtime (`autoglm-trt` verified it there)",
+        )
+    return network, parser
+
+
+def add_profiles(builder: Any, config: Any, profiles: Sequence[Profile]) -> list[Any]:
+    """``IOptimizationProfile.set_shape(input, min, opt, max)`` per input; ``add_optimization_profile``."""
+    created = []
+    for profile in profiles:
+        trt_profile = builder.create_optimization_profile()
+        for name, rng in profile.shapes.items():
+            trt_profile.set_shape(name, rng.min, rng.opt, rng.max)
+        index = config.add_optimization_profile(trt_profile)
+        if index is not None and int(index) < 0:
+            raise ConfigError(f"TensorRT rejected optimization profile {profile.name}: {profile.to_json()}")
+        created.append(trt_profile)
+    return created
+
+
+@dataclass
+class TimingCacheState:
+    path: Path
+    loaded_entries: bool = False
+    discarded: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def load_timing_cache(config: Any, path: Path) -> TimingCacheState:
+    """Create the builder's timing cache from ``path`` (if it exists) and attach it to ``config``.
+
+    A cache from another GPU/TensorRT (``set_timing_cache(..., ignore_mismatch=False)`` returns False)
+    or an unreadable file is replaced by an empty cache, with a note; it only costs build time.
+    """
+    state = TimingCacheState(path=path)
+    blob = b""
+    if path.is_file():
+        blob = path.read_bytes()
+    cache = None
+    if blob:
+        try:
+            cache = config.create_timing_cache(blob)
+        except Exception:
+            cache = None
+        if cache is None:
+            state.notes.append(f"timing cache {path} is unreadable; starting an empty one (it will be replaced)")
+            state.discarded = True
+        else:
+            state.loaded_entries = True
+    if cache is None:
+        cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        state.notes.append(
+            f"timing cache {path} was made with another GPU or TensorRT; starting an empty one (it will be replaced)"
+        )
+        state.loaded_entries, state.discarded = False, True
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    return state
+
+
+def save_timing_cache(config: Any, state: TimingCacheState) -> None:
+    """Merge what is on disk (a concurrent build may have added entries) and write the cache atomically."""
+    cache = config.get_timing_cache()
+    if cache is None:
+        return
+    if state.path.is_file() and not state.discarded:
+        try:
+            previous = config.create_timing_cache(state.path.read_bytes())
+            if previous is not None:
+                cache.combine(previous, False)
+        except Exception:
+            state.notes.append(f"could not merge the timing cache already in {state.path}; overwriting it")
+    with atomic_path(state.path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(memoryview(cache.serialize()))
+
+
+def make_cache_calibrator(trt: Any, cache: bytes) -> Any:
+    """TensorRT 10.x ``IInt8EntropyCalibrator2`` that supplies no batches and replays ``cache``.
+
+    This is what trtexec's ``--int8 --calib=FILE`` does: with a cache and no data, the builder takes
+    the scales from the cache.
+    """
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._cache = cache
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> None:
+            return None
+
+        def read_calibration_cache(self) -> bytes:
+            return self._cache
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            return None
+
+    return CacheCalibrator()
+
+
+def apply_legacy_precision(
+    trt: Any, config: Any, precision: str, *, calibration_cache: Path | None, calibration_profile: Any
+) -> list[str]:
+    """TensorRT 10.x only: FP16/INT8 builder flags (+ calibrator from the cache for INT8). Returns flag names."""
+    flags = ["FP16"]
+    config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        if calibration_cache is None:
+            raise ConfigError("--int8 --legacy-precision-flags needs the INT8 calibration cache")
+        config.set_flag(trt.BuilderFlag.INT8)
+        flags.append("INT8")
+        config.int8_calibrator = make_cache_calibrator(trt, calibration_cache.read_bytes())
+        if calibration_profile is not None:
+            config.set_calibration_profile(calibration_profile)
+    return flags
+
+
+# --------------------------------------------------------------------------------------------
+# Build
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    component: str
+    engine_path: Path
+    manifest_path: Path
+    seconds: float
+    engine_size: int
+    manifest: EngineManifest
+    notes: tuple[str, ...] = ()
+
+
+def _io_from_source(source: ComponentSource) -> tuple[dict[str, Any], ...]:
+    return tuple(
+        {"name": spec.name, "mode": mode, "dtype": spec.dtype, "shape": list(spec.shape)}
+        for mode, specs in (("input", source.inputs), ("output", source.outputs))
+        for spec in specs
+    )
+
+
+def build_component(
+    plan: ComponentPlan,
+    cfg: BuildConfig,
+    ctx: TensorRTContext,
+    *,
+    calibration_cache: Path | None,
+    export_path: Path | None,
+    progress: Any,
+    echo: Any = None,
+) -> BuildResult:
+    """Build one engine (see module docstring) and write it plus its manifest atomically."""
+    trt, shim = ctx.trt, ctx.shim
+    source = plan.source
+    logger = make_logger(trt, echo=echo)
+    builder = trt.Builder(logger)
+    network_flags = shim.network_flags(trt, strongly_typed=cfg.strongly_typed)
+    network, parser = parse_onnx(trt, builder, logger, source.onnx_path, network_flags=network_flags)
+
+    config = builder.create_builder_config()
+    builder_flags: list[str] = []
+    if cfg.workspace is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace)
+    config.builder_optimization_level = cfg.opt_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if cfg.hardware_compat != "none":
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_COMPAT[cfg.hardware_compat])
+    if cfg.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        builder_flags.append("VERSION_COMPATIBLE")
+    trt_profiles = add_profiles(builder, config, plan.profiles)
+    if cfg.legacy_precision_flags:
+        builder_flags += apply_legacy_precision(
+            trt, config, cfg.precision, calibration_cache=calibration_cache, calibration_profile=trt_profiles[0]
+        )
+    cache_state = load_timing_cache(config, cfg.timing_cache_path)
+    monitor = make_progress_monitor(trt, progress)
+    config.progress_monitor = monitor
+
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - started
+    if monitor.cancelled:
+        raise PipelineError(f"build of {plan.engine_path.name} was cancelled", path=plan.engine_path)
+    if serialized is None:
+        details = "; ".join(logger.errors[-5:]) or "TensorRT reported no error message"
+        raise PipelineError(
+            f"TensorRT could not build {plan.engine_path.name} from {source.onnx_path}: {details}",
+            path=source.onnx_path,
+            hint="if the log mentions memory, lower --max-shapes or raise --workspace; see the TensorRT messages above",
+        )
+    save_timing_cache(config, cache_state)
+
+    with atomic_path(plan.engine_path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(memoryview(serialized))
+    del parser, network  # released after the engine exists
+    engine_size = plan.engine_path.stat().st_size
+    out_dir = cfg.out_dir
+    manifest = EngineManifest(
+        component=plan.component,
+        precision=cfg.precision,
+        engine_file=plan.engine_path.name,
+        engine_sha256=sha256_file(plan.engine_path),
+        engine_size=engine_size,
+        onnx_file=_relative(source.onnx_path, out_dir),
+        onnx_sha256=sha256_file(source.onnx_path),
+        onnx_external_data=_relative(source.external_data, out_dir) if source.external_data else None,
+        onnx_external_data_sha256=sha256_file(source.external_data) if source.external_data else None,
+        tensorrt_version=str(ctx.version),
+        gpu_name=ctx.gpu.name,
+        compute_capability=ctx.gpu.compute_capability,
+        cuda_version=ctx.gpu.cuda_version,
+        profiles=plan.profiles,
+        strongly_typed=cfg.strongly_typed,
+        legacy_precision_flags=cfg.legacy_precision_flags,
+        builder_flags=tuple(builder_flags),
+        hardware_compat=cfg.hardware_compat,
+        version_compatible=cfg.version_compatible,
+        workspace_bytes=cfg.workspace,
+        opt_level=cfg.opt_level,
+        timing_cache=str(cfg.timing_cache_path),
+        build_seconds=round(seconds, 3),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        export_sha256=sha256_file(export_path) if export_path is not None and export_path.is_file() else None,
+        io=_io_from_source(source),
+        tool_versions={"tensorrt": str(ctx.version), **tool_versions("onnx", "polygraphy")},
+    )
+    manifest_path = write_manifest(manifest, plan.engine_path)
+    return BuildResult(
+        component=plan.component,
+        engine_path=plan.engine_path,
+        manifest_path=manifest_path,
+        seconds=seconds,
+        engine_size=engine_size,
+        manifest=manifest,
+        notes=tuple(plan.notes) + tuple(cache_state.notes),
+    )
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(base).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def build_engines(
+    cfg: BuildConfig,
+    *,
+    console: Any = None,
+    ctx: TensorRTContext | None = None,
+    show_progress: bool = True,
+) -> list[BuildResult]:
+    """Build every component of ``cfg.out_dir`` at ``cfg.precision``.
+
+    Checks, in order and before any long work: TensorRT + GPU present (one-line error otherwise),
+    options valid for this TensorRT/GPU, inputs on disk and profiles valid against the ONNX graphs.
+
+    Args:
+        cfg: the validated build configuration.
+        console: a ``rich.console.Console`` for progress and messages (default: stderr console).
+        ctx: an already detected TensorRT context (tests inject fakes here).
+        show_progress: draw the builder progress bars.
+
+    Returns:
+        One :class:`BuildResult` per engine written.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True)
+    ctx = ctx or require_tensorrt(cfg.device_index)
+    validate_for_tensorrt(cfg, ctx.shim, ctx.gpu)
+    plan = plan_build(cfg)
+
+    def echo(message: str) -> None:
+        console.print(message, markup=False, highlight=False)
+
+    mode = "legacy builder flags" if cfg.legacy_precision_flags else "strongly typed"
+    console.print(
+        f"TensorRT {ctx.version} ({ctx.shim.family.name}) on {ctx.gpu.name} (compute capability "
+        f"{ctx.gpu.compute_capability}); precision {cfg.precision} ({mode}, ONNX from onnx/{cfg.onnx_precision}); "
+        f"workspace {format_bytes(cfg.workspace)}; opt level {cfg.opt_level}; timing cache {cfg.timing_cache_path}",
+        highlight=False,
+    )
+    results = []
+    for item in plan.components:
+        for note in item.notes:
+            console.print(f"note: {note}", style="yellow", highlight=False)
+        profiles = ", ".join(p.name for p in item.profiles)
+        console.print(f"building {item.engine_path.name} from {item.source.onnx_path} (profiles: {profiles})", highlight=False)
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True, disable=not show_progress,
+        )
+        with progress:
+            result = build_component(
+                item, cfg, ctx,
+                calibration_cache=plan.inputs.calibration_cache,
+                export_path=plan.inputs.export_path,
+                progress=progress,
+                echo=echo,
+            )
+        for note in result.notes[len(item.notes):]:
+            console.print(f"note: {note}", style="yellow", highlight=False)
+        console.print(
+            f"wrote {result.engine_path} ({format_bytes(result.engine_size)}) in {result.seconds:.1f} s; "
+            f"manifest {manifest_path_for(result.engine_path).name}",
+            highlight=False,
+        )
+        results.append(result)
+    return results

@@ -1,0 +1,405 @@
+"""Build options: parsing (trtexec / Ultralytics vocabulary), the frozen :class:`BuildConfig`, validation.
+
+Validation happens in three layers, each raising :class:`~trt_pipeline.errors.ConfigError` with the
+option name, the value and what is accepted:
+
+1. :class:`BuildConfig` itself (no disk, no TensorRT): precision, opt level 0..5, workspace > 0,
+   hardware-compat value, ``--legacy-precision-flags`` only with ``--fp16``/``--int8``.
+2. :func:`resolve_build_inputs` (disk): ``DIR/export.json`` exists, the chosen precision has its ONNX
+   folder with ``manifest.json`` and every component file, the INT8 calibration cache when the
+   legacy INT8 path needs it.
+3. :func:`validate_for_tensorrt` (installed TensorRT + GPU): legacy flags refused on TensorRT >= 11,
+   hardware-compat level available in this TensorRT, Ampere+ compatibility built on an Ampere+ GPU
+   and not on Jetson.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trt_pipeline.artifacts import read_json
+from trt_pipeline.engine.profiles import (
+    DimSpec,
+    ShapeOverrides,
+    TensorSpec,
+    parse_dims,
+    parse_tensor_specs,
+)
+from trt_pipeline.errors import ConfigError, OnnxModelError
+
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+#: ``--hardware-compat`` value -> ``trt.HardwareCompatibilityLevel`` member name.
+HARDWARE_COMPAT: dict[str, str] = {
+    "none": "NONE",
+    "ampere+": "AMPERE_PLUS",
+    "same-cc": "SAME_COMPUTE_CAPABILITY",
+}
+
+OPT_LEVEL_RANGE = (0, 5)
+DEFAULT_OPT_LEVEL = 3  # TensorRT's default builder optimization level
+DEFAULT_TIMING_CACHE_NAME = "timing.cache"
+CALIBRATION_CACHE_NAME = "calibration.cache"
+
+_BINARY = {"": 1 << 30, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30,
+           "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+def parse_workspace(value: str | int | float | None) -> int | None:
+    """``--workspace``: ``4GiB``, ``512MiB``, ``4G`` (binary, like trtexec), ``4GB`` (decimal), or a bare
+    number of GiB (Ultralytics' ``workspace=4``). ``None`` keeps TensorRT's default (all device memory).
+
+    Returns:
+        The limit in bytes.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)", text)
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _BINARY:
+        raise ConfigError(
+            f"--workspace {value!r} is not a size; use e.g. 4GiB, 512MiB, 2G or a plain number of GiB"
+        )
+    size = int(float(match.group(1)) * _BINARY[unit])
+    if size <= 0:
+        raise ConfigError(f"--workspace {value!r} must be larger than zero")
+    return size
+
+
+def format_bytes(size: int | None) -> str:
+    if size is None:
+        return "default"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.4g} {unit}"
+    return f"{size} B"
+
+
+def parse_shapes(text: str | None, *, option: str = "--shapes") -> dict[str, tuple[int, ...]]:
+    """trtexec-style shapes ``name:1x128x4096,other:1x64`` -> ``{name: (1, 128, 4096), ...}``.
+
+    Tensor names may contain dots (``past_key_values.0.key``) and may be quoted; the last ``:``
+    separates the name from the dims.
+    """
+    if text is None or not str(text).strip():
+        return {}
+    out: dict[str, tuple[int, ...]] = {}
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, dims = item.rpartition(":")
+        name = name.strip().strip("'\"")
+        if not sep or not name or not re.fullmatch(r"\d+(x\d+)*", dims.strip()):
+            raise ConfigError(
+                f"{option} entry {item!r} is not NAME:DIMS; expected e.g. inputs_embeds:1x128x4096 "
+                "(several separated by commas)"
+            )
+        if name in out:
+            raise ConfigError(f"{option} gives {name} twice")
+        out[name] = tuple(int(d) for d in dims.strip().split("x"))
+    return out
+
+
+def resolve_precision(*, fp16: bool = False, int8: bool = False, fp32: bool = False) -> str:
+    """The single precision chosen with ``--fp16`` / ``--int8`` / ``--fp32`` (default fp32, as trtexec)."""
+    chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
+    if len(chosen) > 1:
+        raise ConfigError(f"choose one precision, got {' and '.join('--' + c for c in chosen)}")
+    return chosen[0] if chosen else "fp32"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything ``autoglm-trt build`` needs, validated on construction.
+
+    Attributes:
+        out_dir: the export folder ``DIR`` (holds export.json and onnx/PRECISION/).
+        precision: ``fp32`` / ``fp16`` / ``int8``: which ONNX variant to compile (strongly typed), or
+            which builder flags to set (legacy path).
+        workspace: ``MemoryPoolType.WORKSPACE`` limit in bytes; ``None`` = TensorRT default.
+        opt_level: builder optimization level 0..5.
+        timing_cache: timing cache file; ``None`` = ``DIR/engines/timing.cache``.
+        shapes: trtexec-style profile overrides.
+        hardware_compat: ``none`` / ``ampere+`` / ``same-cc``.
+        version_compatible: set ``BuilderFlag.VERSION_COMPATIBLE``.
+        legacy_precision_flags: TensorRT 10.x only: compile the fp32 ONNX with
+            ``BuilderFlag.FP16``/``INT8`` (+ the INT8 calibration cache) instead of strong typing.
+        components: subset of components to build; ``None`` = all of export.json.
+        engines_dir: output folder; ``None`` = ``DIR/engines``.
+        device_index: CUDA device to build on.
+    """
+
+    out_dir: Path
+    precision: str = "fp32"
+    workspace: int | None = None
+    opt_level: int = DEFAULT_OPT_LEVEL
+    timing_cache: Path | None = None
+    shapes: ShapeOverrides = field(default_factory=ShapeOverrides)
+    hardware_compat: str = "none"
+    version_compatible: bool = False
+    legacy_precision_flags: bool = False
+    components: tuple[str, ...] | None = None
+    engines_dir: Path | None = None
+    device_index: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        lo, hi = OPT_LEVEL_RANGE
+        if isinstance(self.opt_level, bool) or not isinstance(self.opt_level, int) or not lo <= self.opt_level <= hi:
+            raise ConfigError(f"--opt-level {self.opt_level!r} must be an integer from {lo} to {hi}")
+        if self.workspace is not None and (not isinstance(self.workspace, int) or self.workspace <= 0):
+            raise ConfigError(f"--workspace must be a positive number of bytes, got {self.workspace!r}")
+        if self.hardware_compat not in HARDWARE_COMPAT:
+            raise ConfigError(
+                f"--hardware-compat {self.hardware_compat!r} is not one of {', '.join(HARDWARE_COMPAT)}"
+            )
+        if self.legacy_precision_flags and self.precision == "fp32":
+            raise ConfigError(
+                "--legacy-precision-flags selects how FP16/INT8 are obtained (builder flags instead of the "
+                "fp16/int8 ONNX); it needs --fp16 or --int8"
+            )
+        if self.timing_cache is not None:
+            object.__setattr__(self, "timing_cache", Path(self.timing_cache))
+            if self.timing_cache.is_dir():
+                raise ConfigError(f"--timing-cache {self.timing_cache} is a folder; give a file path")
+        if self.engines_dir is not None:
+            object.__setattr__(self, "engines_dir", Path(self.engines_dir))
+        if self.components is not None:
+            object.__setattr__(self, "components", tuple(self.components))
+
+    @classmethod
+    def from_options(
+        cls,
+        out_dir: Path | str,
+        *,
+        fp16: bool = False,
+        int8: bool = False,
+        fp32: bool = False,
+        workspace: str | None = None,
+        opt_level: int = DEFAULT_OPT_LEVEL,
+        timing_cache: Path | str | None = None,
+        min_shapes: str | None = None,
+        opt_shapes: str | None = None,
+        max_shapes: str | None = None,
+        hardware_compat: str = "none",
+        version_compatible: bool = False,
+        legacy_precision_flags: bool = False,
+        **extra: Any,
+    ) -> BuildConfig:
+        """Build a config from CLI-style strings (``--workspace 4GiB``, ``--min-shapes name:1x2``...)."""
+        shapes = ShapeOverrides(
+            min=parse_shapes(min_shapes, option="--min-shapes"),
+            opt=parse_shapes(opt_shapes, option="--opt-shapes"),
+            max=parse_shapes(max_shapes, option="--max-shapes"),
+        )
+        return cls(
+            out_dir=Path(out_dir),
+            precision=resolve_precision(fp16=fp16, int8=int8, fp32=fp32),
+            workspace=parse_workspace(workspace),
+            opt_level=opt_level,
+            timing_cache=Path(timing_cache) if timing_cache is not None else None,
+            shapes=shapes,
+            hardware_compat=hardware_compat,
+            version_compatible=version_compatible,
+            legacy_precision_flags=legacy_precision_flags,
+            **extra,
+        )
+
+    @property
+    def onnx_precision(self) -> str:
+        """The ONNX folder compiled: the precision's own variant, or fp32 on the legacy flag path."""
+        return "fp32" if self.legacy_precision_flags else self.precision
+
+    @property
+    def strongly_typed(self) -> bool:
+        return not self.legacy_precision_flags
+
+    @property
+    def engines_path(self) -> Path:
+        return self.engines_dir if self.engines_dir is not None else self.out_dir / "engines"
+
+    @property
+    def timing_cache_path(self) -> Path:
+        return self.timing_cache if self.timing_cache is not None else self.engines_path / DEFAULT_TIMING_CACHE_NAME
+
+    def engine_path(self, component: str) -> Path:
+        """``DIR/engines/COMPONENT.PRECISION.engine`` (docs/artifacts.md)."""
+        return self.engines_path / f"{component}.{self.precision}.engine"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out_dir"] = str(self.out_dir)
+        data["timing_cache"] = str(self.timing_cache_path)
+        data["engines_dir"] = str(self.engines_path)
+        data["shapes"] = self.shapes.to_json()
+        return data
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs on disk
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComponentSource:
+    """The ONNX file that one engine compiles, with its declared I/O."""
+
+    component: str
+    onnx_path: Path
+    external_data: Path | None
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What :func:`resolve_build_inputs` found in ``DIR``."""
+
+    out_dir: Path
+    export_path: Path
+    dims: Mapping[str, DimSpec]
+    components: Mapping[str, ComponentSource]
+    precision_dir: Path
+    calibration_cache: Path | None = None
+
+    def all_input_names(self) -> list[str]:
+        return [spec.name for source in self.components.values() for spec in source.inputs]
+
+
+def _precision_hint(precision: str, out_dir: Path) -> str:
+    if precision == "fp32":
+        return f"run `autoglm-trt export CHECKPOINT --out {out_dir}` first"
+    return (
+        f"make the {precision} ONNX variant of {out_dir} first (the precision stage writes "
+        f"{out_dir}/onnx/{precision}/ with manifest.json, see docs/artifacts.md)"
+    )
+
+
+def resolve_build_inputs(cfg: BuildConfig) -> BuildInputs:
+    """Check ``DIR`` against the artifact contract and find the ONNX files to compile.
+
+    Raises:
+        ConfigError: ``DIR`` is not an export folder, or the chosen precision has no ONNX folder.
+        OnnxModelError: a manifest names a file that is missing or is malformed.
+    """
+    out_dir = cfg.out_dir
+    export_path = out_dir / "export.json"
+    if not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is not a folder", path=out_dir, hint=_precision_hint("fp32", out_dir))
+    if not export_path.is_file():
+        raise ConfigError(
+            f"{out_dir} is not an export folder: export.json is missing", path=export_path, hint=_precision_hint("fp32", out_dir)
+        )
+    try:
+        export = read_json(export_path)
+    except (OSError, ValueError) as error:
+        raise OnnxModelError(f"cannot read {export_path}: {error}", path=export_path, hint=_precision_hint("fp32", out_dir)) from None
+    if not isinstance(export.get("dims"), dict) or not isinstance(export.get("components"), dict):
+        raise OnnxModelError(
+            f"{export_path} has no 'dims'/'components' (see docs/artifacts.md)", path=export_path,
+            hint=_precision_hint("fp32", out_dir),
+        )
+    dims = parse_dims(export["dims"], source=export_path)
+
+    precision = cfg.onnx_precision
+    precision_dir = out_dir / "onnx" / precision
+    manifest_path = precision_dir / "manifest.json"
+    if not manifest_path.is_file():
+        what = "folder" if not precision_dir.is_dir() else "manifest.json"
+        raise ConfigError(
+            f"--{cfg.precision} needs the {precision} ONNX variant, but {precision_dir} has no {what}",
+            path=manifest_path if precision_dir.is_dir() else precision_dir,
+            hint=_precision_hint(precision, out_dir),
+        )
+    try:
+        precision_manifest = read_json(manifest_path)
+    except (OSError, ValueError) as error:
+        raise OnnxModelError(f"cannot read {manifest_path}: {error}", path=manifest_path) from None
+    listed = precision_manifest.get("components") or {}
+
+    wanted = list(cfg.components) if cfg.components is not None else list(export["components"])
+    unknown = [c for c in wanted if c not in export["components"]]
+    if unknown:
+        raise ConfigError(
+            f"unknown component(s) {', '.join(unknown)}; {export_path} has {', '.join(export['components'])}"
+        )
+    components: dict[str, ComponentSource] = {}
+    for name in wanted:
+        entry = listed.get(name)
+        if entry is None:
+            raise OnnxModelError(
+                f"{manifest_path} does not list component {name!r}", path=manifest_path, hint=_precision_hint(precision, out_dir)
+            )
+        onnx_path = precision_dir / entry.get("file", f"{name}.onnx")
+        if not onnx_path.is_file():
+            raise OnnxModelError(f"{onnx_path} is missing (listed in {manifest_path})", path=onnx_path, hint=_precision_hint(precision, out_dir))
+        external = entry.get("external_data")
+        external_path = precision_dir / external if external else None
+        if external_path is not None and not external_path.is_file():
+            raise OnnxModelError(
+                f"{external_path} (external weights of {onnx_path.name}) is missing", path=external_path,
+                hint=_precision_hint(precision, out_dir),
+            )
+        declared = export["components"][name]
+        inputs = parse_tensor_specs(entry.get("inputs") or declared.get("inputs") or [])
+        outputs = parse_tensor_specs(entry.get("outputs") or declared.get("outputs") or [])
+        if not inputs:
+            raise OnnxModelError(f"no inputs declared for {name} in {manifest_path} or {export_path}", path=export_path)
+        components[name] = ComponentSource(name, onnx_path, external_path, inputs, outputs)
+
+    calibration_cache = None
+    if cfg.legacy_precision_flags and cfg.precision == "int8":
+        calibration_cache = out_dir / "onnx" / "int8" / CALIBRATION_CACHE_NAME
+        if not calibration_cache.is_file() or calibration_cache.stat().st_size == 0:
+            raise ConfigError(
+                f"--int8 --legacy-precision-flags calibrates from the INT8 calibration cache, but {calibration_cache} "
+                "is missing or empty",
+                path=calibration_cache,
+                hint=_precision_hint("int8", out_dir),
+            )
+    return BuildInputs(out_dir, export_path, dims, components, precision_dir, calibration_cache)
+
+
+# --------------------------------------------------------------------------------------------
+# Against the installed TensorRT + GPU
+# --------------------------------------------------------------------------------------------
+
+
+def validate_for_tensorrt(cfg: BuildConfig, shim: Any, gpu: Any, *, jetson: bool | None = None) -> None:
+    """Options that depend on the installed TensorRT (``shim``, a ``TensorRTShim``) and the GPU.
+
+    Hardware compatibility (``AMPERE_PLUS``) requires building on Ampere or newer and is not supported on
+    JetPack; levels come from ``trt.HardwareCompatibilityLevel``. Docs:
+    https://docs.nvidia.com/deeplearning/tensorrt/11.1.0/inference-library/engine-compatibility.html
+    """
+    from trt_pipeline.engine.tensorrt_import import is_jetson
+
+    if cfg.legacy_precision_flags and not shim.legacy_precision_flags:
+        raise ConfigError(shim.legacy_refusal())
+    level = HARDWARE_COMPAT[cfg.hardware_compat]
+    if cfg.hardware_compat != "none" and level not in shim.hardware_compat_levels:
+        available = ", ".join(k for k, v in HARDWARE_COMPAT.items() if v in shim.hardware_compat_levels) or "none"
+        raise ConfigError(
+            f"--hardware-compat {cfg.hardware_compat} is not available in TensorRT {shim.version} "
+            f"(HardwareCompatibilityLevel.{level} missing); available here: {available}"
+        )
+    if cfg.hardware_compat == "ampere+":
+        if gpu.cc_tuple < (8, 0):
+            raise ConfigError(
+                f"--hardware-compat ampere+ must be built on an Ampere or newer GPU (compute capability >= 8.0); "
+                f"this GPU is {gpu.name} (compute capability {gpu.compute_capability})"
+            )
+        on_jetson = is_jetson() or gpu.integrated if jetson is None else jetson
+        if on_jetson:
+            raise ConfigError(
+                "--hardware-compat ampere+ is not supported on Jetson (JetPack); build on the device with "
+                "--hardware-compat none"
+            )
