@@ -284,6 +284,15 @@ def test_replaced_engine_or_missing_manifest_is_refused(setup):
     assert setup.trt._state.runtime is None or not setup.trt._state.runtime.deserialize_cuda_engine.called
 
 
+def test_same_size_other_content_is_caught_by_sha256(setup):
+    setup.engine_path.write_bytes(b"EVIL-PLAN")  # same size as b"FAKE-PLAN"
+    with pytest.raises(EngineCompatibilityError, match="sha256"):
+        runner_for(setup).activate()
+    setup.trt._state.runtime.deserialize_cuda_engine.assert_not_called()
+    with runner_for(setup, verify_sha256=False):  # opt-out for very large engines: size only
+        pass
+
+
 def test_tensorrt_refusing_the_plan_is_an_engine_error(setup, fakes):
     fakes.implement(setup.trt._state.runtime.deserialize_cuda_engine, lambda serialized_engine: None)
     with pytest.raises(EngineCompatibilityError, match="could not deserialize"):

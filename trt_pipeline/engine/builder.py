@@ -343,19 +343,25 @@ def make_cache_calibrator(trt: Any, cache: bytes) -> Any:
 
 def apply_legacy_precision(
     trt: Any, config: Any, precision: str, *, calibration_cache: Path | None, calibration_profile: Any
-) -> list[str]:
-    """TensorRT 10.x only: FP16/INT8 builder flags (+ calibrator from the cache for INT8). Returns flag names."""
+) -> tuple[list[str], Any]:
+    """TensorRT 10.x only: FP16/INT8 builder flags (+ calibrator from the cache for INT8).
+
+    Returns:
+        ``(flag names, calibrator or None)``; the caller keeps the calibrator alive until the build ends.
+    """
     flags = ["FP16"]
+    calibrator = None
     config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
         if calibration_cache is None:
             raise ConfigError("--int8 --legacy-precision-flags needs the INT8 calibration cache")
         config.set_flag(trt.BuilderFlag.INT8)
         flags.append("INT8")
-        config.int8_calibrator = make_cache_calibrator(trt, calibration_cache.read_bytes())
+        calibrator = make_cache_calibrator(trt, calibration_cache.read_bytes())
+        config.int8_calibrator = calibrator
         if calibration_profile is not None:
             config.set_calibration_profile(calibration_profile)
-    return flags
+    return flags, calibrator
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,10 +418,12 @@ def build_component(
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
         builder_flags.append("VERSION_COMPATIBLE")
     trt_profiles = add_profiles(builder, config, plan.profiles)
+    calibrator = None  # TensorRT holds a raw pointer to it: keep it alive until the build returns
     if cfg.legacy_precision_flags:
-        builder_flags += apply_legacy_precision(
+        legacy_flags, calibrator = apply_legacy_precision(
             trt, config, cfg.precision, calibration_cache=calibration_cache, calibration_profile=trt_profiles[0]
         )
+        builder_flags += legacy_flags
     cache_state = load_timing_cache(config, cfg.timing_cache_path)
     monitor = make_progress_monitor(trt, progress)
     config.progress_monitor = monitor
@@ -437,7 +445,7 @@ def build_component(
     with atomic_path(plan.engine_path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(memoryview(serialized))
-    del parser, network  # released after the engine exists
+    del parser, network, calibrator, trt_profiles  # released only after the engine exists
     engine_size = plan.engine_path.stat().st_size
     out_dir = cfg.out_dir
     manifest = EngineManifest(

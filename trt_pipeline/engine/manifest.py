@@ -15,6 +15,7 @@ engine is refused with a message instead of a TensorRT error (or a crash) inside
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -257,6 +258,30 @@ def verify_engine_file(manifest: EngineManifest, engine_path: Path | str) -> Non
         raise EngineCompatibilityError(
             f"engine {engine_path} does not match its manifest (sha256 {digest[:12]}... vs {manifest.engine_sha256[:12]}...): "
             "the file was replaced or damaged after it was built",
+            path=engine_path,
+            hint=_rebuild_hint(engine_path, manifest.precision),
+        )
+
+
+def verify_engine_bytes(
+    manifest: EngineManifest, data: bytes, engine_path: Path | str, *, check_sha256: bool = True
+) -> None:
+    """Like :func:`verify_engine_file` on bytes already read for deserialization (no second read).
+
+    The size is always checked; the sha256 (a few seconds per 10 GB) unless ``check_sha256`` is False.
+    """
+    engine_path = Path(engine_path)
+    problem = None
+    if len(data) != manifest.engine_size:
+        problem = f"size {len(data)} B vs {manifest.engine_size} B"
+    elif check_sha256:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != manifest.engine_sha256:
+            problem = f"sha256 {digest[:12]}... vs {manifest.engine_sha256[:12]}..."
+    if problem:
+        raise EngineCompatibilityError(
+            f"engine {engine_path} does not match its manifest ({problem}): the file was replaced or damaged after "
+            "it was built",
             path=engine_path,
             hint=_rebuild_hint(engine_path, manifest.precision),
         )

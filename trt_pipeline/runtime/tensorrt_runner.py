@@ -45,7 +45,7 @@ from trt_pipeline.engine.manifest import (
     _rebuild_hint,
     check_compatible,
     read_manifest,
-    verify_engine_file,
+    verify_engine_bytes,
 )
 from trt_pipeline.engine.profiles import Profile, select_profile
 from trt_pipeline.engine.tensorrt_import import TensorRTContext, require_tensorrt
@@ -93,9 +93,16 @@ class LoadedEngine:
 
 
 def load_engine(
-    engine_path: Path | str, *, ctx: TensorRTContext | None = None, device_index: int = 0
+    engine_path: Path | str,
+    *,
+    ctx: TensorRTContext | None = None,
+    device_index: int = 0,
+    verify_sha256: bool = True,
 ) -> LoadedEngine:
     """Check the manifest against this machine, then deserialize the engine.
+
+    The engine bytes are checked against the manifest (size always, sha256 unless
+    ``verify_sha256=False``, which saves a few seconds per 10 GB on large engines).
 
     Raises:
         TensorRTUnavailableError: no TensorRT or no GPU.
@@ -108,14 +115,20 @@ def load_engine(
     ctx = ctx or require_tensorrt(device_index)
     manifest = read_manifest(engine_path)
     warnings = check_compatible(manifest, ctx.version, ctx.gpu, engine_path=engine_path)
-    verify_engine_file(manifest, engine_path)
+    if not engine_path.is_file():
+        raise EngineCompatibilityError(
+            f"engine {engine_path} does not exist", path=engine_path, hint=_rebuild_hint(engine_path, manifest.precision)
+        )
+    data = engine_path.read_bytes()
+    verify_engine_bytes(manifest, data, engine_path, check_sha256=verify_sha256)
     trt = ctx.trt
     logger = make_logger(trt)
     runtime = trt.Runtime(logger)
     if manifest.version_compatible:
         # Version-compatible plans embed the lean runtime (host code); it must be allowed explicitly.
         runtime.engine_host_code_allowed = True
-    engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+    engine = runtime.deserialize_cuda_engine(data)
+    del data
     if engine is None:
         details = "; ".join(logger.errors[-3:]) or "no details"
         raise EngineCompatibilityError(
@@ -393,6 +406,7 @@ class TensorRTRunner(BaseRunner):
         max_graphs: how many captured graphs (one execution context each) to keep.
         ctx: injected TensorRT context (tests); default :func:`require_tensorrt`.
         backend: injected device backend (tests); default :func:`default_backend`.
+        verify_sha256: check the engine's sha256 against its manifest (size is always checked).
     """
 
     def __init__(
@@ -405,6 +419,7 @@ class TensorRTRunner(BaseRunner):
         max_graphs: int = 4,
         ctx: TensorRTContext | None = None,
         backend: Any = None,
+        verify_sha256: bool = True,
     ) -> None:
         super().__init__(name=name, prefix="trt-runner")
         self.engine_path = Path(engine_path)
@@ -413,11 +428,14 @@ class TensorRTRunner(BaseRunner):
         self.max_graphs = max(1, int(max_graphs))
         self._injected_ctx = ctx
         self._injected_backend = backend
+        self.verify_sha256 = verify_sha256
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def activate_impl(self) -> None:
-        loaded = load_engine(self.engine_path, ctx=self._injected_ctx, device_index=self.device_index)
+        loaded = load_engine(
+            self.engine_path, ctx=self._injected_ctx, device_index=self.device_index, verify_sha256=self.verify_sha256
+        )
         backend = self._injected_backend if self._injected_backend is not None else default_backend(self.device_index)
         if self.cuda_graph and not getattr(backend, "supports_graphs", False):
             raise ConfigError("cuda_graph=True needs the torch device backend (a CUDA build of PyTorch)")
