@@ -56,3 +56,16 @@ def parity_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
     variant = PARITY_VARIANTS[request.param]
     out = tmp_path_factory.mktemp("parity") / request.param
     return write_checkpoint(out, preset="tiny", seed=variant["seed"], overrides=variant["overrides"])
+
+
+@pytest.fixture(scope="session")
+def compare_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fp32 export of ``tiny_checkpoint`` for the compare tests (small ranges, no validation grid).
+
+    Read-only: tests that corrupt a model copy the folder first.
+    """
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.export.exporter import export
+
+    cfg = ExportConfig(max_batch=2, max_seq=128, max_kv=128, validate=False)
+    return export(tiny_checkpoint, tmp_path_factory.mktemp("compare") / "export", cfg, show_progress=False)

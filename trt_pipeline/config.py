@@ -97,3 +97,175 @@ class ValidateConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# --- compare (issue 6) ---------------------------------------------------------------------------
+
+#: Precision folders ``OUT/onnx/PRECISION`` that ``autoglm-trt compare`` knows (in report order).
+COMPARE_PRECISIONS = ("fp32", "fp16", "int8")
+
+#: Output groups that carry their own gates: the vision encoder's output, the decoder's logits and
+#: its KV-cache outputs (``present.*``).
+COMPARE_OUTPUT_GROUPS = ("image_features", "logits", "present")
+
+
+@dataclass(frozen=True)
+class OutputGate:
+    """Gates of one output group against the PyTorch reference (None: not gated, still reported).
+
+    ``atol``: max |actual - reference|. ``cosine``: min cosine similarity of the flattened tensors.
+    ``p99_rel``: 99th percentile (``CompareConfig.quantile``) of |actual - reference| divided by the
+    RMS of the reference output (element-wise |a - r| / |r| is unbounded near zero; it is reported
+    too, as ``p99_rel_elementwise``, but not gated). Every gate applies to every sample.
+    """
+
+    atol: float | None = None
+    cosine: float | None = None
+    p99_rel: float | None = None
+
+
+@dataclass(frozen=True)
+class PrecisionGates:
+    """Per-precision tensor gates and the token-level gate (min whole-sequence exact-match rate)."""
+
+    image_features: OutputGate
+    logits: OutputGate
+    present: OutputGate
+    token_exact_match: float
+
+    def output(self, group: str) -> OutputGate:
+        return getattr(self, group)
+
+
+#: Default gates (see trt_pipeline/compare/tolerances.py for the reasoning behind each number).
+DEFAULT_COMPARE_GATES: dict[str, PrecisionGates] = {
+    "fp32": PrecisionGates(
+        image_features=OutputGate(atol=1e-5, cosine=0.99999),
+        logits=OutputGate(atol=1e-4, cosine=0.99999),
+        present=OutputGate(atol=1e-4, cosine=0.99999),
+        token_exact_match=1.0,
+    ),
+    "fp16": PrecisionGates(
+        image_features=OutputGate(cosine=0.9999, p99_rel=1e-2),
+        logits=OutputGate(cosine=0.9999, p99_rel=1e-2),
+        present=OutputGate(cosine=0.9999, p99_rel=1e-2),
+        token_exact_match=0.9,
+    ),
+    "int8": PrecisionGates(
+        image_features=OutputGate(cosine=0.99),
+        logits=OutputGate(cosine=0.99),
+        present=OutputGate(cosine=0.99),
+        token_exact_match=0.5,
+    ),
+}
+
+
+def _parse_gate_value(key: str, value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off", "")):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"tolerance {key}={value!r} is not a number (or 'off').") from None
+    if number != number:
+        raise ConfigError(f"tolerance {key} is NaN.")
+    return number
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Options of ``autoglm-trt compare`` (``[compare]`` in pipeline.toml).
+
+    ``precisions`` None compares every precision folder that exists and skips the missing ones
+    with a line; an explicit tuple makes a missing folder an error. ``tolerances`` overrides
+    default gates by key: ``PRECISION.GROUP.METRIC`` (GROUP: image_features, logits, present;
+    METRIC: atol, cosine, p99_rel; value None/'off' removes the gate) or ``PRECISION.tokens``
+    (min exact-match rate; 'off' = 0), e.g. ``{"fp16.logits.cosine": 0.999, "int8.tokens": 0.25}``.
+    """
+
+    precisions: tuple[str, ...] | None = None
+    engines: bool = False
+    data: Any = None  # Path | None: held-out folder (default: calibration/heldout of the checkout)
+    report_dir: Any = None  # Path | None: default OUT/reports
+    checkpoint: Any = None  # Path | None: reference checkpoint (default: the one named in export.json)
+    max_items: int | None = None
+    max_new_tokens: int = 16
+    tokens: bool = True
+    extremes: bool = True
+    torch_export: bool = True
+    quantile: float = 0.99
+    tolerances: Any = ()  # Mapping[str, float | None] or pairs; stored as sorted pairs
+    seed: int = 0
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        from pathlib import Path as _Path
+
+        for name in ("data", "report_dir", "checkpoint"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, _Path):
+                object.__setattr__(self, name, _Path(value))
+        if self.precisions is not None:
+            precisions = tuple(dict.fromkeys(p.strip() for p in self.precisions if p.strip()))
+            unknown = [p for p in precisions if p not in COMPARE_PRECISIONS]
+            if unknown or not precisions:
+                raise ConfigError(
+                    f"unknown precision(s) {unknown or list(self.precisions)}; choose from {', '.join(COMPARE_PRECISIONS)}."
+                )
+            object.__setattr__(self, "precisions", precisions)
+        if self.max_items is not None and self.max_items < 1:
+            raise ConfigError(f"--max-items must be >= 1, got {self.max_items}.")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}.")
+        if not 0.0 < self.quantile < 1.0:
+            raise ConfigError(f"compare quantile must lie in (0, 1), got {self.quantile}.")
+        pairs = self.tolerances.items() if isinstance(self.tolerances, dict) else self.tolerances
+        parsed: dict[str, float | None] = {}
+        for key, value in pairs:
+            self._check_key(str(key))
+            parsed[str(key)] = _parse_gate_value(str(key), value)
+        object.__setattr__(self, "tolerances", tuple(sorted(parsed.items())))
+
+    @staticmethod
+    def _check_key(key: str) -> None:
+        parts = key.split(".")
+        metrics = [f.name for f in dataclasses.fields(OutputGate)]
+        ok = (
+            len(parts) == 2 and parts[0] in COMPARE_PRECISIONS and parts[1] == "tokens"
+        ) or (
+            len(parts) == 3 and parts[0] in COMPARE_PRECISIONS and parts[1] in COMPARE_OUTPUT_GROUPS
+            and parts[2] in metrics
+        )
+        if not ok:
+            raise ConfigError(
+                f"unknown tolerance key {key!r}: use PRECISION.GROUP.METRIC or PRECISION.tokens with PRECISION in "
+                f"{list(COMPARE_PRECISIONS)}, GROUP in {list(COMPARE_OUTPUT_GROUPS)}, METRIC in {metrics}."
+            )
+
+    @property
+    def explicit_precisions(self) -> bool:
+        return self.precisions is not None
+
+    @property
+    def requested_precisions(self) -> tuple[str, ...]:
+        return self.precisions if self.precisions is not None else COMPARE_PRECISIONS
+
+    def gates(self, precision: str) -> PrecisionGates:
+        """Default gates of ``precision`` with this config's overrides applied."""
+        gates = DEFAULT_COMPARE_GATES[precision]
+        for key, value in self.tolerances:
+            parts = key.split(".")
+            if parts[0] != precision:
+                continue
+            if parts[1] == "tokens":
+                gates = dataclasses.replace(gates, token_exact_match=0.0 if value is None else value)
+            else:
+                group = dataclasses.replace(gates.output(parts[1]), **{parts[2]: value})
+                gates = dataclasses.replace(gates, **{parts[1]: group})
+        return gates
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["tolerances"] = dict(self.tolerances)
+        data["gates"] = {p: dataclasses.asdict(self.gates(p)) for p in COMPARE_PRECISIONS}
+        return data

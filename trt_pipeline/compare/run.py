@@ -1,0 +1,246 @@
+"""``compare``: every backend vs the PyTorch reference, tensor by tensor and token by token.
+
+1. Discover the candidates (:mod:`~trt_pipeline.compare.runners`): torch-export, ONNX Runtime per
+   precision folder, TensorRT engines with ``--engines``.
+2. Per component, build identical inputs (:mod:`~trt_pipeline.compare.data`: held-out items plus
+   profile extremes), run the reference and every candidate with Polygraphy's ``Comparator.run``
+   and compare each candidate with the reference through ``Comparator.compare_accuracy`` and the
+   per-precision compare functions of :mod:`~trt_pipeline.compare.tolerances`.
+3. Greedy-generate ``max_new_tokens`` per held-out prompt with every backend and measure exact
+   matches and first divergences against transformers (:mod:`~trt_pipeline.compare.tokens`).
+4. Write the report (:mod:`~trt_pipeline.compare.report`) and raise
+   :class:`~trt_pipeline.errors.AccuracyError` naming the failing outputs/backends and their
+   numbers if any gate failed (the report is written first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from trt_pipeline.compare.report import POLYGRAPHY_DIR, CompareReport
+from trt_pipeline.config import COMPARE_PRECISIONS, CompareConfig
+from trt_pipeline.errors import AccuracyError, CheckpointError, PipelineError
+from trt_pipeline.progress import console, progress_bar
+
+def log(message: str) -> None:
+    """One status line on stderr, never wrapped (CI logs are read with grep)."""
+    console.print(message, highlight=False, soft_wrap=True)
+
+
+#: How many failure lines the AccuracyError message lists before "... and N more".
+MAX_FAILURES_IN_MESSAGE = 6
+
+
+@contextlib.contextmanager
+def _polygraphy_logging(verbose: bool):
+    """Quiet Polygraphy unless ``verbose``: our report carries the numbers.
+
+    ``Comparator.compare_accuracy`` formats raw-output statistics (mean, std, median, quantiles of
+    both outputs) for its INFO log eagerly, whatever the log level; with logging off we also skip
+    that helper (pure logging, it decides nothing), which saves a quarter of the run time.
+    """
+    from polygraphy.comparator import comparator as _comparator
+    from polygraphy.logger import G_LOGGER
+
+    if verbose:
+        yield
+        return
+    original = _comparator.comp_util.log_compared_output_stats
+    _comparator.comp_util.log_compared_output_stats = lambda *args, **kwargs: None
+    try:
+        with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
+            yield
+    finally:
+        _comparator.comp_util.log_compared_output_stats = original
+
+
+def _run_component(
+    component: str, loader: Any, reference_runner: Any, backends: list[Any], cfg: CompareConfig, report: CompareReport
+) -> None:
+    """Comparator.run over reference + candidates, then one compare_accuracy per candidate."""
+    from polygraphy.comparator import Comparator
+    from polygraphy.exception import PolygraphyException
+
+    from trt_pipeline.compare.tolerances import compare_funcs, evaluate, reference_rms
+
+    candidates = [b for b in backends if component in b.components]
+    if not candidates or not len(loader):
+        return
+    runners = [reference_runner] + [b.runner(component) for b in candidates]
+    try:
+        run_results = Comparator.run(runners, data_loader=loader)
+    except PolygraphyException as error:
+        raise PipelineError(f"running the {component} runners failed: {str(error).strip().splitlines()[-1]}") from None
+    reference_name = runners[0].name
+    reference_iters = run_results[reference_name]
+    outputs = list(reference_iters[0].keys()) if reference_iters else []
+    scales = [{name: reference_rms(iteration[name]) for name in outputs} for iteration in reference_iters]
+    polygraphy_dir = report.report_dir / POLYGRAPHY_DIR
+    polygraphy_dir.mkdir(parents=True, exist_ok=True)
+    for index, backend in enumerate(candidates, start=1):
+        name = runners[index].name
+        gates = cfg.gates(backend.precision)
+        try:
+            accuracy = Comparator.compare_accuracy(
+                run_results, comparisons=[(index, 0)], compare_func=compare_funcs(gates, outputs, cfg.quantile)
+            )
+        except PolygraphyException as error:
+            raise PipelineError(f"comparing {name} failed: {str(error).strip().splitlines()[-1]}") from None
+        accuracy.save(str(polygraphy_dir / f"{component}.{backend.name}.json"))
+        report.tensors += evaluate(accuracy, (name, reference_name), loader.labels, gates,
+                                   backend=backend.name, precision=backend.precision, component=component,
+                                   scales=scales)
+        for cand_iter, ref_iter in zip(run_results[name], reference_iters):
+            for output in outputs:
+                if output in cand_iter:
+                    report.histograms.add(backend.name, output, cand_iter[output], ref_iter[output])
+    del run_results
+
+
+def _resolve_checkpoint(out_dir: Path, manifest: dict[str, Any], cfg: CompareConfig) -> Path:
+    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint is not None else Path(manifest["checkpoint"]["path"])
+    if not (checkpoint / "config.json").is_file():
+        raise CheckpointError(
+            f"the PyTorch reference checkpoint {checkpoint} (named in {out_dir / 'export.json'}) is not available.",
+            path=checkpoint,
+            hint="pass --checkpoint with the Hugging Face checkpoint folder the export was made from.",
+        )
+    return checkpoint
+
+
+def compare(out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_progress: bool = True) -> CompareReport:
+    """Compare every available backend of export ``out_dir`` with transformers.
+
+    Returns the :class:`CompareReport` (truthy: all gates passed) after writing ``compare.json``,
+    ``compare.md`` and ``compare_errors.png`` to ``cfg.report_dir`` (default ``OUT/reports``).
+
+    Raises:
+        AccuracyError: a gate failed (message names backend, output and numbers; report written).
+        OnnxModelError: an explicitly requested precision folder is missing, or not an export folder.
+        CheckpointError: the reference checkpoint is not available.
+        CalibrationError: the held-out folder is missing or malformed.
+        TensorRTUnavailableError: ``engines=True`` on a machine without TensorRT/GPU.
+    """
+    from trt_pipeline.compare.data import decoder_samples, default_heldout_dir, load_heldout, vision_samples
+    from trt_pipeline.compare.runners import DiscoveryContext, discover_backends
+    from trt_pipeline.compare.tokens import TokenAgreement, backend_tokens, reference_tokens
+    from trt_pipeline.export.dims import dims_from_json
+    from trt_pipeline.export.exporter import read_export_manifest
+    from trt_pipeline.models.glm4v.generation import HostAssets
+    from trt_pipeline.models.glm4v.processing import Glm4vProcessing
+    from trt_pipeline.runtime.transformers_runner import TransformersReference, transformers_component_runners
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    manifest = read_export_manifest(out_dir)
+    components = tuple(c for c in ("vision_encoder", "decoder") if c in manifest["components"])
+    checkpoint = _resolve_checkpoint(out_dir, manifest, cfg)
+    ctx = DiscoveryContext(out_dir, cfg, checkpoint, components)
+    backends, skips = discover_backends(ctx)
+    for skip in skips:
+        log(skip.line())
+    if not backends:
+        raise PipelineError(
+            f"nothing to compare in {out_dir}: no candidate backend was found.",
+            path=out_dir,
+            hint="run `autoglm-trt export` (fp32 ONNX) first, or enable --torch-export.",
+        )
+    data_dir = Path(cfg.data) if cfg.data is not None else default_heldout_dir()
+    report_dir = Path(cfg.report_dir) if cfg.report_dir is not None else out_dir / "reports"
+    ranges = dims_from_json(manifest["dims"])
+    processing = Glm4vProcessing(out_dir / "hf")
+    assets = HostAssets.from_export_dir(out_dir)
+    heldout = load_heldout(processing, data_dir, cfg.max_items)
+    reference = TransformersReference(checkpoint)
+    report = CompareReport(
+        out_dir=out_dir,
+        report_dir=report_dir,
+        config={k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.to_dict().items() if k != "gates"},
+        reference={"name": "transformers", "checkpoint": str(checkpoint), "data": str(data_dir), "items": len(heldout)},
+        backends=[b.to_dict() for b in backends],
+        skipped=skips,
+        gates={p: cfg.to_dict()["gates"][p] for p in COMPARE_PRECISIONS
+               if any(b.precision == p for b in backends)},
+    )
+    steps = len(components) * 2 + (1 + len(backends) if cfg.tokens else 0)
+    ref_vision, ref_decoder = transformers_component_runners(reference)
+    with progress_bar(show_progress) as progress, _polygraphy_logging(cfg.verbose):
+        task = progress.add_task("compare", total=steps)
+        loaders = {}
+        with ref_vision, ref_decoder:
+            if "vision_encoder" in components:
+                progress.update(task, description="inputs: vision_encoder")
+                loaders["vision_encoder"] = vision_samples(assets, heldout, ranges, extremes=cfg.extremes, seed=cfg.seed,
+                                                     processing=processing)
+                progress.advance(task)
+            if "decoder" in components:
+                progress.update(task, description="inputs: decoder")
+                loaders["decoder"] = decoder_samples(assets, heldout, ranges, ref_vision, ref_decoder,
+                                                     extremes=cfg.extremes, seed=cfg.seed)
+                progress.advance(task)
+        for component, loader in loaders.items():
+            report.notes += loader.notes
+            report.samples[component] = [{"label": s.label, **s.dims} for s in loader.samples]
+            progress.update(task, description=f"tensors: {component} ({len(loader)} samples x {len(backends) + 1} runners)")
+            reference_runner = ref_vision if component == "vision_encoder" else ref_decoder
+            _run_component(component, loader, reference_runner, backends, cfg, report)
+            progress.advance(task)
+        report.token_settings = {"max_new_tokens": cfg.max_new_tokens, "prompts": len(heldout)}
+        if cfg.tokens and set(components) == {"vision_encoder", "decoder"}:
+            progress.update(task, description="tokens: transformers")
+            expected = reference_tokens(reference.model, processing, heldout, cfg.max_new_tokens)
+            progress.advance(task)
+            ids = [h.id for h in heldout]
+            for backend in backends:
+                progress.update(task, description=f"tokens: {backend.name}")
+                if set(backend.components) != {"vision_encoder", "decoder"}:
+                    report.notes.append(f"token check skipped for {backend.name}: it lacks a component")
+                    continue
+                rows = backend_tokens(assets, backend.runner("vision_encoder"), backend.runner("decoder"),
+                                      processing, heldout, cfg.max_new_tokens)
+                report.tokens.append(TokenAgreement(backend.name, backend.precision,
+                                                    cfg.gates(backend.precision).token_exact_match,
+                                                    ids, expected, rows))
+                progress.advance(task)
+        elif cfg.tokens:
+            report.token_settings["skipped"] = "the export lacks a component (needs vision_encoder and decoder)"
+        else:
+            report.token_settings["skipped"] = "disabled (--no-tokens)"
+    report.seconds = time.perf_counter() - start
+    paths = report.write()
+    _log_summary(report)
+    if not report.passed:
+        failures = report.failures
+        shown = failures[:MAX_FAILURES_IN_MESSAGE]
+        more = f"\n  ... and {len(failures) - len(shown)} more" if len(failures) > len(shown) else ""
+        raise AccuracyError(
+            f"compare failed {len(failures)} gate(s) against the PyTorch reference:\n  "
+            + "\n  ".join(shown) + more,
+            path=paths["markdown"],
+            hint=f"see {paths['markdown']} and {paths['png']}; re-export or re-run the precision stage, or loosen "
+                 "a gate with --tol PRECISION.GROUP.METRIC=VALUE only if the drift is expected.",
+        )
+    return report
+
+
+def _log_summary(report: CompareReport) -> None:
+    for backend in report.backends:
+        rows = [t for t in report.tensors if t.backend == backend["name"]]
+        parts = []
+        for group in ("image_features", "logits", "present"):
+            group_rows = [r for r in rows if r.group == group]
+            if group_rows:
+                parts.append(f"{group} max abs {max(r.max_abs for r in group_rows):.3g} "
+                             f"cos {min(r.cosine for r in group_rows):.6f}")
+        tokens = report.token_agreement(backend["name"])
+        if tokens is not None:
+            parts.append(f"tokens {tokens.exact_matches}/{tokens.prompts}")
+        ok = all(r.passed for r in rows) and (tokens is None or tokens.passed)
+        log(f"compare {backend['name']}: {'pass' if ok else 'FAIL'} ({'; '.join(parts)})")
+    log(f"compare report: {report.files.get('markdown')}")
+
+
+__all__ = ["compare"]

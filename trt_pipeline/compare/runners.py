@@ -1,0 +1,200 @@
+"""The runner set of a comparison: a registry of backend kinds, each discovering its variants.
+
+Every backend yields Polygraphy ``BaseRunner``s per component, so ``Comparator.run`` and the
+token-level check (``greedy_generate``) drive all of them the same way:
+
+==============  ===========================================================  =====================
+kind            runners                                                      variants
+==============  ===========================================================  =====================
+torch-export    :class:`~trt_pipeline.runtime.torch_runner.TorchModuleRunner`  ``torch-export`` (fp32)
+                over the export-friendly modules (isolates modelling from
+                export problems)
+ort             Polygraphy ``OnnxrtRunner`` on ``OUT/onnx/PRECISION``          ``ort-fp32/fp16/int8``
+trt             :class:`~trt_pipeline.runtime.tensorrt_runner.TensorRTRunner`  ``trt-PRECISION`` per
+                on ``OUT/engines/COMPONENT.PRECISION.engine`` (``--engines``)  engine pair found
+==============  ===========================================================  =====================
+
+The reference (transformers) is not a candidate: see
+:func:`~trt_pipeline.runtime.transformers_runner.transformers_component_runners`.
+
+Missing precision folders are skipped with a line (``skipped: OUT/onnx/int8 not found; run
+`autoglm-trt precision int8```) unless the precision was requested explicitly, which makes it an
+:class:`~trt_pipeline.errors.OnnxModelError`. ``--engines`` with no engine at all, or without
+TensorRT/GPU, is an error too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trt_pipeline.errors import OnnxModelError, PipelineError
+
+COMPONENTS = ("vision_encoder", "decoder")
+
+
+@dataclass
+class Backend:
+    """One candidate: a name (``ort-fp16``), its precision and a runner factory per component."""
+
+    name: str
+    kind: str
+    precision: str
+    components: tuple[str, ...]
+    factory: Callable[[str], Any]
+    location: Path | None = None
+
+    def runner(self, component: str) -> Any:
+        """A fresh runner for ``component`` named ``BACKEND:COMPONENT``."""
+        if component not in self.components:
+            raise PipelineError(f"backend {self.name} has no {component} runner.")
+        return self.factory(component)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "precision": self.precision,
+                "components": list(self.components), "location": str(self.location) if self.location else None}
+
+
+@dataclass
+class Skip:
+    backend: str
+    precision: str
+    reason: str
+
+    def line(self) -> str:
+        return f"skipped: {self.reason} ({self.backend})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "precision": self.precision, "reason": self.reason}
+
+
+@dataclass
+class DiscoveryContext:
+    out_dir: Path
+    cfg: Any  # CompareConfig
+    checkpoint: Path | None
+    components: tuple[str, ...]
+    _torch_model: Any = field(default=None, repr=False)
+
+    def torch_model(self) -> Any:
+        if self._torch_model is None:
+            from trt_pipeline.models.glm4v.model import Glm4vExportModel
+
+            self._torch_model = Glm4vExportModel.from_pretrained(self.checkpoint, dtype="float32")
+        return self._torch_model
+
+
+Discovered = tuple[list[Backend], list[Skip]]
+
+
+def discover_torch_export(ctx: DiscoveryContext) -> Discovered:
+    if not ctx.cfg.torch_export:
+        return [], []
+    if ctx.checkpoint is None:
+        return [], [Skip("torch-export", "fp32", "no source checkpoint")]
+
+    def factory(component: str) -> Any:
+        from trt_pipeline.models.glm4v.io_spec import component_spec
+        from trt_pipeline.runtime.torch_runner import TorchModuleRunner
+
+        model = ctx.torch_model()
+        module = model.vision_encoder if component == "vision_encoder" else model.decoder
+        return TorchModuleRunner(module, component_spec(model.dims, component), name=f"torch-export:{component}")
+
+    return [Backend("torch-export", "torch-export", "fp32", ctx.components, factory, ctx.checkpoint)], []
+
+
+def _producer(precision: str) -> str:
+    return "autoglm-trt export" if precision == "fp32" else f"autoglm-trt precision {precision}"
+
+
+def discover_ort(ctx: DiscoveryContext) -> Discovered:
+    from trt_pipeline.runtime.onnxruntime_runner import ort_runner
+
+    backends, skips = [], []
+    for precision in ctx.cfg.requested_precisions:
+        folder = ctx.out_dir / "onnx" / precision
+        missing = [c for c in ctx.components if not (folder / f"{c}.onnx").is_file()]
+        if missing:
+            what = f"{folder} not found" if not folder.is_dir() else (
+                f"{', '.join(str(folder / (c + '.onnx')) for c in missing)} not found")
+            reason = f"{what}; run `{_producer(precision)}`"
+            if ctx.cfg.explicit_precisions:
+                raise OnnxModelError(
+                    f"precision {precision} was requested but {what}.",
+                    path=folder,
+                    hint=f"run `{_producer(precision)} {ctx.out_dir}` first, or leave {precision} out of --precisions.",
+                )
+            skips.append(Skip(f"ort-{precision}", precision, reason))
+            continue
+
+        def factory(component: str, folder: Path = folder, precision: str = precision) -> Any:
+            return ort_runner(folder / f"{component}.onnx", name=f"ort-{precision}:{component}")
+
+        backends.append(Backend(f"ort-{precision}", "ort", precision, ctx.components, factory, folder))
+    return backends, skips
+
+
+def engine_path(out_dir: Path, component: str, precision: str) -> Path:
+    return Path(out_dir) / "engines" / f"{component}.{precision}.engine"
+
+
+def discover_trt(ctx: DiscoveryContext) -> Discovered:
+    if not ctx.cfg.engines:
+        return [], []
+    backends, skips = [], []
+    for precision in ctx.cfg.requested_precisions:
+        present = tuple(c for c in ctx.components if engine_path(ctx.out_dir, c, precision).is_file())
+        if not present:
+            skips.append(Skip(f"trt-{precision}", precision,
+                              f"no {ctx.out_dir / 'engines'}/*.{precision}.engine; run `autoglm-trt build --{precision}`"))
+            continue
+
+        def factory(component: str, precision: str = precision) -> Any:
+            from trt_pipeline.runtime.tensorrt_runner import TensorRTRunner
+
+            return TensorRTRunner(engine_path(ctx.out_dir, component, precision), name=f"trt-{precision}:{component}")
+
+        backends.append(Backend(f"trt-{precision}", "trt", precision, present, factory, ctx.out_dir / "engines"))
+    if not backends:
+        raise OnnxModelError(
+            f"--engines was given but {ctx.out_dir / 'engines'} holds no COMPONENT.PRECISION.engine for "
+            f"{', '.join(ctx.cfg.requested_precisions)}.",
+            path=ctx.out_dir / "engines",
+            hint=f"build engines on a GPU host (`autoglm-trt build {ctx.out_dir}`) or drop --engines.",
+        )
+    from trt_pipeline.engine.tensorrt_import import require_tensorrt
+
+    require_tensorrt()  # TensorRTUnavailableError with an install hint on a machine without TensorRT/GPU
+    return backends, skips
+
+
+#: Backend kinds in report order. Add a kind here to compare a new runtime.
+BACKEND_KINDS: dict[str, Callable[[DiscoveryContext], Discovered]] = {
+    "torch-export": discover_torch_export,
+    "ort": discover_ort,
+    "trt": discover_trt,
+}
+
+
+def discover_backends(ctx: DiscoveryContext) -> Discovered:
+    """Every candidate backend available for this export (and the skipped ones, with reasons)."""
+    backends: list[Backend] = []
+    skips: list[Skip] = []
+    for discover in BACKEND_KINDS.values():
+        found, skipped = discover(ctx)
+        backends += found
+        skips += skipped
+    return backends, skips
+
+
+__all__ = [
+    "BACKEND_KINDS",
+    "Backend",
+    "DiscoveryContext",
+    "Skip",
+    "discover_backends",
+    "engine_path",
+]
