@@ -376,3 +376,116 @@ def compare_command(
     typer.echo(f"compare passed: {compared} vs transformers ({len(result.tensors)} output checks"
                + (f", tokens {', '.join(f'{t.backend} {t.exact_match_rate:.0%}' for t in result.tokens)}" if result.tokens else "")
                + f"); report: {result.files.get('markdown')}")
+
+
+# --- pipeline / bench: one resumable command from checkpoint to report (issue 7) ---------------
+
+
+@app.command("pipeline")
+@handle_errors
+def pipeline_command(
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Argument(help="Hugging Face checkpoint folder (default: make and use the built-in tiny one)."),
+    ] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline.toml (see examples/pipeline.toml).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: engines/NAME).")] = None,
+    force: Annotated[Optional[str], typer.Option("--force", help="Re-run this stage and every stage after it "
+                                                 "(checkpoint, export, fp16, int8, build, compare, bench, report).")] = None,
+    rehash: Annotated[bool, typer.Option("--rehash", help="Re-read every file for the skip decisions (ignore the size/mtime hash cache).")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Checkpoint -> export -> simplify -> fp16 -> int8 -> build -> compare -> bench -> report; unchanged stages are skipped."""
+    import json as _json
+
+    from trt_pipeline.pipeline import run_pipeline
+    from trt_pipeline.pipeline_config import load_pipeline_config
+
+    cfg = load_pipeline_config(config, checkpoint=checkpoint, out=out, force=force, rehash=rehash or None)
+    summary = run_pipeline(cfg, show_progress=progress)
+    if as_json:
+        typer.echo(_json.dumps(summary.to_dict(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"pipeline {summary.out}")
+    for column in ("stage", "status", "seconds", "why"):
+        table.add_column(column)
+    for result in summary.results:
+        reason = result.reason if len(result.reason) <= 90 else result.reason[:87] + "..."
+        table.add_row(result.name, result.status, f"{result.seconds:.1f}" if result.seconds else "", reason)
+    Console(stderr=True).print(table)
+    typer.echo(f"pipeline finished in {summary.seconds:.1f} s; report: {summary.report}")
+
+
+def _int_list(value: Optional[str]) -> Optional[tuple[int, ...]]:
+    from trt_pipeline.errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"expected comma-separated integers, got {value!r}.") from None
+
+
+@app.command("bench")
+@handle_errors
+def bench_command(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Export folder (export.json, onnx/PRECISION/, engines/).")],
+    backends: Annotated[Optional[str], typer.Option(
+        "--backends", help="Comma-separated: torch (transformers eager), torch-export, ort-fp32, ort-fp16, ort-int8, "
+        "trt-fp16, trt-int8, trt-fp32 (default: torch,ort-fp32,ort-fp16,ort-int8,trt-fp16; missing ones are skipped).")] = None,
+    prompt_lengths: Annotated[Optional[str], typer.Option("--prompt-lengths", help="Prefill lengths, e.g. 16,64,256.")] = None,
+    context_lengths: Annotated[Optional[str], typer.Option("--context-lengths", help="Decode contexts, e.g. 64,256,512.")] = None,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", help="Timed prefill/image runs per length.")] = None,
+    decode_steps: Annotated[Optional[int], typer.Option("--decode-steps", help="Timed decode steps per context.")] = None,
+    warmup: Annotated[Optional[int], typer.Option("--warmup", help="Untimed runs before each measurement.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads for torch AND ONNX Runtime (default: all cores).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    image_patches: Annotated[Optional[int], typer.Option("--image-patches", help="Vision prefill size (default: export opt; 0: off).")] = None,
+    isolate: Annotated[Optional[bool], typer.Option("--isolate/--no-isolate", help="Each backend in its own process (clean peak RSS).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Take [bench] from this pipeline.toml (options override it).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print bench.json to stdout.")] = False,
+) -> None:
+    """Prefill/decode latency (p50/p90/p99), tokens/s, peak RSS and a memory roofline -> DIR/reports/bench.{json,png}."""
+    import dataclasses as _dc
+    import json as _json
+
+    from trt_pipeline.bench.run import bench
+    from trt_pipeline.config import BenchConfig
+
+    base = BenchConfig()
+    if config is not None:
+        from trt_pipeline.pipeline_config import load_pipeline_config
+
+        base = load_pipeline_config(config).bench
+    changes = {
+        "backends": tuple(p.strip() for p in backends.split(",") if p.strip()) if backends else None,
+        "prompt_lengths": _int_list(prompt_lengths), "context_lengths": _int_list(context_lengths),
+        "iterations": iterations, "decode_steps": decode_steps, "warmup": warmup, "threads": threads,
+        "batch_size": batch_size, "image_patches": image_patches, "isolate": isolate,
+    }
+    cfg = _dc.replace(base, **{k: v for k, v in changes.items() if v is not None})
+    report = bench(folder, cfg)
+    if as_json:
+        typer.echo(_json.dumps(report.to_dict(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bench {folder} ({report.config['threads']} threads, {report.bandwidth['best_gbps']} GB/s)")
+    for column in ("backend", "phase", "tokens", "p50 ms", "p90 ms", "p99 ms", "tokens/s", "peak RSS MB"):
+        table.add_column(column)
+    for name, entry in report.backends.items():
+        if entry.get("status") != "ok":
+            table.add_row(name, "skipped", "", "", "", "", "", entry.get("reason", "")[:60])
+            continue
+        for phase, key in (("prefill", "length"), ("decode", "context")):
+            for row in entry[phase]:
+                table.add_row(name, phase, str(row[key]), f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
+                              f"{row['p99_ms']:.2f}", f"{row['tokens_per_s']}", f"{entry['peak_rss_bytes'] / 1e6:.0f}")
+    Console().print(table)
+    typer.echo(f"bench written to {report.json_path} and {report.png_path}")

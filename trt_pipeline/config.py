@@ -99,6 +99,111 @@ class ValidateConfig:
         return dataclasses.asdict(self)
 
 
+# --- bench + pipeline (issue 7) ----------------------------------------------------------------
+
+#: Backends benchmarked by default; missing ones (no fp16/int8 ONNX, no TensorRT) are skipped with a line.
+BENCH_BACKENDS = ("torch", "ort-fp32", "ort-fp16", "ort-int8", "trt-fp16")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Options of ``autoglm-trt bench`` and of the pipeline's ``bench`` stage (``[bench]`` in pipeline.toml).
+
+    Lengths outside the export's ranges are dropped with a note (prefill: ``sequence_length``,
+    decode context: ``past_sequence_length``). ``threads`` pins the intra-op threads of torch and
+    ONNX Runtime to the same number (default: every core), inter-op threads to 1.
+    """
+
+    backends: tuple[str, ...] = BENCH_BACKENDS
+    prompt_lengths: tuple[int, ...] = (16, 64, 256)
+    context_lengths: tuple[int, ...] = (64, 256, 512)
+    batch_size: int = 1
+    warmup: int = 2
+    iterations: int = 10
+    decode_steps: int = 32
+    image_patches: int | None = None  # None: the export's opt num_patches; 0: no image-prefill figure
+    threads: int | None = None
+    isolate: bool = True  # each backend in its own child process (clean peak RSS per backend)
+    bandwidth_mib: int = 256
+    bandwidth_repeats: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("backends", "prompt_lengths", "context_lengths"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.backends:
+            raise ConfigError("bench needs at least one backend (--backends torch,ort-fp32,...).")
+        for name in ("prompt_lengths", "context_lengths"):
+            values = getattr(self, name)
+            if not values or any(not isinstance(v, int) or v < 1 for v in values):
+                raise ConfigError(f"bench {name} must be a non-empty list of integers >= 1, got {list(values)}.")
+        for name, low in (("batch_size", 1), ("warmup", 0), ("iterations", 1), ("decode_steps", 1),
+                          ("bandwidth_mib", 1), ("bandwidth_repeats", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"bench {name} must be >= {low}, got {getattr(self, name)}.")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"bench threads must be >= 1, got {self.threads}.")
+        if self.image_patches is not None and self.image_patches < 0:
+            raise ConfigError(f"bench image_patches must be >= 0, got {self.image_patches}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: Pipeline stages in execution order (``--force STAGE`` re-runs STAGE and everything after it).
+PIPELINE_STAGES = ("checkpoint", "export", "fp16", "int8", "build", "compare", "bench", "report")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """``autoglm-trt pipeline``: where to read and write, what to force, and every stage's config.
+
+    ``checkpoint`` None means: make the built-in ``preset`` checkpoint (tiny) under OUT/checkpoint.
+    ``out`` None means ``engines/<checkpoint folder name>`` (``engines/<preset>`` for the built-in one).
+    ``sections`` holds the configs of the stages owned by other modules (``fp16``, ``int8``,
+    ``build``, ``compare``), keyed by their pipeline.toml section; a missing key means defaults.
+    """
+
+    checkpoint: Any = None  # Path | None
+    out: Any = None  # Path | None
+    preset: str = "tiny"
+    seed: int = 0
+    force: str | None = None
+    skip: tuple[str, ...] = ()
+    rehash: bool = False
+    export: ExportConfig = field(default_factory=ExportConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    sections: dict[str, Any] = field(default_factory=dict)
+    source: Any = None  # the pipeline.toml it was read from (Path | None)
+
+    def __post_init__(self) -> None:
+        from pathlib import Path as _Path
+
+        for name in ("checkpoint", "out", "source"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, _Path):
+                object.__setattr__(self, name, _Path(value))
+        object.__setattr__(self, "skip", tuple(self.skip))
+        for stage in (*self.skip, *([self.force] if self.force else [])):
+            if stage not in PIPELINE_STAGES:
+                raise ConfigError(f"unknown pipeline stage {stage!r}; stages: {', '.join(PIPELINE_STAGES)}.")
+
+    def resolved_out(self) -> Any:
+        from pathlib import Path as _Path
+
+        if self.out is not None:
+            return self.out
+        name = self.checkpoint.resolve().name if self.checkpoint is not None else self.preset
+        return _Path("engines") / name
+
+
+def load_pipeline_toml(path: Any, **overrides: Any) -> PipelineConfig:
+    """Read a pipeline.toml into a :class:`PipelineConfig` (see :mod:`trt_pipeline.pipeline_config`)."""
+    from trt_pipeline.pipeline_config import load_pipeline_config
+
+    return load_pipeline_config(path, **overrides)
+
+
 # --- compare (issue 6) ---------------------------------------------------------------------------
 
 #: Precision folders ``OUT/onnx/PRECISION`` that ``autoglm-trt compare`` knows (in report order).
