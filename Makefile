@@ -25,7 +25,7 @@ test: $(STAMP)
 
 test-gpu:
 	docker build -t autoglm-trt:gpu .
-	docker run --rm --gpus all autoglm-trt:gpu python -m pytest -q -m gpu tests/gpu
+	docker run --rm --gpus all autoglm-trt:gpu python -m pytest -q -m gpu tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_small.py
