@@ -69,3 +69,17 @@ def compare_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
 
     cfg = ExportConfig(max_batch=2, max_seq=128, max_kv=128, validate=False)
     return export(tiny_checkpoint, tmp_path_factory.mktemp("compare") / "export", cfg, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported once per session (fp32 ONNX, simplified and validated).
+
+    Ranges: max_seq 96, max_kv 128, max_image_tokens 64 (the tiny image processor's largest image).
+    Read-only: tests that write precision variants copy it first (see ``tests/quantize``).
+    """
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.export.exporter import export
+
+    out = tmp_path_factory.mktemp("exports") / "tiny"
+    return export(tiny_checkpoint, out, ExportConfig(max_seq=96, max_kv=128, max_image_tokens=64), show_progress=False)

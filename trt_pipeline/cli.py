@@ -212,6 +212,7 @@ def generate_command(
         for text in result.texts:
             typer.echo(text)
 
+
 # --- TensorRT engines: build / inspect (engine stage) ------------------------------------------
 
 import enum as _enum  # noqa: E402
@@ -376,6 +377,110 @@ def compare_command(
     typer.echo(f"compare passed: {compared} vs transformers ({len(result.tensors)} output checks"
                + (f", tokens {', '.join(f'{t.backend} {t.exact_match_rate:.0%}' for t in result.tokens)}" if result.tokens else "")
                + f"); report: {result.files.get('markdown')}")
+
+
+# --- precision: FP16 (ModelOpt AutoCast) and INT8 (ModelOpt Q/DQ) ONNX variants (issue 4) -------
+precision_app = typer.Typer(
+    name="precision",
+    help="Make FP16 (AutoCast) or INT8 (calibrated explicit Q/DQ) ONNX variants of an export, validated on CPU.",
+    no_args_is_help=True,
+)
+app.add_typer(precision_app, name="precision")
+
+
+def _precision_summary(folder: Path, as_json: bool) -> None:
+    import json
+
+    from trt_pipeline.artifacts import read_json
+
+    manifest = read_json(folder / "manifest.json")
+    if as_json:
+        typer.echo(json.dumps({"folder": str(folder), "accuracy": manifest.get("accuracy"),
+                               "components": {c: {k: v for k, v in e.items() if k in ("file", "precision", "sha256")}
+                                              for c, e in manifest["components"].items()}}, indent=2))
+        return
+    for name, entry in manifest["components"].items():
+        kept = entry.get("nodes_kept_fp32")
+        excluded = entry.get("nodes_excluded")
+        details = []
+        if kept is not None:
+            details.append(f"{len(kept)} node(s) kept in fp32" + (f": {', '.join(kept[:8])}" + (" ..." if len(kept) > 8 else "") if kept else ""))
+        if entry.get("nodes_quantized") is not None:
+            details.append(f"{len(entry['nodes_quantized'])} node(s) quantized, {len(excluded or {})} excluded"
+                           + (f": {', '.join(list(excluded)[:8])}" if excluded else ""))
+        typer.echo(f"{name} [{entry['precision']}]: " + "; ".join(details))
+    typer.echo(f"written to {folder} (manifest.json, accuracy.json)")
+
+
+@precision_app.command("fp16")
+@handle_errors
+def precision_fp16_command(
+    folder: Annotated[Path, typer.Argument(help="Export folder (export.json + onnx/fp32).")],
+    keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--no-keep-io-types", help="Keep float32 graph inputs/outputs (the host loop feeds float32).")] = True,
+    calib: Annotated[Optional[Path], typer.Option("--calib", help="Calibration root with calib/ and heldout/ (default: calibration/ of the repository).")] = None,
+    calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration items for AutoCast's reference run.")] = 8,
+    heldout_samples: Annotated[int, typer.Option("--heldout-samples", help="Held-out items for the accuracy check.")] = 8,
+    components: Annotated[str, typer.Option(help="Comma-separated: vision_encoder,decoder.")] = "vision_encoder,decoder",
+    exclude_nodes: Annotated[Optional[list[str]], typer.Option("--exclude-nodes", help="Node-name regex kept in fp32; repeatable.")] = None,
+    exclude_op_types: Annotated[Optional[list[str]], typer.Option("--exclude-op-types", help="ONNX op type kept in fp32; repeatable.")] = None,
+    data_max: Annotated[float, typer.Option("--data-max", help="Nodes whose I/O exceed this magnitude stay fp32.")] = 512.0,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Check the variant against the fp32 ONNX on the held-out set.")] = True,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate: worst held-out cosine of the logits.")] = 0.9999,
+    max_p99_rel: Annotated[float, typer.Option("--max-p99-rel", help="Gate: worst held-out p99 relative error of the logits.")] = 1e-2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the accuracy summary as JSON.")] = False,
+) -> None:
+    """FP16 via ModelOpt AutoCast: OUT/onnx/fp32 -> OUT/onnx/fp16 (+ manifest.json, accuracy.json).
+
+    Gates on the held-out set vs the fp32 ONNX: logits cosine >= 0.9999 and p99 relative error <= 1e-2
+    (exit 5 otherwise; the folder is kept for inspection).
+    """
+    from trt_pipeline.config import Fp16Config
+    from trt_pipeline.quantize.precision import make_fp16
+
+    cfg = Fp16Config(
+        calib=calib, calib_samples=calib_samples, heldout_samples=heldout_samples, keep_io_types=keep_io_types,
+        components=_components(components), nodes_to_exclude=tuple(exclude_nodes or ()),
+        op_types_to_exclude=tuple(exclude_op_types or ()), data_max=data_max, evaluate=evaluate,
+        min_cosine=min_cosine, max_p99_rel=max_p99_rel,
+    )
+    _precision_summary(make_fp16(folder, cfg), as_json)
+
+
+@precision_app.command("int8")
+@handle_errors
+def precision_int8_command(
+    folder: Annotated[Path, typer.Argument(help="Export folder (export.json + onnx/fp32).")],
+    calib: Annotated[Optional[Path], typer.Option("--calib", help="Calibration root with calib/ and heldout/ (default: calibration/ of the repository).")] = None,
+    method: Annotated[str, typer.Option("--method", help="Activation ranges: entropy | max | percentile.")] = "percentile",
+    percentile: Annotated[float, typer.Option("--percentile", help="Percentile of |x| for --method percentile.")] = 99.99,
+    calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration items (each gives a vision feed, a prefill and a decode feed).")] = 16,
+    heldout_samples: Annotated[int, typer.Option("--heldout-samples", help="Held-out items for the accuracy check.")] = 8,
+    vision_precision: Annotated[str, typer.Option("--vision-precision", help="vision_encoder in the int8 folder: int8 | fp16 | fp32.")] = "int8",
+    decoder_precision: Annotated[str, typer.Option("--decoder-precision", help="decoder in the int8 folder: int8 | fp16 | fp32.")] = "int8",
+    high_precision: Annotated[str, typer.Option("--high-precision", help="dtype of the unquantized ops: fp16 | fp32.")] = "fp16",
+    exclude_nodes: Annotated[Optional[list[str]], typer.Option("--exclude-nodes", help="Node-name regex left unquantized; repeatable.")] = None,
+    quantize_attention: Annotated[bool, typer.Option("--quantize-attention/--no-quantize-attention", help="Also put Q/DQ on the attention BMMs (costs accuracy).")] = False,
+    trt_version: Annotated[str, typer.Option("--trt-version", help="TensorRT 10 release named in calibration.cache's header.")] = "10.3.0",
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Check the variant against the fp32 ONNX on the held-out set.")] = True,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate: worst held-out cosine of the logits and the vision features.")] = 0.99,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the accuracy summary as JSON.")] = False,
+) -> None:
+    """INT8 via ModelOpt ONNX PTQ (explicit Q/DQ, calibrated on CPU): OUT/onnx/fp32 -> OUT/onnx/int8.
+
+    Also writes calibration.cache for TensorRT 10 implicit-INT8 builds. Gate on the held-out set vs
+    the fp32 ONNX: cosine >= 0.99 on the logits and the vision features (exit 5 otherwise).
+    """
+    from trt_pipeline.config import Int8Config
+    from trt_pipeline.quantize.precision import make_int8
+
+    cfg = Int8Config(
+        calib=calib, method=method, percentile=percentile, calib_samples=calib_samples,
+        heldout_samples=heldout_samples,
+        components={"vision_encoder": vision_precision, "decoder": decoder_precision},
+        nodes_to_exclude=tuple(exclude_nodes or ()), disable_mha_qdq=not quantize_attention,
+        high_precision_dtype=high_precision, trt_version=trt_version, evaluate=evaluate, min_cosine=min_cosine,
+    )
+    _precision_summary(make_int8(folder, cfg), as_json)
 
 
 # --- pipeline / bench: one resumable command from checkpoint to report (issue 7) ---------------

@@ -374,3 +374,135 @@ class CompareConfig:
         data["tolerances"] = dict(self.tolerances)
         data["gates"] = {p: dataclasses.asdict(self.gates(p)) for p in COMPARE_PRECISIONS}
         return data
+
+
+# --- precision variants: fp16 (AutoCast) and int8 (Q/DQ) (issue 4) -----------------------------
+
+#: Precision a component can take inside a precision folder (``onnx/int8`` may mix them).
+COMPONENT_PRECISIONS = ("fp32", "fp16", "int8")
+#: INT8 activation-range methods of ``autoglm-trt precision int8 --method``.
+INT8_METHODS = ("entropy", "max", "percentile")
+
+
+def _check_samples(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
+
+
+@dataclass(frozen=True)
+class Fp16Config:
+    """Options of ``autoglm-trt precision fp16`` (``[fp16]`` in pipeline.toml).
+
+    ``calib`` is the calibration root holding ``calib/`` (AutoCast's reference run) and
+    ``heldout/`` (accuracy evaluation); None = ``calibration/`` of the source checkout.
+    ``calib_samples``/``heldout_samples`` bound the work (None = every item of the split).
+    Gates (on the decoder logits vs the fp32 ONNX): ``min_cosine`` and ``max_p99_rel``.
+    """
+
+    calib: Any = None  # Path | None
+    calib_samples: int | None = 8
+    heldout_samples: int | None = 8
+    keep_io_types: bool = True
+    components: tuple[str, ...] = COMPONENTS
+    data_max: float = 512.0
+    init_max: float = 65504.0
+    op_types_to_exclude: tuple[str, ...] = ()
+    nodes_to_exclude: tuple[str, ...] = ()
+    decode_steps: int = 1
+    max_new_tokens: int = 8
+    min_cosine: float = 0.9999
+    max_p99_rel: float = 1e-2
+    evaluate: bool = True
+
+    def __post_init__(self) -> None:
+        from pathlib import Path as _Path
+
+        if self.calib is not None and not isinstance(self.calib, _Path):
+            object.__setattr__(self, "calib", _Path(self.calib))
+        for name in ("components", "op_types_to_exclude", "nodes_to_exclude"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        unknown = [c for c in self.components if c not in COMPONENTS]
+        if unknown or not self.components:
+            raise ConfigError(f"unknown component(s) {unknown}; choose from {list(COMPONENTS)}.")
+        _check_samples("calib_samples", self.calib_samples)
+        _check_samples("heldout_samples", self.heldout_samples)
+        if self.decode_steps < 0 or self.max_new_tokens < 1:
+            raise ConfigError("decode_steps must be >= 0 and max_new_tokens >= 1.")
+        if self.data_max <= 0 or self.init_max <= 0:
+            raise ConfigError("data_max and init_max must be > 0.")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["calib"] = None if self.calib is None else str(self.calib)
+        return data
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    """Options of ``autoglm-trt precision int8`` (``[int8]`` in pipeline.toml).
+
+    ``components`` maps each component to the precision it gets inside ``onnx/int8``: ``int8``
+    (ModelOpt Q/DQ), ``fp16`` (the AutoCast model) or ``fp32`` (a copy), e.g.
+    ``Int8Config(components={"decoder": "int8", "vision_encoder": "fp16"})``.
+    ``method``: activation ranges by ``entropy`` (TensorRT's KL threshold), ``max`` or ``percentile``
+    (``percentile`` of |x|). Only ``op_types_to_quantize`` nodes get Q/DQ (W8A8 on the GEMMs);
+    attention BMMs stay unquantized while ``disable_mha_qdq``; ``nodes_to_exclude`` are regexes.
+    ``high_precision_dtype``: dtype of everything not quantized. ``trt_version`` names the
+    TensorRT 10 release in the legacy ``calibration.cache`` header. Gate: ``min_cosine`` on the
+    decoder logits and the vision features vs the fp32 ONNX.
+    """
+
+    calib: Any = None  # Path | None
+    method: str = "percentile"
+    percentile: float = 99.99
+    calib_samples: int | None = 16
+    heldout_samples: int | None = 8
+    components: Any = field(default_factory=lambda: {"vision_encoder": "int8", "decoder": "int8"})
+    op_types_to_quantize: tuple[str, ...] = ("MatMul", "Gemm")
+    op_types_to_exclude: tuple[str, ...] = ()
+    nodes_to_exclude: tuple[str, ...] = ()
+    disable_mha_qdq: bool = True
+    high_precision_dtype: str = "fp16"
+    keep_io_types: bool = True
+    trt_version: str = "10.3.0"
+    decode_steps: int = 1
+    max_new_tokens: int = 8
+    min_cosine: float = 0.99
+    evaluate: bool = True
+
+    def __post_init__(self) -> None:
+        from pathlib import Path as _Path
+
+        if self.calib is not None and not isinstance(self.calib, _Path):
+            object.__setattr__(self, "calib", _Path(self.calib))
+        components = dict(self.components.items() if hasattr(self.components, "items") else self.components)
+        unknown = [c for c in components if c not in COMPONENTS]
+        if unknown or not components:
+            raise ConfigError(f"unknown component(s) {unknown}; choose from {list(COMPONENTS)}.")
+        bad = {c: p for c, p in components.items() if p not in COMPONENT_PRECISIONS}
+        if bad:
+            raise ConfigError(f"unknown component precision(s) {bad}; choose from {list(COMPONENT_PRECISIONS)}.")
+        object.__setattr__(self, "components", {c: components[c] for c in COMPONENTS if c in components})
+        for name in ("op_types_to_quantize", "op_types_to_exclude", "nodes_to_exclude"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.method not in INT8_METHODS:
+            raise ConfigError(f"unknown --method {self.method!r}; choose from {', '.join(INT8_METHODS)}.")
+        if not 0.0 < self.percentile <= 100.0:
+            raise ConfigError(f"--percentile must lie in (0, 100], got {self.percentile}.")
+        if self.high_precision_dtype not in ("fp16", "fp32"):
+            raise ConfigError(f"high_precision_dtype must be fp16 or fp32, got {self.high_precision_dtype!r}.")
+        _check_samples("calib_samples", self.calib_samples)
+        _check_samples("heldout_samples", self.heldout_samples)
+        if self.decode_steps < 0 or self.max_new_tokens < 1:
+            raise ConfigError("decode_steps must be >= 0 and max_new_tokens >= 1.")
+
+    def fp16_config(self) -> Fp16Config:
+        """The AutoCast options used for components marked ``fp16`` in the int8 folder."""
+        return Fp16Config(calib=self.calib, calib_samples=self.calib_samples, heldout_samples=self.heldout_samples,
+                          keep_io_types=self.keep_io_types, decode_steps=self.decode_steps, evaluate=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["calib"] = None if self.calib is None else str(self.calib)
+        data["components"] = dict(self.components)
+        return data

@@ -63,13 +63,35 @@ def _np(t: torch.Tensor, dtype: Any = np.float32) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy().astype(dtype, copy=False))
 
 
+def _match_input_dtypes(runner: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Cast float feeds to the runner's declared float input dtypes (e.g. fp16-I/O AutoCast graphs)."""
+    import warnings
+
+    with warnings.catch_warnings():  # Polygraphy deprecates numpy dtypes in ORT metadata; both handled below
+        warnings.simplefilter("ignore", DeprecationWarning)
+        meta = runner.get_input_metadata()
+    out = {}
+    for name, value in feed.items():
+        if name in meta and np.issubdtype(value.dtype, np.floating):
+            try:
+                want = np.dtype(meta[name].dtype)
+            except TypeError:  # Polygraphy DataType
+                from polygraphy.datatype import DataType
+
+                want = np.dtype(DataType.to_dtype(meta[name].dtype, "numpy"))
+            if np.issubdtype(want, np.floating) and want != value.dtype:
+                value = value.astype(want)
+        out[name] = value
+    return out
+
+
 def encode_images(assets: HostAssets, vision_runner: Any, inputs: MultimodalInputs) -> torch.Tensor | None:
     """Run the vision runner once on all images of the batch (packed along the patch axis)."""
     if inputs.pixel_values is None:
         return None
     feeds = host.vision_inputs(assets.dims.vision, assets.vision_position_table.float(), inputs.image_grid_thw)
     feed = {"pixel_values": _np(inputs.pixel_values), **{k: _np(v) for k, v in feeds.items()}}
-    out = vision_runner.infer(feed)
+    out = vision_runner.infer(_match_input_dtypes(vision_runner, feed))
     return torch.from_numpy(np.asarray(out["image_features"], dtype=np.float32).copy())
 
 
@@ -130,7 +152,7 @@ def greedy_generate(
                 "rope_sin": _np(sin),
                 **past,
             }
-            out = decoder_runner.infer(feed)
+            out = decoder_runner.infer(_match_input_dtypes(decoder_runner, feed))
             logits = torch.from_numpy(np.asarray(out["logits"][:, -1, :], dtype=np.float32).copy())
             if collect_logits:
                 step_logits.append(logits)

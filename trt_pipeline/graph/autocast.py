@@ -1,0 +1,285 @@
+"""FP16 by ModelOpt AutoCast: an fp32 ONNX graph -> a mixed fp16/fp32 ONNX graph.
+
+TensorRT 11 builds strongly typed networks (no ``BuilderFlag.FP16``), so an FP16 engine needs an
+ONNX graph whose tensors already are float16. :func:`autocast_file` wraps
+``modelopt.onnx.autocast.convert_to_mixed_precision``:
+
+* a **reference run** of the fp32 graph on ONNX Runtime (CPU) over the given calibration feeds
+  records every tensor's range (aggregated over all feeds);
+* AutoCast's node classifier keeps in FP32 every node whose inputs/outputs exceed ``data_max``
+  (fp16's ULP is 0.5 at 512) or whose initializers exceed ``init_max``, plus any node or op type
+  excluded explicitly; all others run in FP16 with Cast nodes at the borders;
+* ``keep_io_types=True`` keeps graph inputs/outputs float32 (the host loop feeds float32 and int64),
+  ``False`` makes float I/O float16 (the runner then casts feeds to the graph's input dtypes).
+
+The nodes kept in FP32 (and the rule that kept them) are captured from AutoCast's classifier and
+returned in :class:`AutocastReport`, for the precision manifest.
+
+:func:`autocast_file` is path based (models with external data / above 2 GB load through ModelOpt's
+path API and are written back with external data); :func:`autocast_model` is the
+ModelProto -> ModelProto form for in-memory models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trt_pipeline.errors import OnnxModelError
+
+TWO_GB = 2 * 1024**3
+FP16_MAX = float(np.finfo(np.float16).max)
+_SKIP_RE = re.compile(r"Skipping node (?P<name>.+?): (?P<reason>.+)$")
+
+
+@dataclass
+class AutocastReport:
+    """What AutoCast did to one graph."""
+
+    nodes: int
+    nodes_fp16: int
+    nodes_kept_fp32: list[str]
+    kept_fp32_reasons: dict[str, str] = field(default_factory=dict)
+    kept_fp32_by_op_type: dict[str, int] = field(default_factory=dict)
+    initializers_fp16: int = 0
+    initializers_fp32: int = 0
+    reference_feeds: int = 0
+    keep_io_types: bool = True
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def quiet_modelopt(buffer: io.StringIO | None = None) -> Iterator[io.StringIO]:
+    """Route ModelOpt's log handlers, prints and progress bars into a buffer (clean stdout/stderr).
+
+    ModelOpt configures ``modelopt.onnx`` loggers with stdout handlers at import time and again
+    inside ``quantize``; the handlers (and the root logger's) are swapped for one writing to
+    ``buffer`` and sys.stdout/sys.stderr are redirected while ModelOpt runs (ONNX Runtime's
+    calibrators print and draw tqdm bars). Everything is restored afterwards; the buffer's tail
+    goes into error messages.
+    """
+    import modelopt.onnx  # noqa: F401  (configures its loggers)
+    from modelopt.onnx.autocast import logging_config as _autocast_logging  # noqa: F401
+
+    buffer = buffer if buffer is not None else io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    saved = []
+    # ModelOpt re-adds a stdout handler and sets propagate=True inside quantize(); the root logger
+    # (given a stderr handler by the first bare logging.warning of any library) is swapped too.
+    for name in ("modelopt.onnx", "modelopt.onnx.autocast", None):
+        logger = logging.getLogger(name)
+        saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+        logger.addHandler(handler)
+        logger.propagate = name is None
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            yield buffer
+    finally:
+        for logger, handlers, level, propagate in saved:
+            for h in list(logger.handlers):
+                logger.removeHandler(h)
+            for h in handlers:
+                logger.addHandler(h)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+@contextlib.contextmanager
+def _capture_classification() -> Iterator[dict[str, list[str]]]:
+    """Record AutoCast's (low, high) precision node lists from ``NodeClassifier.run``."""
+    from modelopt.onnx.autocast import nodeclassifier
+
+    original = nodeclassifier.NodeClassifier.run
+    captured: dict[str, list[str]] = {"low": [], "high": []}
+
+    def run(self: Any, ref_outputs_dict: Any = None) -> Any:
+        low, high = original(self, ref_outputs_dict)
+        captured["low"], captured["high"] = list(low), list(high)
+        return low, high
+
+    nodeclassifier.NodeClassifier.run = run  # type: ignore[method-assign]
+    try:
+        yield captured
+    finally:
+        nodeclassifier.NodeClassifier.run = original  # type: ignore[method-assign]
+
+
+def has_external_data(path: Path) -> bool:
+    model = onnx.load(str(path), load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def save_model(model: onnx.ModelProto, path: Path, external: bool | None = None) -> str | None:
+    """Save ``model`` to ``path``; external data (``path.name + '.data'``) when asked or > 2 GB.
+
+    Returns the external data file name or None.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external is None:
+        external = sum(_tensor_bytes(t) for t in model.graph.initializer) > TWO_GB - 64 * 1024**2
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        data.unlink()
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=data.name, size_threshold=1024)
+        return data.name
+    onnx.save(model, str(path))
+    return None
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return next((int(e.value) for e in tensor.external_data if e.key == "length"), 0)
+    return len(tensor.raw_data) or tensor.ByteSize()
+
+
+def write_reference_feeds(feeds: Sequence[dict[str, np.ndarray]], folder: Path) -> str:
+    """Save feeds as a Polygraphy JSON list (AutoCast's multi-batch reference input format)."""
+    from polygraphy.json import save_json
+
+    path = Path(folder) / "reference_feeds.json"
+    save_json([dict(feed) for feed in feeds], str(path), description="AutoCast reference inputs")
+    return str(path)
+
+
+def autocast_file(
+    src: Path | str,
+    dst: Path | str,
+    feeds: Sequence[dict[str, np.ndarray]] | None,
+    *,
+    keep_io_types: bool = True,
+    low_precision_type: str = "fp16",
+    data_max: float = 512.0,
+    init_max: float = FP16_MAX,
+    op_types_to_exclude: Sequence[str] = (),
+    nodes_to_exclude: Sequence[str] = (),
+    external_data: bool | None = None,
+    log: io.StringIO | None = None,
+) -> AutocastReport:
+    """AutoCast ``src`` (fp32 ONNX, path API: external data supported) into ``dst``.
+
+    Args:
+        feeds: reference inputs (ONNX input name -> numpy array) run through the fp32 graph on
+            ONNX Runtime CPU; None = ModelOpt's random inputs (not recommended).
+        keep_io_types: keep float32 graph inputs/outputs.
+        data_max / init_max: AutoCast's range thresholds (nodes beyond them stay FP32).
+        op_types_to_exclude / nodes_to_exclude: op types / node-name regexes forced to FP32.
+        external_data: force external data for ``dst``; None = as ``src`` (or automatic > 2 GB).
+    """
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise OnnxModelError(f"{src} not found.", path=src, hint="run `autoglm-trt export` first.")
+    start = time.perf_counter()
+    external = has_external_data(src) if external_data is None else external_data
+    with tempfile.TemporaryDirectory(prefix="autocast.") as scratch, quiet_modelopt(log) as buffer, \
+            _capture_classification() as classes:
+        reference = write_reference_feeds(feeds, Path(scratch)) if feeds else None
+        try:
+            model = convert_to_mixed_precision(
+                onnx_path=str(src),
+                low_precision_type=low_precision_type,
+                nodes_to_exclude=list(nodes_to_exclude),
+                op_types_to_exclude=list(op_types_to_exclude),
+                data_max=data_max,
+                init_max=init_max,
+                keep_io_types=keep_io_types,
+                calibration_data=reference,
+                providers=["cpu"],
+            )
+        except Exception as error:  # ModelOpt raises assorted ValueError/RuntimeError/AssertionError
+            tail = "\n".join(buffer.getvalue().splitlines()[-5:])
+            raise OnnxModelError(
+                f"ModelOpt AutoCast failed on {src}: {type(error).__name__}: {error}",
+                path=src,
+                hint=f"last ModelOpt log lines:\n{tail}" if tail else "re-run with a smaller --calib-samples to debug.",
+            ) from error
+    external = external or sum(_tensor_bytes(t) for t in model.graph.initializer) > TWO_GB - 64 * 1024**2
+    save_model(model, dst, external)
+    report = summarize(model, classes, buffer.getvalue())
+    report.reference_feeds = len(feeds or [])
+    report.keep_io_types = keep_io_types
+    report.seconds = round(time.perf_counter() - start, 3)
+    return report
+
+
+def autocast_model(
+    model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]] | None, **kwargs: Any
+) -> tuple[onnx.ModelProto, AutocastReport]:
+    """ModelProto -> ModelProto form of :func:`autocast_file` (for in-memory models < 2 GB)."""
+    with tempfile.TemporaryDirectory(prefix="autocast-model.") as scratch:
+        src, dst = Path(scratch) / "model.onnx", Path(scratch) / "model.fp16.onnx"
+        save_model(model, src, external=False)
+        report = autocast_file(src, dst, feeds, external_data=False, **kwargs)
+        return onnx.load(str(dst)), report
+
+
+def summarize(model: onnx.ModelProto, classes: dict[str, list[str]], log_text: str) -> AutocastReport:
+    """Node/initializer counts of a converted model plus AutoCast's fp32 decisions and reasons."""
+    high = list(classes.get("high", []))
+    low = list(classes.get("low", []))
+    names = {node.name: node.op_type for node in model.graph.node}
+    reasons: dict[str, str] = {}
+    for line in log_text.splitlines():
+        match = _SKIP_RE.search(line)
+        if match and match.group("name") in high:
+            reasons.setdefault(match.group("name"), match.group("reason").strip())
+    by_type = Counter(names.get(n, "?") for n in high)
+    fp16 = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
+    fp32 = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    return AutocastReport(
+        nodes=len(low) + len(high),
+        nodes_fp16=len(low),
+        nodes_kept_fp32=high,
+        kept_fp32_reasons=reasons,
+        kept_fp32_by_op_type=dict(sorted(by_type.items())),
+        initializers_fp16=fp16,
+        initializers_fp32=fp32,
+    )
+
+
+def io_dtypes(path: Path | str) -> dict[str, list[dict[str, Any]]]:
+    """Graph inputs/outputs of an ONNX file: name, numpy dtype name and symbolic shape."""
+    model = onnx.load(str(path), load_external_data=False)
+
+    def describe(values: Any) -> list[dict[str, Any]]:
+        out = []
+        for value in values:
+            tensor = value.type.tensor_type
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+            shape = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+            out.append({"name": value.name, "dtype": dtype, "shape": shape})
+        return out
+
+    return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
+
+
+__all__ = [
+    "AutocastReport",
+    "autocast_file",
+    "autocast_model",
+    "io_dtypes",
+    "quiet_modelopt",
+    "save_model",
+]

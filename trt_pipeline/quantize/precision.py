@@ -1,0 +1,362 @@
+"""Precision stages: ``OUT/onnx/fp32`` -> ``OUT/onnx/fp16`` (AutoCast) and ``OUT/onnx/int8`` (Q/DQ).
+
+Both stages follow the same steps, all on a CPU:
+
+1. read the export manifest and the calibration root (``calib/`` fits, ``heldout/`` evaluates);
+2. tokenize/preprocess the calibration and held-out items and check every one against the
+   exported ranges (:class:`~trt_pipeline.quantize.calibration_reader.CalibrationReader`), so a bad
+   item fails before anything is written;
+3. build real calibration feeds (fp32 ONNX on ONNX Runtime provides image features and KV caches);
+4. in a temporary sibling folder (:func:`~trt_pipeline.artifacts.atomic_output_dir`): convert each
+   component (AutoCast for fp16; ModelOpt PTQ, AutoCast or a copy for the int8 folder's per-component
+   precisions), write ``manifest.json`` (inputs' sha256, config, sample counts, method, nodes kept in
+   fp32 / excluded from INT8, per-component I/O dtypes, tool versions), evaluate the variant against the
+   fp32 ONNX on the held-out set (``accuracy.json``) and, for int8, write the calibration caches;
+5. rename the folder into place; if an accuracy gate failed, raise
+   :class:`~trt_pipeline.errors.AccuracyError` afterwards (the complete folder and its
+   ``accuracy.json`` are kept for inspection, as ``export`` does with its validation report).
+
+Any other failure (missing/empty calibration folder, undecodable image, out-of-range input, a
+ModelOpt error) leaves no ``onnx/fp16`` / ``onnx/int8`` folder behind (an existing one stays as it was).
+
+INT8 calibration caches: ``calibration.cache`` is the single TensorRT 10 legacy cache the engine
+builder replays for ``--int8 --legacy-precision-flags`` builds of any component. Tensor names of the
+two graphs overlap (both exporters name outputs ``linear_3``, ``matmul``...), so names present in
+more than one int8 component are left out of ``calibration.cache`` (those layers then build in
+higher precision, never with another graph's scale) and listed in the manifest;
+``COMPONENT.calibration.cache`` holds each component's complete cache.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from trt_pipeline.artifacts import atomic_output_dir, sha256_file, sha256_tree, tool_versions, write_json_atomic
+from trt_pipeline.config import Fp16Config, Int8Config
+from trt_pipeline.errors import CalibrationError, ConfigError, OnnxModelError
+from trt_pipeline.progress import log, progress_bar
+
+TOOLS = ("onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "onnx-graphsurgeon", "polygraphy",
+         "numpy", "torch", "transformers")
+CALIBRATION_CACHE = "calibration.cache"
+CALIB_SPLIT, HELDOUT_SPLIT = "calib", "heldout"
+
+
+# --- inputs ---------------------------------------------------------------------------------
+def calibration_folders(calib: Path | str | None, need_heldout: bool = True) -> tuple[Path, Path | None]:
+    """(calibration split, held-out split) of a calibration root.
+
+    ``calib`` is the root holding ``calib/`` and ``heldout/`` (default: ``calibration/`` of the
+    source checkout); a split folder itself (with ``prompts.jsonl``) is accepted too, its held-out
+    sibling then being ``../heldout``.
+    """
+    from trt_pipeline.quantize.dataset import PROMPTS_FILE, default_root
+
+    root = Path(calib) if calib is not None else default_root()
+    if not root.is_dir():
+        raise CalibrationError(
+            f"calibration folder {root} does not exist.", path=root,
+            hint="pass --calib DIR with DIR/calib/prompts.jsonl (+ images/) and DIR/heldout/, "
+                 "e.g. the repository's calibration/ folder.",
+        )
+    if (root / PROMPTS_FILE).is_file():
+        calib_dir, heldout_dir = root, root.parent / HELDOUT_SPLIT
+    else:
+        calib_dir, heldout_dir = root / CALIB_SPLIT, root / HELDOUT_SPLIT
+        if not calib_dir.is_dir():
+            raise CalibrationError(
+                f"calibration folder {root} has no {CALIB_SPLIT}/ split (and no {PROMPTS_FILE}): it is empty or "
+                "not a calibration root.", path=root,
+                hint=f"expected {root / CALIB_SPLIT / PROMPTS_FILE} and {root / HELDOUT_SPLIT / PROMPTS_FILE}; "
+                     "regenerate with `python calibration/make_calibration.py --out DIR`.",
+            )
+    if need_heldout and not heldout_dir.is_dir():
+        raise CalibrationError(
+            f"held-out split {heldout_dir} not found: the variant cannot be evaluated.", path=heldout_dir,
+            hint=f"put the held-out split beside the calibration split ({HELDOUT_SPLIT}/prompts.jsonl + images/).",
+        )
+    return calib_dir, heldout_dir if heldout_dir.is_dir() else None
+
+
+def _components(manifest: dict[str, Any], wanted: list[str], out_dir: Path) -> list[str]:
+    from trt_pipeline.runtime.onnxruntime_runner import onnx_path
+
+    available = list(manifest["components"])
+    chosen = [c for c in wanted if c in available]
+    if not chosen:
+        raise ConfigError(
+            f"none of the components {wanted} is in {out_dir / 'export.json'} (it has {available}).",
+            path=out_dir / "export.json",
+        )
+    for component in chosen:
+        onnx_path(out_dir, "fp32", component)  # raises OnnxModelError when missing
+    return chosen
+
+
+def _input_hashes(out_dir: Path, components: list[str], calib_dir: Path, heldout_dir: Path | None) -> dict[str, str]:
+    hashes = {}
+    for component in components:
+        path = out_dir / "onnx" / "fp32" / f"{component}.onnx"
+        hashes[f"onnx/fp32/{path.name}"] = sha256_file(path)
+        data = path.with_name(path.name + ".data")
+        if data.is_file():
+            hashes[f"onnx/fp32/{data.name}"] = sha256_file(data)
+    hashes["export.json"] = sha256_file(out_dir / "export.json")
+    hashes[f"calibration:{calib_dir}"] = sha256_tree(calib_dir)
+    if heldout_dir is not None:
+        hashes[f"heldout:{heldout_dir}"] = sha256_tree(heldout_dir)
+    return hashes
+
+
+def _readers(out_dir: Path, calib_dir: Path, heldout_dir: Path | None, calib_samples: int | None,
+             heldout_samples: int | None, decode_steps: int, evaluate: bool, show_progress: bool) -> tuple[Any, Any]:
+    """Calibration and held-out readers, prepared (ranges checked) before anything is written."""
+    from trt_pipeline.quantize.calibration_reader import CalibrationReader
+    from trt_pipeline.quantize.dataset import load_split
+
+    calib = CalibrationReader(out_dir, load_split(calib_dir), calib_samples, decode_steps=decode_steps,
+                              show_progress=show_progress, description="calibration inputs")
+    calib.prepare()
+    heldout = None
+    if evaluate and heldout_dir is not None:
+        heldout = CalibrationReader(out_dir, load_split(heldout_dir), heldout_samples, decode_steps=decode_steps,
+                                    show_progress=show_progress, description="held-out inputs")
+        heldout.prepare()
+    return calib, heldout
+
+
+def _component_entry(folder: Path, component: str, precision: str) -> dict[str, Any]:
+    from trt_pipeline.graph.autocast import io_dtypes
+
+    path = folder / f"{component}.onnx"
+    data = path.with_name(path.name + ".data")
+    entry: dict[str, Any] = {
+        "file": path.name,
+        "external_data": data.name if data.is_file() else None,
+        "sha256": sha256_file(path),
+        "precision": precision,
+        **io_dtypes(path),
+    }
+    if data.is_file():
+        entry["external_data_sha256"] = sha256_file(data)
+    return entry
+
+
+def _accuracy_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    keep = ("cosine_min", "cosine_mean", "max_abs", "p99_rel", "top1_agreement")
+    return {
+        "passed": report["passed"],
+        "file": "accuracy.json",
+        "metrics": {k: {m: v[m] for m in keep if m in v} for k, v in report["metrics"].items() if v},
+        "tokens": {k: v for k, v in (report.get("tokens") or {}).items() if k != "samples"},
+        "gates": report["gates"],
+    }
+
+
+def _base_manifest(precision: str, stage: str, cfg: Any, hashes: dict[str, str], calib: Any, heldout: Any,
+                   calib_dir: Path, heldout_dir: Path | None) -> dict[str, Any]:
+    return {
+        "precision": precision,
+        "stage": stage,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": hashes,
+        "config": cfg.to_dict(),
+        "calibration": {"folder": str(calib_dir), **calib.summary()},
+        "heldout": {"folder": str(heldout_dir), **heldout.summary()} if heldout is not None else None,
+        "tool_versions": tool_versions(*TOOLS),
+    }
+
+
+def _evaluate(out_dir: Path, precision: str, tmp: Path, heldout: Any, cfg: Any, gates: Any) -> dict[str, Any] | None:
+    from trt_pipeline.quantize.accuracy import evaluate_variant
+
+    if heldout is None:
+        return None
+    return evaluate_variant(out_dir, precision, heldout.items, variant_dir=tmp, reader=heldout, gates=gates,
+                            max_new_tokens=cfg.max_new_tokens, raise_on_failure=False,
+                            show_progress=heldout.show_progress)
+
+
+def _finish(target: Path, precision: str, report: dict[str, Any] | None, seconds: float) -> Path:
+    from trt_pipeline.quantize.accuracy import ACCURACY_FILE, accuracy_error
+
+    if report is None:
+        log(f"{precision} variant written to {target} in {seconds:.1f} s (not evaluated)")
+        return target
+    metrics, tokens = report["metrics"], report.get("tokens") or {}
+    parts = []
+    if metrics.get("logits"):
+        parts.append(f"logits cosine {metrics['logits']['cosine_min']:.7f}, p99 rel {metrics['logits']['p99_rel']:.3g}")
+    if metrics.get("image_features"):
+        parts.append(f"vision cosine {metrics['image_features']['cosine_min']:.7f}")
+    if tokens:
+        parts.append(f"token agreement {tokens['token_agreement']:.3f}")
+    log(f"{precision} variant written to {target} in {seconds:.1f} s: " + ", ".join(parts))
+    if not report["passed"]:
+        raise accuracy_error(report, target / ACCURACY_FILE)
+    return target
+
+
+# --- fp16 -----------------------------------------------------------------------------------
+def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress: bool = True) -> Path:
+    """AutoCast every component of ``OUT/onnx/fp32`` into ``OUT/onnx/fp16``; returns that folder.
+
+    Raises CalibrationError (data missing/empty/undecodable/out of range) or OnnxModelError before
+    anything is written, AccuracyError after writing a variant that fails its gate.
+    """
+    from trt_pipeline.export.exporter import read_export_manifest
+    from trt_pipeline.graph.autocast import autocast_file
+    from trt_pipeline.quantize.accuracy import gates_for
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    manifest = read_export_manifest(out_dir)
+    components = _components(manifest, list(cfg.components), out_dir)
+    calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
+    calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
+                              cfg.decode_steps, cfg.evaluate, show_progress)
+    hashes = _input_hashes(out_dir, components, calib_dir, heldout_dir)
+    calib.build()
+    target = out_dir / "onnx" / "fp16"
+    report = None
+    with atomic_output_dir(target) as tmp:
+        entries: dict[str, Any] = {}
+        with progress_bar(show_progress) as progress:
+            task = progress.add_task("autocast fp16", total=len(components))
+            for component in components:
+                progress.update(task, description=f"autocast {component}")
+                result = autocast_file(
+                    out_dir / "onnx" / "fp32" / f"{component}.onnx", tmp / f"{component}.onnx",
+                    calib.feeds(component), keep_io_types=cfg.keep_io_types, data_max=cfg.data_max,
+                    init_max=cfg.init_max, op_types_to_exclude=cfg.op_types_to_exclude,
+                    nodes_to_exclude=cfg.nodes_to_exclude,
+                )
+                entries[component] = {
+                    **_component_entry(tmp, component, "fp16"),
+                    "nodes_kept_fp32": result.nodes_kept_fp32,
+                    "autocast": result.to_dict(),
+                }
+                progress.advance(task)
+        data = _base_manifest("fp16", "autocast", cfg, hashes, calib, heldout, calib_dir, heldout_dir)
+        data["components"] = entries
+        report = _evaluate(out_dir, "fp16", tmp, heldout, cfg, gates_for("fp16", cfg.min_cosine, cfg.max_p99_rel))
+        data["accuracy"] = _accuracy_summary(report)
+        data["seconds"] = round(time.perf_counter() - start, 3)
+        write_json_atomic(tmp / "manifest.json", data)
+    return _finish(target, "fp16", report, time.perf_counter() - start)
+
+
+# --- int8 -----------------------------------------------------------------------------------
+def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress: bool = True) -> Path:
+    """ModelOpt INT8 PTQ (explicit Q/DQ, CPU calibration) of ``OUT/onnx/fp32`` into ``OUT/onnx/int8``.
+
+    Components get the precision ``cfg.components`` names (int8 / fp16 AutoCast / fp32 copy).
+    Writes ``calibration.cache`` (+ per-component caches) for legacy TensorRT 10 implicit-INT8 builds.
+    """
+    from trt_pipeline.export.exporter import read_export_manifest
+    from trt_pipeline.graph.autocast import autocast_file
+    from trt_pipeline.quantize.accuracy import gates_for
+    from trt_pipeline.quantize.int8 import quantize_int8_file, write_calibration_cache
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    manifest = read_export_manifest(out_dir)
+    components = _components(manifest, list(cfg.components), out_dir)
+    calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
+    calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
+                              cfg.decode_steps, cfg.evaluate, show_progress)
+    hashes = _input_hashes(out_dir, components, calib_dir, heldout_dir)
+    calib.build()
+    target = out_dir / "onnx" / "int8"
+    report = None
+    fp16 = cfg.fp16_config()
+    with atomic_output_dir(target) as tmp:
+        entries: dict[str, Any] = {}
+        caches: dict[str, dict[str, float]] = {}
+        with progress_bar(show_progress) as progress:
+            task = progress.add_task("int8", total=len(components))
+            for component in components:
+                precision = cfg.components[component]
+                src = out_dir / "onnx" / "fp32" / f"{component}.onnx"
+                dst = tmp / f"{component}.onnx"
+                progress.update(task, description=f"{precision} {component}")
+                extra: dict[str, Any]
+                if precision == "int8":
+                    result = quantize_int8_file(
+                        src, dst, calib.feeds(component), method=cfg.method, percentile=cfg.percentile,
+                        op_types_to_quantize=cfg.op_types_to_quantize, op_types_to_exclude=cfg.op_types_to_exclude,
+                        nodes_to_exclude=cfg.nodes_to_exclude, disable_mha_qdq=cfg.disable_mha_qdq,
+                        high_precision_dtype=cfg.high_precision_dtype,
+                    )
+                    caches[component] = result.cache_scales
+                    extra = {"nodes_quantized": result.nodes_quantized, "nodes_excluded": result.nodes_excluded,
+                             "qdq_counts": result.qdq_counts, "int8": result.to_dict()}
+                elif precision == "fp16":
+                    auto = autocast_file(src, dst, calib.feeds(component), keep_io_types=fp16.keep_io_types,
+                                         data_max=fp16.data_max, init_max=fp16.init_max)
+                    extra = {"nodes_kept_fp32": auto.nodes_kept_fp32, "autocast": auto.to_dict()}
+                else:
+                    _copy_model(src, dst)
+                    extra = {}
+                entries[component] = {**_component_entry(tmp, component, precision), **extra}
+                progress.advance(task)
+        data = _base_manifest("int8", "int8-ptq", cfg, hashes, calib, heldout, calib_dir, heldout_dir)
+        data["method"] = cfg.method
+        data["components"] = entries
+        if caches:
+            data["calibration_cache"] = _write_caches(tmp, caches, cfg.trt_version, write_calibration_cache)
+        report = _evaluate(out_dir, "int8", tmp, heldout, cfg, gates_for("int8", cfg.min_cosine))
+        data["accuracy"] = _accuracy_summary(report)
+        data["seconds"] = round(time.perf_counter() - start, 3)
+        write_json_atomic(tmp / "manifest.json", data)
+    return _finish(target, "int8", report, time.perf_counter() - start)
+
+
+def _write_caches(folder: Path, caches: dict[str, dict[str, float]], trt_version: str, writer: Any) -> dict[str, Any]:
+    """``COMPONENT.calibration.cache`` per component + the merged ``calibration.cache`` (collisions dropped)."""
+    seen: dict[str, list[str]] = {}
+    for component, scales in caches.items():
+        for name in scales:
+            seen.setdefault(name, []).append(component)
+    collisions = sorted(name for name, owners in seen.items() if len(owners) > 1)
+    merged = {name: scale for scales in caches.values() for name, scale in scales.items() if name not in collisions}
+    writer(folder / CALIBRATION_CACHE, merged, trt_version)
+    per_component = {}
+    for component, scales in caches.items():
+        name = f"{component}.{CALIBRATION_CACHE}"
+        writer(folder / name, scales, trt_version)
+        per_component[component] = {"file": name, "entries": len(scales)}
+    header = (folder / CALIBRATION_CACHE).read_text(encoding="utf-8").splitlines()[0]
+    return {
+        "file": CALIBRATION_CACHE,
+        "header": header,
+        "entries": len(merged),
+        "scale": "amax / 127 (float32, hex of IEEE-754 bits, big-endian)",
+        "per_component": per_component,
+        "dropped_name_collisions": collisions,
+    }
+
+
+def _copy_model(src: Path, dst: Path) -> None:
+    shutil.copy2(src, dst)
+    data = src.with_name(src.name + ".data")
+    if data.is_file():
+        shutil.copy2(data, dst.with_name(dst.name + ".data"))
+
+
+def precision_folder(out_dir: Path | str, precision: str) -> Path:
+    """``OUT/onnx/PRECISION`` if it exists with a manifest, else OnnxModelError naming the command."""
+    folder = Path(out_dir) / "onnx" / precision
+    if not (folder / "manifest.json").is_file():
+        raise OnnxModelError(f"{folder} has no manifest.json.", path=folder,
+                             hint=f"run `autoglm-trt precision {precision} {out_dir}` first.")
+    return folder
+
+
+__all__ = ["CALIBRATION_CACHE", "calibration_folders", "make_fp16", "make_int8", "precision_folder"]
