@@ -194,3 +194,16 @@ def test_hardware_compat_checks(tmp_path, fakes, fake_trt_factory):
     old.HardwareCompatibilityLevel = type("HardwareCompatibilityLevel", (), {"__members__": {"NONE": 0, "AMPERE_PLUS": 1}})
     with pytest.raises(ConfigError, match="same-cc is not available in TensorRT 10.3.0.30"):
         validate_for_tensorrt(BuildConfig(tmp_path, hardware_compat="same-cc"), detect_shim(old), GPU_4090, jetson=False)
+
+
+def test_component_calibration_cache_is_preferred(tmp_path):
+    from trt_pipeline.engine.builder import component_calibration_cache
+
+    shared = tmp_path / "calibration.cache"
+    shared.write_text("TRT-100300-EntropyCalibration2\n")
+    assert component_calibration_cache(shared, "decoder") == shared
+    own = tmp_path / "decoder.calibration.cache"
+    own.write_text("TRT-100300-EntropyCalibration2\nmatmul: 3c000000\n")
+    assert component_calibration_cache(shared, "decoder") == own
+    assert component_calibration_cache(shared, "vision_encoder") == shared
+    assert component_calibration_cache(None, "decoder") is None

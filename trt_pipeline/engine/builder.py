@@ -388,6 +388,19 @@ def _io_from_source(source: ComponentSource) -> tuple[dict[str, Any], ...]:
     )
 
 
+def component_calibration_cache(shared: Path | None, component: str) -> Path | None:
+    """Prefer ``onnx/int8/COMPONENT.calibration.cache`` over the shared ``calibration.cache``.
+
+    The vision encoder and decoder share tensor names (``matmul``, ``linear_3``, ...), so the
+    precision stage leaves such names out of the shared cache and writes one complete cache per
+    component beside it; a legacy implicit-INT8 build of a component replays its own.
+    """
+    if shared is None:
+        return None
+    own = shared.with_name(f"{component}.{shared.name}")
+    return own if own.is_file() and own.stat().st_size > 0 else shared
+
+
 def build_component(
     plan: ComponentPlan,
     cfg: BuildConfig,
@@ -548,7 +561,7 @@ def build_engines(
         with progress:
             result = build_component(
                 item, cfg, ctx,
-                calibration_cache=plan.inputs.calibration_cache,
+                calibration_cache=component_calibration_cache(plan.inputs.calibration_cache, plan.source.component),
                 export_path=plan.inputs.export_path,
                 progress=progress,
                 echo=echo,
