@@ -561,7 +561,7 @@ def build_engines(
         with progress:
             result = build_component(
                 item, cfg, ctx,
-                calibration_cache=component_calibration_cache(plan.inputs.calibration_cache, plan.source.component),
+                calibration_cache=component_calibration_cache(plan.inputs.calibration_cache, item.source.component),
                 export_path=plan.inputs.export_path,
                 progress=progress,
                 echo=echo,
