@@ -425,6 +425,17 @@ def _run_report(ctx: RunContext) -> dict[str, Any]:
     return {"report": str(path)}
 
 
+def _with_tools(config: Any, *distributions: str) -> dict[str, Any]:
+    """A stage config plus the versions of the tools that produce its artifacts (an upgrade re-runs it)."""
+    from trt_pipeline.artifacts import tool_versions
+
+    return {"config": config_json(config), "tools": tool_versions(*distributions)}
+
+
+EXPORT_TOOLS = ("torch", "transformers", "onnx", "onnxsim", "onnxruntime", "onnxruntime-gpu")
+PRECISION_TOOLS = ("onnx", "onnxruntime", "onnxruntime-gpu", "nvidia-modelopt")
+
+
 def default_stages() -> list[Stage]:
     """The pipeline's stage registry, in execution order (names: :data:`~trt_pipeline.config.PIPELINE_STAGES`)."""
     return [
@@ -434,14 +445,14 @@ def default_stages() -> list[Stage]:
               enabled=lambda ctx: ctx.cfg.checkpoint is None),
         Stage("export", "torch -> ONNX, onnxsim simplification, validation vs transformers", _run_export,
               inputs=lambda ctx: {"checkpoint": ctx.checkpoint}, outputs=_export_outputs,
-              config=lambda ctx: config_json(ctx.section("export"))),
+              config=lambda ctx: _with_tools(ctx.section("export"), *EXPORT_TOOLS)),
         Stage("fp16", "FP16 ONNX (ModelOpt AutoCast)", _run_fp16,
               inputs=lambda ctx: _precision_inputs(ctx, "fp16"), outputs=lambda ctx: ["onnx/fp16"],
-              config=lambda ctx: config_json(ctx.section("fp16")),
+              config=lambda ctx: _with_tools(ctx.section("fp16"), *PRECISION_TOOLS),
               unavailable=lambda ctx: _precision_unavailable(ctx, "make_fp16"), gate_errors=(AccuracyError,)),
         Stage("int8", "INT8 Q/DQ ONNX (calibrated on CPU)", _run_int8,
               inputs=lambda ctx: _precision_inputs(ctx, "int8"), outputs=lambda ctx: ["onnx/int8"],
-              config=lambda ctx: config_json(ctx.section("int8")),
+              config=lambda ctx: _with_tools(ctx.section("int8"), *PRECISION_TOOLS),
               unavailable=lambda ctx: _precision_unavailable(ctx, "make_int8"), gate_errors=(AccuracyError,)),
         Stage("build", "TensorRT engines (GPU only)", _run_build,
               inputs=lambda ctx: {"export.json": ctx.path("export.json"),

@@ -107,7 +107,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                 timings[name] = time.perf_counter() - start
                 components[name] = {**facts, **spec.to_dict()}
                 progress.advance(task)
-            del model
+            del model, modules  # `modules` kept the weights alive through onnxsim (+1 checkpoint of RSS)
             if cfg.simplify:
                 progress.update(task, description="simplifying")
                 from trt_pipeline.graph.simplify import simplify_folder

@@ -76,23 +76,29 @@ def simplify_model(path: Path, cfg: SimplifyConfig = SimplifyConfig()) -> dict[s
     if not path.is_file():
         raise OnnxModelError(f"{path} not found.", path=path, hint="run `autoglm-trt export` first.")
     size = _model_bytes(path)
-    original = onnx.load(str(path), load_external_data=False)
-    before = len(original.graph.node)
+    model = onnx.load(str(path), load_external_data=False)  # one in-memory copy (inline weights included)
+    before = len(model.graph.node)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     if size > cfg.skip_above_bytes:
         log(f"[yellow]warning:[/] {path.name} is {size / 1e9:.1f} GB (> 2 GB protobuf limit): simplification skipped")
         return {"skipped": f"model is {size} bytes, above the 2 GB onnxsim limit", "nodes_before": before}
-    model = onnx.load(str(path))
+    if external:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(path.parent))
     try:
         simplified, ok = onnxsim.simplify(model, skip_shape_inference=False)
     except Exception as error:  # onnxsim raises RuntimeError/ValueError from its C++ core
         log(f"[yellow]warning:[/] onnxsim failed on {path.name}: {error}; kept the unsimplified model")
         return {"skipped": f"onnxsim failed: {error}", "nodes_before": before}
+    del model  # onnxsim returned a new model
     if not ok:
         return {"skipped": "onnxsim's own check failed", "nodes_before": before}
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in original.graph.initializer)
+    after = len(simplified.graph.node)
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         candidate = Path(scratch) / path.name
         _save(simplified, candidate, external)
+        del simplified  # the check below runs two ORT sessions from disk
         diff = max_abs_diff(path, candidate, cfg)
         if diff > cfg.atol:
             raise OnnxModelError(
@@ -101,7 +107,7 @@ def simplify_model(path: Path, cfg: SimplifyConfig = SimplifyConfig()) -> dict[s
                 hint="re-run with --no-simplify and report the model to onnxsim.",
             )
         _replace(candidate, path, external)
-    return {"nodes_before": before, "nodes_after": len(simplified.graph.node), "max_abs_diff": diff}
+    return {"nodes_before": before, "nodes_after": after, "max_abs_diff": diff}
 
 
 def _save(model: onnx.ModelProto, path: Path, external: bool) -> None:
