@@ -25,12 +25,27 @@ def _pyplot() -> Any:
     return plt
 
 
+def _plain_ticks(ax: Any, xs: list[float] | None = None) -> None:
+    """Plain numbers instead of 2^n / 2x10^2 on log axes."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(NullFormatter())
+    if xs:
+        ax.set_xticks(sorted(set(xs)))
+
+
 def _latency_panel(ax: Any, backends: dict[str, Any], kind: str, key: str, xlabel: str, title: str) -> None:
+    all_x: list[float] = []
     for name, entry in backends.items():
         rows = entry.get(kind) if entry.get("status") == "ok" else None
         if not rows:
             continue
         xs = [r[key] for r in rows]
+        all_x += xs
         p50 = [r["p50_ms"] for r in rows]
         upper = [max(r["p99_ms"] - r["p50_ms"], 0.0) for r in rows]
         ax.errorbar(xs, p50, yerr=[[0.0] * len(xs), upper], marker="o", capsize=3, label=name)
@@ -39,6 +54,7 @@ def _latency_panel(ax: Any, backends: dict[str, Any], kind: str, key: str, xlabe
     ax.set_title(title)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    _plain_ticks(ax, all_x)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -65,6 +81,7 @@ def _roofline_panel(ax: Any, points: list[dict[str, Any]], bandwidth_gbps: float
                     textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_ticks(ax)
     ax.set_xlabel("bytes per decode step: weights + KV cache (MB)")
     ax.set_ylabel("decode step p50 (ms)")
     ax.set_title("decode vs memory roofline (label: fraction at largest context)")
