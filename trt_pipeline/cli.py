@@ -585,8 +585,7 @@ def bench_command(
     for column in ("backend", "phase", "tokens", "p50 ms", "p90 ms", "p99 ms", "tokens/s", "peak RSS MB"):
         table.add_column(column)
     for name, entry in report.backends.items():
-        if entry.get("status") != "ok":
-            table.add_row(name, "skipped", "", "", "", "", "", entry.get("reason", "")[:60])
+        if entry.get("status") != "ok":  # already reported as a "skipped: bench NAME (...)" line
             continue
         for phase, key in (("prefill", "length"), ("decode", "context")):
             for row in entry[phase]:
