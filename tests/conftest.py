@@ -20,31 +20,20 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_checkpoint(tmp_path_factory.mktemp("checkpoints") / "tiny", preset="tiny", seed=0)
 
 
-# Parity variants: two configs x two seeds. "gqa4" has 8 query heads over 1 KV head, another
+# Parity variants: two configs x two seeds. "gqa8" has 8 query heads over 1 KV head, another
 # mrope section and a 6x6 vision position table with 2 vision heads.
+GQA8_OVERRIDES = {
+    "text_num_attention_heads": 8,
+    "text_num_key_value_heads": 1,
+    "mrope_section": [2, 1, 1],
+    "vision_num_heads": 2,
+    "image_size": 84,
+}
 PARITY_VARIANTS = {
     "tiny-seed0": {"seed": 0, "overrides": {}},
     "tiny-seed1": {"seed": 1, "overrides": {}},
-    "gqa8-seed2": {
-        "seed": 2,
-        "overrides": {
-            "text_num_attention_heads": 8,
-            "text_num_key_value_heads": 1,
-            "mrope_section": [2, 1, 1],
-            "vision_num_heads": 2,
-            "image_size": 84,
-        },
-    },
-    "gqa8-seed3": {
-        "seed": 3,
-        "overrides": {
-            "text_num_attention_heads": 8,
-            "text_num_key_value_heads": 1,
-            "mrope_section": [2, 1, 1],
-            "vision_num_heads": 2,
-            "image_size": 84,
-        },
-    },
+    "gqa8-seed2": {"seed": 2, "overrides": GQA8_OVERRIDES},
+    "gqa8-seed3": {"seed": 3, "overrides": GQA8_OVERRIDES},
 }
 
 

@@ -428,29 +428,16 @@ def _image_processor_summary(folder: Path, v: Mapping[str, Any]) -> dict[str, An
 
 
 def load_config_json(path: Path | str) -> tuple[Path, dict[str, Any]]:
-    """``config.json`` of a GLM-4.1V checkpoint folder, checked for existence and model_type."""
+    """``config.json`` of a GLM-4.1V checkpoint folder, checked for existence and model_type.
+
+    Shares the checks of :func:`trt_pipeline.models.glm4v.config.read_config_json`.
+    """
+    from trt_pipeline.models.glm4v.config import read_config_json
+
     folder = Path(path)
-    if not folder.exists():
-        raise CheckpointError(
-            f"checkpoint folder {folder} does not exist",
-            path=folder,
-            hint="pass a Hugging Face checkpoint folder, or create one with `autoglm-trt init-checkpoint`",
-        )
-    if not folder.is_dir():
+    if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"checkpoint path {folder} is not a folder", path=folder)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(
-            f"checkpoint folder {folder} has no config.json",
-            path=config_path,
-            hint="point at the folder that holds config.json and the *.safetensors files",
-        )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{config_path} is not valid JSON: {error}", path=config_path) from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{config_path} does not hold a JSON object", path=config_path)
+    config_path, config = read_config_json(folder)
     model_type = config.get("model_type")
     if model_type != EXPECTED_MODEL_TYPE:
         raise CheckpointError(

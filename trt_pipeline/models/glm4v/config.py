@@ -204,8 +204,8 @@ def _check_consistency(text: TextDims, vision: VisionDims, path: Path) -> None:
         )
 
 
-def load_dims(checkpoint: Path | str) -> Glm4vDims:
-    """Read and validate ``CHECKPOINT/config.json``."""
+def read_config_json(checkpoint: Path | str) -> tuple[Path, dict[str, Any]]:
+    """``(config path, parsed JSON)`` of a checkpoint folder (or a config.json path), with clear errors."""
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise CheckpointError(
@@ -226,4 +226,12 @@ def load_dims(checkpoint: Path | str) -> Glm4vDims:
         raise CheckpointError(
             f"{config_path} is not valid JSON ({error}).", path=config_path, hint="re-download config.json."
         ) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_path} does not hold a JSON object.", path=config_path)
+    return config_path, raw
+
+
+def load_dims(checkpoint: Path | str) -> Glm4vDims:
+    """Read and validate ``CHECKPOINT/config.json``."""
+    config_path, raw = read_config_json(checkpoint)
     return dims_from_dict(raw, config_path)
