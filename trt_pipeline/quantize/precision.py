@@ -203,19 +203,15 @@ def _finish(target: Path, precision: str, report: dict[str, Any] | None, seconds
     return target
 
 
-# --- fp16 -----------------------------------------------------------------------------------
-def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress: bool = True) -> Path:
-    """AutoCast every component of ``OUT/onnx/fp32`` into ``OUT/onnx/fp16``; returns that folder.
+# --- shared set-up ----------------------------------------------------------------------------
+def _prepare(out_dir: Path, cfg: Any, show_progress: bool) -> tuple[list[str], Path, Path | None, Any, Any, dict]:
+    """Everything both variants do before writing: components, data folders, readers, input hashes.
 
-    Raises CalibrationError (data missing/empty/undecodable/out of range) or OnnxModelError before
-    anything is written, AccuracyError after writing a variant that fails its gate.
+    All input errors (missing export, calibration data missing/empty/undecodable/out of range)
+    surface here, before the output folder is touched.
     """
     from trt_pipeline.export.exporter import read_export_manifest
-    from trt_pipeline.graph.autocast import autocast_file
-    from trt_pipeline.quantize.accuracy import gates_for
 
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
     manifest = read_export_manifest(out_dir)
     components = _components(manifest, list(cfg.components), out_dir)
     calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
@@ -223,6 +219,22 @@ def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress
                               cfg.decode_steps, cfg.evaluate, show_progress)
     hashes = _input_hashes(out_dir, components, calib_dir, heldout_dir)
     calib.build()
+    return components, calib_dir, heldout_dir, calib, heldout, hashes
+
+
+# --- fp16 -----------------------------------------------------------------------------------
+def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress: bool = True) -> Path:
+    """AutoCast every component of ``OUT/onnx/fp32`` into ``OUT/onnx/fp16``; returns that folder.
+
+    Raises CalibrationError (data missing/empty/undecodable/out of range) or OnnxModelError before
+    anything is written, AccuracyError after writing a variant that fails its gate.
+    """
+    from trt_pipeline.graph.autocast import autocast_file
+    from trt_pipeline.quantize.accuracy import gates_for
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
     target = out_dir / "onnx" / "fp16"
     report = None
     with atomic_output_dir(target) as tmp:
@@ -259,20 +271,13 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
     Components get the precision ``cfg.components`` names (int8 / fp16 AutoCast / fp32 copy).
     Writes ``calibration.cache`` (+ per-component caches) for legacy TensorRT 10 implicit-INT8 builds.
     """
-    from trt_pipeline.export.exporter import read_export_manifest
     from trt_pipeline.graph.autocast import autocast_file
     from trt_pipeline.quantize.accuracy import gates_for
     from trt_pipeline.quantize.int8 import quantize_int8_file, write_calibration_cache
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    manifest = read_export_manifest(out_dir)
-    components = _components(manifest, list(cfg.components), out_dir)
-    calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
-    calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
-                              cfg.decode_steps, cfg.evaluate, show_progress)
-    hashes = _input_hashes(out_dir, components, calib_dir, heldout_dir)
-    calib.build()
+    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
     target = out_dir / "onnx" / "int8"
     report = None
     fp16 = cfg.fp16_config()
