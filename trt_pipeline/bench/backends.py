@@ -272,7 +272,25 @@ class HostFedBackend(Backend):
         return run
 
 
-class TorchExportBackend(HostFedBackend):
+class RunnerPairBackend(HostFedBackend):
+    """Host feeding over a (vision, decoder) pair of active Polygraphy runners (torch-export, TensorRT)."""
+
+    vision: Any
+    decoder: Any
+
+    def run_decoder(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.decoder.infer(feed, check_inputs=False)
+
+    def run_vision(self, feed: dict[str, np.ndarray]) -> Any:
+        return self.vision.infer(feed, check_inputs=False)
+
+    def close(self) -> None:
+        for runner in (self.vision, self.decoder):
+            if runner.is_active:
+                runner.deactivate()
+
+
+class TorchExportBackend(RunnerPairBackend):
     family = "torch-export"
 
     unavailable = TransformersBackend.unavailable
@@ -290,17 +308,6 @@ class TorchExportBackend(HostFedBackend):
         self.vision, self.decoder = torch_component_runners(self.model)
         self.vision.activate()
         self.decoder.activate()
-
-    def run_decoder(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.decoder.infer(feed, check_inputs=False)
-
-    def run_vision(self, feed: dict[str, np.ndarray]) -> Any:
-        return self.vision.infer(feed, check_inputs=False)
-
-    def close(self) -> None:
-        for runner in (self.vision, self.decoder):
-            if runner.is_active:
-                runner.deactivate()
 
 
 class OrtBackend(HostFedBackend):
@@ -362,7 +369,7 @@ class OrtBackend(HostFedBackend):
         self.session = self.vision_session = None
 
 
-class TensorRTBackend(HostFedBackend):
+class TensorRTBackend(RunnerPairBackend):
     family = "trt"
 
     @classmethod
@@ -394,17 +401,6 @@ class TensorRTBackend(HostFedBackend):
 
         onnx = self.setup.out_dir / "onnx" / str(self.precision) / "decoder.onnx"
         self.weight_bytes = onnx_weight_bytes(onnx) if onnx.is_file() else 0
-
-    def run_decoder(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.decoder.infer(feed, check_inputs=False)
-
-    def run_vision(self, feed: dict[str, np.ndarray]) -> Any:
-        return self.vision.infer(feed, check_inputs=False)
-
-    def close(self) -> None:
-        for runner in (self.vision, self.decoder):
-            if runner.is_active:
-                runner.deactivate()
 
 
 #: backend family -> class. ``ort`` and ``trt`` take a precision suffix (``ort-fp16``).
