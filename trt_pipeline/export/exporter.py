@@ -37,16 +37,9 @@ def copy_hf_files(checkpoint: Path, dest: Path) -> list[str]:
 
 def estimated_bytes(dims: Glm4vDims, bytes_per_param: int = 4) -> int:
     """Rough size of the fp32 export (all weights once + host tables) for the disk check."""
-    t, v = dims.text, dims.vision
-    layer = (
-        t.hidden_size * (t.num_attention_heads + 2 * t.num_key_value_heads) * t.head_dim
-        + t.num_attention_heads * t.head_dim * t.hidden_size
-        + 3 * t.hidden_size * t.intermediate_size
-    )
-    text = t.num_hidden_layers * layer + 2 * t.vocab_size * t.hidden_size
-    vblock = 4 * v.hidden_size**2 + 3 * v.hidden_size * v.out_hidden_size
-    vision = v.depth * vblock + 3 * v.out_hidden_size * v.intermediate_size + v.patch_dim * v.hidden_size
-    return int((text + vision) * bytes_per_param * 1.05)
+    from trt_pipeline.models.info import count_parameters_from_config
+
+    return int(count_parameters_from_config(dims.raw)["total"] * bytes_per_param * 1.05)
 
 
 def check_disk_space(out: Path, needed: int) -> None:
