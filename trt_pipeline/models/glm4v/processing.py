@@ -20,6 +20,46 @@ from trt_pipeline.errors import CheckpointError, PipelineError
 from trt_pipeline.models.glm4v.config import Glm4vDims, load_dims
 
 IMAGE_TOKEN = "<|image|>"
+# transformers' Glm4v smart_resize refuses max(h, w) / min(h, w) >= 200.
+MAX_ASPECT_RATIO = 200
+# Pillow's own bomb guard (Image.MAX_IMAGE_PIXELS, about 89 MP) warns at 1x and raises at 2x;
+# we refuse at 1x: no phone screenshot comes near it and a decoded 178 MP image is 534 MB of RGB.
+MAX_DECODED_PIXELS = 89_478_485
+
+
+def decode_image(data: Any, *, source: str, path: Path | str | None = None) -> Any:
+    """Decode an image (a binary file object) to RGB with decompression-bomb protection.
+
+    Shared by file paths (``generate``) and ``data:`` URLs (``serve``): the size is read from
+    the header before any pixel is decoded, so a bomb costs nothing.
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below instead
+            image = Image.open(data)
+        with image:
+            width, height = image.size
+            if width * height > MAX_DECODED_PIXELS:
+                raise PipelineError(
+                    f"image {source} is {width}x{height} = {width * height:,} pixels, above the "
+                    f"{MAX_DECODED_PIXELS:,}-pixel decode limit (a decompression-bomb guard).",
+                    path=path,
+                    hint="downscale the image first; the model resizes to at most a few megapixels anyway.",
+                )
+            return image.convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise PipelineError(
+            f"image {source} refused as a decompression bomb ({error}).", path=path,
+            hint="downscale the image first.",
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise PipelineError(
+            f"image {source} cannot be decoded ({error}).", path=path, hint="pass a valid PNG/JPEG/WebP image."
+        ) from None
 
 
 @dataclass
@@ -104,21 +144,31 @@ class Glm4vProcessing:
 
     # -- images ----------------------------------------------------------------------------
     def load_image(self, path: Path | str) -> Any:
-        from PIL import Image, UnidentifiedImageError
-
+        """Decode one image file to RGB, refusing decompression bombs and undecodable files."""
         path = Path(path)
         if not path.is_file():
             raise PipelineError(f"image {path} not found.", path=path, hint="pass an existing PNG/JPEG file.")
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise PipelineError(
-                f"image {path} cannot be decoded ({error}).", path=path, hint="pass a valid PNG/JPEG file."
-            ) from None
+        with open(path, "rb") as handle:
+            return decode_image(handle, source=str(path), path=path)
 
     def process_images(self, images: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.image_processor(images=list(images), return_tensors="pt")
+        """Resize + patchify with the checkpoint's processor; its limits become a typed error.
+
+        ``smart_resize`` raises a bare ValueError for an aspect ratio of 200 or more (a
+        1x400 strip), which would otherwise surface as a traceback.
+        """
+        try:
+            out = self.image_processor(images=list(images), return_tensors="pt")
+        except ValueError as error:
+            size = getattr(self.image_processor, "size", {}) or {}
+            raise PipelineError(
+                f"the image processor of {self.checkpoint} refused an image: {error}.",
+                path=self.checkpoint / "preprocessor_config.json",
+                hint=(
+                    f"GLM-4.1V's processor needs an aspect ratio under {MAX_ASPECT_RATIO}:1 and resizes to "
+                    f"{size.get('shortest_edge', '?')}..{size.get('longest_edge', '?')} pixels; crop or pad the image."
+                ),
+            ) from None
         return out["pixel_values"].float(), out["image_grid_thw"].long()
 
     # -- batch -----------------------------------------------------------------------------
