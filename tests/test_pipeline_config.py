@@ -9,12 +9,11 @@ import pytest
 import trt_pipeline.config as config_module
 from trt_pipeline.config import BenchConfig, ExportConfig, PipelineConfig
 from trt_pipeline.errors import ConfigError
-from trt_pipeline.pipeline_config import (
+from trt_pipeline.config.build import BuildStageConfig
+from trt_pipeline.config.pipeline import (
     PIPELINE_DEFAULTS,
-    BuildStageConfig,
     load_pipeline_config,
     parse_pipeline_config,
-    section_config,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pipeline.toml"
@@ -31,12 +30,12 @@ def test_example_file_parses_onto_every_stage_config():
     assert cfg.source == EXAMPLE and cfg.out == Path("engines/example") and cfg.checkpoint is None
     assert isinstance(cfg.export, ExportConfig) and cfg.export.max_kv == 512 and cfg.export.components == ("vision_encoder", "decoder")
     assert isinstance(cfg.bench, BenchConfig) and cfg.bench.prompt_lengths == (16, 64, 256)
-    assert isinstance(cfg.sections["build"], BuildStageConfig) and cfg.sections["build"].precisions == ("fp16", "int8")
+    assert isinstance(cfg.build, BuildStageConfig) and cfg.build.precisions == ("fp16", "int8")
     for name, cls in (("fp16", "Fp16Config"), ("int8", "Int8Config"), ("compare", "CompareConfig")):
         if hasattr(config_module, cls):  # stage configs owned by other modules
-            assert type(cfg.sections[name]).__name__ == cls
+            assert type(cfg.section(name)).__name__ == cls
     if hasattr(config_module, "Int8Config"):
-        assert cfg.sections["int8"].components == {"vision_encoder": "int8", "decoder": "int8"}
+        assert cfg.int8.components == {"vision_encoder": "int8", "decoder": "int8"}
 
 
 def test_unknown_key_names_the_key_section_and_file(tmp_path):
@@ -75,7 +74,7 @@ def test_pipeline_defaults_apply_under_the_file_and_cli_overrides_win(tmp_path):
     defaults = load_pipeline_config(None)
     assert defaults.out is None and defaults.resolved_out() == Path("engines/tiny")
     if hasattr(config_module, "CompareConfig"):
-        assert section_config(defaults, "compare").max_items == PIPELINE_DEFAULTS["compare"]["max_items"]
+        assert defaults.compare.max_items == PIPELINE_DEFAULTS["compare"]["max_items"]
     with pytest.raises(ConfigError, match="unknown pipeline stage"):
         load_pipeline_config(None, force="everything")
 
@@ -85,10 +84,11 @@ def test_resolved_out_follows_the_checkpoint_name(tmp_path):
 
 
 def test_build_section_maps_onto_the_engine_builder_config(tmp_path):
-    section = parse_pipeline_config({"build": {"precisions": ["fp16"], "workspace": "2GiB", "opt_level": 4}}).sections["build"]
+    section = parse_pipeline_config({"build": {"precisions": ["fp16"], "workspace": "2GiB", "opt_level": 4}}).build
     assert section.precisions == ("fp16",)
-    pytest.importorskip("trt_pipeline.engine.options")
-    build = section.build_config(tmp_path, "fp16")
+    from trt_pipeline.engine.options import BuildConfig
+
+    build = BuildConfig.from_build_options(tmp_path, "fp16", section)
     assert build.precision == "fp16" and build.workspace == 2 * 1024**3 and build.opt_level == 4 and build.out_dir == tmp_path
     with pytest.raises(ConfigError, match="precisions"):
         parse_pipeline_config({"build": {"precisions": ["bf16"]}})

@@ -15,7 +15,7 @@ import pytest
 
 import trt_pipeline.config as config_module
 from trt_pipeline.pipeline import STATE_NAME, default_stages, run_pipeline
-from trt_pipeline.pipeline_config import parse_pipeline_config
+from trt_pipeline.config.pipeline import parse_pipeline_config
 
 
 def _fast_toml(checkpoint: Path, out: Path) -> dict:

@@ -505,7 +505,7 @@ def pipeline_command(
     import json as _json
 
     from trt_pipeline.pipeline import run_pipeline
-    from trt_pipeline.pipeline_config import load_pipeline_config
+    from trt_pipeline.config.pipeline import load_pipeline_config
 
     cfg = load_pipeline_config(config, checkpoint=checkpoint, out=out, force=force, rehash=rehash or None)
     summary = run_pipeline(cfg, show_progress=progress)
@@ -564,7 +564,7 @@ def bench_command(
 
     base = BenchConfig()
     if config is not None:
-        from trt_pipeline.pipeline_config import load_pipeline_config
+        from trt_pipeline.config.pipeline import load_pipeline_config
 
         base = load_pipeline_config(config).bench
     changes = {

@@ -47,7 +47,7 @@ from typing import Any
 from trt_pipeline.artifacts import read_json, sha256_file, sha256_json, write_json_atomic
 from trt_pipeline.config import PIPELINE_STAGES, PipelineConfig
 from trt_pipeline.errors import AccuracyError, CheckpointError, ConfigError, PipelineError
-from trt_pipeline.pipeline_config import config_json, section_config
+from trt_pipeline.config.pipeline import config_json
 from trt_pipeline.progress import log
 
 STATE_NAME = "pipeline_state.json"
@@ -134,7 +134,7 @@ class RunContext:
     state: dict[str, Any]
 
     def section(self, name: str) -> Any:
-        return section_config(self.cfg, name)
+        return self.cfg.section(name)
 
     def path(self, rel: str) -> Path:
         return self.out / rel
@@ -320,12 +320,13 @@ def _build_config(ctx: RunContext) -> Any:
 
 def _run_build(ctx: RunContext) -> dict[str, Any]:
     from trt_pipeline.engine.builder import build_engines
+    from trt_pipeline.engine.options import BuildConfig
 
     section = ctx.section("build")
     trt = _tensorrt_context(ctx)
     built = []
     for precision in _build_precisions(ctx):
-        results = build_engines(section.build_config(ctx.out, precision), ctx=trt, show_progress=ctx.show_progress)
+        results = build_engines(BuildConfig.from_build_options(ctx.out, precision, section), ctx=trt, show_progress=ctx.show_progress)
         built += [str(r.engine_path) for r in results]
     for precision in sorted(set(section.precisions) - set(_build_precisions(ctx))):
         log(f"skipped: build {precision} (no onnx/{precision} folder)")

@@ -15,13 +15,22 @@ option name, the value and what is accepted:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trt_pipeline.artifacts import read_json
+from trt_pipeline.config.build import (
+    DEFAULT_OPT_LEVEL,
+    HARDWARE_COMPAT,
+    OPT_LEVEL_RANGE,
+    PRECISIONS,
+    BuildOptions,
+    parse_shapes,
+    parse_workspace,
+    resolve_precision,
+)
 from trt_pipeline.engine.profiles import (
     DimSpec,
     ShapeOverrides,
@@ -31,44 +40,8 @@ from trt_pipeline.engine.profiles import (
 )
 from trt_pipeline.errors import ConfigError, OnnxModelError
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-
-#: ``--hardware-compat`` value -> ``trt.HardwareCompatibilityLevel`` member name.
-HARDWARE_COMPAT: dict[str, str] = {
-    "none": "NONE",
-    "ampere+": "AMPERE_PLUS",
-    "same-cc": "SAME_COMPUTE_CAPABILITY",
-}
-
-OPT_LEVEL_RANGE = (0, 5)
-DEFAULT_OPT_LEVEL = 3  # TensorRT's default builder optimization level
 DEFAULT_TIMING_CACHE_NAME = "timing.cache"
 CALIBRATION_CACHE_NAME = "calibration.cache"
-
-_BINARY = {"": 1 << 30, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30,
-           "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-
-
-def parse_workspace(value: str | int | float | None) -> int | None:
-    """``--workspace``: ``4GiB``, ``512MiB``, ``4G`` (binary, like trtexec), ``4GB`` (decimal), or a bare
-    number of GiB (Ultralytics' ``workspace=4``). ``None`` keeps TensorRT's default (all device memory).
-
-    Returns:
-        The limit in bytes.
-    """
-    if value is None:
-        return None
-    text = str(value).strip()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)", text)
-    unit = match.group(2).lower() if match else None
-    if not match or unit not in _BINARY:
-        raise ConfigError(
-            f"--workspace {value!r} is not a size; use e.g. 4GiB, 512MiB, 2G or a plain number of GiB"
-        )
-    size = int(float(match.group(1)) * _BINARY[unit])
-    if size <= 0:
-        raise ConfigError(f"--workspace {value!r} must be larger than zero")
-    return size
 
 
 def format_bytes(size: int | None) -> str:
@@ -78,40 +51,6 @@ def format_bytes(size: int | None) -> str:
         if size >= scale:
             return f"{size / scale:.4g} {unit}"
     return f"{size} B"
-
-
-def parse_shapes(text: str | None, *, option: str = "--shapes") -> dict[str, tuple[int, ...]]:
-    """trtexec-style shapes ``name:1x128x4096,other:1x64`` -> ``{name: (1, 128, 4096), ...}``.
-
-    Tensor names may contain dots (``past_key_values.0.key``) and may be quoted; the last ``:``
-    separates the name from the dims.
-    """
-    if text is None or not str(text).strip():
-        return {}
-    out: dict[str, tuple[int, ...]] = {}
-    for item in str(text).split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, dims = item.rpartition(":")
-        name = name.strip().strip("'\"")
-        if not sep or not name or not re.fullmatch(r"\d+(x\d+)*", dims.strip()):
-            raise ConfigError(
-                f"{option} entry {item!r} is not NAME:DIMS; expected e.g. inputs_embeds:1x128x4096 "
-                "(several separated by commas)"
-            )
-        if name in out:
-            raise ConfigError(f"{option} gives {name} twice")
-        out[name] = tuple(int(d) for d in dims.strip().split("x"))
-    return out
-
-
-def resolve_precision(*, fp16: bool = False, int8: bool = False, fp32: bool = False) -> str:
-    """The single precision chosen with ``--fp16`` / ``--int8`` / ``--fp32`` (default fp32, as trtexec)."""
-    chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
-    if len(chosen) > 1:
-        raise ConfigError(f"choose one precision, got {' and '.join('--' + c for c in chosen)}")
-    return chosen[0] if chosen else "fp32"
 
 
 @dataclass(frozen=True)
@@ -176,42 +115,28 @@ class BuildConfig:
             object.__setattr__(self, "components", tuple(self.components))
 
     @classmethod
-    def from_options(
-        cls,
-        out_dir: Path | str,
-        *,
-        fp16: bool = False,
-        int8: bool = False,
-        fp32: bool = False,
-        workspace: str | None = None,
-        opt_level: int = DEFAULT_OPT_LEVEL,
-        timing_cache: Path | str | None = None,
-        min_shapes: str | None = None,
-        opt_shapes: str | None = None,
-        max_shapes: str | None = None,
-        hardware_compat: str = "none",
-        version_compatible: bool = False,
-        legacy_precision_flags: bool = False,
-        **extra: Any,
-    ) -> BuildConfig:
-        """Build a config from CLI-style strings (``--workspace 4GiB``, ``--min-shapes name:1x2``...)."""
+    def from_build_options(cls, out_dir: Path | str, precision: str, options: BuildOptions, *,
+                           engines_dir: Path | None = None) -> BuildConfig:
+        """Resolve the user's :class:`~trt_pipeline.config.build.BuildOptions` for one precision of ``out_dir``."""
         shapes = ShapeOverrides(
-            min=parse_shapes(min_shapes, option="--min-shapes"),
-            opt=parse_shapes(opt_shapes, option="--opt-shapes"),
-            max=parse_shapes(max_shapes, option="--max-shapes"),
+            min=parse_shapes(options.min_shapes, option="--min-shapes"),
+            opt=parse_shapes(options.opt_shapes, option="--opt-shapes"),
+            max=parse_shapes(options.max_shapes, option="--max-shapes"),
         )
         return cls(
-            out_dir=Path(out_dir),
-            precision=resolve_precision(fp16=fp16, int8=int8, fp32=fp32),
-            workspace=parse_workspace(workspace),
-            opt_level=opt_level,
-            timing_cache=Path(timing_cache) if timing_cache is not None else None,
-            shapes=shapes,
-            hardware_compat=hardware_compat,
-            version_compatible=version_compatible,
-            legacy_precision_flags=legacy_precision_flags,
-            **extra,
+            out_dir=Path(out_dir), precision=precision, workspace=parse_workspace(options.workspace),
+            opt_level=options.opt_level, timing_cache=options.timing_cache, shapes=shapes,
+            hardware_compat=options.hardware_compat, version_compatible=options.version_compatible,
+            legacy_precision_flags=options.legacy_precision_flags, components=options.components,
+            engines_dir=engines_dir, device_index=options.device_index,
         )
+
+    @classmethod
+    def from_options(cls, out_dir: Path | str, *, fp16: bool = False, int8: bool = False, fp32: bool = False,
+                     engines_dir: Path | None = None, **options: Any) -> BuildConfig:
+        """From CLI-style values: ``--fp16``-style precision flags plus :class:`BuildOptions` fields."""
+        return cls.from_build_options(out_dir, resolve_precision(fp16=fp16, int8=int8, fp32=fp32),
+                                      BuildOptions(**options), engines_dir=engines_dir)
 
     @property
     def onnx_precision(self) -> str:
