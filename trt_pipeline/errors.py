@@ -1,13 +1,14 @@
 """Typed pipeline errors and the single place that maps them to exit codes.
 
 Every user-facing failure is a :class:`PipelineError` that names the file involved, what was
-expected and what to do next. The CLI catches ``PipelineError`` once and turns it into a
-one-paragraph message plus the exit code from :data:`EXIT_CODES`; nothing else prints tracebacks
-at users.
+expected and what to do next; its class carries the exit code. The CLI's one top-level handler
+(``trt_pipeline.cli.app``) turns it into a one-paragraph message and that code; OS failures a user
+can act on become typed errors through :func:`from_os_error`; nothing prints tracebacks at users.
 """
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -91,31 +92,33 @@ class EngineCompatibilityError(PipelineError):
 
 
 class DiskSpaceError(PipelineError):
-    """Not enough free disk for the artifacts about to be written."""
+    """Not enough free disk for the artifacts about to be written (or the disk filled up while writing)."""
 
     exit_code = 8
 
 
-EXIT_CODES: dict[type[PipelineError], int] = {
-    cls: cls.exit_code
-    for cls in (
-        PipelineError,
-        CheckpointError,
-        ConfigError,
-        OnnxModelError,
-        ShapeError,
-        CalibrationError,
-        AccuracyError,
-        AtolError,
-        TensorRTUnavailableError,
-        EngineCompatibilityError,
-        DiskSpaceError,
-    )
-}
+class FilePermissionError(PipelineError):
+    """A file or folder cannot be read or written by this user (wrong --out, read-only mount)."""
+
+    exit_code = 2
 
 
-def exit_code_for(error: BaseException) -> int:
-    """Exit code for an exception: the typed code for PipelineErrors, 1 otherwise."""
-    if isinstance(error, PipelineError):
-        return error.exit_code
-    return 1
+#: Exit code of a run stopped by Ctrl-C (128 + SIGINT), after its clean-up ran.
+INTERRUPTED_EXIT_CODE = 130
+
+
+def from_os_error(error: OSError) -> PipelineError | None:
+    """The typed error for an OS failure a user can act on (disk full, permission denied); None otherwise."""
+    path = error.filename if error.filename is not None else None
+    where = f" {path}" if path is not None else ""
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return DiskSpaceError(
+            f"no space left on the device while writing{where}: {error.strerror}.", path=path,
+            hint="free some disk space or choose an output folder on a larger disk, then run the command again.",
+        )
+    if isinstance(error, PermissionError):
+        return FilePermissionError(
+            f"permission denied:{where or ' (no path given)'}.", path=path,
+            hint="choose a folder you can write (e.g. --out under your home) or fix its permissions.",
+        )
+    return None

@@ -38,21 +38,25 @@ def _expected(cls: type, key: str) -> str:
     return hint if isinstance(hint, str) else getattr(hint, "__name__", str(hint))
 
 
-def config_error(error: ValidationError, cls: type, *, section: str | None = None,
+def config_error(error: ValidationError, cls: type | None = None, *, section: str | None = None,
                  source: Path | str | None = None, values: Mapping[str, Any] | None = None) -> ConfigError:
-    """One :class:`ConfigError` for a pydantic ``ValidationError``: the key, its value, the file, the expected type."""
-    where = f"section [{section}] of {source}" if section else f"{cls.__name__}"
-    fields = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+    """One :class:`ConfigError` for a pydantic ``ValidationError``: the key, its value, the file, the expected type.
+
+    ``cls`` None: the error came from constructing a config in code (its class is ``error.title``).
+    """
+    name = cls.__name__ if cls is not None else error.title
+    where = f"section [{section}] of {source}" if section else name
+    fields = [f.name for f in dataclasses.fields(cls)] if cls is not None and dataclasses.is_dataclass(cls) else []
     first = error.errors(include_url=False)[0]
     key = str(first["loc"][0]) if first["loc"] else "?"
     if first["type"] == "unexpected_keyword_argument":
         return ConfigError(f"unknown key {key!r} in {where}.", path=source,
-                           hint=f"valid keys of [{section or cls.__name__}]: {', '.join(fields)}.")
+                           hint=f"valid keys of [{section or name}]: {', '.join(fields)}." if fields else None)
     value = values[key] if values is not None and key in values else first.get("input")
-    label = f"[{section}] {key}" if section else f"{cls.__name__}.{key}"
+    label = f"[{section}] {key}" if section else f"{name}.{key}"
     suffix = f" in {source}" if source is not None else ""
-    return ConfigError(f"{label} = {value!r}{suffix}: expected {_expected(cls, key)} ({first['msg'].lower()}).",
-                       path=source)
+    expected = f"expected {_expected(cls, key)} ({first['msg'].lower()})" if cls is not None else first["msg"].lower()
+    return ConfigError(f"{label} = {value!r}{suffix}: {expected}.", path=source)
 
 
 def validate_table(cls: type[T], table: Mapping[str, Any], *, section: str, source: Path | str,

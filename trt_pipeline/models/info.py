@@ -534,97 +534,6 @@ def format_count(n: float) -> str:
     return str(int(n))
 
 
-def render_table(info: CheckpointInfo) -> Any:
-    """A rich Table for ``autoglm-trt info``."""
-    from rich.table import Table
-
-    t, v, p = info.text, info.vision, info.parameters
-    table = Table(title=f"{info.path}", show_header=True, header_style="bold")
-    table.add_column("item")
-    table.add_column("value", overflow="fold")
-    rows: list[tuple[str, str]] = [
-        ("architecture", f"{', '.join(info.architectures) or '?'} (model_type {info.model_type})"),
-        ("dtype", str(info.dtype)),
-        (
-            "text decoder",
-            f"hidden {t['hidden_size']}, {t['num_hidden_layers']} layers, {t['num_attention_heads']} heads / "
-            f"{t['num_key_value_heads']} KV, head_dim {t['head_dim']}, FFN {t['intermediate_size']}, "
-            f"vocab {t['vocab_size']}",
-        ),
-        (
-            "rope",
-            f"theta {t['rope_theta']}, rotary dim {t['rotary_dim']} (partial {t['partial_rotary_factor']}), "
-            f"mrope_section {t['mrope_section']}, max positions {t['max_position_embeddings']}",
-        ),
-        (
-            "vision tower",
-            f"depth {v['depth']}, hidden {v['hidden_size']}, {v['num_heads']} heads, patch {v['patch_size']}, "
-            f"temporal {v['temporal_patch_size']}, merge {v['spatial_merge_size']}, out {v['out_hidden_size']}, "
-            f"position table {v['position_table_side']}x{v['position_table_side']}",
-        ),
-        (
-            "parameters",
-            f"{format_count(p['total'])} total = text {format_count(p['text_total'])} "
-            f"(embed {format_count(p['text_embed_tokens'])}, layers {format_count(p['text_layers'])}, "
-            f"lm_head {format_count(p['lm_head'])}) + vision {format_count(p['vision_total'])}",
-        ),
-    ]
-    if info.weights is not None:
-        w = info.weights
-        check = "matches config" if info.parameters_match_weights else "DOES NOT match config"
-        rows.append(
-            (
-                "weights",
-                f"{len(w['files'])} file(s), {w['num_tensors']} tensors, {w['total_elements']:,} elements ({check}); "
-                + ", ".join(f"{k} {format_bytes(b)}" for k, b in sorted(w["bytes_by_dtype"].items())),
-            )
-        )
-    else:
-        rows.append(("weights", f"none (config only); {format_bytes(info.weight_bytes)} estimated as {info.dtype}"))
-    e = info.engine_estimates
-    rows.append(
-        (
-            "engine weights (est.)",
-            f"FP16 {format_bytes(e['total_fp16_bytes'])}, INT8 weight-only {format_bytes(e['total_int8_weight_only_bytes'])} "
-            f"(decoder {format_bytes(e['decoder']['fp16_bytes'])} / {format_bytes(e['decoder']['int8_weight_only_bytes'])}, "
-            f"vision {format_bytes(e['vision_encoder']['fp16_bytes'])} / {format_bytes(e['vision_encoder']['int8_weight_only_bytes'])}); "
-            f"host tables {format_bytes(e['host_tables']['fp16_bytes'])}",
-        )
-    )
-    kv = info.kv_cache
-    rows.append(
-        (
-            "KV cache (fp16)",
-            f"{format_bytes(kv['bytes_per_token_fp16'])} per token, {format_bytes(kv['bytes_max_context_fp16'])} "
-            f"at {kv['max_context']} tokens",
-        )
-    )
-    if info.image_processor:
-        ip = info.image_processor
-        rows.append(
-            (
-                "image processor",
-                f"min_pixels {ip['min_pixels']}, max_pixels {ip['max_pixels']} -> up to "
-                f"{ip.get('max_image_patches')} patches / {ip.get('max_image_tokens')} image tokens",
-            )
-        )
-    if info.tokenizer:
-        tok = info.tokenizer
-        ids = info.token_ids
-        rows.append(
-            (
-                "tokenizer",
-                f"vocab {tok['vocab_size']}, <|image|> {ids.get('image_token_id')}, eos {ids.get('eos_token_id')}, "
-                f"chat template {'yes' if tok['chat_template'] else 'no'}",
-            )
-        )
-    for warning in info.warnings:
-        rows.append(("[yellow]warning[/yellow]", warning))
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
-
-
 __all__ = [
     "CheckpointInfo",
     "checkpoint_info",
@@ -633,7 +542,6 @@ __all__ = [
     "format_count",
     "load_config_json",
     "read_safetensors_header",
-    "render_table",
     "scan_weights",
     "text_dims",
     "vision_dims",

@@ -1,0 +1,57 @@
+"""``init-checkpoint`` and ``info``: deterministic random GLM-4.1V checkpoints, and what a checkpoint holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from trt_pipeline.cli.options import AsJson, Overwrite
+
+
+def init_checkpoint_command(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created atomically).")],
+    preset: Annotated[
+        str, typer.Option("--preset", help="Model size: tiny (tests), small (~110 M, benchmarks), phone-9b (real dims).")
+    ] = "tiny",
+    seed: Annotated[int, typer.Option("--seed", help="torch.manual_seed for the random weights.")] = 0,
+    dtype: Annotated[
+        Optional[str],
+        typer.Option("--dtype", help="float32 | float16 | bfloat16 (default: float32; phone-9b: bfloat16)."),
+    ] = None,
+    config_only: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--config-only/--with-weights",
+            help="Write config, tokenizer and image processor without weights (default for phone-9b).",
+        ),
+    ] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write a deterministic random Hugging Face checkpoint of GLM-4.1V (AutoGLM-Phone-9B) at a preset size."""
+    from trt_pipeline.cli.render import checkpoint_summary
+    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.models.info import checkpoint_info
+
+    path = write_checkpoint(out, preset=preset, seed=seed, config_only=config_only, dtype=dtype, overwrite=overwrite)
+    typer.echo(checkpoint_summary(path, preset, checkpoint_info(path)))
+
+
+def info_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Hugging Face checkpoint folder (config.json, *.safetensors).")],
+    as_json: AsJson = False,
+) -> None:
+    """Show a GLM-4.1V checkpoint's dims, parameter counts, sizes and KV-cache cost (reads headers only)."""
+    from trt_pipeline.models.info import checkpoint_info
+
+    info = checkpoint_info(checkpoint)
+    if as_json:
+        typer.echo(json.dumps(info.to_dict(), indent=2))
+        return
+    from rich.console import Console
+
+    from trt_pipeline.cli.render import checkpoint_table
+
+    Console().print(checkpoint_table(info))

@@ -1,0 +1,102 @@
+"""``export``, ``simplify``, ``validate`` and ``generate``: ONNX out of a checkpoint, and checks of it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from trt_pipeline.cli.options import (
+    AsJson,
+    CheckpointDir,
+    Components,
+    ExportDir,
+    MaxNewTokens,
+    OnnxPrecision,
+    ReferenceCheckpoint,
+    split_list,
+)
+
+
+def export_command(
+    checkpoint: CheckpointDir,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")] = Path("engines/export"),
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    components: Components = "vision_encoder,decoder",
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch_size.")] = 4,
+    max_seq: Annotated[int, typer.Option("--max-seq", help="Largest sequence_length (prompt tokens per prefill).")] = 256,
+    max_kv: Annotated[int, typer.Option("--max-kv", help="Largest past_sequence_length (KV-cache tokens).")] = 512,
+    min_image_tokens: Annotated[int, typer.Option("--min-image-tokens", help="Smallest image-token count.")] = 4,
+    max_image_tokens: Annotated[Optional[int], typer.Option(
+        "--max-image-tokens", help="Largest image-token count [default: from preprocessor_config.json].")] = None,
+    external_data: Annotated[Optional[bool], typer.Option(
+        "--external-data/--no-external-data", help="Force weights into .onnx.data files [default: automatic above 2 GB].")] = None,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim (verified on ONNX Runtime).")] = True,
+    validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Compare with transformers on the dim grid.")] = True,
+) -> None:
+    """Export the vision encoder and decoder to ONNX with dynamic axes, simplify and validate them."""
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.export.exporter import export
+
+    cfg = ExportConfig(
+        opset=opset, components=split_list(components), max_batch=max_batch, max_seq=max_seq, max_kv=max_kv,
+        min_image_tokens=min_image_tokens, max_image_tokens=max_image_tokens, external_data=external_data,
+        simplify=simplify, validate=validate,
+    )
+    export(checkpoint, out, cfg)
+    typer.echo(f"export written to {out}")
+
+
+def simplify_command(
+    folder: Annotated[Path, typer.Argument(help="Export folder (OUT) or a precision folder holding *.onnx.")],
+    precision: OnnxPrecision = "fp32",
+) -> None:
+    """Simplify ONNX models with onnxsim, keeping dynamic axes; verified equal on ONNX Runtime."""
+    from trt_pipeline.graph.simplify import simplify_folder
+
+    target = folder / "onnx" / precision if (folder / "onnx").is_dir() else folder
+    for name, report in simplify_folder(target).items():
+        if "skipped" in report:
+            typer.echo(f"{name}: skipped ({report['skipped']})")
+        else:
+            typer.echo(f"{name}: {report['nodes_before']} -> {report['nodes_after']} nodes, "
+                       f"max abs diff {report['max_abs_diff']:.3g}")
+
+
+def validate_command(
+    folder: ExportDir,
+    checkpoint: ReferenceCheckpoint = None,
+    precision: OnnxPrecision = "fp32",
+    atol_logits: Annotated[float, typer.Option("--atol-logits")] = 1e-4,
+    atol_vision: Annotated[float, typer.Option("--atol-vision")] = 1e-5,
+) -> None:
+    """ONNX Runtime (CPU) vs transformers over every dynamic axis (min / interior / max)."""
+    from trt_pipeline.export.exporter import read_export_manifest
+    from trt_pipeline.export.validate import validate
+
+    source = checkpoint or Path(read_export_manifest(folder)["checkpoint"]["path"])
+    report = validate(folder, source, precision=precision, atol_logits=atol_logits, atol_vision=atol_vision)
+    typer.echo(f"validation passed: {len(report.results)} checks, report in {folder / 'reports'}")
+
+
+def generate_command(
+    src: Annotated[Path, typer.Argument(help="Export folder, or a checkpoint folder for --backend torch.")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Instruction text; repeat for a batch.")],
+    image: Annotated[Optional[list[Path]], typer.Option("--image", "-i", help="Image for the (first) prompt; repeatable.")] = None,
+    backend: Annotated[str, typer.Option(help="torch (transformers), torch-export, ort or trt.")] = "torch",
+    precision: OnnxPrecision = "fp32",
+    max_new_tokens: MaxNewTokens = 32,
+    as_json: AsJson = False,
+) -> None:
+    """Greedy generation through the checkpoint's tokenizer, chat template and image processor."""
+    from trt_pipeline.generate import GenerateRequest, generate
+
+    images = [list(image or [])] + [[] for _ in prompt[1:]]
+    result = generate(GenerateRequest(src, list(prompt), images, backend, precision, max_new_tokens))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        for text in result.texts:
+            typer.echo(text)

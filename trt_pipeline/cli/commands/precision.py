@@ -1,0 +1,108 @@
+"""``precision fp16`` and ``precision int8``: FP16 (ModelOpt AutoCast) and INT8 (ModelOpt Q/DQ) ONNX variants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from trt_pipeline.cli.options import (
+    AsJson,
+    Calib,
+    CalibSamples,
+    Components,
+    ExcludeNodes,
+    ExportDir,
+    Evaluate,
+    HeldoutSamples,
+    split_list,
+)
+
+precision_app = typer.Typer(
+    name="precision",
+    help="Make FP16 (AutoCast) or INT8 (calibrated explicit Q/DQ) ONNX variants of an export, validated on CPU.",
+    no_args_is_help=True,
+)
+
+
+def _print_summary(folder: Path, as_json: bool) -> None:
+    from trt_pipeline.artifacts import read_json
+    from trt_pipeline.cli.render import precision_json, precision_lines
+
+    manifest = read_json(folder / "manifest.json")
+    if as_json:
+        typer.echo(json.dumps(precision_json(folder, manifest), indent=2))
+        return
+    for line in precision_lines(folder, manifest):
+        typer.echo(line)
+
+
+@precision_app.command("fp16")
+def precision_fp16_command(
+    folder: ExportDir,
+    keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--no-keep-io-types", help="Keep float32 graph inputs/outputs (the host loop feeds float32).")] = True,
+    calib: Calib = None,
+    calib_samples: CalibSamples = 8,
+    heldout_samples: HeldoutSamples = 8,
+    components: Components = "vision_encoder,decoder",
+    exclude_nodes: ExcludeNodes = None,
+    exclude_op_types: Annotated[Optional[list[str]], typer.Option("--exclude-op-types", help="ONNX op type kept in fp32; repeatable.")] = None,
+    data_max: Annotated[float, typer.Option("--data-max", help="Nodes whose I/O exceed this magnitude stay fp32.")] = 512.0,
+    evaluate: Evaluate = True,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate: worst held-out cosine of the logits.")] = 0.9999,
+    max_p99_rel: Annotated[float, typer.Option("--max-p99-rel", help="Gate: worst held-out p99 relative error of the logits.")] = 1e-2,
+    as_json: AsJson = False,
+) -> None:
+    """FP16 via ModelOpt AutoCast: OUT/onnx/fp32 -> OUT/onnx/fp16 (+ manifest.json, accuracy.json).
+
+    Gates on the held-out set vs the fp32 ONNX: logits cosine >= 0.9999 and p99 relative error <= 1e-2
+    (exit 5 otherwise; the folder is kept for inspection).
+    """
+    from trt_pipeline.config import Fp16Config
+    from trt_pipeline.quantize.precision import make_fp16
+
+    cfg = Fp16Config(
+        calib=calib, calib_samples=calib_samples, heldout_samples=heldout_samples, keep_io_types=keep_io_types,
+        components=split_list(components), nodes_to_exclude=tuple(exclude_nodes or ()),
+        op_types_to_exclude=tuple(exclude_op_types or ()), data_max=data_max, evaluate=evaluate,
+        min_cosine=min_cosine, max_p99_rel=max_p99_rel,
+    )
+    _print_summary(make_fp16(folder, cfg), as_json)
+
+
+@precision_app.command("int8")
+def precision_int8_command(
+    folder: ExportDir,
+    calib: Calib = None,
+    method: Annotated[str, typer.Option("--method", help="Activation ranges: entropy | max | percentile.")] = "percentile",
+    percentile: Annotated[float, typer.Option("--percentile", help="Percentile of |x| for --method percentile.")] = 99.99,
+    calib_samples: CalibSamples = 16,
+    heldout_samples: HeldoutSamples = 8,
+    vision_precision: Annotated[str, typer.Option("--vision-precision", help="vision_encoder in the int8 folder: int8 | fp16 | fp32.")] = "int8",
+    decoder_precision: Annotated[str, typer.Option("--decoder-precision", help="decoder in the int8 folder: int8 | fp16 | fp32.")] = "int8",
+    high_precision: Annotated[str, typer.Option("--high-precision", help="dtype of the unquantized ops: fp16 | fp32.")] = "fp16",
+    exclude_nodes: ExcludeNodes = None,
+    quantize_attention: Annotated[bool, typer.Option("--quantize-attention/--no-quantize-attention", help="Also put Q/DQ on the attention BMMs (costs accuracy).")] = False,
+    trt_version: Annotated[str, typer.Option("--trt-version", help="TensorRT 10 release named in calibration.cache's header.")] = "10.3.0",
+    evaluate: Evaluate = True,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate: worst held-out cosine of the logits and the vision features.")] = 0.99,
+    as_json: AsJson = False,
+) -> None:
+    """INT8 via ModelOpt ONNX PTQ (explicit Q/DQ, calibrated on CPU): OUT/onnx/fp32 -> OUT/onnx/int8.
+
+    Also writes calibration.cache for TensorRT 10 implicit-INT8 builds. Gate on the held-out set vs
+    the fp32 ONNX: cosine >= 0.99 on the logits and the vision features (exit 5 otherwise).
+    """
+    from trt_pipeline.config import Int8Config
+    from trt_pipeline.quantize.precision import make_int8
+
+    cfg = Int8Config(
+        calib=calib, method=method, percentile=percentile, calib_samples=calib_samples,
+        heldout_samples=heldout_samples,
+        components={"vision_encoder": vision_precision, "decoder": decoder_precision},
+        nodes_to_exclude=tuple(exclude_nodes or ()), disable_mha_qdq=not quantize_attention,
+        high_precision_dtype=high_precision, trt_version=trt_version, evaluate=evaluate, min_cosine=min_cosine,
+    )
+    _print_summary(make_int8(folder, cfg), as_json)
