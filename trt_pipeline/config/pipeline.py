@@ -169,11 +169,6 @@ def load_pipeline_config(path: Path | str | None = None, **overrides: Any) -> Pi
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
-def section_config(cfg: PipelineConfig, name: str) -> Any:
-    """The config object of stage section ``name`` (kept for callers of the former module)."""
-    return cfg.section(name)
-
-
 def config_json(obj: Any) -> Any:
     """JSON form of a stage config (``to_dict`` when it has one) for hashing and reports."""
     if obj is None:
