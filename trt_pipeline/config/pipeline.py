@@ -76,21 +76,16 @@ class PipelineSection:
 
 
 @dataclass(frozen=True, config=STAGE_CONFIG)
-class PipelineConfig:
-    """``autoglm-trt pipeline``: where to read and write, what to force, and every stage's config.
+class PipelineConfig(PipelineSection):
+    """``autoglm-trt pipeline``: the ``[pipeline]`` run fields, what to force, and every stage's config.
 
     ``checkpoint`` None means: make the built-in ``preset`` checkpoint (tiny) under OUT/checkpoint.
     ``out`` None means ``engines/<checkpoint folder name>`` (``engines/<preset>`` for the built-in one).
-    Stage configs default to :data:`PIPELINE_DEFAULTS` over each class's defaults.
+    ``force`` comes from the command line only. Stage configs default to :data:`PIPELINE_DEFAULTS`
+    over each class's defaults.
     """
 
-    checkpoint: Path | None = None
-    out: Path | None = None
-    preset: str = "tiny"
-    seed: int = 0
     force: str | None = None
-    skip: tuple[str, ...] = ()
-    rehash: bool = False
     export: ExportConfig = field(default_factory=ExportConfig)
     fp16: Fp16Config = field(default_factory=Fp16Config)
     int8: Int8Config = field(default_factory=Int8Config)
