@@ -8,7 +8,12 @@ exactly as a user's shell would see it.
 from __future__ import annotations
 
 import errno
+import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +141,45 @@ def test_usage_errors_stay_typer_usage_errors(crash_dir, tmp_path):
     result = runner.invoke(app, ["info", str(tmp_path), "--no-such-flag"])
     assert result.exit_code == 2 and "No such option" in result.output
     assert not crash_dir.exists()
+
+
+def _console(code: str, *args: str, tmpdir: Path) -> subprocess.Popen:
+    """``autoglm-trt ARGS`` in a real process, after ``code`` has replaced a library call."""
+    script = f"{code}\nfrom trt_pipeline.cli import app\napp()"
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def test_real_process_unexpected_error_exit_1_with_traceback_file(tmp_path):
+    proc = _console("import trt_pipeline.models.info as m\nm.checkpoint_info = lambda path: 1 / 0", "info", str(tmp_path),
+                    tmpdir=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unexpected ZeroDivisionError: division by zero (traceback saved to ")
+    saved = lines[0].split("traceback saved to ", 1)[1].split(";", 1)[0]
+    assert Path(saved).parent == tmp_path / "autoglm-trt" and "ZeroDivisionError" in Path(saved).read_text()
+
+
+def test_real_process_sigint_exits_130_after_cleanup(tmp_path):
+    marker, partial = tmp_path / "started", tmp_path / ".partial"
+    code = (
+        "import pathlib, time\nimport trt_pipeline.models.info as m\n"
+        "def slow(path):\n"
+        f"    partial = pathlib.Path({str(partial)!r}); partial.mkdir()\n"
+        "    try:\n"
+        f"        pathlib.Path({str(marker)!r}).touch(); time.sleep(60)\n"
+        "    finally:\n"
+        "        partial.rmdir()\n"
+        "m.checkpoint_info = slow"
+    )
+    proc = _console(code, "info", str(tmp_path), tmpdir=tmp_path)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate(timeout=10)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "interrupted" and not partial.exists()
