@@ -72,7 +72,7 @@ def variant_figures(folder: Path) -> dict[str, Any]:
         "passed": accuracy["passed"],
         "gates": accuracy["gates"],
         "metrics": {k: {m: v[m] for m in KEEP if m in v} for k, v in accuracy["metrics"].items() if v},
-        "tokens": {k: v for k, v in (accuracy.get("tokens") or {}).items() if k != "samples"},
+        "tokens": {k: v for k, v in (accuracy.get("tokens") or {}).items() if k != "per_prompt"},
         "heldout_items": accuracy["heldout"]["num_items"],
         "calibration_items": manifest["calibration"]["num_items"],
         "method": manifest.get("method"),
@@ -94,7 +94,7 @@ def summary_row(fig: dict[str, Any]) -> dict[str, Any]:
         "vision_cosine_min": m.get("image_features", {}).get("cosine_min"),
         "vision_p99_rel": m.get("image_features", {}).get("p99_rel"),
         "token_agreement": t.get("token_agreement"),
-        "token_exact_match": t.get("exact_match"),
+        "token_exact_match": t.get("exact_match_rate"),
     }
 
 

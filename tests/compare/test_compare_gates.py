@@ -1,16 +1,16 @@
 """Gate semantics on synthetic outputs (no models): Polygraphy statistics -> per-precision verdicts,
-config overrides, token agreement arithmetic."""
+config overrides."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
 
-from trt_pipeline.compare.tokens import TokenAgreement, first_divergence
-from trt_pipeline.compare.tolerances import compare_funcs, evaluate, output_group, reference_rms
-from trt_pipeline.config import DEFAULT_COMPARE_GATES, CompareConfig
+from trt_pipeline.accuracy.gates import DEFAULT_GATES, output_group
+from trt_pipeline.accuracy.metrics import rms
+from trt_pipeline.compare.tolerances import compare_funcs, evaluate
+from trt_pipeline.config import CompareConfig
 from trt_pipeline.errors import ConfigError
 
 
@@ -26,7 +26,7 @@ def _evaluate(reference: np.ndarray, candidate: np.ndarray, precision: str, name
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
         accuracy = Comparator.compare_accuracy(runs, comparisons=[(1, 0)], compare_func=compare_funcs(gates, [name]))
     (stats,) = evaluate(accuracy, ("cand", "ref"), ["sample-0"], gates, backend=f"ort-{precision}",
-                        precision=precision, component="decoder", scales=[{name: reference_rms(reference)}])
+                        precision=precision, component="decoder", scales=[{name: rms(reference)}])
     return stats
 
 
@@ -40,7 +40,7 @@ def _gate(stats, metric):
 
 
 def test_identical_outputs_pass_every_precision(reference):
-    for precision in DEFAULT_COMPARE_GATES:
+    for precision in DEFAULT_GATES:
         stats = _evaluate(reference, reference.copy(), precision)
         assert stats.passed and stats.max_abs == 0.0 and stats.cosine == pytest.approx(1.0)
 
@@ -79,7 +79,7 @@ def test_int8_cosine_gate(reference):
 def test_nan_fails(reference):
     broken = reference.copy()
     broken[0, 0, 0] = np.nan
-    for precision in DEFAULT_COMPARE_GATES:
+    for precision in DEFAULT_GATES:
         assert not _evaluate(reference, broken, precision).passed
 
 
@@ -113,18 +113,3 @@ def test_config_validation_and_overrides():
 def test_output_groups():
     assert output_group("present.11.value") == "present"
     assert output_group("logits") == "logits" and output_group("image_features") == "image_features"
-
-
-def test_token_agreement_arithmetic():
-    assert first_divergence([1, 2, 3], [1, 2, 3]) is None
-    assert first_divergence([1, 2, 3], [1, 9, 3]) == 1
-    assert first_divergence([1, 2, 3], [1, 2]) == 2  # stopped early (EOS) counts as a divergence
-    agreement = TokenAgreement("ort-int8", "int8", 0.5, ["a", "b", "c", "d"],
-                               [[1, 2, 3], [4, 5, 6], [7, 8], [1, 1]],
-                               [[1, 2, 3], [4, 0, 6], [7, 8], [2, 1]])
-    assert agreement.exact_matches == 2 and agreement.exact_match_rate == 0.5 and agreement.passed
-    assert agreement.mean_first_divergence == pytest.approx(0.5)
-    assert agreement.mean_common_prefix == pytest.approx((3 + 1 + 2 + 0) / 4)
-    strict = TokenAgreement("ort-fp32", "fp32", 1.0, agreement.ids, agreement.reference, agreement.candidate)
-    assert not strict.passed and "2/4" in strict.failure() and "earliest at token 0" in strict.failure()
-    assert math.isclose(strict.to_dict()["exact_match_rate"], 0.5)

@@ -21,10 +21,6 @@ pytestmark = pytest.mark.gpu
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: Cosine / p99-relative gates per precision (the defaults of trt_pipeline/compare/tolerances.py).
-COSINE = {"fp32": 0.99999, "fp16": 0.9999, "int8": 0.99}
-P99_REL = {"fp16": 1e-2}
-
 
 @pytest.fixture(scope="session")
 def gpu_export(tiny_checkpoint, tmp_path_factory) -> Path:
@@ -79,24 +75,20 @@ def torch_model(tiny_checkpoint):
     return Glm4vExportModel.from_pretrained(tiny_checkpoint, dtype="float32").eval()
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
-
-
-def p99_rel(candidate: np.ndarray, reference: np.ndarray) -> float:
-    rel = np.abs(candidate.astype(np.float64) - reference) / (np.abs(reference.astype(np.float64)) + 1e-6)
-    return float(np.quantile(rel, 0.99))
-
-
 def assert_within_gates(precision: str, candidate: dict, reference: dict) -> None:
+    """Every output within the gate table's limits (the same metrics and thresholds as `compare`)."""
+    from trt_pipeline.accuracy.gates import DEFAULT_GATES, output_group
+    from trt_pipeline.accuracy.metrics import tensor_metrics
+
+    gates = DEFAULT_GATES[precision]
     for name, ref in reference.items():
         got = np.asarray(candidate[name], dtype=np.float32)
         ref = np.asarray(ref, dtype=np.float32)
         assert got.shape == ref.shape, name
-        assert cosine(got, ref) >= COSINE[precision], f"{precision} {name}: cosine {cosine(got, ref)}"
-        if precision in P99_REL:
-            assert p99_rel(got, ref) <= P99_REL[precision], f"{precision} {name}: p99 rel {p99_rel(got, ref)}"
+        metrics = tensor_metrics(ref, got)
+        values = {"atol": metrics.max_abs, "cosine": metrics.cosine, "p99_rel": metrics.p99_rel}
+        for gate in gates.output(output_group(name)).gates(name):
+            assert gate.check(values[gate.metric]), f"{precision} {name}: {gate.metric} {values[gate.metric]}"
 
 
 def feeds(model) -> dict:

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from trt_pipeline.artifacts import atomic_path, write_json_atomic, write_text_atomic
-from trt_pipeline.compare.tolerances import OutputStats, output_group
-from trt_pipeline.compare.tokens import TokenAgreement
+from trt_pipeline.accuracy.gates import output_group
+from trt_pipeline.accuracy.tokens import TokenAgreement
+from trt_pipeline.compare.tolerances import OutputStats
 
 REPORT_FORMAT_VERSION = 1
 JSON_NAME = "compare.json"

@@ -64,7 +64,8 @@ def _run_component(
     from polygraphy.comparator import Comparator
     from polygraphy.exception import PolygraphyException
 
-    from trt_pipeline.compare.tolerances import compare_funcs, evaluate, reference_rms
+    from trt_pipeline.accuracy.metrics import rms
+    from trt_pipeline.compare.tolerances import compare_funcs, evaluate
 
     candidates = [b for b in backends if component in b.components]
     if not candidates or not len(loader):
@@ -77,7 +78,7 @@ def _run_component(
     reference_name = runners[0].name
     reference_iters = run_results[reference_name]
     outputs = list(reference_iters[0].keys()) if reference_iters else []
-    scales = [{name: reference_rms(iteration[name]) for name in outputs} for iteration in reference_iters]
+    scales = [{name: rms(iteration[name]) for name in outputs} for iteration in reference_iters]
     polygraphy_dir = report.report_dir / POLYGRAPHY_DIR
     polygraphy_dir.mkdir(parents=True, exist_ok=True)
     for index, backend in enumerate(candidates, start=1):
@@ -126,7 +127,8 @@ def compare(out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_prog
     """
     from trt_pipeline.compare.data import decoder_samples, default_heldout_dir, load_heldout, vision_samples
     from trt_pipeline.compare.runners import DiscoveryContext, discover_backends
-    from trt_pipeline.compare.tokens import TokenAgreement, backend_tokens, reference_tokens
+    from trt_pipeline.accuracy.tokens import TokenAgreement
+    from trt_pipeline.compare.tokens import backend_tokens, reference_tokens
     from trt_pipeline.export.dims import dims_from_json
     from trt_pipeline.export.exporter import read_export_manifest
     from trt_pipeline.models.glm4v.generation import HostAssets

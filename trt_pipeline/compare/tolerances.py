@@ -1,46 +1,10 @@
-"""Default accuracy gates per precision and how they map onto Polygraphy's compare functions.
+"""How ``compare`` evaluates the gate table (:mod:`trt_pipeline.accuracy.gates`) with Polygraphy.
 
-Every candidate output is compared with the PyTorch reference (transformers) on identical inputs.
-Defaults (``trt_pipeline.config.DEFAULT_COMPARE_GATES``; override with ``--tol KEY=VALUE`` or
+Every candidate output is compared with the PyTorch reference (transformers) on identical inputs;
+the metrics are those of :mod:`trt_pipeline.accuracy.metrics` and the limits those of
+:data:`~trt_pipeline.accuracy.gates.DEFAULT_GATES` (override with ``--tol KEY=VALUE`` or
 ``CompareConfig(tolerances={...})``, e.g. ``fp16.logits.cosine=0.999``, ``int8.tokens=0.25``,
-``fp32.present.atol=off``):
-
-============  ================  ===============  ==========  ===========  ======================
-precision     output group      max abs (atol)   cosine >=   p99 rel <=   token exact match >=
-============  ================  ===============  ==========  ===========  ======================
-fp32          image_features    1e-5             0.99999     -            100 %
-fp32          logits, present   1e-4             0.99999     -
-fp16          all               -                0.9999      1e-2         90 %
-int8          all               -                0.99        -            50 %
-============  ================  ===============  ==========  ===========  ======================
-
-Why these numbers:
-
-* **fp32** runs the same maths as the reference with other kernels, fusions and summation orders,
-  so differences are float32 rounding noise (~1e-7 relative per op; the tiny export shows
-  ~3e-6 on logits, ~3e-7 on image features). The absolute limits are the export validation's
-  (``ExportConfig.atol_logits/atol_vision``): the vision output is a normalised feature map (small
-  values, tighter limit), logits and the KV cache grow with depth. Cosine 0.99999 catches a
-  wrong-but-small tensor (e.g. a dropped bias) that a max-abs limit on large values would let
-  through. A different greedy token can then only come from an exact near-tie, so token agreement
-  must be 100 %: anything less is an export bug.
-* **fp16** (AutoCast, float32 I/O) has a 2^-11 ~ 4.9e-4 unit roundoff; after tens of layers the
-  bulk of the elements is a few 1e-4..1e-3 of the tensor's scale off. A max-abs limit would be
-  dominated by a handful of outliers and cannot be set independently of each output's magnitude,
-  so the gate is on the *99th percentile* of the error relative to the output's scale (1e-2, ~20x
-  the unit roundoff) plus cosine >= 0.9999 (overall direction). Greedy decoding amplifies any
-  near-tie between the top two logits into a different continuation, so whole-sequence exact
-  match over 16 tokens is strict; 90 % tolerates one prompt in ten flipping at a near-tie.
-* **int8** (explicit Q/DQ on the linear layers, per-tensor activation scales) perturbs logits by
-  ~1 % of their scale; only cosine >= 0.99 is gated (a broken scale, a missing Q/DQ pair or a bad
-  calibration falls far below it). Half of the held-out prompts must still produce exactly the
-  same 16 tokens as PyTorch; below that, INT8 changes the agent's actions too often to ship.
-
-**p99 rel** is ``p99(|actual - reference|) / rms(reference)`` per sample and output. Element-wise
-relative error ``|a - r| / |r|`` (Polygraphy's ``reldiff``) is unbounded for the many elements of
-logits, features and keys that are close to zero: on the tiny fp16 export its p99 is 0.05..0.06
-although cosine is 0.9999997 and every greedy token agrees. It is still reported
-(``p99_rel_elementwise``), not gated.
+``fp32.present.atol=off``).
 
 Where Polygraphy does the maths (nothing is re-implemented here):
 
@@ -51,10 +15,14 @@ Where Polygraphy does the maths (nothing is re-implemented here):
 * the gates are Polygraphy's ``SimpleThreshold`` evaluated on that stored result
   (``threshold.passed(result.metric_values())``), so the statistics are computed once:
   max abs = ``SimpleThreshold("max", atol, rtol=0)``; p99 rel =
-  ``SimpleThreshold("quantile", p99_rel * rms(reference), rtol=0)`` per sample;
+  ``SimpleThreshold("quantile", p99_rel * rms(reference), rtol=0)`` per sample, and the reported
+  p99 rel is :func:`~trt_pipeline.accuracy.metrics.relative_to_rms` of Polygraphy's
+  ``quantile_absdiff``;
 * ``CosineSimilarityCompareFunc`` computes the cosine similarity and its verdict (threshold -1
-  when not gated). Only the reference's RMS (the p99 scale) is computed here.
+  when not gated).
 
+Polygraphy's element-wise relative error ``|a - r| / |r|`` is reported (``max_rel``,
+``p99_rel_elementwise``), never gated (see :mod:`trt_pipeline.accuracy.metrics` for why).
 Gates are per sample: an output passes only if it passes on every input the data loader produced.
 """
 
@@ -65,26 +33,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trt_pipeline.config import DEFAULT_COMPARE_GATES, OutputGate, PrecisionGates
+from trt_pipeline.accuracy.gates import PrecisionGates, output_group
+from trt_pipeline.accuracy.metrics import relative_to_rms
 
-__all__ = [
-    "DEFAULT_COMPARE_GATES",
-    "GateCheck",
-    "OutputGate",
-    "PrecisionGates",
-    "OutputStats",
-    "compare_funcs",
-    "evaluate",
-    "output_group",
-    "reference_rms",
-]
-
-
-def output_group(output: str) -> str:
-    """``image_features`` / ``logits`` / ``present`` (every ``present.{i}.key|value``)."""
-    if output.startswith("present."):
-        return "present"
-    return output
+__all__ = ["GateCheck", "OutputStats", "compare_funcs", "evaluate"]
 
 
 def compare_funcs(gates: PrecisionGates, outputs: Iterable[str], quantile: float = 0.99) -> list[Any]:
@@ -98,14 +50,6 @@ def compare_funcs(gates: PrecisionGates, outputs: Iterable[str], quantile: float
             cosine[name] = float(gate.cosine)
     stats = SimpleCompareFunc(check_error_stat="quantile", error_quantile=quantile, atol=math.inf, rtol=math.inf)
     return [stats, CosineSimilarityCompareFunc(cosine_similarity_threshold=cosine)]
-
-
-def reference_rms(array: Any) -> float:
-    """Root mean square of a reference output (the scale of ``p99_rel``)."""
-    import numpy as np
-
-    values = np.asarray(array, dtype=np.float64)
-    return float(np.sqrt(np.mean(values * values))) if values.size else 0.0
 
 
 @dataclass
@@ -198,7 +142,7 @@ def evaluate(
 
     ``accuracy`` is what ``Comparator.compare_accuracy(..., compare_func=compare_funcs(...))`` returned
     for the runner ``pair`` (candidate, reference); ``labels[i]`` names iteration ``i``;
-    ``scales[i][output]`` is the RMS of the reference output (:func:`reference_rms`) that
+    ``scales[i][output]`` is the RMS of the reference output (:func:`~trt_pipeline.accuracy.metrics.rms`) that
     ``p99_rel`` is relative to.
     """
     from polygraphy.comparator.compare import SimpleThreshold
@@ -236,7 +180,7 @@ def evaluate(
             out.max_rel = _worse(out.max_rel, simple.max_reldiff)
             out.p99_rel_elementwise = _worse(out.p99_rel_elementwise, simple.quantile_reldiff)
             scale = (scales[index].get(name) if scales and index < len(scales) else None) or 0.0
-            p99_rel = _relative(simple.quantile_absdiff, scale)
+            p99_rel = relative_to_rms(simple.quantile_absdiff, scale)
             out.p99_rel = _worse(out.p99_rel, p99_rel)
             if gate.p99_rel is not None:
                 # Polygraphy's threshold on its own quantile statistic, the limit scaled to this sample.
@@ -253,14 +197,6 @@ def evaluate(
         out.gates = list(checks.values())
         results.append(out)
     return results
-
-
-def _relative(value: float | None, scale: float) -> float | None:
-    if value is None:
-        return None
-    if scale > 0:
-        return float(value) / scale
-    return 0.0 if value == 0 else math.inf
 
 
 def _worse(current: float, new: float | None) -> float:

@@ -17,16 +17,19 @@ from typing import Any
 
 from pydantic.dataclasses import dataclass
 
-from trt_pipeline.config.base import STAGE_CONFIG, to_dict
-from trt_pipeline.config.gates import (
-    COMPARE_OUTPUT_GROUPS,
-    COMPARE_PRECISIONS,
-    DEFAULT_COMPARE_GATES,
-    OutputGate,
+from trt_pipeline.accuracy.gates import (
+    GATED_PRECISIONS,
     PrecisionGates,
+    check_gate_key,
     parse_gate_value,
+    with_overrides,
 )
+from trt_pipeline.config.base import STAGE_CONFIG, to_dict
 from trt_pipeline.errors import ConfigError
+
+#: Precision folders ``OUT/onnx/PRECISION`` that ``autoglm-trt compare`` knows (in report order);
+#: the gate table itself is :data:`trt_pipeline.accuracy.gates.DEFAULT_GATES`.
+COMPARE_PRECISIONS = GATED_PRECISIONS
 
 COMPONENTS = ("vision_encoder", "decoder")
 
@@ -191,25 +194,9 @@ class CompareConfig:
         pairs = self.tolerances.items() if isinstance(self.tolerances, dict) else self.tolerances
         parsed: dict[str, float | None] = {}
         for key, value in pairs:
-            self._check_key(str(key))
+            check_gate_key(str(key))
             parsed[str(key)] = parse_gate_value(str(key), value)
         object.__setattr__(self, "tolerances", tuple(sorted(parsed.items())))
-
-    @staticmethod
-    def _check_key(key: str) -> None:
-        parts = key.split(".")
-        metrics = [f.name for f in dataclasses.fields(OutputGate)]
-        ok = (
-            len(parts) == 2 and parts[0] in COMPARE_PRECISIONS and parts[1] == "tokens"
-        ) or (
-            len(parts) == 3 and parts[0] in COMPARE_PRECISIONS and parts[1] in COMPARE_OUTPUT_GROUPS
-            and parts[2] in metrics
-        )
-        if not ok:
-            raise ConfigError(
-                f"unknown tolerance key {key!r}: use PRECISION.GROUP.METRIC or PRECISION.tokens with PRECISION in "
-                f"{list(COMPARE_PRECISIONS)}, GROUP in {list(COMPARE_OUTPUT_GROUPS)}, METRIC in {metrics}."
-            )
 
     @property
     def explicit_precisions(self) -> bool:
@@ -221,17 +208,7 @@ class CompareConfig:
 
     def gates(self, precision: str) -> PrecisionGates:
         """Default gates of ``precision`` with this config's overrides applied."""
-        gates = DEFAULT_COMPARE_GATES[precision]
-        for key, value in self.tolerances:
-            parts = key.split(".")
-            if parts[0] != precision:
-                continue
-            if parts[1] == "tokens":
-                gates = dataclasses.replace(gates, token_exact_match=0.0 if value is None else value)
-            else:
-                group = dataclasses.replace(gates.output(parts[1]), **{parts[2]: value})
-                gates = dataclasses.replace(gates, **{parts[1]: group})
-        return gates
+        return with_overrides(precision, self.tolerances)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

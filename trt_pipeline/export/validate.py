@@ -9,13 +9,16 @@ The grid covers every dynamic axis at its min, an interior value and its max:
   first ``past`` tokens (its KV cache becomes the ONNX ``past_key_values``), so the ONNX
   decode path is checked against transformers' own cache, not against ours.
 
-Per output the max absolute and relative errors are recorded in ``reports/validation.json``;
-an error above tolerance raises :class:`~trt_pipeline.errors.AtolError` naming the output and
-the grid point (Optimum's ``AtolError``).
+Per output and grid point the metrics of :mod:`trt_pipeline.accuracy.metrics` (max abs, cosine,
+p99 relative error) are recorded in ``reports/validation.json`` and checked against the precision's
+rows of the gate table (:data:`trt_pipeline.accuracy.gates.DEFAULT_GATES`; ``atol_logits`` /
+``atol_vision`` override its max-abs limits). A failure raises
+:class:`~trt_pipeline.errors.AtolError` naming the output and the grid point (Optimum's ``AtolError``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trt_pipeline.accuracy.gates import DEFAULT_GATES, OutputGate, PrecisionGates
+from trt_pipeline.accuracy.metrics import TensorMetrics, tensor_metrics
 from trt_pipeline.artifacts import write_json_atomic
 from trt_pipeline.errors import AtolError
 from trt_pipeline.export.dims import dims_from_json
@@ -33,16 +38,23 @@ from trt_pipeline.progress import log, progress_bar
 
 @dataclass
 class PointResult:
+    """Metrics of one output at one grid point and the limits it is checked against (None: not gated)."""
+
     component: str
     point: dict[str, int]
     output: str
     max_abs: float
-    max_rel: float
-    atol: float
+    cosine: float
+    p99_rel: float
+    atol: float | None
+    min_cosine: float | None = None
+    max_p99_rel: float | None = None
 
     @property
     def passed(self) -> bool:
-        return self.max_abs <= self.atol
+        gate = OutputGate(self.atol, self.min_cosine, self.max_p99_rel)
+        values = {"atol": self.max_abs, "cosine": self.cosine, "p99_rel": self.p99_rel}
+        return all(g.check(values[g.metric]) for g in gate.gates(self.output))
 
 
 @dataclass
@@ -69,10 +81,14 @@ class ValidationReport:
         }
 
 
-def errors(reference: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
-    diff = np.abs(reference.astype(np.float64) - actual.astype(np.float64))
-    rel = diff / (np.abs(reference.astype(np.float64)) + 1e-6)
-    return float(diff.max(initial=0.0)), float(rel.max(initial=0.0))
+def _result(component: str, point: dict[str, int], output: str, metrics: TensorMetrics, gate: OutputGate) -> PointResult:
+    return PointResult(component, point, output, metrics.max_abs, metrics.cosine, metrics.p99_rel,
+                       gate.atol, gate.cosine, gate.p99_rel)
+
+
+def _worst(rows: list[TensorMetrics]) -> TensorMetrics:
+    """Worst of each metric over several tensors (the KV cache of every layer)."""
+    return TensorMetrics(max(r.max_abs for r in rows), min(r.cosine for r in rows), max(r.p99_rel for r in rows))
 
 
 def image_grids(num_patches: int, merge: int, split: bool) -> list[list[int]]:
@@ -85,6 +101,14 @@ def image_grids(num_patches: int, merge: int, split: bool) -> list[list[int]]:
     return [[1, a * merge, (blocks // a) * merge]]
 
 
+def validation_gates(precision: str, atol_logits: float | None, atol_vision: float | None) -> PrecisionGates:
+    """The gate table's rows of ``precision`` (fp32 for any other), max-abs limits overridden where given."""
+    gates = DEFAULT_GATES.get(precision, DEFAULT_GATES["fp32"])
+    atol = {"image_features": atol_vision, "logits": atol_logits, "present": atol_logits}
+    groups = {g: dataclasses.replace(gates.output(g), atol=a) for g, a in atol.items() if a is not None}
+    return dataclasses.replace(gates, **groups)
+
+
 def load_reference(checkpoint: Path) -> Any:
     from transformers import Glm4vForConditionalGeneration
 
@@ -92,7 +116,7 @@ def load_reference(checkpoint: Path) -> Any:
 
 
 @torch.no_grad()
-def validate_vision(reference: Any, assets: Any, runner: Any, grid_values: list[int], atol: float) -> list[PointResult]:
+def validate_vision(reference: Any, assets: Any, runner: Any, grid_values: list[int], gate: OutputGate) -> list[PointResult]:
     merge = assets.dims.vision.spatial_merge_size
     results = []
     for index, patches in enumerate(grid_values):
@@ -105,15 +129,14 @@ def validate_vision(reference: Any, assets: Any, runner: Any, grid_values: list[
         feeds = host.vision_inputs(assets.dims.vision, assets.vision_position_table.float(), grid)
         feed = {"pixel_values": pixels.numpy(), **{k: v.float().numpy() for k, v in feeds.items()}}
         actual = runner.infer(feed)["image_features"]
-        max_abs, max_rel = errors(expected.numpy(), np.asarray(actual))
-        results.append(PointResult("vision_encoder", {"num_patches": patches, "images": len(grids)},
-                                   "image_features", max_abs, max_rel, atol))
+        results.append(_result("vision_encoder", {"num_patches": patches, "images": len(grids)}, "image_features",
+                               tensor_metrics(expected.numpy(), np.asarray(actual)), gate))
     return results
 
 
 @torch.no_grad()
 def validate_decoder_point(
-    reference: Any, assets: Any, runner: Any, batch: int, seq: int, past: int, atol: float, seed: int
+    reference: Any, assets: Any, runner: Any, batch: int, seq: int, past: int, gates: PrecisionGates, seed: int
 ) -> list[PointResult]:
     text = assets.dims.text
     generator = torch.Generator().manual_seed(seed)
@@ -141,28 +164,27 @@ def validate_decoder_point(
     }
     out = runner.infer(feed)
     point = {"batch_size": batch, "sequence_length": seq, "past_sequence_length": past}
-    max_abs, max_rel = errors(full.logits[:, past:].numpy(), np.asarray(out["logits"]))
-    results = [PointResult("decoder", point, "logits", max_abs, max_rel, atol)]
-    kv_abs, kv_rel = 0.0, 0.0
-    for i, layer in enumerate(full.past_key_values.layers):
-        for kind, tensor in (("key", layer.keys), ("value", layer.values)):
-            a, r = errors(tensor.numpy(), np.asarray(out[f"present.{i}.{kind}"]))
-            kv_abs, kv_rel = max(kv_abs, a), max(kv_rel, r)
-    results.append(PointResult("decoder", point, "present.*", kv_abs, kv_rel, atol))
-    return results
+    logits = tensor_metrics(full.logits[:, past:].numpy(), np.asarray(out["logits"]))
+    present = _worst([tensor_metrics(tensor.numpy(), np.asarray(out[f"present.{i}.{kind}"]))
+                      for i, layer in enumerate(full.past_key_values.layers)
+                      for kind, tensor in (("key", layer.keys), ("value", layer.values))])
+    return [_result("decoder", point, "logits", logits, gates.logits),
+            _result("decoder", point, "present.*", present, gates.present)]
 
 
 def validate(
     out_dir: Path | str,
     checkpoint: Path | str,
     precision: str = "fp32",
-    atol_logits: float = 1e-4,
-    atol_vision: float = 1e-5,
+    atol_logits: float | None = None,
+    atol_vision: float | None = None,
     show_progress: bool = True,
     max_points: int | None = None,
 ) -> ValidationReport:
     """Compare ``OUT/onnx/PRECISION`` with transformers over the export's dim grid.
 
+    Gates: the precision's rows of the gate table (fp32: max abs 1e-4 logits/KV, 1e-5 image
+    features, cosine 0.99999), the max-abs limits overridden by ``atol_logits`` / ``atol_vision``.
     Writes ``OUT/reports/validation[-PRECISION].json`` and raises AtolError on failure.
     """
     from trt_pipeline.export.exporter import read_export_manifest
@@ -174,6 +196,7 @@ def validate(
     ranges = dims_from_json(manifest["dims"])
     assets = HostAssets.from_export_dir(out_dir)
     reference = load_reference(checkpoint)
+    gates = validation_gates(precision, atol_logits, atol_vision)
     report = ValidationReport(precision)
     components = list(manifest["components"])
     decoder_points = list(itertools.product(
@@ -188,13 +211,13 @@ def validate(
         task = progress.add_task(f"validate {precision}", total=total)
         if "vision_encoder" in components:
             with ort_runner(onnx_path(out_dir, precision, "vision_encoder")) as runner:
-                report.results += validate_vision(reference, assets, runner, vision_points, atol_vision)
+                report.results += validate_vision(reference, assets, runner, vision_points, gates.image_features)
             progress.advance(task, len(vision_points))
         if "decoder" in components:
             with ort_runner(onnx_path(out_dir, precision, "decoder")) as runner:
                 for seed, (batch, seq, past) in enumerate(decoder_points):
                     report.results += validate_decoder_point(
-                        reference, assets, runner, batch, seq, past, atol_logits, seed)
+                        reference, assets, runner, batch, seq, past, gates, seed)
                     progress.advance(task)
     suffix = "" if precision == "fp32" else f"-{precision}"
     write_json_atomic(out_dir / "reports" / f"validation{suffix}.json", report.to_dict())
@@ -203,10 +226,11 @@ def validate(
             f"over {sum(1 for r in report.results if r.component == component)} checks")
     failures = [r for r in report.results if not r.passed]
     if failures:
-        worst = max(failures, key=lambda r: r.max_abs / r.atol)
+        worst = max(failures, key=lambda r: r.max_abs / r.atol if r.atol else 1 - r.cosine)
         raise AtolError(
             f"{len(failures)} check(s) above tolerance; worst: {worst.component} output `{worst.output}` at "
-            f"{worst.point}: max abs error {worst.max_abs:.3g} > atol {worst.atol:g}.",
+            f"{worst.point}: max abs error {worst.max_abs:.3g} (atol {worst.atol}), cosine {worst.cosine:.8f} "
+            f"(>= {worst.min_cosine}), p99 rel {worst.p99_rel:.3g} (<= {worst.max_p99_rel}).",
             path=out_dir / "reports" / f"validation{suffix}.json",
             hint="inspect the report; re-export, or loosen the tolerance only if the drift is expected.",
         )

@@ -154,7 +154,7 @@ def _accuracy_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
         "passed": report["passed"],
         "file": "accuracy.json",
         "metrics": {k: {m: v[m] for m in keep if m in v} for k, v in report["metrics"].items() if v},
-        "tokens": {k: v for k, v in (report.get("tokens") or {}).items() if k != "samples"},
+        "tokens": {k: v for k, v in (report.get("tokens") or {}).items() if k != "per_prompt"},
         "gates": report["gates"],
     }
 

@@ -51,13 +51,14 @@ def precision_fp16_command(
     exclude_op_types: Annotated[Optional[list[str]], typer.Option("--exclude-op-types", help="ONNX op type kept in fp32; repeatable.")] = None,
     data_max: Annotated[float, typer.Option("--data-max", help="Nodes whose I/O exceed this magnitude stay fp32.")] = 512.0,
     evaluate: Evaluate = True,
-    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate: worst held-out cosine of the logits.")] = 0.9999,
-    max_p99_rel: Annotated[float, typer.Option("--max-p99-rel", help="Gate: worst held-out p99 relative error of the logits.")] = 1e-2,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate: worst held-out cosine of every output (logits, vision features, KV cache).")] = 0.9999,
+    max_p99_rel: Annotated[float, typer.Option("--max-p99-rel", help="Gate: worst held-out p99 |x - r| / RMS(r) of every output.")] = 1e-2,
     as_json: AsJson = False,
 ) -> None:
     """FP16 via ModelOpt AutoCast: OUT/onnx/fp32 -> OUT/onnx/fp16 (+ manifest.json, accuracy.json).
 
-    Gates on the held-out set vs the fp32 ONNX: logits cosine >= 0.9999 and p99 relative error <= 1e-2
+    Gates on the held-out set vs the fp32 ONNX (the fp16 rows of the gate table, as in compare): cosine
+    >= 0.9999 and p99 relative error <= 1e-2 on every output
     (exit 5 otherwise; the folder is kept for inspection).
     """
     from trt_pipeline.config import Fp16Config
@@ -87,13 +88,13 @@ def precision_int8_command(
     quantize_attention: Annotated[bool, typer.Option("--quantize-attention/--no-quantize-attention", help="Also put Q/DQ on the attention BMMs (costs accuracy).")] = False,
     trt_version: Annotated[str, typer.Option("--trt-version", help="TensorRT 10 release named in calibration.cache's header.")] = "10.3.0",
     evaluate: Evaluate = True,
-    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate: worst held-out cosine of the logits and the vision features.")] = 0.99,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate: worst held-out cosine of every output (logits, vision features, KV cache).")] = 0.99,
     as_json: AsJson = False,
 ) -> None:
     """INT8 via ModelOpt ONNX PTQ (explicit Q/DQ, calibrated on CPU): OUT/onnx/fp32 -> OUT/onnx/int8.
 
     Also writes calibration.cache for TensorRT 10 implicit-INT8 builds. Gate on the held-out set vs
-    the fp32 ONNX: cosine >= 0.99 on the logits and the vision features (exit 5 otherwise).
+    the fp32 ONNX: cosine >= 0.99 on every output (the int8 rows of the gate table; exit 5 otherwise).
     """
     from trt_pipeline.config import Int8Config
     from trt_pipeline.quantize.precision import make_int8

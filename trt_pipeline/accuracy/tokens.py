@@ -1,0 +1,120 @@
+"""Token agreement: does a candidate still produce the reference's greedy continuation?
+
+One implementation for ``compare`` (each backend vs transformers' ``generate``) and ``precision``
+(the fp16/int8 ONNX vs the fp32 ONNX). Both hand over, per prompt, the reference's and the
+candidate's generated token ids (cut after the first EOS); this class does the arithmetic:
+
+* **exact-match rate**: share of prompts whose whole sequence equals the reference (the gate,
+  ``PrecisionGates.token_exact_match``: one flipped near-tie changes every later token, so a
+  per-token rate hides how often the agent would act differently);
+* **first divergence** per prompt: 0-based index of the first differing token (a sequence that
+  stops early diverges where it stops; None when equal), its mean over diverging prompts, and the
+  mean common-prefix length;
+* **token agreement**: matching positions / compared positions, where a prompt contributes the
+  longer of its two lengths (missing positions count as mismatches);
+* **first-token agreement**: share of prompts whose first token agrees (prefill quality alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def first_divergence(reference: Sequence[int], candidate: Sequence[int]) -> int | None:
+    """Index of the first position where the sequences differ (length difference counts); None if equal."""
+    for index, (a, b) in enumerate(zip(reference, candidate)):
+        if a != b:
+            return index
+    if len(reference) != len(candidate):
+        return min(len(reference), len(candidate))
+    return None
+
+
+@dataclass
+class TokenAgreement:
+    """Reference and candidate sequences of one candidate over the held-out prompts, and the gate."""
+
+    backend: str
+    precision: str
+    threshold: float
+    ids: list[str] = field(default_factory=list)
+    reference: list[list[int]] = field(default_factory=list)
+    candidate: list[list[int]] = field(default_factory=list)
+
+    def add(self, prompt_id: str, reference: Sequence[int], candidate: Sequence[int]) -> None:
+        self.ids.append(prompt_id)
+        self.reference.append(list(reference))
+        self.candidate.append(list(candidate))
+
+    @property
+    def divergences(self) -> list[int | None]:
+        return [first_divergence(r, c) for r, c in zip(self.reference, self.candidate)]
+
+    @property
+    def prompts(self) -> int:
+        return len(self.ids)
+
+    @property
+    def exact_matches(self) -> int:
+        return sum(d is None for d in self.divergences)
+
+    @property
+    def exact_match_rate(self) -> float:
+        return self.exact_matches / self.prompts if self.prompts else 1.0
+
+    @property
+    def mean_first_divergence(self) -> float | None:
+        diverged = [d for d in self.divergences if d is not None]
+        return sum(diverged) / len(diverged) if diverged else None
+
+    @property
+    def mean_common_prefix(self) -> float:
+        lengths = [len(r) if d is None else d for r, d in zip(self.reference, self.divergences)]
+        return sum(lengths) / len(lengths) if lengths else 0.0
+
+    @property
+    def token_agreement(self) -> float:
+        compared = sum(max(len(r), len(c)) for r, c in zip(self.reference, self.candidate))
+        same = sum(sum(a == b for a, b in zip(r, c)) for r, c in zip(self.reference, self.candidate))
+        return same / compared if compared else 1.0
+
+    @property
+    def first_token_agreement(self) -> float:
+        agree = sum(bool(r) and bool(c) and r[0] == c[0] for r, c in zip(self.reference, self.candidate))
+        return agree / self.prompts if self.prompts else 1.0
+
+    @property
+    def passed(self) -> bool:
+        return self.exact_match_rate >= self.threshold
+
+    def failure(self) -> str | None:
+        if self.passed:
+            return None
+        first = min((d for d in self.divergences if d is not None), default=None)
+        return (f"{self.backend} tokens: exact match {self.exact_matches}/{self.prompts} = {self.exact_match_rate:.1%} "
+                f"(gate >= {self.threshold:.0%}); mean first divergence at token {self.mean_first_divergence:.2f}, "
+                f"earliest at token {first}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "prompts": self.prompts,
+            "exact_matches": self.exact_matches,
+            "exact_match_rate": self.exact_match_rate,
+            "token_agreement": self.token_agreement,
+            "first_token_agreement": self.first_token_agreement,
+            "mean_first_divergence": self.mean_first_divergence,
+            "mean_common_prefix": self.mean_common_prefix,
+            "threshold": self.threshold,
+            "passed": self.passed,
+            "per_prompt": [
+                {"id": i, "first_divergence": d, "reference": r, "candidate": c}
+                for i, d, r, c in zip(self.ids, self.divergences, self.reference, self.candidate)
+            ],
+        }
+
+
+__all__ = ["TokenAgreement", "first_divergence"]
