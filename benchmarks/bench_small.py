@@ -66,7 +66,7 @@ def main() -> int:
     from trt_pipeline.bench.run import bench
     from trt_pipeline.config import BenchConfig, ExportConfig
     from trt_pipeline.export.exporter import export
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     checkpoint, out = args.work / "checkpoint", args.work / "export"
     if args.fresh and args.work.exists():

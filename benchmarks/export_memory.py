@@ -48,7 +48,7 @@ CASES = {"small": {}, "1b": BIG_OVERRIDES}
 
 MAKE_CHECKPOINT = r"""
 import json, sys
-from trt_pipeline.models.checkpoint_factory import write_checkpoint
+from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 write_checkpoint(sys.argv[1], preset="small", seed=0, dtype="float32", overrides=json.loads(sys.argv[2]),
                  overwrite=True, max_shard_size="2GB")
 """

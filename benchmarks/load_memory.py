@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="auto keeps the checkpoint dtype (no copy)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "load_memory.json")
     args = parser.parse_args()
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = write_checkpoint(Path(tmp) / args.preset, preset=args.preset, seed=0)

@@ -15,7 +15,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``write_checkpoint(..., preset="tiny", seed=0)``: float32, one model.safetensors."""
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("checkpoints") / "tiny", preset="tiny", seed=0)
 
@@ -40,7 +40,7 @@ PARITY_VARIANTS = {
 @pytest.fixture(scope="session", params=sorted(PARITY_VARIANTS))
 def parity_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny checkpoints of two configs and two seeds each (for parity tests)."""
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     variant = PARITY_VARIANTS[request.param]
     out = tmp_path_factory.mktemp("parity") / request.param

@@ -171,7 +171,7 @@ class Stage:
 
 
 def _run_checkpoint(ctx: RunContext) -> dict[str, Any]:
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     write_checkpoint(ctx.path(CHECKPOINT_DIR), preset=ctx.cfg.preset, seed=ctx.cfg.seed, overwrite=True,
                      progress=ctx.show_progress and ctx.cfg.preset != "tiny")

@@ -27,7 +27,7 @@ GQA_OVERRIDES = {
 @pytest.fixture(scope="module", params=["tiny", "gqa8"])
 def exported(request, tmp_path_factory):
     """Two configs exported with validation on (validation raises AtolError above 1e-4 / 1e-5)."""
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     root = tmp_path_factory.mktemp(f"export-{request.param}")
     overrides = GQA_OVERRIDES if request.param == "gqa8" else {}

@@ -31,7 +31,7 @@ def test_loads_like_transformers(tiny_checkpoint):
 
 
 def test_sharded_bf16_checkpoint(tiny_checkpoint, tmp_path):
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     sharded = write_checkpoint(tmp_path / "sharded", preset="tiny", seed=0, dtype="bfloat16", max_shard_size="1MB")
     assert (sharded / "model.safetensors.index.json").is_file()
@@ -77,7 +77,7 @@ def test_truncated_file_is_named(tiny_checkpoint, tmp_path):
 
 
 def test_missing_shard_is_named(tmp_path):
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     ck = write_checkpoint(tmp_path / "sharded", preset="tiny", seed=0, max_shard_size="1MB")
     shard = sorted(ck.glob("model-*.safetensors"))[-1]

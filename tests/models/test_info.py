@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from trt_pipeline.cli import app
 from trt_pipeline.errors import CheckpointError
-from trt_pipeline.models.checkpoint_factory import write_checkpoint
-from trt_pipeline.models.info import checkpoint_info, read_safetensors_header
+from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
+from trt_pipeline.models.glm4v.weights import read_header as read_safetensors_header
+from trt_pipeline.models.info import checkpoint_info
 
 runner = CliRunner()
 

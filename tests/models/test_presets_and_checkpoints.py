@@ -9,10 +9,12 @@ import pytest
 
 from trt_pipeline.artifacts import sha256_file
 from trt_pipeline.errors import ConfigError
-from trt_pipeline.models.checkpoint_factory import has_weights, write_checkpoint
-from trt_pipeline.models.info import count_parameters_from_config, read_safetensors_header
-from trt_pipeline.models.presets import PRESETS, build_config, get_preset
-from trt_pipeline.models.tokenizer_factory import (
+from trt_pipeline.fixtures.checkpoint_factory import has_weights, write_checkpoint
+from trt_pipeline.models.glm4v.sizes import count_parameters_from_config
+from trt_pipeline.models.glm4v.weights import read_header as read_safetensors_header
+from trt_pipeline.fixtures.model_config import build_config
+from trt_pipeline.fixtures.presets import PRESETS, get_preset
+from trt_pipeline.fixtures.tokenizer_factory import (
     CHAT_TEMPLATE,
     GLM_SPECIAL_TOKENS,
     REAL_SPECIAL_TOKEN_IDS,

@@ -37,9 +37,9 @@ def copy_hf_files(checkpoint: Path, dest: Path) -> list[str]:
 
 def estimated_bytes(dims: Glm4vDims, bytes_per_param: int = 4) -> int:
     """Rough size of the fp32 export (all weights once + host tables) for the disk check."""
-    from trt_pipeline.models.info import count_parameters_from_config
+    from trt_pipeline.models.glm4v.sizes import parameter_counts
 
-    return int(count_parameters_from_config(dims.raw)["total"] * bytes_per_param * 1.05)
+    return int(parameter_counts(dims)["total"] * bytes_per_param * 1.05)
 
 
 def check_disk_space(out: Path, needed: int) -> None:

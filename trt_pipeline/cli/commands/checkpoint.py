@@ -32,7 +32,7 @@ def init_checkpoint_command(
 ) -> None:
     """Write a deterministic random Hugging Face checkpoint of GLM-4.1V (AutoGLM-Phone-9B) at a preset size."""
     from trt_pipeline.cli.render import checkpoint_summary
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
     from trt_pipeline.models.info import checkpoint_info
 
     path = write_checkpoint(out, preset=preset, seed=seed, config_only=config_only, dtype=dtype, overwrite=overwrite)

@@ -1,13 +1,18 @@
-"""Typed view of a GLM-4.1V ``config.json``: the dimensions the export-friendly model needs.
+"""Typed view of a GLM-4.1V ``config.json``: the one parser of it in the package.
 
-We parse ``config.json`` ourselves (no transformers import) so that ``info``/planning works on
-config-only checkpoints and so that a config of another architecture is refused with a clear
-:class:`~trt_pipeline.errors.CheckpointError` before any weight is touched.
+``info``, ``export``, loading and the host helpers all read the checkpoint's dims through
+:func:`load_dims`, so they accept and refuse the same files. Before any value is used the file
+is checked against transformers' own schema (``Glm4vTextConfig`` / ``Glm4vVisionConfig`` /
+``Glm4vConfig``, strict dataclasses: a size given as a string is refused) and every size must
+be a positive integer; the keys that fix the model's size have no default (a config without
+``hidden_size`` is an error, never a silent 9B). A config of another architecture is refused
+with a clear :class:`~trt_pipeline.errors.CheckpointError` before any weight is touched.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +66,7 @@ class VisionDims:
     rms_norm_eps: float
     rope_theta: float
     hidden_act: str = "silu"
+    attention_bias: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -128,12 +134,13 @@ def dims_from_dict(raw: dict[str, Any], path: Path) -> Glm4vDims:
         )
     text = raw.get("text_config") or {}
     vision = raw.get("vision_config") or {}
-    if not text or not vision:
+    if not isinstance(text, dict) or not isinstance(vision, dict) or not text or not vision:
         raise CheckpointError(
             f"{path}: config.json lacks `text_config` or `vision_config`.",
             path=path,
             hint="a Glm4vConfig has both sub-configs; re-create it with transformers' save_pretrained.",
         )
+    check_schema(raw, path)
     t_rope = _rope(text)
     v_rope = _rope(vision)
     text_dims = TextDims(
@@ -164,6 +171,7 @@ def dims_from_dict(raw: dict[str, Any], path: Path) -> Glm4vDims:
         rms_norm_eps=float(vision.get("rms_norm_eps", 1e-5)),
         rope_theta=float(v_rope.get("rope_theta", 10000.0)),
         hidden_act=str(vision.get("hidden_act", "silu")),
+        attention_bias=bool(vision.get("attention_bias", False)),
     )
     _check_consistency(text_dims, vision_dims, path)
     return Glm4vDims(
@@ -177,6 +185,55 @@ def dims_from_dict(raw: dict[str, Any], path: Path) -> Glm4vDims:
         torch_dtype=raw.get("dtype") or raw.get("torch_dtype") or text.get("dtype"),
         raw=raw,
     )
+
+
+#: sizes that must be positive integers (a zero or negative one makes every count meaningless)
+POSITIVE_SIZES: dict[str, tuple[str, ...]] = {
+    "text_config": (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "max_position_embeddings",
+    ),
+    "vision_config": (
+        "depth", "hidden_size", "num_heads", "in_channels", "patch_size", "temporal_patch_size",
+        "spatial_merge_size", "out_hidden_size", "intermediate_size", "image_size",
+    ),
+}
+_SCHEMA_FIELD = re.compile(r"field '(\w+)'")
+_SUB_CONFIGS = ("text_config", "vision_config")
+
+
+def check_schema(raw: dict[str, Any], path: Path) -> None:
+    """Refuse values of the wrong type (transformers' schema) and sizes that are not positive.
+
+    The error names the key (``text_config.hidden_size``) and the file, so a hand-edited
+    config.json fails here and not as a traceback deep inside the exporter.
+    """
+    from transformers.models.glm4v.configuration_glm4v import Glm4vConfig, Glm4vTextConfig, Glm4vVisionConfig
+
+    top = {k: v for k, v in raw.items() if k not in _SUB_CONFIGS}
+    checks = (("text_config", Glm4vTextConfig, raw["text_config"]),
+              ("vision_config", Glm4vVisionConfig, raw["vision_config"]), ("", Glm4vConfig, top))
+    for section, schema, values in checks:
+        try:
+            schema(**values)
+        except Exception as error:  # noqa: BLE001 - any schema rejection becomes a CheckpointError
+            match = _SCHEMA_FIELD.search(str(error))
+            key = ".".join(filter(None, (section, match.group(1) if match else "")))
+            reason = str(error.__cause__ or error).strip().splitlines()[-1].strip()
+            raise CheckpointError(
+                f"{path}: `{key or section or 'config'}` is invalid for GLM-4.1V ({reason}).",
+                path=path,
+                hint="fix that value in config.json (transformers' Glm4vConfig defines its type).",
+            ) from None
+    for section, keys in POSITIVE_SIZES.items():
+        for key in keys:
+            value = raw[section].get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise CheckpointError(
+                    f"{path}: `{section}.{key}` must be a positive integer, got {value!r}.",
+                    path=path,
+                    hint="fix that size in config.json; it must match the shapes of the weights.",
+                )
 
 
 def _check_consistency(text: TextDims, vision: VisionDims, path: Path) -> None:

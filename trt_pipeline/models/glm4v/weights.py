@@ -5,22 +5,28 @@ The real checkpoint is ~20 GB of bf16 in sharded safetensors. We never hold two 
 they are assigned straight into a model built on the ``meta`` device. A dtype conversion (e.g.
 bf16 checkpoint, fp32 export) copies one tensor at a time.
 
-Before any tensor is read every file's header is checked against its size (a truncated download
-is named, not a cryptic deserialisation error), and the tensor names and shapes are checked
-against what the model expects (missing / mis-shaped tensors are named with their file).
+Before any tensor is read every file's header is read with ``safetensors.safe_open`` (which checks
+the header against the file size: a truncated download is named, not a cryptic deserialisation
+error), and the tensor names and shapes are checked against what the model expects (missing /
+mis-shaped tensors are named with their file). Headers only: ``info`` reads a 20 GB checkpoint
+in milliseconds, without torch.
+
+Pickle weights (``pytorch_model.bin``) are never loaded: unpickling runs arbitrary code. A
+checkpoint that has only those is refused with the command that converts it to safetensors.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from trt_pipeline.errors import CheckpointError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -36,18 +42,23 @@ _PREFIX_RULES: tuple[tuple[str, str], ...] = (
     ("model.", "language_model."),
 )
 
-_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+#: safetensors dtype -> bytes per element
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+# tensor-name prefix -> component of the model, for per-component counts (transformers 5 layout,
+# then the pre-4.52 layout)
+_COMPONENT_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("model.language_model.embed_tokens.", "text_embed_tokens"),
+    ("model.language_model.layers.", "text_layers"),
+    ("model.language_model.norm.", "text_norm"),
+    ("model.embed_tokens.", "text_embed_tokens"),
+    ("model.layers.", "text_layers"),
+    ("model.norm.", "text_norm"),
+    ("lm_head.", "lm_head"),
+    ("model.visual.", "vision"),
+    ("visual.", "vision"),
+)
+PICKLE_PATTERNS = ("pytorch_model*.bin", "pytorch_model.bin.index.json", "*.pt", "*.pth", "*.ckpt")
 
 
 @dataclass(frozen=True)
@@ -60,11 +71,23 @@ class TensorEntry:
     shape: tuple[int, ...]
 
     @property
-    def nbytes(self) -> int:
+    def numel(self) -> int:
         numel = 1
         for dim in self.shape:
             numel *= dim
-        return numel * _DTYPES[self.dtype].itemsize if self.dtype in _DTYPES else 0
+        return numel
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPE_BYTES.get(self.dtype, 0)
+
+    @property
+    def component(self) -> str:
+        """``text_layers``, ``vision``, ``lm_head``, ... (``other`` for names of no known part)."""
+        for prefix, component in _COMPONENT_PREFIXES:
+            if self.checkpoint_name.startswith(prefix):
+                return component
+        return "other"
 
 
 def normalize_name(checkpoint_name: str) -> str:
@@ -75,57 +98,70 @@ def normalize_name(checkpoint_name: str) -> str:
     return checkpoint_name
 
 
-def read_header(file: Path) -> dict[str, dict]:
-    """Parse and validate one safetensors header without touching tensor data.
+def read_header(file: Path) -> dict[str, Any]:
+    """One safetensors file's header: tensor name -> ``{"dtype", "shape"}``, plus ``__metadata__``
+    when the file has any. No tensor data is read.
 
-    Raises CheckpointError when the file is shorter than its header declares (a truncated
-    download or copy), naming the file and the byte counts.
+    Raises CheckpointError naming the file when it is truncated, empty or corrupt (safetensors
+    checks that the header covers the file exactly).
     """
-    size = file.stat().st_size
-    with open(file, "rb") as handle:
-        raw_len = handle.read(8)
-        if len(raw_len) < 8:
-            raise _truncated(file, size, 8)
-        (header_len,) = struct.unpack("<Q", raw_len)
-        if header_len > size - 8:
-            raise _truncated(file, size, 8 + header_len)
-        try:
-            header = json.loads(handle.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CheckpointError(
-                f"{file}: the safetensors header is not valid JSON (corrupt file).",
-                path=file,
-                hint="re-download this shard.",
-            ) from None
-    header.pop("__metadata__", None)
-    data_end = max((info["data_offsets"][1] for info in header.values()), default=0)
-    expected = 8 + header_len + data_end
-    if size < expected:
-        raise _truncated(file, size, expected)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="numpy") as handle:
+            header: dict[str, Any] = {}
+            metadata = handle.metadata()
+            if metadata is not None:
+                header["__metadata__"] = dict(metadata)
+            for name in handle.keys():
+                tensor = handle.get_slice(name)
+                header[name] = {"dtype": tensor.get_dtype(), "shape": list(tensor.get_shape())}
+    except (SafetensorError, OSError) as error:
+        size = file.stat().st_size if file.is_file() else 0
+        reason = str(error)
+        if "not fully covered" in reason or "too small" in reason:
+            message = f"{file} is truncated: {size} bytes on disk, not what its safetensors header declares ({reason})."
+        else:
+            message = f"{file} is corrupt: {size} bytes on disk, its safetensors header cannot be read ({reason})."
+        raise CheckpointError(
+            message, path=file, hint="the download or copy was interrupted, or the file was damaged; fetch this file again."
+        ) from None
     return header
 
 
-def _truncated(file: Path, size: int, expected: int) -> CheckpointError:
+def _pickle_only_error(checkpoint: Path, pickles: list[Path]) -> CheckpointError:
+    names = ", ".join(p.name for p in pickles[:3])
+    convert = (
+        "python -c \"from transformers import Glm4vForConditionalGeneration as M; "
+        f"M.from_pretrained('{checkpoint}').save_pretrained('{checkpoint}-safetensors')\""
+    )
     return CheckpointError(
-        f"{file} is truncated: {size} bytes on disk, its header declares {expected} bytes.",
-        path=file,
-        hint="the download or copy was interrupted; fetch this file again.",
+        f"{checkpoint} holds only PyTorch pickle weights ({names}), no *.safetensors: autoglm-trt never "
+        "unpickles a checkpoint (loading a pickle can run arbitrary code).",
+        path=checkpoint,
+        hint=f"if you trust its source, convert it once to safetensors: {convert} "
+        "(or use the Hugging Face `safetensors/convert` space), then pass the new folder.",
     )
 
 
-def weight_files(checkpoint: Path) -> list[Path]:
-    """The safetensors files of a checkpoint (via the index when sharded)."""
+def find_weight_files(checkpoint: Path) -> list[Path]:
+    """The safetensors files of a checkpoint (via the index when sharded); ``[]`` for config-only.
+
+    Raises CheckpointError for an invalid index, a shard the index names but that is missing, or
+    a checkpoint whose weights exist only as pickles.
+    """
     index = checkpoint / INDEX_FILE
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError):
+            names = {str(name) for name in weight_map.values()}
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
             raise CheckpointError(
                 f"{index} is not a valid safetensors index (needs a `weight_map`).",
                 path=index,
                 hint="re-download the index file.",
             ) from None
-        files = sorted({checkpoint / name for name in weight_map.values()})
+        files = sorted(checkpoint / name for name in names)
         for file in files:
             if not file.is_file():
                 raise CheckpointError(
@@ -135,9 +171,17 @@ def weight_files(checkpoint: Path) -> list[Path]:
                 )
         return files
     single = checkpoint / SINGLE_FILE
-    if single.is_file():
-        return [single]
-    files = sorted(checkpoint.glob("*.safetensors"))
+    files = [single] if single.is_file() else sorted(checkpoint.glob("*.safetensors"))
+    if not files:
+        pickles = sorted({p for pattern in PICKLE_PATTERNS for p in checkpoint.glob(pattern)})
+        if pickles:
+            raise _pickle_only_error(checkpoint, pickles)
+    return files
+
+
+def weight_files(checkpoint: Path) -> list[Path]:
+    """Like :func:`find_weight_files`, but a checkpoint without weights is an error."""
+    files = find_weight_files(checkpoint)
     if not files:
         raise CheckpointError(
             f"no *.safetensors weights in {checkpoint}.",
@@ -148,16 +192,22 @@ def weight_files(checkpoint: Path) -> list[Path]:
     return files
 
 
-def scan_checkpoint(checkpoint: Path | str) -> dict[str, TensorEntry]:
-    """Every tensor of a checkpoint, keyed by our parameter name, with file/dtype/shape."""
-    checkpoint = Path(checkpoint)
+def scan_files(files: Iterable[Path]) -> dict[str, TensorEntry]:
+    """Every tensor of the given safetensors files, keyed by our parameter name."""
     entries: dict[str, TensorEntry] = {}
-    for file in weight_files(checkpoint):
+    for file in files:
         for name, info in read_header(file).items():
+            if name == "__metadata__":
+                continue
             entries[normalize_name(name)] = TensorEntry(
                 file=file, checkpoint_name=name, dtype=info["dtype"], shape=tuple(info["shape"])
             )
     return entries
+
+
+def scan_checkpoint(checkpoint: Path | str) -> dict[str, TensorEntry]:
+    """Every tensor of a checkpoint, keyed by our parameter name, with file/dtype/shape."""
+    return scan_files(weight_files(Path(checkpoint)))
 
 
 def check_expected(
@@ -212,6 +262,8 @@ def load_tensors(
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     """'float32' / 'fp16' / 'bf16' / torch.dtype / None (keep the checkpoint's dtype)."""
+    import torch
+
     if name is None or isinstance(name, torch.dtype):
         return name
     aliases = {
