@@ -84,6 +84,7 @@ class ExportConfig:
     dtype: str = "float32"
     atol_logits: float = 1e-4
     atol_vision: float = 1e-5
+    allow_missing_tokenizer: bool = False  # export without tokenizer/chat template/image processor (warning)
 
     def __post_init__(self) -> None:
         _check_components(self.components)

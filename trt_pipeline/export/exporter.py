@@ -16,6 +16,7 @@ from trt_pipeline.artifacts import atomic_output_dir, sha256_file, sha256_tree, 
 from trt_pipeline.config import ExportConfig, SimplifyConfig
 from trt_pipeline.errors import DiskSpaceError
 from trt_pipeline.export.dims import dims_to_json, export_dims
+from trt_pipeline.models.glm4v.assets import check_serving_assets
 from trt_pipeline.models.glm4v.config import Glm4vDims, load_dims
 from trt_pipeline.progress import log, progress_bar
 
@@ -69,6 +70,9 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
 
     checkpoint, out = Path(checkpoint), Path(out)
     dims = load_dims(checkpoint)
+    warnings = check_serving_assets(checkpoint, allow_missing=cfg.allow_missing_tokenizer)
+    for warning in warnings:
+        log(f"[yellow]warning:[/] {warning}")
     ranges = export_dims(cfg, dims, checkpoint)
     check_disk_space(out, estimated_bytes(dims))
     timings: dict[str, float] = {}
@@ -138,6 +142,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                     name: {**entry, "file": f"onnx/fp32/{entry['file']}"} for name, entry in components.items()
                 },
                 "timings_s": {k: round(v, 3) for k, v in timings.items()},
+                "warnings": warnings,
             }
             write_json_atomic(tmp / "export.json", manifest)
     log(f"exported {', '.join(cfg.components)} to {out}")

@@ -35,6 +35,7 @@ def export_command(
         "--external-data/--no-external-data", help="Force weights into .onnx.data files [default: automatic above 2 GB].")] = None,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim (verified on ONNX Runtime).")] = True,
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Compare with transformers on the dim grid.")] = True,
+    allow_missing_tokenizer: Annotated[bool, typer.Option("--allow-missing-tokenizer", help="Export a checkpoint that lacks its tokenizer, chat template or image processor config (a warning in export.json).")] = False,
 ) -> None:
     """Export the vision encoder and decoder to ONNX with dynamic axes, simplify and validate them."""
     from trt_pipeline.config import ExportConfig
@@ -43,7 +44,7 @@ def export_command(
     cfg = ExportConfig(
         opset=opset, components=split_list(components), max_batch=max_batch, max_seq=max_seq, max_kv=max_kv,
         min_image_tokens=min_image_tokens, max_image_tokens=max_image_tokens, external_data=external_data,
-        simplify=simplify, validate=validate,
+        simplify=simplify, validate=validate, allow_missing_tokenizer=allow_missing_tokenizer,
     )
     export(checkpoint, out, cfg)
     typer.echo(f"export written to {out}")
