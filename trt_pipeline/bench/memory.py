@@ -48,12 +48,6 @@ def peak_rss_bytes() -> int:
     return int(value if sys.platform == "darwin" else value * 1024)
 
 
-def children_peak_rss_bytes() -> int:
-    """Largest ``ru_maxrss`` among the waited-for children of this process, in bytes."""
-    value = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return int(value if sys.platform == "darwin" else value * 1024)
-
-
 def current_rss_bytes() -> int:
     """Current resident-set size of this process in bytes."""
     try:
@@ -206,7 +200,6 @@ if __name__ == "__main__":  # pragma: no cover - exercised through run_isolated
 __all__ = [
     "IsolatedResult",
     "RssSampler",
-    "children_peak_rss_bytes",
     "current_rss_bytes",
     "peak_rss_bytes",
     "run_isolated",

@@ -91,11 +91,6 @@ class TensorRTVersion:
         return text if self.build is None else f"{text}.{self.build}"
 
 
-def parse_version(text: str) -> TensorRTVersion:
-    """Shorthand for :meth:`TensorRTVersion.parse`."""
-    return TensorRTVersion.parse(text)
-
-
 # --------------------------------------------------------------------------------------------
 # 10.x / 11.x behaviour registry
 # --------------------------------------------------------------------------------------------
