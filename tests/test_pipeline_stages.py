@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -146,13 +145,19 @@ def test_unavailable_and_disabled_stages_are_skipped_with_a_line(setup, capsys):
 
 
 def test_lock_refuses_a_live_owner_and_takes_over_a_stale_one(setup):
+    from filelock import FileLock
+
     source, calls, settings, cfg = setup
     stages = _stages(source, calls, settings)
     cfg.out.mkdir(parents=True)
     lock = cfg.out / ".pipeline.lock"
-    lock.write_text(str(os.getppid()))  # a live process that is not us
-    with pytest.raises(ConfigError, match="another `autoglm-trt pipeline`"):
-        run_pipeline(cfg, show_progress=False, stages=stages)
-    lock.write_text("999999999")  # no such process
+    owner = FileLock(lock)  # a live owner: holds the OS lock on its own open file
+    owner.acquire()
+    try:
+        with pytest.raises(ConfigError, match="another `autoglm-trt pipeline`"):
+            run_pipeline(cfg, show_progress=False, stages=stages)
+    finally:
+        owner.release()
+    lock.write_text("999999999")  # left behind by a killed run: a file, but nobody holds the lock
     assert run_pipeline(cfg, show_progress=False, stages=stages).ran == ["export", "int8", "report"]
     assert not lock.exists()
