@@ -203,11 +203,22 @@ _SUB_CONFIGS = ("text_config", "vision_config")
 
 
 def check_schema(raw: dict[str, Any], path: Path) -> None:
-    """Refuse values of the wrong type (transformers' schema) and sizes that are not positive.
+    """Refuse sizes that are not positive integers, then values of the wrong type (transformers' schema).
 
-    The error names the key (``text_config.hidden_size``) and the file, so a hand-edited
-    config.json fails here and not as a traceback deep inside the exporter.
+    Sizes first, so transformers never sees (and warns about) a negative vocabulary. The error
+    names the key (``text_config.hidden_size``) and the file, so a hand-edited config.json fails
+    here and not as a traceback deep inside the exporter.
     """
+    for section, keys in POSITIVE_SIZES.items():
+        for key in keys:
+            value = raw[section].get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise CheckpointError(
+                    f"{path}: `{section}.{key}` must be a positive integer, got {value!r}.",
+                    path=path,
+                    hint="fix that size in config.json; it must match the shapes of the weights.",
+                )
+
     from transformers.models.glm4v.configuration_glm4v import Glm4vConfig, Glm4vTextConfig, Glm4vVisionConfig
 
     top = {k: v for k, v in raw.items() if k not in _SUB_CONFIGS}
@@ -225,15 +236,6 @@ def check_schema(raw: dict[str, Any], path: Path) -> None:
                 path=path,
                 hint="fix that value in config.json (transformers' Glm4vConfig defines its type).",
             ) from None
-    for section, keys in POSITIVE_SIZES.items():
-        for key in keys:
-            value = raw[section].get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise CheckpointError(
-                    f"{path}: `{section}.{key}` must be a positive integer, got {value!r}.",
-                    path=path,
-                    hint="fix that size in config.json; it must match the shapes of the weights.",
-                )
 
 
 def _check_consistency(text: TextDims, vision: VisionDims, path: Path) -> None:
