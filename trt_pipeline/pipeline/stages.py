@@ -9,11 +9,11 @@ stage declares
 * ``config``: its frozen config (from pipeline.toml / CLI), as JSON;
 * ``outputs``: the files/folders under OUT it writes;
 * ``run``: the library call that does the work (stages write atomically themselves);
-* ``unavailable``: why it cannot run on this machine (TensorRT/GPU missing, a stage module not
-  installed): it is then skipped with one ``skipped: STAGE (...)`` line and the run continues.
+* ``unavailable``: why it cannot run on this machine (TensorRT/GPU missing, no ONNX folder to
+  build): it is then skipped with one ``skipped: STAGE (...)`` line and the run continues.
 
-**Skipping** (:mod:`~trt_pipeline.pipeline.state`). ``OUT/pipeline_state.json`` (written atomically after every state change) keeps per
-stage the sha256 of its inputs + config (``key``) and the sha256 of every output file. A stage is
+**Skipping** (:mod:`~trt_pipeline.pipeline.state`). ``OUT/pipeline_state.json`` (written
+atomically after every state change) keeps per stage the sha256 of its inputs + config (``key``) and the sha256 of every output file. A stage is
 skipped when its key is unchanged AND every recorded output still exists with the same hash.
 Otherwise it runs, and the reason is printed (``config changed``, ``input onnx/fp32 changed``,
 ``output reports/bench.json missing``...). Because downstream inputs are upstream outputs by
@@ -26,9 +26,9 @@ invocation while the finished stages before it are skipped. Every stage writes t
 files/folders renamed into place (the export stage builds in ``OUT/.work/`` and moves the finished
 pieces in), so an interruption never leaves a half-written artifact under its final name.
 
-**Hashing cost** (:mod:`~trt_pipeline.pipeline.hashing`). File hashes are cached in the state file keyed by path, size, mtime and inode
-(like git's index; every stage replaces files by rename, which gives a new inode); ``--rehash``
-ignores the cache and re-reads every byte.
+**Hashing cost** (:mod:`~trt_pipeline.pipeline.hashing`). File hashes are cached in the state
+file keyed by path, size, mtime and inode (like git's index; every stage replaces files by rename,
+which gives a new inode); ``--rehash`` ignores the cache and re-reads every byte.
 """
 
 from __future__ import annotations
