@@ -60,7 +60,8 @@ def split_copy(tmp_path: Path) -> Path:
 
 def test_default_root_is_the_committed_folder():
     assert default_root() == ROOT
-    assert (ROOT / "make_calibration.py").is_file() and (ROOT / "README.md").is_file()
+    tool = ROOT.parent / "tools" / "make_calibration"
+    assert (tool / "screens.yaml").is_file() and (tool / "prompts.jsonl").is_file() and (ROOT / "README.md").is_file()
 
 
 def test_enough_prompts_in_both_languages(calib, heldout):

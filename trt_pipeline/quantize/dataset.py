@@ -3,8 +3,9 @@
 Each split folder holds ``prompts.jsonl`` (one JSON object per line with ``id``, ``split``,
 ``lang``, ``instruction``, ``image``) and ``images/`` (the screenshots and photos that lines point
 to, by a path relative to the split folder; ``image`` is ``null`` for text-only items).
-``calibration/make_calibration.py`` regenerates both splits; ``calibration/README.md`` documents
-sources and licenses.
+``python -m tools.make_calibration`` regenerates the committed synthetic splits and
+``autoglm-trt calib-import`` builds a split from real screenshots; ``calibration/README.md``
+documents both, and sources and licenses.
 
 Why the checks are strict: INT8 scales are fitted to whatever this reader returns. A silently
 skipped line or image shrinks the calibration set without anyone noticing, and a held-out item
@@ -34,7 +35,8 @@ PROMPTS_FILE = "prompts.jsonl"
 IMAGES_DIR = "images"
 FIELDS: tuple[str, ...] = ("id", "split", "lang", "instruction", "image")
 
-_REGENERATE = "regenerate it with `python calibration/make_calibration.py`"
+_REGENERATE = ("regenerate it with `python -m tools.make_calibration` (synthetic set) "
+               "or `autoglm-trt calib-import` (your screenshots)")
 _EXPECTED = (f"a split folder (e.g. calibration/calib) must contain {PROMPTS_FILE} "
              f"(one JSON object per line with fields {', '.join(FIELDS)}) and an {IMAGES_DIR}/ folder")
 

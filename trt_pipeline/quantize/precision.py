@@ -72,7 +72,8 @@ def calibration_folders(calib: Path | str | None, need_heldout: bool = True) -> 
                 f"calibration folder {root} has no {CALIB_SPLIT}/ split (and no {PROMPTS_FILE}): it is empty or "
                 "not a calibration root.", path=root,
                 hint=f"expected {root / CALIB_SPLIT / PROMPTS_FILE} and {root / HELDOUT_SPLIT / PROMPTS_FILE}; "
-                     "regenerate with `python calibration/make_calibration.py --out DIR`.",
+                     "import screenshots with `autoglm-trt calib-import DIR --prompts FILE --out ROOT` or "
+                     "regenerate the synthetic set with `python -m tools.make_calibration --out ROOT`.",
             )
     if need_heldout and not heldout_dir.is_dir():
         raise CalibrationError(
