@@ -356,13 +356,4 @@ def _copy_model(src: Path, dst: Path) -> None:
         shutil.copy2(data, dst.with_name(dst.name + ".data"))
 
 
-def precision_folder(out_dir: Path | str, precision: str) -> Path:
-    """``OUT/onnx/PRECISION`` if it exists with a manifest, else OnnxModelError naming the command."""
-    folder = Path(out_dir) / "onnx" / precision
-    if not (folder / "manifest.json").is_file():
-        raise OnnxModelError(f"{folder} has no manifest.json.", path=folder,
-                             hint=f"run `autoglm-trt precision {precision} {out_dir}` first.")
-    return folder
-
-
-__all__ = ["CALIBRATION_CACHE", "calibration_folders", "make_fp16", "make_int8", "precision_folder"]
+__all__ = ["CALIBRATION_CACHE", "calibration_folders", "make_fp16", "make_int8"]
