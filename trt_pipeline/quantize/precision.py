@@ -37,7 +37,7 @@ from typing import Any
 
 from trt_pipeline.artifacts import atomic_output_dir, sha256_file, sha256_tree, tool_versions, write_json_atomic
 from trt_pipeline.config import Fp16Config, Int8Config
-from trt_pipeline.errors import CalibrationError, ConfigError, OnnxModelError
+from trt_pipeline.errors import CalibrationError, ConfigError
 from trt_pipeline.progress import log, progress_bar
 
 TOOLS = ("onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "onnx-graphsurgeon", "polygraphy",
