@@ -86,6 +86,7 @@ def test_one_session_serves_every_shape(exported):
             "attention_mask": np.ones((batch, past + seq), np.int64),
             "rope_cos": np.ones((batch, seq, rotary), np.float32),
             "rope_sin": np.zeros((batch, seq, rotary), np.float32),
+            "logits_positions": np.arange(seq, dtype=np.int64),
         }
         for name in inputs:
             if name.startswith("past_key_values"):

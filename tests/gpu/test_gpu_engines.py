@@ -108,8 +108,9 @@ def feeds(model) -> dict:
         "attention_mask": np.ones((b, s), dtype=np.int64),
         "rope_cos": torch.randn(b, s, text.rotary_dim, generator=g).numpy(),
         "rope_sin": torch.randn(b, s, text.rotary_dim, generator=g).numpy(),
+        "logits_positions": np.arange(s, dtype=np.int64),
     }
-    for name in dspec.input_names[4:]:
+    for name in dspec.input_names[5:]:
         prefill[name] = np.zeros((b, text.num_key_value_heads, 0, text.head_dim), dtype=np.float32)
     return {"vision": vision, "prefill": prefill, "spec": dspec}
 
@@ -126,8 +127,9 @@ def decode_feed(model, prefill_out: dict, spec) -> dict:
         "attention_mask": np.ones((b, past_len + 1), dtype=np.int64),
         "rope_cos": torch.randn(b, 1, text.rotary_dim, generator=g).numpy(),
         "rope_sin": torch.randn(b, 1, text.rotary_dim, generator=g).numpy(),
+        "logits_positions": np.zeros(1, dtype=np.int64),
     }
-    for past, present in zip(spec.input_names[4:], spec.output_names[1:]):
+    for past, present in zip(spec.input_names[5:], spec.output_names[1:]):
         feed[past] = np.ascontiguousarray(np.asarray(prefill_out[present], dtype=np.float32))
     return feed
 

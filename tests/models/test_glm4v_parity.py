@@ -75,7 +75,8 @@ def test_prefill_logits_match_on_padded_batch(pair):
             inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw, inputs.attention_mask, 2
         )
         cos, sin = host.text_rope(ours.dims.text, positions)
-        actual = ours.decoder(embeds, inputs.attention_mask, cos, sin, *ours.empty_past(2))[0]
+        every_position = torch.arange(inputs.input_ids.shape[1])
+        actual = ours.decoder(embeds, inputs.attention_mask, cos, sin, every_position, *ours.empty_past(2))[0]
     valid = inputs.attention_mask.bool()
     assert (actual[valid] - expected[valid]).abs().max().item() <= LOGITS_ATOL
 

@@ -156,7 +156,8 @@ class ProfileRecipe:
 PROFILE_RECIPES: dict[str, tuple[ProfileRecipe, ...]] = {
     "decoder": (
         ProfileRecipe("prefill", fixed={"past_sequence_length": 0}),
-        ProfileRecipe("decode", fixed={"sequence_length": 1}, at_least={"past_sequence_length": 1}),
+        # one new token: the LM head runs on that one position (``num_logits`` exports only)
+        ProfileRecipe("decode", fixed={"sequence_length": 1, "num_logits": 1}, at_least={"past_sequence_length": 1}),
     ),
     "vision_encoder": (ProfileRecipe("image"),),
 }

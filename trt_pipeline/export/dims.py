@@ -63,6 +63,8 @@ def export_dims(cfg: ExportConfig, dims: Glm4vDims, checkpoint: Path) -> dict[st
         "past_sequence_length": DimRange(0, cfg.max_kv // 2, cfg.max_kv),
         "total_sequence_length": DimRange(1, min(128, cfg.max_seq) + cfg.max_kv // 2, cfg.max_seq + cfg.max_kv),
         "num_image_tokens": DimRange(cfg.min_image_tokens, (cfg.min_image_tokens + max_tokens) // 2, max_tokens),
+        # positions the LM head runs on: usually the last one, every position for validation
+        "num_logits": DimRange(1, 1, cfg.max_seq),
     }
     tokens = ranges["num_image_tokens"]
     ranges["num_patches"] = DimRange(tokens.min * merge2, tokens.opt * merge2, tokens.max * merge2)

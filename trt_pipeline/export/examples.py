@@ -12,6 +12,7 @@ from trt_pipeline.models.glm4v.model import Glm4vExportModel
 
 EXAMPLE_GRID = [[1, 4, 6]]  # 24 patches -> 6 image tokens
 EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_PAST = 3, 7, 5
+EXAMPLE_NUM_LOGITS = 2  # the last two positions of the chunk (a size no other axis has)
 
 
 def vision_example(model: Glm4vExportModel) -> tuple[torch.Tensor, ...]:
@@ -38,8 +39,13 @@ def decoder_example(model: Glm4vExportModel) -> tuple[torch.Tensor, ...]:
     mask = torch.ones(b, p + s, dtype=torch.long)
     cos = torch.randn(b, s, text.rotary_dim, generator=generator).to(dtype)
     sin = torch.randn(b, s, text.rotary_dim, generator=generator).to(dtype)
+    positions = torch.arange(s - EXAMPLE_NUM_LOGITS, s, dtype=torch.long)
     past = [
         torch.randn(b, text.num_key_value_heads, p, text.head_dim, generator=generator).to(dtype)
         for _ in range(2 * text.num_hidden_layers)
     ]
-    return (embeds, mask, cos, sin, *past)
+    return (embeds, mask, cos, sin, positions, *past)
+
+
+#: Index of the first past key/value among the decoder's positional inputs (they are variadic).
+DECODER_FIRST_PAST = 5

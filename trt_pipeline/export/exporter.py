@@ -63,7 +63,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
     anything, OnnxModelError if the exporter or checker fails, AtolError if validation fails
     (the folder is then complete and kept for inspection, with its validation report).
     """
-    from trt_pipeline.export.examples import decoder_example, vision_example
+    from trt_pipeline.export.examples import DECODER_FIRST_PAST, decoder_example, vision_example
     from trt_pipeline.export.onnx_export import export_component
     from trt_pipeline.models.glm4v.io_spec import DECODER, VISION, component_spec
     from trt_pipeline.models.glm4v.model import Glm4vExportModel
@@ -90,7 +90,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
             progress.advance(task)
             onnx_dir = tmp / "onnx" / "fp32"
             components: dict[str, Any] = {}
-            examples = {VISION: (vision_example, None), DECODER: (decoder_example, 4)}
+            examples = {VISION: (vision_example, None), DECODER: (decoder_example, DECODER_FIRST_PAST)}
             modules = {VISION: model.vision_encoder, DECODER: model.decoder}
             for name in cfg.components:
                 progress.update(task, description=f"exporting {name}")

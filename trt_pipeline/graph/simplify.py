@@ -20,6 +20,7 @@ import onnx
 from trt_pipeline.artifacts import atomic_path
 from trt_pipeline.config import SimplifyConfig
 from trt_pipeline.errors import OnnxModelError
+from trt_pipeline.models.glm4v.io_spec import LOGITS_POSITIONS
 from trt_pipeline.progress import log, progress_bar
 
 
@@ -34,7 +35,10 @@ def random_feed(session: Any, sizes: dict[str, int], seed: int) -> dict[str, np.
     feed = {}
     for node in session.get_inputs():
         shape = [d if isinstance(d, int) else sizes.get(d, 2) for d in node.shape]
-        if "int64" in node.type:
+        if node.name == LOGITS_POSITIONS:  # indices into the sequence: the last ``num_logits`` positions
+            seq = sizes.get("sequence_length", 2)
+            feed[node.name] = np.arange(seq - shape[0], seq, dtype=np.int64)
+        elif "int64" in node.type:
             feed[node.name] = np.ones(shape, dtype=np.int64)
         elif "float16" in node.type:
             feed[node.name] = rng.standard_normal(shape).astype(np.float16)
@@ -47,6 +51,7 @@ def consistent_sizes(variant: int) -> dict[str, int]:
     """Two shape sets that respect the derived dims (total = past + sequence, tokens = patches / 4)."""
     batch, seq, past, patches = [(1, 5, 3, 16), (2, 1, 6, 32)][variant]
     return {
+        "num_logits": min(2, seq),
         "batch_size": batch,
         "sequence_length": seq,
         "past_sequence_length": past,
@@ -91,9 +96,10 @@ def simplify_model(path: Path, cfg: SimplifyConfig = SimplifyConfig()) -> dict[s
     except Exception as error:  # onnxsim raises RuntimeError/ValueError from its C++ core
         log(f"[yellow]warning:[/] onnxsim failed on {path.name}: {error}; kept the unsimplified model")
         return {"skipped": f"onnxsim failed: {error}", "nodes_before": before}
-    del model  # onnxsim returned a new model
     if not ok:
         return {"skipped": "onnxsim's own check failed", "nodes_before": before}
+    keep_io_dim_names(model, simplified)
+    del model  # onnxsim returned a new model
     after = len(simplified.graph.node)
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         candidate = Path(scratch) / path.name
@@ -108,6 +114,24 @@ def simplify_model(path: Path, cfg: SimplifyConfig = SimplifyConfig()) -> dict[s
             )
         _replace(candidate, path, external)
     return {"nodes_before": before, "nodes_after": after, "max_abs_diff": diff}
+
+
+def keep_io_dim_names(original: onnx.ModelProto, simplified: onnx.ModelProto) -> None:
+    """Put the original symbolic axis names back on graph inputs/outputs.
+
+    onnxsim's shape inference may rename an axis (``num_logits`` of the 1-D ``logits_positions``
+    came back as ``unk__148``); export.json and the TensorRT profiles address axes by name.
+    """
+    names = {v.name: v.type.tensor_type.shape.dim for v in (*original.graph.input, *original.graph.output)}
+    for value in (*simplified.graph.input, *simplified.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        before = names.get(value.name)
+        if before is None or len(before) != len(dims):
+            continue
+        for dim, old in zip(dims, before):
+            if old.dim_param:
+                dim.Clear()
+                dim.dim_param = old.dim_param
 
 
 def _save(model: onnx.ModelProto, path: Path, external: bool) -> None:

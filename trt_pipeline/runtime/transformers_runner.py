@@ -9,8 +9,8 @@ modules and TensorRT:
   2-D rotary and per-image attention). The host-computed inputs of the ONNX encoder
   (``rotary_cos``, ``rotary_sin``, ``position_embeddings``, ``attention_bias``) are ignored: the
   reference recomputes them, so a bug in our host helpers shows up as a mismatch.
-* :class:`TransformersDecoderRunner` takes ``inputs_embeds``, ``attention_mask`` and
-  ``past_key_values.*`` and runs ``model.model.language_model`` with a ``DynamicCache`` built from
+* :class:`TransformersDecoderRunner` takes ``inputs_embeds``, ``attention_mask``,
+  ``logits_positions`` and ``past_key_values.*`` and runs ``model.model.language_model`` with a ``DynamicCache`` built from
   the past arrays, followed by ``model.lm_head``. Its rotary tables come from transformers'
   ``Glm4vTextRotaryEmbedding`` for the 3-axis ``position_ids``; with ``check_rope=True`` (default)
   it also reads the fed ``rope_cos``/``rope_sin`` and refuses a feed whose tables disagree with
@@ -171,6 +171,7 @@ class TransformersDecoderRunner(_TransformersRunner):
             meta.add("rope_cos", dtype=np.dtype("float32"), shape=[None, None, rotary])
             meta.add("rope_sin", dtype=np.dtype("float32"), shape=[None, None, rotary])
         meta.add("position_ids", dtype=np.dtype("int64"), shape=[3, None, None])
+        meta.add("logits_positions", dtype=np.dtype("int64"), shape=[None])
         for i in range(text.num_hidden_layers):
             meta.add(f"past_key_values.{i}.key", dtype=np.dtype("float32"), shape=kv)
             meta.add(f"past_key_values.{i}.value", dtype=np.dtype("float32"), shape=kv)
@@ -208,7 +209,10 @@ class TransformersDecoderRunner(_TransformersRunner):
         out = language_model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
         )
-        logits = model.lm_head(out.last_hidden_state)
+        hidden = out.last_hidden_state
+        if "logits_positions" in feed_dict:  # the LM head only where the exported decoder computes it
+            hidden = hidden[:, torch.as_tensor(feed_dict["logits_positions"]).long()]
+        logits = model.lm_head(hidden)
         self.inference_time = time.perf_counter() - start
         result = OrderedDict(logits=self._to_result(logits, use_torch))
         for i, layer in enumerate(out.past_key_values.layers):

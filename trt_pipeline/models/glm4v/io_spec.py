@@ -50,6 +50,9 @@ class ComponentSpec:
 
 VISION = "vision_encoder"
 DECODER = "decoder"
+#: Decoder input selecting the positions the LM head runs on (see ``TextDecoder``) and its axis.
+LOGITS_POSITIONS = "logits_positions"
+NUM_LOGITS = "num_logits"
 
 
 def past_names(num_layers: int) -> list[str]:
@@ -91,9 +94,10 @@ def decoder_spec(dims: Glm4vDims) -> ComponentSpec:
             TensorSpec("attention_mask", "int64", (b, total)),
             TensorSpec("rope_cos", "float32", (b, s, t.rotary_dim)),
             TensorSpec("rope_sin", "float32", (b, s, t.rotary_dim)),
+            TensorSpec(LOGITS_POSITIONS, "int64", (NUM_LOGITS,)),
             *past,
         ),
-        outputs=(TensorSpec("logits", "float32", (b, s, t.vocab_size)), *present),
+        outputs=(TensorSpec("logits", "float32", (b, NUM_LOGITS, t.vocab_size)), *present),
     )
 
 

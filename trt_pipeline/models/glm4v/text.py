@@ -144,7 +144,17 @@ class TextModel(nn.Module):
 
 
 class TextDecoder(nn.Module):
-    """inputs_embeds + mask + rope + past KV -> logits + present KV.
+    """inputs_embeds + mask + rope + logit positions + past KV -> logits at those positions + present KV.
+
+    ``logits_positions`` (int64 ``[num_logits]``, indices into the current chunk, shared by every
+    row of the left-padded batch) selects the positions the LM head is computed for: the host asks
+    for ``[S - 1]`` when it only samples the next token (a 5k-token prefill then returns 600 KB of
+    logits instead of 3 GB) and for ``arange(S)`` when validation compares every position. It is
+    an index tensor consumed by a ``Gather``, not a count: TensorRT treats it as an ordinary
+    execution tensor (no shape-tensor input that must live on the host and be pinned per profile,
+    as a scalar ``logits_to_keep`` feeding a ``Slice`` would be), the output shape follows from
+    its *shape* (the ``num_logits`` axis of the optimization profile) and any set of positions
+    can be asked for, not only a suffix.
 
     ``forward`` takes the past keys/values as a flat list ``[k0, v0, k1, v1, ...]`` so that
     ``torch.onnx.export`` maps them one-to-one onto ``past_key_values.{i}.key/value`` inputs.
@@ -164,6 +174,7 @@ class TextDecoder(nn.Module):
         attention_mask: torch.Tensor,
         rope_cos: torch.Tensor,
         rope_sin: torch.Tensor,
+        logits_positions: torch.Tensor,
         *past_key_values: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         x = inputs_embeds
@@ -174,5 +185,6 @@ class TextDecoder(nn.Module):
         for index, layer in enumerate(self.language_model.layers):
             x, key, value = layer(x, cos, sin, bias, past_key_values[2 * index], past_key_values[2 * index + 1])
             presents.extend((key, value))
+        x = x.index_select(1, logits_positions)  # RMSNorm and the LM head are per-position
         logits = self.lm_head(self.language_model.norm(x))
         return (logits, *presents)
