@@ -13,8 +13,9 @@ Backends (names as on the command line):
 
 ``torch``
     transformers eager ``Glm4vForConditionalGeneration`` (fp32) with its own ``DynamicCache``:
-    prefill = one forward over the prompt with ``use_cache=True`` (logits for every position, as the
-    ONNX decoder computes), decode = one forward of one token with ``past_key_values``.
+    prefill = one forward over the prompt with ``use_cache=True`` and ``logits_to_keep=1`` (the LM
+    head on the last position, as the exported decoder is fed), decode = one forward of one token with
+    ``past_key_values``.
 ``torch-export``
     our export-friendly torch modules (exactly what gets exported), fed like the ONNX graphs.
 ``ort-<precision>``
@@ -22,10 +23,10 @@ Backends (names as on the command line):
 ``trt-<precision>``
     TensorRT engines ``OUT/engines/*.<precision>.engine`` (GPU hosts only; skipped elsewhere).
 
-For the exported backends the timed call includes the host work of a real generation step: the
-embedding-row lookup, the M-RoPE cos/sin tables and the attention mask (and for images the vision
-rotary / position-table resampling / attention bias), because transformers does the same inside
-its forward.
+For the exported backends the timed call includes the host work of a real generation step (the
+:class:`~trt_pipeline.models.glm4v.stepper.DecoderStepper`'s embedding-row lookup, M-RoPE cos/sin
+tables and attention mask; for images the vision rotary / position-table resampling / attention
+bias), because transformers does the same inside its forward. Prefill asks for last-position logits.
 """
 
 from __future__ import annotations
@@ -41,9 +42,6 @@ import numpy as np
 from trt_pipeline.errors import ConfigError
 
 StepFn = Callable[[], Any]
-
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-              "tensor(int32)": np.int32, "tensor(double)": np.float64}
 
 
 def pin_threads(threads: int) -> None:
@@ -162,7 +160,7 @@ class TransformersBackend(Backend):
 
     def _forward(self, ids: Any, cache: Any = None) -> Any:
         with self.torch.inference_mode():
-            return self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+            return self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
 
     def prefill_fn(self, length: int) -> StepFn:
         ids = self.torch.from_numpy(self.setup.token_ids(length))
@@ -194,103 +192,67 @@ class TransformersBackend(Backend):
 
 
 class HostFedBackend(Backend):
-    """Shared host feeding: embeddings, M-RoPE tables, mask and a KV cache handed back step by step."""
-
-    input_dtypes: dict[str, Any]
-
-    def _host(self) -> None:
-        from trt_pipeline.models.glm4v.generation import HostAssets
-        from trt_pipeline.models.glm4v.io_spec import past_names, present_names
-
-        self.assets = HostAssets.from_export_dir(self.setup.out_dir)
-        self.embed = self.assets.embed_table.float().numpy()
-        layers = self.setup.dims.text.num_hidden_layers
-        self.past_names, self.present_names = past_names(layers), present_names(layers)
-
-    def _dtype(self, name: str) -> Any:
-        return self.input_dtypes.get(name, np.float32)
-
-    def feed(self, ids: np.ndarray, past: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-        import torch
-
-        from trt_pipeline.models.glm4v import host
-
-        text = self.setup.dims.text
-        batch, seq = ids.shape
-        past_len = 0 if past is None else next(iter(past.values())).shape[2]
-        positions = torch.arange(past_len, past_len + seq).view(1, 1, -1).expand(3, batch, -1)
-        cos, sin = host.text_rope(text, positions)
-        feed = {
-            "inputs_embeds": self.embed[ids].astype(self._dtype("inputs_embeds"), copy=False),
-            "attention_mask": np.ones((batch, past_len + seq), dtype=np.int64),
-            "rope_cos": cos.numpy().astype(self._dtype("rope_cos"), copy=False),
-            "rope_sin": sin.numpy().astype(self._dtype("rope_sin"), copy=False),
-        }
-        if past is None:
-            shape = (batch, text.num_key_value_heads, 0, text.head_dim)
-            past = {name: np.zeros(shape, dtype=self._dtype(name)) for name in self.past_names}
-        feed.update(past)
-        return feed
-
-    def run_decoder(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def run_vision(self, feed: dict[str, np.ndarray]) -> Any:
-        raise NotImplementedError
-
-    def prefill_fn(self, length: int) -> StepFn:
-        ids = self.setup.token_ids(length)
-        return lambda: self.run_decoder(self.feed(ids, None))
-
-    def fill_cache(self, context: int) -> dict[str, np.ndarray]:
-        """Run prefill chunks (each within the exported sequence_length range) up to ``context`` tokens."""
-        ids = self.setup.token_ids(context, salt=1)
-        chunk = self.setup.ranges["sequence_length"].max
-        past = None
-        for start in range(0, context, chunk):
-            out = self.run_decoder(self.feed(ids[:, start:start + chunk], past))
-            past = {p: np.asarray(out[q]) for p, q in zip(self.past_names, self.present_names)}
-        assert past is not None
-        return past
-
-    def decode_fn(self, context: int) -> tuple[StepFn, StepFn | None]:
-        past = self.fill_cache(context)
-        token = self.setup.token_ids(1, salt=2)
-        return (lambda: self.run_decoder(self.feed(token, past))), None
-
-    def image_fn(self, num_patches: int) -> StepFn | None:
-        from trt_pipeline.models.glm4v import host
-
-        pixels, grid = self.setup.image(num_patches)
-        table = self.assets.vision_position_table.float()
-
-        def run() -> Any:
-            feeds = host.vision_inputs(self.setup.dims.vision, table, grid)
-            feed = {"pixel_values": pixels, **{k: v.float().numpy() for k, v in feeds.items()}}
-            return self.run_vision(feed)
-
-        return run
-
-
-class RunnerPairBackend(HostFedBackend):
-    """Host feeding over a (vision, decoder) pair of active Polygraphy runners (torch-export, TensorRT)."""
+    """Host feeding through one :class:`~trt_pipeline.models.glm4v.stepper.DecoderStepper` over a
+    (vision, decoder) pair of active Polygraphy runners (torch-export, ONNX Runtime, TensorRT)."""
 
     vision: Any
     decoder: Any
 
-    def run_decoder(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.decoder.infer(feed, check_inputs=False)
+    def _host(self) -> None:
+        from trt_pipeline.models.glm4v.generation import HostAssets
 
-    def run_vision(self, feed: dict[str, np.ndarray]) -> Any:
-        return self.vision.infer(feed, check_inputs=False)
+        self.assets = HostAssets.from_export_dir(self.setup.out_dir)
+
+    def _activate(self, vision: Any, decoder: Any) -> None:
+        """Activate the runners and make the stepper (chunks of the exported ``sequence_length`` max)."""
+        from trt_pipeline.models.glm4v.stepper import DecoderStepper, FeedBuilder
+
+        self.vision, self.decoder = vision, decoder
+        for runner in (vision, decoder):
+            if runner is not None:
+                runner.activate()
+        chunk = self.setup.ranges["sequence_length"].max
+        self.stepper = DecoderStepper(self.assets, decoder, chunk_size=chunk, check_inputs=False)
+        self.vision_builder = FeedBuilder.for_runner(self.assets, vision) if vision is not None else None
+
+    def _ids(self, length: int, salt: int = 0) -> Any:
+        import torch
+
+        return torch.from_numpy(self.setup.token_ids(length, salt=salt))
+
+    def prefill_fn(self, length: int) -> StepFn:
+        ids = self._ids(length)
+
+        def run() -> Any:
+            self.stepper.reset(self.setup.batch_size)
+            return self.stepper.prefill_tokens(ids, chunk_size=length)
+
+        return run
+
+    def decode_fn(self, context: int) -> tuple[StepFn, StepFn | None]:
+        """Fill the cache (prefill chunks within the exported range), then time one decode step on it."""
+        self.stepper.reset(self.setup.batch_size)
+        self.stepper.prefill_tokens(self._ids(context, salt=1))
+        filled = self.stepper.save()
+        token = self._ids(1, salt=2).view(-1)
+        return (lambda: self.stepper.decode(token)), (lambda: self.stepper.load(filled))
+
+    def image_fn(self, num_patches: int) -> StepFn | None:
+        if self.vision is None:
+            return None
+        import torch
+
+        pixels, grid = self.setup.image(num_patches)
+        pixels_t = torch.from_numpy(pixels)
+        return lambda: self.vision.infer(self.vision_builder.vision_feed(pixels_t, grid), check_inputs=False)
 
     def close(self) -> None:
         for runner in (self.vision, self.decoder):
-            if runner.is_active:
+            if runner is not None and runner.is_active:
                 runner.deactivate()
 
 
-class TorchExportBackend(RunnerPairBackend):
+class TorchExportBackend(HostFedBackend):
     family = "torch-export"
 
     unavailable = TransformersBackend.unavailable
@@ -302,12 +264,9 @@ class TorchExportBackend(RunnerPairBackend):
 
         pin_threads(self.setup.threads)
         self._host()
-        self.input_dtypes = {}
         self.model = Glm4vExportModel.from_pretrained(self.setup.checkpoint, dtype="float32")
         self.weight_bytes = torch_decoder_weight_bytes(self.model.named_parameters(remove_duplicate=False))
-        self.vision, self.decoder = torch_component_runners(self.model)
-        self.vision.activate()
-        self.decoder.activate()
+        self._activate(*torch_component_runners(self.model))
 
 
 class OrtBackend(HostFedBackend):
@@ -341,35 +300,22 @@ class OrtBackend(HostFedBackend):
             raise OnnxModelError(f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0]}", path=path) from None
 
     def load(self) -> None:
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
         from trt_pipeline.bench.roofline import onnx_weight_bytes
+        from trt_pipeline.models.glm4v.stepper import runner_inputs
         from trt_pipeline.runtime.onnxruntime_runner import onnx_path
 
         self._host()
-        self.session = self._session("decoder")
-        self.input_dtypes = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        decoder = OnnxrtRunner(self._session("decoder"), name=f"{self.name}:decoder")
         self.weight_bytes = onnx_weight_bytes(onnx_path(self.setup.out_dir, str(self.precision), "decoder"))
-        self.kv_dtype_bytes = np.dtype(self._dtype(self.past_names[0])).itemsize
         vision = self.setup.out_dir / "onnx" / str(self.precision) / "vision_encoder.onnx"
-        self.vision_session = self._session("vision_encoder") if vision.is_file() else None
-        if self.vision_session is not None:
-            self.vision_dtypes = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in self.vision_session.get_inputs()}
-
-    def run_decoder(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
-
-    def run_vision(self, feed: dict[str, np.ndarray]) -> Any:
-        feed = {k: v.astype(self.vision_dtypes.get(k, np.float32), copy=False) for k, v in feed.items()}
-        return self.vision_session.run(None, feed)
-
-    def image_fn(self, num_patches: int) -> StepFn | None:
-        return super().image_fn(num_patches) if self.vision_session is not None else None
-
-    def close(self) -> None:
-        self.session = self.vision_session = None
+        vision_runner = OnnxrtRunner(self._session("vision_encoder"), name=f"{self.name}:vision") if vision.is_file() else None
+        self._activate(vision_runner, decoder)
+        self.kv_dtype_bytes = runner_inputs(decoder)["past_key_values.0.key"].itemsize
 
 
-class TensorRTBackend(RunnerPairBackend):
+class TensorRTBackend(HostFedBackend):
     family = "trt"
 
     @classmethod
@@ -393,10 +339,7 @@ class TensorRTBackend(RunnerPairBackend):
         from trt_pipeline.runtime.tensorrt_runner import trt_component_runners
 
         self._host()
-        self.input_dtypes = {}
-        self.vision, self.decoder = trt_component_runners(self.setup.out_dir, str(self.precision))
-        self.decoder.activate()
-        self.vision.activate()
+        self._activate(*trt_component_runners(self.setup.out_dir, str(self.precision)))
         from trt_pipeline.bench.roofline import onnx_weight_bytes
 
         onnx = self.setup.out_dir / "onnx" / str(self.precision) / "decoder.onnx"

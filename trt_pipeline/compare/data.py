@@ -22,7 +22,6 @@ could not run them).
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,6 @@ import torch
 
 from trt_pipeline.config import DimRange
 from trt_pipeline.errors import CalibrationError
-from trt_pipeline.models.glm4v import host
-from trt_pipeline.models.glm4v.io_spec import past_names
 
 
 @dataclass
@@ -109,10 +106,6 @@ def load_heldout(processing: Any, folder: Path | None, max_items: int | None = N
     return out
 
 
-def _np(t: torch.Tensor, dtype: Any = np.float32) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().cpu().numpy().astype(dtype, copy=False))
-
-
 # ------------------------------------------------------------------------------------------------
 # vision encoder
 # ------------------------------------------------------------------------------------------------
@@ -120,11 +113,7 @@ def _np(t: torch.Tensor, dtype: Any = np.float32) -> np.ndarray:
 
 def vision_feed(assets: Any, pixel_values: torch.Tensor, grid: torch.Tensor) -> Any:
     """ONNX inputs of the vision encoder (+ ``image_grid_thw`` for the reference)."""
-    feeds = host.vision_inputs(assets.dims.vision, assets.vision_position_table.float(), grid)
-    feed = OrderedDict(pixel_values=_np(pixel_values))
-    feed.update((k, _np(v)) for k, v in feeds.items())
-    feed["image_grid_thw"] = _np(grid, np.int64)
-    return feed
+    return feed_builder(assets).vision_feed(pixel_values, grid)
 
 
 def _grids(num_patches: int, merge: int, split: bool) -> list[list[int]]:
@@ -207,38 +196,33 @@ def _load_rgb(path: str) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
+def feed_builder(assets: Any) -> Any:
+    """Feeds shared by every runner of a comparison: all inputs, float32, plus the reference-only ones."""
+    from trt_pipeline.models.glm4v.stepper import FeedBuilder
+
+    return FeedBuilder(assets, reference_inputs=True)
+
+
 def decoder_feed(
     assets: Any, embeds: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, past: dict[str, np.ndarray]
 ) -> Any:
-    """ONNX inputs of the decoder (+ ``position_ids`` [3, B, S] for the reference)."""
-    cos, sin = host.text_rope(assets.dims.text, positions)
-    feed = OrderedDict(
-        inputs_embeds=_np(embeds),
-        attention_mask=_np(attention_mask, np.int64),
-        rope_cos=_np(cos),
-        rope_sin=_np(sin),
-    )
-    feed.update(past)
-    feed["position_ids"] = _np(positions, np.int64)
-    return feed
+    """ONNX inputs of the decoder, logits at every position (+ ``position_ids`` [3, B, S] for the reference)."""
+    return feed_builder(assets).decoder_feed(embeds, attention_mask, positions, past, logits="all")
 
 
 def empty_past(assets: Any, batch: int) -> dict[str, np.ndarray]:
-    text = assets.dims.text
-    shape = (batch, text.num_key_value_heads, 0, text.head_dim)
-    return {name: np.zeros(shape, np.float32) for name in past_names(text.num_hidden_layers)}
-
-
-def _past_from(out: dict[str, Any], layers: int) -> dict[str, np.ndarray]:
-    return {
-        f"past_key_values.{i}.{kind}": np.ascontiguousarray(np.asarray(out[f"present.{i}.{kind}"], np.float32))
-        for i in range(layers) for kind in ("key", "value")
-    }
+    return feed_builder(assets).empty_past(batch)
 
 
 def _in_range(ranges: dict[str, DimRange], **dims: int) -> list[str]:
     return [f"{name} {value} outside {ranges[name].min}..{ranges[name].max}"
             for name, value in dims.items() if name in ranges and not ranges[name].min <= value <= ranges[name].max]
+
+
+def _stepper(assets: Any, reference_decoder: Any) -> Any:
+    from trt_pipeline.models.glm4v.stepper import DecoderStepper
+
+    return DecoderStepper(assets, reference_decoder, builder=feed_builder(assets), check_inputs=False)
 
 
 @torch.no_grad()
@@ -258,11 +242,8 @@ def decoder_samples(
     features and KV caches in the inputs come from the reference, so every candidate sees inputs
     the reference itself would produce.
     """
-    from trt_pipeline.models.glm4v.generation import prefill_embeddings
-
-    layers = assets.dims.text.num_hidden_layers
-    merge = assets.dims.vision.spatial_merge_size
     samples, notes = [], []
+    stepper = _stepper(assets, reference_decoder)
     for entry in heldout:
         inputs = entry.inputs
         seq = entry.sequence_length
@@ -274,18 +255,10 @@ def decoder_samples(
         if inputs.pixel_values is not None:
             out = reference_vision.infer(vision_feed(assets, inputs.pixel_values, inputs.image_grid_thw), check_inputs=False)
             features = torch.from_numpy(np.asarray(out["image_features"], np.float32).copy())
-        embeds = prefill_embeddings(assets, inputs, features)
-        positions, _ = host.rope_index(inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw,
-                                       inputs.attention_mask, merge)
-        prefill = decoder_feed(assets, embeds, inputs.attention_mask, positions, empty_past(assets, 1))
-        samples.append(Sample(f"{entry.id}/prefill", prefill,
+        prefill = stepper.prefill_prompt(inputs, features, logits="all")
+        samples.append(Sample(f"{entry.id}/prefill", prefill.feed,
                               {"batch_size": 1, "sequence_length": seq, "past_sequence_length": 0}))
-        out = reference_decoder.infer(prefill, check_inputs=False)
-        token = torch.from_numpy(np.asarray(out["logits"])[:, -1, :].copy()).argmax(-1)
-        next_position = positions.amax(dim=(0, 2)) + 1
-        mask = torch.cat([inputs.attention_mask, torch.ones(1, 1, dtype=inputs.attention_mask.dtype)], dim=1)
-        decode = decoder_feed(assets, assets.embed_table[token].float().unsqueeze(1), mask,
-                              next_position.view(1, 1, 1).expand(3, 1, 1), _past_from(out, layers))
+        decode, _ = stepper.prepare_decode(prefill.last_logits.argmax(-1))
         samples.append(Sample(f"{entry.id}/decode", decode,
                               {"batch_size": 1, "sequence_length": 1, "past_sequence_length": seq}))
     if extremes:
@@ -316,6 +289,7 @@ def corner_samples(
     total_max = ranges["total_sequence_length"].max if "total_sequence_length" in ranges else None
     vocab = min(text.vocab_size, assets.dims.image_start_token_id)
     generator = torch.Generator().manual_seed(seed)
+    stepper = _stepper(assets, reference_decoder)
     samples = []
     for batch, seq, past in itertools.product(
         sorted({batch_r.min, batch_r.max}), sorted({seq_r.min, seq_r.max}), sorted({past_r.min, past_r.max})
@@ -329,16 +303,12 @@ def corner_samples(
             ids = token_pool[index]
         else:
             ids = torch.randint(0, vocab, (batch, past + seq), generator=generator)
+        stepper.reset(batch)
         if past:
-            prefix_positions = torch.arange(past).view(1, 1, -1).expand(3, batch, -1)
-            prefix = decoder_feed(assets, assets.embed_table[ids[:, :past]].float(), torch.ones(batch, past, dtype=torch.long),
-                                  prefix_positions, empty_past(assets, batch))
-            past_arrays = _past_from(reference_decoder.infer(prefix, check_inputs=False), text.num_hidden_layers)
-        else:
-            past_arrays = empty_past(assets, batch)
+            stepper.prefill_tokens(ids[:, :past])
         positions = torch.arange(past, past + seq).view(1, 1, -1).expand(3, batch, -1)
-        feed = decoder_feed(assets, assets.embed_table[ids[:, past:]].float(), torch.ones(batch, past + seq, dtype=torch.long),
-                            positions, past_arrays)
+        feed = stepper.prepare(feed_builder(assets).token_embeddings(ids[:, past:]),
+                               torch.ones(batch, seq, dtype=torch.long), positions, logits="all")
         samples.append(Sample(f"extreme/b{batch}-s{seq}-p{past}", feed,
                               {"batch_size": batch, "sequence_length": seq, "past_sequence_length": past}))
     return samples

@@ -138,33 +138,26 @@ def validate_vision(reference: Any, assets: Any, runner: Any, grid_values: list[
 def validate_decoder_point(
     reference: Any, assets: Any, runner: Any, batch: int, seq: int, past: int, gates: PrecisionGates, seed: int
 ) -> list[PointResult]:
+    """``seq`` new tokens on transformers' own KV cache of ``past`` tokens, logits at every position."""
+    from trt_pipeline.models.glm4v.stepper import CacheState, DecoderStepper
+
     text = assets.dims.text
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, min(text.vocab_size, assets.dims.image_start_token_id), (batch, past + seq), generator=generator)
     full = reference(input_ids=ids, use_cache=True)
-    kv_shape = (batch, text.num_key_value_heads, 0, text.head_dim)
-    past_arrays = {}
+    stepper = DecoderStepper(assets, runner)
+    stepper.reset(batch)
     if past:
         prefix = reference(input_ids=ids[:, :past], use_cache=True).past_key_values
+        arrays = {}
         for i, layer in enumerate(prefix.layers):
-            past_arrays[f"past_key_values.{i}.key"] = layer.keys.numpy()
-            past_arrays[f"past_key_values.{i}.value"] = layer.values.numpy()
-    else:
-        for i in range(text.num_hidden_layers):
-            past_arrays[f"past_key_values.{i}.key"] = np.zeros(kv_shape, np.float32)
-            past_arrays[f"past_key_values.{i}.value"] = np.zeros(kv_shape, np.float32)
-    positions = torch.arange(past, past + seq).view(1, 1, -1).expand(3, batch, -1)
-    cos, sin = host.text_rope(text, positions)
-    feed = {
-        "inputs_embeds": assets.embed_table[ids[:, past:]].float().numpy(),
-        "attention_mask": np.ones((batch, past + seq), np.int64),
-        "rope_cos": cos.numpy(),
-        "rope_sin": sin.numpy(),
-        **past_arrays,
-    }
-    out = runner.infer(feed)
+            arrays[f"past_key_values.{i}.key"] = layer.keys.numpy()
+            arrays[f"past_key_values.{i}.value"] = layer.values.numpy()
+        stepper.load(CacheState(arrays, torch.ones(batch, past, dtype=torch.long), torch.full((batch,), past)))
+    step = stepper.prefill_tokens(ids[:, past:], logits="all")
+    out = step.outputs
     point = {"batch_size": batch, "sequence_length": seq, "past_sequence_length": past}
-    logits = tensor_metrics(full.logits[:, past:].numpy(), np.asarray(out["logits"]))
+    logits = tensor_metrics(full.logits[:, past:].numpy(), step.logits.numpy())
     present = _worst([tensor_metrics(tensor.numpy(), np.asarray(out[f"present.{i}.{kind}"]))
                       for i, layer in enumerate(full.past_key_values.layers)
                       for kind, tensor in (("key", layer.keys), ("value", layer.values))])

@@ -33,6 +33,7 @@ MHA sequence-length heuristics) from the *first* calibration feed, which must be
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,26 +267,27 @@ class CalibrationReader:
         """Build (once) the feeds of every component; returns them."""
         if self._feeds is not None:
             return self._feeds
-        from trt_pipeline.runtime.onnxruntime_runner import onnx_path, session
+        from trt_pipeline.runtime.onnxruntime_runner import onnx_path, ort_runner
 
         prepared = self.prepare()
         feeds = CalibrationFeeds()
-        vision_session = decoder_session = None
-        if VISION in self.components:
-            vision_session = session(onnx_path(self.out_dir, "fp32", VISION))
-        if DECODER in self.components:
-            decoder_session = session(onnx_path(self.out_dir, "fp32", DECODER))
-        with progress_bar(self.show_progress) as progress:
+        with contextlib.ExitStack() as stack:
+            vision = decoder = None
+            if VISION in self.components:
+                vision = stack.enter_context(ort_runner(onnx_path(self.out_dir, "fp32", VISION)))
+            if DECODER in self.components:
+                decoder = stack.enter_context(ort_runner(onnx_path(self.out_dir, "fp32", DECODER)))
+            progress = stack.enter_context(progress_bar(self.show_progress))
             task = progress.add_task(self.description, total=len(prepared))
             for sample in prepared:
                 features = None
-                if sample.num_patches and vision_session is not None:
-                    feed = self.vision_feed(sample)
+                if sample.num_patches and vision is not None:
+                    feed = self.vision_feed(sample, vision)
                     feeds.vision_encoder.append(feed)
                     feeds.vision_ids.append(sample.id)
-                    features = _run(vision_session, feed)["image_features"]
-                if decoder_session is not None:
-                    prefill, decodes = self.decoder_feeds_for(sample, features, decoder_session)
+                    features = vision.infer(feed)["image_features"]
+                if decoder is not None:
+                    prefill, decodes = self.decoder_feeds_for(sample, features, decoder)
                     feeds.decoder_prefill.append(prefill)
                     feeds.prefill_ids.append(sample.id)
                     feeds.decoder_decode.extend(decodes)
@@ -294,70 +296,39 @@ class CalibrationReader:
         self._feeds = feeds
         return feeds
 
-    def vision_feed(self, sample: PreparedSample) -> dict[str, np.ndarray]:
-        from trt_pipeline.models.glm4v import host
+    def vision_feed(self, sample: PreparedSample, vision_runner: Any = None) -> dict[str, np.ndarray]:
+        from trt_pipeline.models.glm4v.stepper import FeedBuilder
 
-        inputs = sample.inputs
-        extra = host.vision_inputs(self.assets.dims.vision, self.assets.vision_position_table.float(),
-                                   inputs.image_grid_thw)
-        feed = {"pixel_values": _f32(inputs.pixel_values)}
-        feed.update({name: _f32(value) for name, value in extra.items()})
-        return feed
+        builder = FeedBuilder.for_runner(self.assets, vision_runner) if vision_runner else FeedBuilder(self.assets)
+        return dict(builder.vision_feed(sample.inputs.pixel_values, sample.inputs.image_grid_thw))
 
     def decoder_feeds_for(
-        self, sample: PreparedSample, image_features: np.ndarray | None, decoder_session: Any
+        self, sample: PreparedSample, image_features: np.ndarray | None, decoder_runner: Any
     ) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
-        """The prefill feed of one item and its ``decode_steps`` decode-like feeds."""
+        """The prefill feed of one item and its ``decode_steps`` decode-like feeds.
+
+        The prefill asks for logits at every position, so the LM head is calibrated on the
+        activations of every prompt position (as before ``logits_positions`` existed).
+        """
         import torch
 
-        from trt_pipeline.models.glm4v import host
-        from trt_pipeline.models.glm4v.generation import prefill_embeddings
-        from trt_pipeline.models.glm4v.io_spec import past_names, present_names
+        from trt_pipeline.models.glm4v.stepper import DecoderStepper
 
-        dims = self.assets.dims
-        inputs = sample.inputs
         features = torch.from_numpy(np.asarray(image_features, np.float32)) if image_features is not None else None
-        embeds = prefill_embeddings(self.assets, inputs, features)
-        positions, _ = host.rope_index(inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw,
-                                       inputs.attention_mask, dims.vision.spatial_merge_size)
-        layers = dims.text.num_hidden_layers
-        past_in, present_out = past_names(layers), present_names(layers)
-        empty = np.zeros((1, dims.text.num_key_value_heads, 0, dims.text.head_dim), np.float32)
-        cos, sin = host.text_rope(dims.text, positions)
-        prefill = {
-            "inputs_embeds": _f32(embeds),
-            "attention_mask": np.ascontiguousarray(inputs.attention_mask.numpy().astype(np.int64)),
-            "rope_cos": _f32(cos),
-            "rope_sin": _f32(sin),
-            **{name: empty for name in past_in},
-        }
-        decodes: list[dict[str, np.ndarray]] = []
+        stepper = DecoderStepper(self.assets, decoder_runner)
         if not self.decode_steps:
-            return prefill, decodes
-        out = _run(decoder_session, prefill)
-        next_position = int(positions.max()) + 1
-        mask = prefill["attention_mask"]
-        for step in range(self.decode_steps):
-            token = int(np.argmax(out["logits"][0, -1]))
-            mask = np.concatenate([mask, np.ones((1, 1), np.int64)], axis=1)
-            pos = torch.full((3, 1, 1), next_position + step, dtype=torch.long)
-            cos, sin = host.text_rope(dims.text, pos)
-            feed = {
-                "inputs_embeds": _f32(self.assets.embed_table[torch.tensor([[token]])]),
-                "attention_mask": mask,
-                "rope_cos": _f32(cos),
-                "rope_sin": _f32(sin),
-                **{name: np.ascontiguousarray(out[src]) for name, src in zip(past_in, present_out)},
-            }
-            decodes.append(feed)
-            if step + 1 < self.decode_steps:
-                out = _run(decoder_session, feed)
+            inputs = sample.inputs
+            embeds = stepper.builder.prompt_embeddings(inputs, features)
+            prefill = stepper.prepare(embeds, inputs.attention_mask, stepper.builder.prompt_positions(inputs), "all")
+            return dict(prefill), []
+        step = stepper.prefill_prompt(sample.inputs, features, logits="all")
+        prefill, decodes = dict(step.feed), []
+        for index in range(self.decode_steps):
+            feed, positions = stepper.prepare_decode(step.last_logits.argmax(-1))
+            decodes.append(dict(feed))
+            if index + 1 < self.decode_steps:
+                step = stepper.step(feed, positions)
         return prefill, decodes
-
-
-def _run(sess: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feed)))
 
 
 def _f32(tensor: Any) -> np.ndarray:

@@ -1,0 +1,383 @@
+"""One feed builder and one decoder stepper for GLM-4.1V, over any Polygraphy-style runner.
+
+Everything data-dependent around the two exported graphs happens here, once:
+
+* :class:`FeedBuilder` turns host data into named input arrays: token embeddings with image
+  features written into the placeholder positions, M-RoPE cos/sin from
+  :func:`~trt_pipeline.models.glm4v.host.rope_index`, the 0/1 attention mask, empty or filled
+  ``past_key_values.*`` and ``logits_positions``. Float inputs get the dtype the runner declares
+  (fp16-I/O AutoCast graphs take float16), inputs the runner does not declare are left out (an
+  export made before ``logits_positions`` existed), and with ``reference_inputs`` the
+  reference-only inputs (``position_ids``, ``image_grid_thw``) of the transformers runners are added.
+* :class:`DecoderStepper` owns one KV cache and steps it: :meth:`~DecoderStepper.prefill` appends
+  a segment of any length to the cache (split into chunks, each a multi-token step on a filled
+  cache once the first chunk ran), :meth:`~DecoderStepper.decode` appends one token per row.
+  Each step returns the logits of the positions asked for (the last one by default), so a caller
+  (greedy generation, a server sampling with temperature/top-p) picks tokens itself.
+
+The runner is anything with Polygraphy's ``infer(feed, check_inputs=...)`` and
+``get_input_metadata()``: the torch modules runner, ONNX Runtime's ``OnnxrtRunner``, the TensorRT
+runner or the transformers reference runner (with ``reference_inputs=True``). Batches are
+left-padded (as :class:`~trt_pipeline.models.glm4v.processing.Glm4vProcessing` makes them), so the
+last position of every row is a real token and one shared ``logits_positions`` serves every row.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from trt_pipeline.models.glm4v import host
+from trt_pipeline.models.glm4v.config import Glm4vDims
+from trt_pipeline.models.glm4v.io_spec import LOGITS_POSITIONS, past_names, present_names
+from trt_pipeline.models.glm4v.processing import MultimodalInputs
+
+#: Which positions of a step get logits: the last one, every one, or explicit indices of the segment.
+Logits = Literal["last", "all"] | Sequence[int]
+
+
+class HostTables(Protocol):
+    """What the host needs besides the runners (``generation.HostAssets``)."""
+
+    dims: Glm4vDims
+    embed_table: torch.Tensor  # [vocab, hidden]
+    vision_position_table: torch.Tensor  # [grid*grid, vision_hidden]
+
+
+def _np(t: torch.Tensor, dtype: Any = np.float32) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy().astype(dtype, copy=False))
+
+
+def runner_inputs(runner: Any) -> dict[str, np.dtype]:
+    """Declared input names -> numpy dtype of a Polygraphy runner (numpy or Polygraphy DataType)."""
+    with warnings.catch_warnings():  # Polygraphy deprecates numpy dtypes in ORT metadata; both handled
+        warnings.simplefilter("ignore", DeprecationWarning)
+        meta = runner.get_input_metadata()
+    out = {}
+    for name, entry in meta.items():
+        try:
+            out[name] = np.dtype(entry.dtype)
+        except TypeError:  # Polygraphy DataType
+            from polygraphy.datatype import DataType
+
+            out[name] = np.dtype(DataType.to_dtype(entry.dtype, "numpy"))
+    return out
+
+
+def logit_indices(request: Logits, length: int) -> list[int]:
+    """Indices into a segment of ``length`` positions for a :data:`Logits` request."""
+    if request == "last":
+        return [length - 1]
+    if request == "all":
+        return list(range(length))
+    indices = [int(i) for i in request]  # type: ignore[union-attr]
+    if not indices or any(not 0 <= i < length for i in indices):
+        raise ValueError(f"logit positions {indices} must be non-empty and inside 0..{length - 1}")
+    return indices
+
+
+class FeedBuilder:
+    """Named input arrays of the vision encoder and the decoder, matched to one runner's inputs.
+
+    Args:
+        assets: dims and host tables (``HostAssets``).
+        input_dtypes: the runner's declared inputs and dtypes (:func:`runner_inputs`); None feeds
+            every input in float32/int64 (feeds shared by several runners, e.g. ``compare``).
+        reference_inputs: add ``position_ids`` / ``image_grid_thw`` for the transformers runners.
+    """
+
+    def __init__(
+        self, assets: HostTables, input_dtypes: Mapping[str, np.dtype] | None = None, *, reference_inputs: bool = False
+    ) -> None:
+        self.assets = assets
+        self.dims = assets.dims
+        self.input_dtypes = dict(input_dtypes) if input_dtypes is not None else None
+        self.reference_inputs = reference_inputs
+        layers = self.dims.text.num_hidden_layers
+        self.past_names, self.present_names = past_names(layers), present_names(layers)
+
+    @classmethod
+    def for_runner(cls, assets: HostTables, runner: Any, *, reference_inputs: bool = False) -> FeedBuilder:
+        return cls(assets, runner_inputs(runner), reference_inputs=reference_inputs)
+
+    # -- inputs -------------------------------------------------------------------------------
+    def accepts(self, name: str) -> bool:
+        return self.input_dtypes is None or name in self.input_dtypes
+
+    def cast(self, name: str, value: np.ndarray) -> np.ndarray:
+        """``value`` in the runner's declared float dtype (float inputs only)."""
+        want = (self.input_dtypes or {}).get(name)
+        if want is not None and np.issubdtype(value.dtype, np.floating) and np.issubdtype(want, np.floating):
+            return value.astype(want, copy=False)
+        return value
+
+    def _finish(self, feed: Mapping[str, np.ndarray]) -> OrderedDict:
+        return OrderedDict((name, self.cast(name, value)) for name, value in feed.items() if self.accepts(name))
+
+    # -- vision ---------------------------------------------------------------------------------
+    def vision_feed(self, pixel_values: torch.Tensor, grid_thw: host.GridTHW) -> OrderedDict:
+        """Vision-encoder inputs for packed patches of several images (+ ``image_grid_thw``)."""
+        extra = host.vision_inputs(self.dims.vision, self.assets.vision_position_table.float(), grid_thw)
+        feed: dict[str, np.ndarray] = {"pixel_values": _np(pixel_values)}
+        feed.update((name, _np(value)) for name, value in extra.items())
+        if self.reference_inputs:
+            feed["image_grid_thw"] = _np(torch.as_tensor(grid_thw), np.int64)
+        return self._finish(feed)
+
+    # -- decoder --------------------------------------------------------------------------------
+    def token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows of the host embedding table, float32 ``[B, S, hidden]``."""
+        return self.assets.embed_table[ids].float()
+
+    def prompt_embeddings(self, inputs: MultimodalInputs, image_features: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with image features written into the placeholder positions (row-major)."""
+        embeds = self.token_embeddings(inputs.input_ids).clone()
+        mask = inputs.mm_token_type_ids.bool()
+        if image_features is not None:
+            if int(mask.sum()) != image_features.shape[0]:
+                raise ValueError(
+                    f"{int(mask.sum())} image placeholder tokens but {image_features.shape[0]} image features"
+                )
+            embeds[mask] = image_features.to(embeds.dtype)
+        return embeds
+
+    def prompt_positions(self, inputs: MultimodalInputs) -> torch.Tensor:
+        """M-RoPE position ids ``[3, B, S]`` of a prompt (0 at padding)."""
+        positions, _ = host.rope_index(inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw,
+                                       inputs.attention_mask, self.dims.vision.spatial_merge_size)
+        return positions
+
+    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        text = self.dims.text
+        shape = (batch, text.num_key_value_heads, 0, text.head_dim)
+        return {name: self.cast(name, np.zeros(shape, np.float32)) for name in self.past_names}
+
+    def decoder_feed(
+        self,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        positions: torch.Tensor,
+        past: Mapping[str, np.ndarray],
+        logits: Logits = "last",
+    ) -> OrderedDict:
+        """One decoder step: ``embeds [B, S, H]`` after ``past`` (``attention_mask [B, past + S]``).
+
+        ``positions`` are the M-RoPE ids ``[3, B, S]`` of the new tokens.
+        """
+        cos, sin = host.text_rope(self.dims.text, positions)
+        feed: dict[str, np.ndarray] = {
+            "inputs_embeds": _np(embeds),
+            "attention_mask": _np(attention_mask, np.int64),
+            "rope_cos": _np(cos),
+            "rope_sin": _np(sin),
+            LOGITS_POSITIONS: np.asarray(logit_indices(logits, embeds.shape[1]), np.int64),
+        }
+        feed.update(past)
+        if self.reference_inputs:
+            feed["position_ids"] = _np(positions, np.int64)
+        return self._finish(feed)
+
+
+@dataclass
+class StepOutput:
+    """The result of one :class:`DecoderStepper` call.
+
+    ``logits`` are float32 ``[B, K, vocab]`` for the K positions asked for (in the order asked);
+    ``feed``/``outputs`` are those of the last chunk run (``present.*`` in ``outputs``).
+    """
+
+    logits: torch.Tensor
+    feed: Mapping[str, np.ndarray]
+    outputs: Mapping[str, Any]
+
+    @property
+    def last_logits(self) -> torch.Tensor:
+        """``[B, vocab]`` logits of the last position asked for."""
+        return self.logits[:, -1, :]
+
+
+@dataclass
+class CacheState:
+    """A stepper's KV cache and host bookkeeping (cheap to keep: arrays are not copied)."""
+
+    past: dict[str, np.ndarray]
+    attention_mask: torch.Tensor  # [B, past]
+    next_position: torch.Tensor  # [B] M-RoPE position of the next token
+
+
+class DecoderStepper:
+    """Prefill (in chunks, on an empty or filled cache) and decode over one decoder runner.
+
+    Args:
+        assets: dims and host tables (``HostAssets``).
+        runner: an *active* Polygraphy-style decoder runner.
+        builder: feeds for this runner (default: :meth:`FeedBuilder.for_runner`).
+        chunk_size: longest segment run in one call (the export's ``sequence_length`` max);
+            None runs each segment in one call.
+        check_inputs: passed to ``runner.infer`` (Polygraphy's input shape/dtype check).
+    """
+
+    def __init__(
+        self,
+        assets: HostTables,
+        runner: Any,
+        *,
+        builder: FeedBuilder | None = None,
+        chunk_size: int | None = None,
+        check_inputs: bool = True,
+    ) -> None:
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.runner = runner
+        self.builder = builder or FeedBuilder.for_runner(assets, runner)
+        self.chunk_size = chunk_size
+        self.check_inputs = check_inputs
+        self.reset(1)
+
+    # -- cache ----------------------------------------------------------------------------------
+    def reset(self, batch: int = 1) -> None:
+        """Empty the cache for a batch of ``batch`` rows."""
+        self.state = CacheState(self.builder.empty_past(batch), torch.zeros(batch, 0, dtype=torch.long),
+                                torch.zeros(batch, dtype=torch.long))
+
+    def load(self, state: CacheState) -> None:
+        """Continue from ``state`` (from :meth:`save`, or a cache made elsewhere, e.g. by transformers)."""
+        self.state = CacheState({k: self.builder.cast(k, np.asarray(v)) for k, v in state.past.items()},
+                                state.attention_mask.long(), state.next_position.long())
+
+    def save(self) -> CacheState:
+        return CacheState(dict(self.state.past), self.state.attention_mask, self.state.next_position)
+
+    def truncate(self, length: int, next_position: torch.Tensor) -> None:
+        """Forget every cached position from ``length`` on; the next token goes to M-RoPE ``next_position [B]``.
+
+        (M-RoPE positions are not cache indices, an image advances them by less than its length,
+        so the caller who knows the prompt says where the next token goes.)
+        """
+        if not 0 <= length <= self.past_length:
+            raise ValueError(f"cannot truncate a cache of {self.past_length} positions to {length}")
+        past = {k: np.ascontiguousarray(v[:, :, :length]) for k, v in self.state.past.items()}
+        self.state = CacheState(past, self.state.attention_mask[:, :length], next_position.long())
+
+    @property
+    def batch(self) -> int:
+        return int(self.state.attention_mask.shape[0])
+
+    @property
+    def past_length(self) -> int:
+        return int(self.state.attention_mask.shape[1])
+
+    # -- one call -------------------------------------------------------------------------------
+    def prepare(
+        self, embeds: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, logits: Logits = "last"
+    ) -> OrderedDict:
+        """The feed of one call appending ``embeds [B, S, H]`` (mask ``[B, S]``) to the cache, not run."""
+        mask = torch.cat([self.state.attention_mask, attention_mask.long()], dim=1)
+        return self.builder.decoder_feed(embeds, mask, positions, self.state.past, logits)
+
+    def step(self, feed: Mapping[str, np.ndarray], positions: torch.Tensor, logits: Logits = "last") -> StepOutput:
+        """Run a feed from :meth:`prepare` and append its keys/values and mask to the cache.
+
+        ``positions`` are the M-RoPE ids of the fed tokens and ``logits`` the request the feed was
+        prepared with (used only when the runner has no ``logits_positions`` input and computes
+        every position).
+        """
+        out = self.runner.infer(feed, check_inputs=self.check_inputs)
+        past = {name: np.asarray(out[src]) for name, src in zip(self.builder.past_names, self.builder.present_names)}
+        after = positions.amax(dim=(0, 2)) + 1
+        mask = torch.as_tensor(feed["attention_mask"]).long()  # every decoder runner takes the mask
+        self.state = CacheState(past, mask, torch.maximum(self.state.next_position, after))
+        values = torch.from_numpy(np.asarray(out["logits"], dtype=np.float32).copy())
+        if LOGITS_POSITIONS not in feed:  # the runner computed every position (older export)
+            values = values[:, logit_indices(logits, positions.shape[2])]
+        return StepOutput(values, feed, out)
+
+    # -- segments -------------------------------------------------------------------------------
+    def prefill(
+        self,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        positions: torch.Tensor,
+        *,
+        logits: Logits = "last",
+        chunk_size: int | None = None,
+    ) -> StepOutput:
+        """Append a segment (``embeds [B, S, H]``, ``attention_mask [B, S]``, M-RoPE ``positions [3, B, S]``).
+
+        The segment runs in chunks of at most ``chunk_size`` (default: the stepper's) tokens; every
+        chunk after the first is a multi-token step on a filled cache. Logits come back for the
+        segment positions ``logits`` asks for, gathered over the chunks.
+        """
+        length = embeds.shape[1]
+        wanted = logit_indices(logits, length)
+        size = chunk_size or self.chunk_size or length
+        pieces: list[torch.Tensor] = []
+        for start in range(0, length, size):
+            end = min(start + size, length)
+            local = [i - start for i in wanted if start <= i < end]
+            chunk = positions[:, :, start:end]
+            feed = self.prepare(embeds[:, start:end], attention_mask[:, start:end], chunk, local or "last")
+            last = self.step(feed, chunk, local or "last")
+            if local:
+                pieces.append(last.logits)
+        return StepOutput(torch.cat(pieces, dim=1), last.feed, last.outputs)
+
+    def prefill_tokens(self, ids: torch.Tensor, *, logits: Logits = "last", chunk_size: int | None = None) -> StepOutput:
+        """Append text tokens ``ids [B, S]`` (no padding) at the next M-RoPE positions."""
+        batch, length = ids.shape
+        positions = (self.state.next_position.view(1, batch, 1) + torch.arange(length).view(1, 1, -1)).expand(3, -1, -1)
+        return self.prefill(self.builder.token_embeddings(ids), torch.ones(batch, length, dtype=torch.long),
+                            positions, logits=logits, chunk_size=chunk_size)
+
+    def prefill_prompt(
+        self,
+        inputs: MultimodalInputs,
+        image_features: torch.Tensor | None = None,
+        *,
+        logits: Logits = "last",
+        chunk_size: int | None = None,
+    ) -> StepOutput:
+        """Reset the cache and prefill a (left-padded, multimodal) prompt."""
+        self.reset(inputs.input_ids.shape[0])
+        embeds = self.builder.prompt_embeddings(inputs, image_features)
+        positions = self.builder.prompt_positions(inputs)
+        return self.prefill(embeds, inputs.attention_mask, positions, logits=logits, chunk_size=chunk_size)
+
+    def prepare_decode(self, tokens: torch.Tensor) -> tuple[OrderedDict, torch.Tensor]:
+        """Feed and M-RoPE positions of one new token per row (``tokens [B]``), not run."""
+        batch = self.batch
+        positions = self.state.next_position.view(1, batch, 1).expand(3, batch, 1)
+        embeds = self.builder.token_embeddings(tokens.view(batch, 1))
+        return self.prepare(embeds, torch.ones(batch, 1, dtype=torch.long), positions), positions
+
+    def decode(self, tokens: torch.Tensor) -> StepOutput:
+        """Append one token per row and return its logits ``[B, 1, vocab]``."""
+        feed, positions = self.prepare_decode(tokens)
+        return self.step(feed, positions)
+
+
+def encode_images(builder: FeedBuilder, vision_runner: Any, inputs: MultimodalInputs) -> torch.Tensor | None:
+    """Run the vision runner once on all images of the batch (packed along the patch axis)."""
+    if inputs.pixel_values is None:
+        return None
+    out = vision_runner.infer(builder.vision_feed(inputs.pixel_values, inputs.image_grid_thw))
+    return torch.from_numpy(np.asarray(out["image_features"], dtype=np.float32).copy())
+
+
+__all__ = [
+    "CacheState",
+    "DecoderStepper",
+    "FeedBuilder",
+    "HostTables",
+    "Logits",
+    "StepOutput",
+    "encode_images",
+    "logit_indices",
+    "runner_inputs",
+]
