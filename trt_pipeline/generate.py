@@ -31,6 +31,8 @@ class GenerateRequest:
     backend: str = "torch"
     precision: str = "fp32"
     max_new_tokens: int = 32
+    #: longest prefill call; None = the export's ``sequence_length`` max (whole prompt for torch-export)
+    chunk_size: int | None = None
 
 
 @dataclass
@@ -100,12 +102,13 @@ def _need_export(source: Source, backend: str) -> Path:
     return source.export_dir
 
 
-def run_transformers(source: Source, request: GenerateRequest, processing: Any, inputs: Any) -> list[list[int]]:
+def run_transformers(
+    source: Source, request: GenerateRequest, processing: Any, inputs: Any, model: Any = None
+) -> list[list[int]]:
+    """transformers' ``generate(do_sample=False)``; ``model`` reuses a loaded model (conversation turns)."""
     import torch
-    from transformers import Glm4vForConditionalGeneration
 
-    checkpoint = _need_checkpoint(source, "torch")
-    model = Glm4vForConditionalGeneration.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+    model = model or _transformers_model(_need_checkpoint(source, "torch"))
     with torch.no_grad():
         out = model.generate(
             **inputs.hf_kwargs(),
@@ -118,48 +121,80 @@ def run_transformers(source: Source, request: GenerateRequest, processing: Any, 
     return [row.tolist() for row in new]
 
 
-def _host_loop(assets: Any, runners: tuple[Any, Any], request: GenerateRequest, processing: Any, inputs: Any) -> list[list[int]]:
+def _transformers_model(checkpoint: Path) -> Any:
+    import torch
+    from transformers import Glm4vForConditionalGeneration
+
+    return Glm4vForConditionalGeneration.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+
+
+def export_chunk_size(out_dir: Path) -> int:
+    """The longest prefill call an export serves (its ``sequence_length`` max): longer prompts go in chunks."""
+    from trt_pipeline.export.exporter import read_export_manifest
+
+    return int(read_export_manifest(out_dir)["dims"]["sequence_length"]["max"])
+
+
+def _host_loop(
+    assets: Any, runners: tuple[Any, Any], request: GenerateRequest, processing: Any, inputs: Any,
+    chunk_size: int | None = None,
+) -> list[list[int]]:
     from trt_pipeline.models.glm4v.generation import greedy_generate
 
     result = greedy_generate(
         assets, runners[0], runners[1], inputs, request.max_new_tokens,
         eos_token_ids=processing.eos_token_ids, pad_token_id=processing.pad_token_id,
+        chunk_size=request.chunk_size or chunk_size,
     )
     return result.token_lists()
 
 
-def run_torch_export(source: Source, request: GenerateRequest, processing: Any, inputs: Any) -> list[list[int]]:
+def _torch_export_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[Any, Any], int | None]:
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.models.glm4v.model import Glm4vExportModel
     from trt_pipeline.runtime.torch_runner import torch_component_runners
 
     model = Glm4vExportModel.from_pretrained(_need_checkpoint(source, "torch-export"), dtype="float32")
-    return _host_loop(HostAssets.from_model(model), torch_component_runners(model), request, processing, inputs)
+    return HostAssets.from_model(model), torch_component_runners(model), None
 
 
-def run_onnxruntime(source: Source, request: GenerateRequest, processing: Any, inputs: Any) -> list[list[int]]:
+def _ort_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[Any, Any], int | None]:
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.runtime.onnxruntime_runner import ort_component_runners
 
     out_dir = _need_export(source, "ort")
     runners = ort_component_runners(out_dir, request.precision)
-    return _host_loop(HostAssets.from_export_dir(out_dir), runners, request, processing, inputs)
+    return HostAssets.from_export_dir(out_dir), runners, export_chunk_size(out_dir)
 
 
-def run_tensorrt(source: Source, request: GenerateRequest, processing: Any, inputs: Any) -> list[list[int]]:
+def _trt_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[Any, Any], int | None]:
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.runtime.tensorrt_runner import trt_component_runners  # type: ignore[attr-defined]
 
     out_dir = _need_export(source, "trt")
     runners = trt_component_runners(out_dir, request.precision)
-    return _host_loop(HostAssets.from_export_dir(out_dir), runners, request, processing, inputs)
+    return HostAssets.from_export_dir(out_dir), runners, export_chunk_size(out_dir)
+
+
+#: backends driven by the host stepper: (assets, (vision, decoder) runners, prefill chunk size)
+HOST_BACKENDS: dict[str, Callable[[Source, GenerateRequest], tuple[Any, tuple[Any, Any], int | None]]] = {
+    "torch-export": _torch_export_runners,
+    "ort": _ort_runners,
+    "trt": _trt_runners,
+}
+
+
+def _host_backend(name: str) -> Callable[[Source, GenerateRequest, Any, Any], list[list[int]]]:
+    def run(source: Source, request: GenerateRequest, processing: Any, inputs: Any) -> list[list[int]]:
+        assets, runners, chunk = HOST_BACKENDS[name](source, request)
+        return _host_loop(assets, runners, request, processing, inputs, chunk)
+
+    return run
 
 
 BACKENDS: dict[str, Callable[[Source, GenerateRequest, Any, Any], list[list[int]]]] = {
     "torch": run_transformers,
-    "torch-export": run_torch_export,
-    "ort": run_onnxruntime,
-    "trt": run_tensorrt,
+    **{name: _host_backend(name) for name in HOST_BACKENDS},
 }
 
 
@@ -190,3 +225,98 @@ def _strip_after_eos(ids: Sequence[int], eos: Sequence[int]) -> list[int]:
         if token in eos:
             break
     return out
+
+
+# --- multi-turn replay (``generate --conversation FILE.json``) ---------------------------------
+
+
+@dataclass
+class ConversationTurn:
+    """The reply generated after one user message, and its prefill cost."""
+
+    message_index: int
+    token_ids: list[int]
+    text: str
+    prompt_tokens: int
+    reused_tokens: int  # cached positions kept from the previous turns (0: prefilled from scratch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "prefilled_tokens": self.prompt_tokens - self.reused_tokens}
+
+
+@dataclass
+class ConversationOutput:
+    backend: str
+    precision: str | None
+    turns: list[ConversationTurn]
+    seconds: float
+
+    @property
+    def prefill_tokens_saved(self) -> int:
+        return sum(t.reused_tokens for t in self.turns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "turns": [t.to_dict() for t in self.turns],
+            "prompt_tokens": sum(t.prompt_tokens for t in self.turns),
+            "prefill_tokens_saved": self.prefill_tokens_saved,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def generate_conversation(request: GenerateRequest, conversation: Path | str) -> ConversationOutput:
+    """Replay an OpenAI-style conversation: a greedy reply after every user message.
+
+    ``torch`` runs transformers on every full prompt (the reference); the stepper backends keep one
+    KV cache and append each turn to it (:class:`~trt_pipeline.models.glm4v.replay.PromptCache`).
+    Later turns see the conversation's recorded assistant messages, not the generated replies.
+    """
+    from trt_pipeline.models.glm4v.messages import load_conversation
+    from trt_pipeline.models.glm4v.processing import Glm4vProcessing
+
+    if request.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {request.backend!r}; choose from {sorted(BACKENDS)}.")
+    parsed = load_conversation(conversation)
+    turns = parsed.user_turns()
+    if not turns:
+        raise ConfigError(f"{conversation} has no user message to reply to.", path=conversation)
+    source = resolve_source(request.src)
+    processing = Glm4vProcessing(source.hf_dir)
+    prompts = [parsed.prefix(index + 1) for index in turns]
+    encoded = [processing.encode_messages(p.messages, p.images) for p in prompts]
+    eos = processing.eos_token_ids
+    start = time.perf_counter()
+    if request.backend == "torch":
+        model = _transformers_model(_need_checkpoint(source, "torch"))
+        rows = [(run_transformers(source, request, processing, inputs, model)[0], 0) for inputs in encoded]
+    else:
+        rows = _replay_on_cache(source, request, encoded, [p.image_keys for p in prompts], eos)
+    seconds = time.perf_counter() - start
+    out = []
+    for index, inputs, (ids, reused) in zip(turns, encoded, rows):
+        ids = _strip_after_eos(ids, eos)
+        out.append(ConversationTurn(index, ids, processing.decode(ids), int(inputs.input_ids.shape[1]), reused))
+    precision = request.precision if request.backend in ("ort", "trt") else None
+    return ConversationOutput(request.backend, precision, out, seconds)
+
+
+def _replay_on_cache(
+    source: Source, request: GenerateRequest, encoded: Sequence[Any], image_keys: Sequence[Sequence[str]],
+    eos: Sequence[int],
+) -> list[tuple[list[int], int]]:
+    import contextlib
+
+    from trt_pipeline.models.glm4v.replay import PromptCache
+
+    assets, (vision, decoder), chunk = HOST_BACKENDS[request.backend](source, request)
+    rows = []
+    with contextlib.ExitStack() as stack:
+        for runner in (vision, decoder):
+            stack.enter_context(runner)
+        cache = PromptCache(assets, vision, decoder, chunk_size=request.chunk_size or chunk)
+        for inputs, keys in zip(encoded, image_keys):
+            result = cache.generate(inputs, keys, request.max_new_tokens, eos)
+            rows.append((result.token_ids, result.reused_tokens))
+    return rows

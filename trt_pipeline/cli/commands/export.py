@@ -84,16 +84,31 @@ def validate_command(
 
 def generate_command(
     src: Annotated[Path, typer.Argument(help="Export folder, or a checkpoint folder for --backend torch.")],
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Instruction text; repeat for a batch.")],
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="Instruction text; repeat for a batch.")] = None,
     image: Annotated[Optional[list[Path]], typer.Option("--image", "-i", help="Image for the (first) prompt; repeatable.")] = None,
+    conversation: Annotated[Optional[Path], typer.Option(
+        "--conversation", help="OpenAI-style messages (JSON): a reply after every user turn, each turn appended "
+                               "to the KV cache (images as data:/file:// URLs or paths).")] = None,
     backend: Annotated[str, typer.Option(help="torch (transformers), torch-export, ort or trt.")] = "torch",
     precision: OnnxPrecision = "fp32",
     max_new_tokens: MaxNewTokens = 32,
     as_json: AsJson = False,
 ) -> None:
     """Greedy generation through the checkpoint's tokenizer, chat template and image processor."""
-    from trt_pipeline.generate import GenerateRequest, generate
+    from trt_pipeline.errors import ConfigError
+    from trt_pipeline.generate import GenerateRequest, generate, generate_conversation
 
+    if conversation is not None:
+        replay = generate_conversation(GenerateRequest(src, [], [], backend, precision, max_new_tokens), conversation)
+        if as_json:
+            typer.echo(json.dumps(replay.to_dict(), ensure_ascii=False))
+            return
+        for turn in replay.turns:
+            typer.echo(f"[message {turn.message_index}: {turn.prompt_tokens} prompt tokens, "
+                       f"{turn.reused_tokens} from the cache] {turn.text}")
+        return
+    if not prompt:
+        raise ConfigError("pass --prompt (repeatable) or --conversation FILE.json.")
     images = [list(image or [])] + [[] for _ in prompt[1:]]
     result = generate(GenerateRequest(src, list(prompt), images, backend, precision, max_new_tokens))
     if as_json:

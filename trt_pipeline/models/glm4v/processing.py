@@ -187,20 +187,35 @@ class Glm4vProcessing:
         cursor = 0
         for prompt, row_images in zip(prompts, images):
             text = self.chat_text(prompt, len(row_images))
-            pieces = text.split(IMAGE_TOKEN)
-            if len(pieces) - 1 != len(row_images):
-                raise CheckpointError(
-                    f"{self.checkpoint}: the chat template produced {len(pieces) - 1} image placeholders "
-                    f"for {len(row_images)} images.",
-                    path=self.checkpoint,
-                    hint="use GLM-4.1V's chat template (it renders <|begin_of_image|><|image|><|end_of_image|>).",
-                )
-            expanded = pieces[0]
-            for piece in pieces[1:]:
-                expanded += IMAGE_TOKEN * tokens_per_image[cursor] + piece
-                cursor += 1
-            rows.append(self.tokenizer(expanded, add_special_tokens=False)["input_ids"])
+            rows.append(self._tokenize(text, tokens_per_image[cursor:cursor + len(row_images)]))
+            cursor += len(row_images)
         return self._left_pad(rows, pixel_values, grid)
+
+    def encode_messages(self, messages: Sequence[dict[str, Any]], images: Sequence[Any]) -> MultimodalInputs:
+        """One conversation (chat-template messages, ``{"type": "image"}`` parts in order of ``images``)
+        rendered with the generation prompt, as a batch of one."""
+        pixel_values = grid = None
+        tokens_per_image: list[int] = []
+        if images:
+            pixel_values, grid = self.process_images(images)
+            tokens_per_image = [int(g.prod()) // self.merge**2 for g in grid]
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self._left_pad([self._tokenize(text, tokens_per_image)], pixel_values, grid)
+
+    def _tokenize(self, text: str, tokens_per_image: Sequence[int]) -> list[int]:
+        """Token ids of a rendered chat text with each ``<|image|>`` expanded to its placeholder count."""
+        pieces = text.split(IMAGE_TOKEN)
+        if len(pieces) - 1 != len(tokens_per_image):
+            raise CheckpointError(
+                f"{self.checkpoint}: the chat template produced {len(pieces) - 1} image placeholders "
+                f"for {len(tokens_per_image)} images.",
+                path=self.checkpoint,
+                hint="use GLM-4.1V's chat template (it renders <|begin_of_image|><|image|><|end_of_image|>).",
+            )
+        expanded = pieces[0]
+        for count, piece in zip(tokens_per_image, pieces[1:]):
+            expanded += IMAGE_TOKEN * count + piece
+        return self.tokenizer(expanded, add_special_tokens=False)["input_ids"]
 
     def _left_pad(
         self, rows: list[list[int]], pixel_values: torch.Tensor | None, grid: torch.Tensor | None
