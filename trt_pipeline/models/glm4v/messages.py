@@ -128,13 +128,10 @@ def load_image_url(url: str, where: str = "message", source: Path | None = None)
 
 
 def _decode(raw: bytes, label: str, where: str, source: Path | None) -> Any:
-    from PIL import Image, UnidentifiedImageError
+    """RGB image with the processing module's decompression-bomb guard."""
+    from trt_pipeline.models.glm4v.processing import decode_image
 
-    try:
-        with Image.open(io.BytesIO(raw)) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ConfigError(f"{where}: {label} is not a decodable image ({error}).", path=source) from None
+    return decode_image(io.BytesIO(raw), source=f"{label} ({where})", path=source)
 
 
 __all__ = ["Conversation", "load_conversation", "load_image_url", "parse_messages"]
