@@ -48,7 +48,10 @@ def config_error(error: ValidationError, cls: type | None = None, *, section: st
     where = f"section [{section}] of {source}" if section else name
     fields = [f.name for f in dataclasses.fields(cls)] if cls is not None and dataclasses.is_dataclass(cls) else []
     first = error.errors(include_url=False)[0]
-    key = str(first["loc"][0]) if first["loc"] else "?"
+    if not first["loc"]:  # a check across fields, not one key
+        where = f"[{section}] in {source}" if section else name
+        return ConfigError(f"{where}: {first['msg']}.", path=source)
+    key = str(first["loc"][0])
     if first["type"] == "unexpected_keyword_argument":
         return ConfigError(f"unknown key {key!r} in {where}.", path=source,
                            hint=f"valid keys of [{section or name}]: {', '.join(fields)}." if fields else None)

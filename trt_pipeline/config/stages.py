@@ -176,7 +176,7 @@ class CompareConfig:
     extremes: bool = True
     torch_export: bool = True
     quantile: float = 0.99
-    tolerances: Any = ()  # Mapping[str, float | str | None] or pairs; stored as sorted pairs
+    tolerances: dict[str, float | str | None] | tuple[tuple[str, float | str | None], ...] = ()  # stored as sorted pairs
     seed: int = 0
     verbose: bool = False
 
