@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
-from trt_pipeline.cli.commands import calibration, checkpoint, compare, engine, export, pipeline, precision
+from trt_pipeline.cli.commands import calibration, checkpoint, compare, engine, export, pipeline, precision, serve
 from trt_pipeline.config.base import config_error
 from trt_pipeline.errors import INTERRUPTED_EXIT_CODE, PipelineError, from_os_error
 
@@ -127,6 +127,7 @@ COMMANDS = {
     "compare": compare.compare_command,
     "pipeline": pipeline.pipeline_command,
     "bench": pipeline.bench_command,
+    "serve": serve.serve_command,
 }
 for _name, _callback in COMMANDS.items():
     app.command(_name)(_callback)

@@ -191,15 +191,19 @@ class Glm4vProcessing:
             cursor += len(row_images)
         return self._left_pad(rows, pixel_values, grid)
 
-    def encode_messages(self, messages: Sequence[dict[str, Any]], images: Sequence[Any]) -> MultimodalInputs:
+    def encode_messages(
+        self, messages: Sequence[dict[str, Any]], images: Sequence[Any], template_kwargs: dict[str, Any] | None = None
+    ) -> MultimodalInputs:
         """One conversation (chat-template messages, ``{"type": "image"}`` parts in order of ``images``)
-        rendered with the generation prompt, as a batch of one."""
+        rendered with the generation prompt, as a batch of one. ``template_kwargs`` (e.g.
+        ``enable_thinking``) reach the chat template, as ``chat_template_kwargs`` do in vLLM."""
         pixel_values = grid = None
         tokens_per_image: list[int] = []
         if images:
             pixel_values, grid = self.process_images(images)
             tokens_per_image = [int(g.prod()) // self.merge**2 for g in grid]
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True, **(template_kwargs or {}))
         return self._left_pad([self._tokenize(text, tokens_per_image)], pixel_values, grid)
 
     def _tokenize(self, text: str, tokens_per_image: Sequence[int]) -> list[int]:

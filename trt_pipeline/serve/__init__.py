@@ -1,0 +1,31 @@
+"""``autoglm-trt serve``: an OpenAI-compatible server over the artifacts the pipeline writes.
+
+Library first: ``create_app(ServeConfig(out=...))`` is the FastAPI app, ``serve(config)`` runs it
+under uvicorn. Modules: ``protocol`` (OpenAI shapes), ``app`` (routes), ``chat`` (messages -> inputs),
+``media`` (images), ``engine`` (runners, prefill, batched decode), ``scheduler`` (continuous
+batching), ``sampling``, ``reasoning``, ``prefix_cache``, ``metrics``, ``output`` (detokenization).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trt_pipeline.serve.model import ServeConfig
+
+
+def serve(config: ServeConfig) -> None:
+    """Run the server in the foreground until interrupted (uvicorn)."""
+    import logging
+
+    import uvicorn
+
+    from trt_pipeline.serve.app import create_app
+    from trt_pipeline.serve.model import preflight
+
+    preflight(config)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
+
+
+__all__ = ["serve"]

@@ -1,0 +1,96 @@
+"""Next-token choice from last-position logits: penalties, temperature, top-k, top-p, seed.
+
+Order and semantics follow vLLM's sampler (``vllm/model_executor/layers/sampler.py`` and
+``vllm/v1/sample/ops/penalties.py``), which is what GLM clients are tuned against:
+
+1. **repetition_penalty** (HF/CTRL, Keskar et al. 2019; vLLM applies it to prompt *and* output
+   tokens): for every token already seen, ``logit / p`` if the logit is positive, ``logit * p``
+   otherwise. 1.0 disables it.
+2. **frequency_penalty** (OpenAI: "penalize new tokens based on their existing frequency in the
+   text so far"; vLLM counts *output* tokens only): ``logit -= frequency_penalty * count(token)``.
+3. **presence_penalty** (OpenAI: "whether they appear in the text so far"; output tokens only):
+   ``logit -= presence_penalty * (count(token) > 0)``.
+   Both as in https://platform.openai.com/docs/guides/text-generation (parameter details:
+   ``mu[j] -> mu[j] - c[j] * alpha_frequency - float(c[j] > 0) * alpha_presence``).
+4. ``temperature == 0`` -> greedy ``argmax`` of the penalised logits (top-k/top-p ignored);
+   otherwise ``logits / temperature``, keep the ``top_k`` largest (-1/0: all), keep the smallest set
+   whose probability reaches ``top_p``, and draw from the softmax with a per-request
+   ``torch.Generator`` seeded by ``seed`` (reproducible) or by the OS.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def apply_penalties(
+    logits: torch.Tensor, params: SamplingParams, prompt_ids: Sequence[int], output_ids: Sequence[int]
+) -> torch.Tensor:
+    """Penalised copy of 1-D ``logits`` (see the module docstring for each penalty's source)."""
+    out = logits.clone().float()
+    if params.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(prompt_ids) | set(output_ids)), dtype=torch.long)
+        if len(seen):
+            values = out[seen]
+            out[seen] = torch.where(values > 0, values / params.repetition_penalty, values * params.repetition_penalty)
+    if output_ids and (params.frequency_penalty or params.presence_penalty):
+        counts = Counter(int(t) for t in output_ids)
+        ids = torch.tensor(list(counts), dtype=torch.long)
+        freq = torch.tensor([counts[int(t)] for t in ids], dtype=torch.float32)
+        out[ids] -= params.frequency_penalty * freq + params.presence_penalty * (freq > 0).float()
+    return out
+
+
+def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set logits outside the top-k / nucleus (top-p) set to -inf; the most likely token always stays."""
+    out = logits.clone()
+    if 0 < top_k < out.shape[-1]:
+        kth = torch.topk(out, top_k).values[-1]
+        out[out < kth] = float("-inf")
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(out, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p  # mass before this token already enough
+        drop[0] = False
+        out[order[drop]] = float("-inf")
+    return out
+
+
+class Sampler:
+    """Per-request token chooser; keeps its own generator so concurrent requests never share RNG state."""
+
+    def __init__(self, params: SamplingParams, prompt_ids: Sequence[int]) -> None:
+        self.params = params
+        self.prompt_ids = list(prompt_ids)
+        self.generator = torch.Generator()
+        if params.seed is not None:
+            self.generator.manual_seed(int(params.seed) % (2**63))
+        else:
+            self.generator.seed()
+
+    def __call__(self, logits: torch.Tensor, output_ids: Sequence[int]) -> int:
+        scores = apply_penalties(logits, self.params, self.prompt_ids, output_ids)
+        if self.params.greedy:
+            return int(scores.argmax())
+        scores = filter_top_k_top_p(scores / self.params.temperature, self.params.top_k, self.params.top_p)
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
