@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from trt_pipeline.errors import PipelineError
 from trt_pipeline.serve.errors import bad_request
 from trt_pipeline.serve.media import DecodedImage, decode_image
 from trt_pipeline.serve.protocol import ChatCompletionRequest, ImagePart, TextPart
@@ -93,8 +94,9 @@ def build_prompt(processing: Any, request: ChatCompletionRequest, policy: MediaP
         raise bad_request(f"the chat template failed: {error}", param="chat_template_kwargs") from None
     try:
         inputs = processing.encode_rendered([text], [[image.image for image in images]])
-    except ValueError as error:  # the image processor refuses e.g. extreme aspect ratios
-        raise bad_request(f"the image cannot be processed: {error}", param="messages", code="invalid_image") from None
+    except PipelineError as error:  # the image processor refuses e.g. extreme aspect ratios
+        raise bad_request(f"the image cannot be processed: {error.message}", param="messages",
+                          code="invalid_image") from None
     ids = inputs.input_ids[0].tolist()
     runs = _image_runs(inputs.mm_token_type_ids[0].tolist())
     positions, _ = host.rope_index(inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw,

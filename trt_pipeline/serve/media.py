@@ -62,23 +62,38 @@ def _read_source(url: str, allowed: Sequence[str], param: str) -> bytes:
         raise bad_request(f"cannot read {path}: {error.strerror}", param=param, code="invalid_image") from None
 
 
-def decode_image(url: str, *, max_pixels: int, allowed: Sequence[str] = (), param: str = "messages") -> DecodedImage:
-    """PIL RGB image of one ``image_url``; 400 when undecodable, 413 above ``max_pixels``."""
-    from PIL import Image, UnidentifiedImageError
+def _header(data: bytes, param: str) -> tuple[str, int, int]:
+    """(format, width, height) from the image header alone; 400 when it is no PNG/JPEG/WebP."""
+    import warnings
 
-    data = _read_source(url, allowed, param)
+    from PIL import Image
+
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format not in FORMATS.values():
-                raise bad_request(f"unsupported image format {image.format}; send PNG, JPEG or WebP.",
-                                  param=param, code="invalid_image")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise too_large(
-                    f"image of {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-                    "pixels (--max-pixels); downscale it first.", param=param, code="image_too_large")
-            rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                fmt, (width, height) = image.format, image.size
+    except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError
         raise bad_request(f"the image cannot be decoded ({type(error).__name__}).", param=param,
                           code="invalid_image") from None
+    if fmt not in FORMATS.values():
+        raise bad_request(f"unsupported image format {fmt}; send PNG, JPEG or WebP.", param=param, code="invalid_image")
+    return fmt, width, height
+
+
+def decode_image(url: str, *, max_pixels: int, allowed: Sequence[str] = (), param: str = "messages") -> DecodedImage:
+    """PIL RGB image of one ``image_url``; 400 when undecodable, 413 above ``max_pixels``."""
+    from trt_pipeline.errors import PipelineError
+    from trt_pipeline.models.glm4v.processing import decode_image as decode_rgb
+
+    data = _read_source(url, allowed, param)
+    _fmt, width, height = _header(data, param)
+    if width * height > max_pixels:
+        raise too_large(
+            f"image of {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+            "pixels (--max-pixels); downscale it first.", param=param, code="image_too_large")
+    try:
+        rgb = decode_rgb(io.BytesIO(data), source="image_url")
+    except PipelineError as error:
+        raise bad_request(error.message, param=param, code="invalid_image") from None
     return DecodedImage(rgb, hashlib.sha256(data).hexdigest())
