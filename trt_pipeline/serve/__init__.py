@@ -18,7 +18,14 @@ def serve(config: ServeConfig) -> None:
     """Run the server in the foreground until interrupted (uvicorn)."""
     import logging
 
-    import uvicorn
+    from trt_pipeline.errors import ConfigError
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as error:
+        raise ConfigError(f"`autoglm-trt serve` needs {error.name}.",
+                          hint="pip install 'autoglm-trt[serve]' (FastAPI + uvicorn).") from None
 
     from trt_pipeline.serve.app import create_app
     from trt_pipeline.serve.model import preflight

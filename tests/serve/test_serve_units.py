@@ -1,0 +1,132 @@
+"""Unit tests of the server's pieces: penalties and filters, reasoning split, prefix cache, metrics,
+output assembly, and the TensorRT backend refusing clearly on a machine without TensorRT/GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+
+def test_penalties_follow_openai_and_vllm_formulas() -> None:
+    from trt_pipeline.serve.sampling import SamplingParams, apply_penalties
+
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0, 1.0])
+    params = SamplingParams(frequency_penalty=0.2, presence_penalty=0.5, repetition_penalty=2.0)
+    out = apply_penalties(logits, params, prompt_ids=[4], output_ids=[0, 0, 1])
+    # repetition (prompt + output): 0 -> 2/2, 1 -> -1*2, 4 -> 1/2; then frequency/presence over output only
+    expected = torch.tensor([1.0 - 0.4 - 0.5, -2.0 - 0.2 - 0.5, 0.5, 3.0, 0.5])
+    assert torch.allclose(out, expected)
+    assert torch.equal(apply_penalties(logits, SamplingParams(), [4], [0, 1]), logits)
+
+
+def test_top_k_top_p_and_seeded_sampling() -> None:
+    from trt_pipeline.serve.sampling import Sampler, SamplingParams, filter_top_k_top_p
+
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    assert torch.isinf(filter_top_k_top_p(logits, 2, 1.0)).tolist() == [False, False, True, True]
+    assert torch.isinf(filter_top_k_top_p(logits, -1, 0.7)).tolist() == [False, False, True, True]
+    assert torch.isinf(filter_top_k_top_p(logits, -1, 0.1)).tolist() == [False, True, True, True]
+    params = SamplingParams(temperature=1.0, seed=7)
+    draws = [[Sampler(params, [])(logits, []) for _ in range(1)] for _ in range(3)]
+    assert draws[0] == draws[1] == draws[2]
+    sampler = Sampler(SamplingParams(temperature=1.0, seed=1), [])
+    counts = np.bincount([sampler(logits, []) for _ in range(2000)], minlength=4) / 2000
+    assert np.allclose(counts, [0.5, 0.3, 0.15, 0.05], atol=0.04)
+    assert Sampler(SamplingParams(temperature=0.0, top_p=0.1), [])(torch.tensor([0.0, 5.0, 1.0]), []) == 1
+
+
+def test_reasoning_split_like_vllm_glm_parser() -> None:
+    from trt_pipeline.serve.reasoning import ReasoningStream, split_reasoning
+
+    assert split_reasoning("<think>look</think><answer>do(Tap)</answer>") == ("look", "<answer>do(Tap)</answer>")
+    assert split_reasoning("<think>only thinking</think>") == ("only thinking", None)
+    assert split_reasoning("no tags") == (None, "no tags")
+    assert split_reasoning("<think>unfinished") == (None, "<think>unfinished")
+    text = "<think>look at the screen</think><answer>do(Tap)</answer>"
+    for size in (1, 2, 3, 7):
+        stream, reasoning, content = ReasoningStream(), "", ""
+        for i in range(0, len(text), size):
+            r, c = stream.feed(text[i:i + size])
+            reasoning, content = reasoning + r, content + c
+        r, c = stream.feed("", final=True)
+        assert (reasoning + r, content + c) == ("look at the screen", "<answer>do(Tap)</answer>")
+
+
+def test_prefix_cache_longest_prefix_and_lru() -> None:
+    from trt_pipeline.serve.prefix_cache import PrefixCache, common_prefix
+
+    assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2 and common_prefix([1], [1, 2]) == 1
+    kv = [np.arange(2 * 3 * 5 * 4, dtype=np.float32).reshape(1, 6, 5, 4)]
+    cache = PrefixCache(max_entries=2)
+    cache.store([1, 2, 3, 4, 5], kv)
+    cache.store([1, 9, 9, 9, 9], kv)
+    entry, length = cache.lookup([1, 2, 3, 7])
+    assert length == 3 and entry is not None and entry.sliced(3)[0].shape == (1, 6, 3, 4)
+    cache.store([7, 7, 7, 7, 7], kv)  # evicts the least recently used ([1, 9, ...])
+    assert cache.lookup([1, 9, 9])[1] == 1 and cache.lookup([1, 2, 3])[1] == 3
+    assert PrefixCache(max_entries=0).lookup([1])[1] == 0
+
+
+def test_metrics_prometheus_text() -> None:
+    from trt_pipeline.serve.metrics import ServeMetrics
+
+    metrics = ServeMetrics()
+    metrics.record_prefill(100, 60)
+    metrics.record_token(True, 0.02)
+    metrics.record_token(False, 0.004)
+    metrics.record_request("stop")
+    text = metrics.render()
+    assert 'autoglm_requests_total{outcome="stop"} 1' in text
+    assert "autoglm_prefix_cache_saved_tokens_total 60" in text
+    assert 'autoglm_time_to_first_token_seconds_bucket{le="0.025"} 1' in text
+    assert 'autoglm_time_to_first_token_seconds_bucket{le="0.01"} 0' in text
+    assert 'autoglm_inter_token_latency_seconds_bucket{le="+Inf"} 1' in text
+    assert "autoglm_generation_tokens_total 2" in text
+
+
+class _CharTokenizer:
+    def decode(self, ids: Any, skip_special_tokens: bool = True) -> str:
+        return "".join(chr(i) for i in ids)
+
+
+def test_output_assembler_stop_strings_never_leak() -> None:
+    from trt_pipeline.serve.output import TextAssembler
+
+    ids = [ord(c) for c in "hello</answer>tail"]
+    assembler = TextAssembler(_CharTokenizer(), stop=["</answer>"])
+    sent = ""
+    for n in range(1, len(ids) + 1):
+        sent += assembler.update(ids[:n])
+        if assembler.stopped:
+            break
+    assert sent == "hello" and assembler.stopped
+    plain = TextAssembler(_CharTokenizer())
+    assert "".join(plain.update(ids[:n]) for n in range(1, len(ids) + 1)) == "hello</answer>tail"
+
+
+def test_trt_backend_refuses_without_tensorrt(tiny_export: Path) -> None:
+    from trt_pipeline.errors import TensorRTUnavailableError
+    from trt_pipeline.serve.engine import RUNNER_FACTORIES, ServeEngine
+    from trt_pipeline.serve.model import ServeConfig, preflight
+
+    assert set(RUNNER_FACTORIES) == {"ort", "trt", "torch"}
+    with pytest.raises(TensorRTUnavailableError):
+        preflight(ServeConfig(out=tiny_export, backend="trt", precision="fp16"))
+    with pytest.raises(TensorRTUnavailableError):
+        ServeEngine.load(tiny_export, "trt", "fp16")
+
+
+def test_cli_serve_trt_exits_with_the_tensorrt_code(tiny_export: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trt_pipeline.cli import app
+    from trt_pipeline.errors import TensorRTUnavailableError
+
+    result = CliRunner().invoke(app, ["serve", str(tiny_export), "--backend", "trt"])
+    assert result.exit_code == TensorRTUnavailableError.exit_code
+    result = CliRunner().invoke(app, ["serve", str(tiny_export), "--backend", "tpu"])
+    assert result.exit_code == 2 and "unknown backend" in result.output
