@@ -37,6 +37,8 @@ def test_top_k_top_p_and_seeded_sampling() -> None:
     counts = np.bincount([sampler(logits, []) for _ in range(2000)], minlength=4) / 2000
     assert np.allclose(counts, [0.5, 0.3, 0.15, 0.05], atol=0.04)
     assert Sampler(SamplingParams(temperature=0.0, top_p=0.1), [])(torch.tensor([0.0, 5.0, 1.0]), []) == 1
+    # a near-zero temperature (found by schemathesis) is greedy instead of NaN probabilities
+    assert Sampler(SamplingParams(temperature=1e-300), [])(torch.tensor([0.0, 5.0, 1.0]), []) == 1
 
 
 def test_reasoning_split_like_vllm_glm_parser() -> None:

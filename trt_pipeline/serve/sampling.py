@@ -12,7 +12,8 @@ Order and semantics follow vLLM's sampler (``vllm/model_executor/layers/sampler.
    ``logit -= presence_penalty * (count(token) > 0)``.
    Both as in https://platform.openai.com/docs/guides/text-generation (parameter details:
    ``mu[j] -> mu[j] - c[j] * alpha_frequency - float(c[j] > 0) * alpha_presence``).
-4. ``temperature == 0`` -> greedy ``argmax`` of the penalised logits (top-k/top-p ignored);
+4. ``temperature < 1e-5`` -> greedy ``argmax`` of the penalised logits (top-k/top-p ignored; vLLM's
+   ``_SAMPLING_EPS``: dividing by a near-zero temperature overflows the logits to inf/NaN);
    otherwise ``logits / temperature``, keep the ``top_k`` largest (-1/0: all), keep the smallest set
    whose probability reaches ``top_p``, and draw from the softmax with a per-request
    ``torch.Generator`` seeded by ``seed`` (reproducible) or by the OS.
@@ -25,6 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+#: Temperatures below this are greedy (vLLM ``_SAMPLING_EPS``).
+SAMPLING_EPS = 1e-5
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < SAMPLING_EPS
 
 
 def apply_penalties(
