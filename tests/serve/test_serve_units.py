@@ -132,3 +132,72 @@ def test_cli_serve_trt_exits_with_the_tensorrt_code(tiny_export: Path) -> None:
     assert result.exit_code == TensorRTUnavailableError.exit_code
     result = CliRunner().invoke(app, ["serve", str(tiny_export), "--backend", "tpu"])
     assert result.exit_code == 2 and "unknown backend" in result.output
+
+
+def _events(*texts: str) -> Any:
+    import asyncio
+
+    from trt_pipeline.serve.scheduler import DoneEvent, TextEvent
+
+    queue: asyncio.Queue = asyncio.Queue()
+    for text in texts:
+        queue.put_nowait(TextEvent(text))
+    queue.put_nowait(DoneEvent("stop", prompt_tokens=10, completion_tokens=len(texts), cached_tokens=4))
+    return queue
+
+
+def test_return_reasoning_non_streaming_and_streaming() -> None:
+    import asyncio
+    import json
+
+    from trt_pipeline.serve.completion import collect, stream_chunks
+
+    pieces = ("<thi", "nk>tap the ", "icon</th", "ink><answer>do(Tap)", "</answer>")
+    reply = asyncio.run(collect(_events(*pieces), "m", return_reasoning=True))
+    message = reply.choices[0].message
+    assert (message.reasoning_content, message.content) == ("tap the icon", "<answer>do(Tap)</answer>")
+    assert reply.usage.prompt_tokens_details == {"cached_tokens": 4} and reply.usage.total_tokens == 15
+    plain = asyncio.run(collect(_events(*pieces), "m", return_reasoning=False))
+    assert plain.choices[0].message.content == "".join(pieces) and plain.choices[0].message.reasoning_content is None
+
+    class Request:
+        cancelled = False
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    async def lines() -> list[str]:
+        request = Request()
+        out = [line async for line in stream_chunks(request, _events(*pieces), "m", True, True, lambda: None)]
+        assert request.cancelled  # the slot is always released
+        return out
+
+    sse = asyncio.run(lines())
+    assert sse[-1] == "data: [DONE]\n\n"
+    chunks = [json.loads(line[6:]) for line in sse[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "tap the icon"
+    assert "".join(d.get("content", "") for d in deltas) == "<answer>do(Tap)</answer>"
+    assert [c["choices"][0].get("finish_reason") for c in chunks if c["choices"]][-1] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == len(pieces)
+
+
+def test_template_kwargs_reach_the_chat_template(tiny_export: Path) -> None:
+    from trt_pipeline.models.glm4v.processing import Glm4vProcessing
+    from trt_pipeline.serve.chat import MediaPolicy, build_prompt
+    from trt_pipeline.serve.protocol import ChatCompletionRequest
+
+    processing = Glm4vProcessing(tiny_export / "hf")
+    processing.tokenizer.chat_template = (
+        "{% for m in messages %}{{ m.content }}{% endfor %}{% if enable_thinking is defined and not enable_thinking %}"
+        "<nothink>{% endif %}{% if flag %}FLAG{% endif %}")
+    messages = [{"role": "user", "content": "hi"}]
+
+    def text(**extra: Any) -> str:
+        request = ChatCompletionRequest(model="m", messages=messages, **extra)
+        return processing.tokenizer.decode(build_prompt(processing, request, MediaPolicy()).token_ids)
+
+    assert text() == "hi"
+    assert text(enable_thinking=False) == "hi<nothink>"
+    assert text(chat_template_kwargs={"flag": True, "enable_thinking": True}, enable_thinking=False) == "hi<nothink>FLAG"
