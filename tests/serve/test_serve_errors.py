@@ -202,13 +202,14 @@ def test_schemathesis_chat_completions_no_5xx(server: Any) -> None:
     statuses: list[int] = []
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
     def check(case: Any) -> None:
         if isinstance(case.body, dict):
             case.body["model"] = MODEL  # reach past the model check (404 is tested above)
             case.body["max_tokens"] = 4  # bounded cost per case; every other field stays generated
             case.body.pop("max_completion_tokens", None)
-        response = case.call(headers=AUTH, timeout=60)
+        response = case.call(headers=AUTH, timeout=120)
         statuses.append(response.status_code)
         assert response.status_code < 500, response.text
 

@@ -3,6 +3,7 @@ output assembly, and the TensorRT backend refusing clearly on a machine without 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ def test_top_k_top_p_and_seeded_sampling() -> None:
     assert Sampler(SamplingParams(temperature=0.0, top_p=0.1), [])(torch.tensor([0.0, 5.0, 1.0]), []) == 1
     # a near-zero temperature (found by schemathesis) is greedy instead of NaN probabilities
     assert Sampler(SamplingParams(temperature=1e-300), [])(torch.tensor([0.0, 5.0, 1.0]), []) == 1
+    # repetition_penalty=5e-324 (also found by schemathesis) overflows seen positive logits to +inf
+    extreme = SamplingParams(temperature=0.7, repetition_penalty=5e-324, seed=0)
+    assert Sampler(extreme, [1])(torch.tensor([0.0, 5.0, -1.0]), []) == 1
+    assert Sampler(replace(extreme, temperature=0.0), [1])(torch.tensor([0.0, 5.0, -1.0]), []) == 1
 
 
 def test_reasoning_split_like_vllm_glm_parser() -> None:
@@ -201,3 +206,28 @@ def test_template_kwargs_reach_the_chat_template(tiny_export: Path) -> None:
     assert text() == "hi"
     assert text(enable_thinking=False) == "hi<nothink>"
     assert text(chat_template_kwargs={"flag": True, "enable_thinking": True}, enable_thinking=False) == "hi<nothink>FLAG"
+
+
+def test_a_failing_request_gets_an_error_event_and_others_continue() -> None:
+    from types import SimpleNamespace
+
+    from trt_pipeline.serve.engine import EngineLimits
+    from trt_pipeline.serve.metrics import ServeMetrics
+    from trt_pipeline.serve.scheduler import ErrorEvent, GenerationRequest, Scheduler
+
+    class BrokenEngine:
+        limits = EngineLimits(max_batch=2, max_prefill=8, max_past=8, max_image_tokens=4)
+
+        def embed(self, ids: Any) -> Any:
+            raise RuntimeError("engine exploded")
+
+    events: list[Any] = []
+    metrics = ServeMetrics()
+    scheduler = Scheduler(BrokenEngine(), [0], metrics)  # type: ignore[arg-type]
+    prompt = SimpleNamespace(token_ids=[1, 2, 3], key=[1, 2, 3], image_runs=[])
+    request = GenerationRequest(prompt, sampler=None, max_tokens=4, assembler=None, emit=events.append)  # type: ignore[arg-type]
+    scheduler.submit(request)
+    scheduler._admit()
+    assert len(events) == 1 and isinstance(events[0], ErrorEvent) and "engine exploded" in events[0].message
+    assert scheduler.running == [] and not scheduler.waiting
+    assert 'autoglm_requests_total{outcome="error"} 1' in metrics.render()

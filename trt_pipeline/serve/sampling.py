@@ -64,6 +64,12 @@ def apply_penalties(
     return out
 
 
+def finite(scores: torch.Tensor) -> torch.Tensor:
+    """Overflow from extreme (valid) parameters, e.g. ``repetition_penalty=5e-324``, made well-defined:
+    +inf -> the largest float32 (those tokens share the mass), NaN -> -inf (never drawn)."""
+    return torch.nan_to_num(scores, nan=float("-inf"), posinf=torch.finfo(torch.float32).max)
+
+
 def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Set logits outside the top-k / nucleus (top-p) set to -inf; the most likely token always stays."""
     out = logits.clone()
@@ -92,9 +98,9 @@ class Sampler:
             self.generator.seed()
 
     def __call__(self, logits: torch.Tensor, output_ids: Sequence[int]) -> int:
-        scores = apply_penalties(logits, self.params, self.prompt_ids, output_ids)
+        scores = finite(apply_penalties(logits, self.params, self.prompt_ids, output_ids))
         if self.params.greedy:
             return int(scores.argmax())
-        scores = filter_top_k_top_p(scores / self.params.temperature, self.params.top_k, self.params.top_p)
+        scores = filter_top_k_top_p(finite(scores / self.params.temperature), self.params.top_k, self.params.top_p)
         probs = torch.softmax(scores, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.generator))

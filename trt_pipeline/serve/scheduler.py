@@ -148,12 +148,12 @@ class Scheduler:
                     return
                 request = self.waiting.popleft()
             try:
-                logits = self._prefill(request)
-            except Exception as error:
+                finished = self._accept(request, self._prefill(request))
+            except Exception as error:  # this request fails alone; its client gets an error event
                 log.exception("prefill failed")
                 self._fail(request, f"prefill failed: {error}")
                 continue
-            if not self._accept(request, logits):
+            if not finished:
                 self.running.append(request)
 
     def _prefill(self, request: GenerationRequest) -> Any:
@@ -173,7 +173,13 @@ class Scheduler:
         batch = list(self.running)
         logits = self.engine.decode_step([r.cache for r in batch], [r.output_ids[-1] for r in batch])
         for row, request in enumerate(batch):
-            if self._accept(request, logits[row]):
+            try:
+                finished = self._accept(request, logits[row])
+            except Exception as error:  # e.g. sampling: fail this request, keep the batch going
+                log.exception("sampling failed")
+                self._fail(request, f"sampling failed: {error}")
+                finished = True
+            if finished:
                 self.running.remove(request)
 
     def _accept(self, request: GenerationRequest, logits: Any) -> bool:
