@@ -2,7 +2,7 @@
 
 The conversation is rendered with the checkpoint's own chat template (``chat_template_kwargs`` and
 ``enable_thinking`` reach it), image parts become ``{"type": "image"}`` items in place, and
-:meth:`~trt_pipeline.models.glm4v.processing.Glm4vProcessing.encode_rendered` expands placeholders
+:meth:`~trt_pipeline.models.glm4v.processing.Glm4vProcessing.encode_messages` expands placeholders
 exactly as ``generate`` does, so a single-turn request tokenizes identically to ``autoglm-trt generate``.
 """
 
@@ -87,16 +87,15 @@ def build_prompt(processing: Any, request: ChatCompletionRequest, policy: MediaP
     from trt_pipeline.models.glm4v import host
 
     messages, images = template_messages(request, policy)
+    from jinja2 import TemplateError
+
     try:
-        text = processing.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, **request.template_kwargs())
-    except Exception as error:  # jinja2 TemplateError and friends: the client's kwargs broke the template
-        raise bad_request(f"the chat template failed: {error}", param="chat_template_kwargs") from None
-    try:
-        inputs = processing.encode_rendered([text], [[image.image for image in images]])
+        inputs = processing.encode_messages(messages, [image.image for image in images], request.template_kwargs())
     except PipelineError as error:  # the image processor refuses e.g. extreme aspect ratios
         raise bad_request(f"the image cannot be processed: {error.message}", param="messages",
                           code="invalid_image") from None
+    except TemplateError as error:  # the client's chat_template_kwargs broke the template
+        raise bad_request(f"the chat template failed: {error}", param="chat_template_kwargs") from None
     ids = inputs.input_ids[0].tolist()
     runs = _image_runs(inputs.mm_token_type_ids[0].tolist())
     positions, _ = host.rope_index(inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw,

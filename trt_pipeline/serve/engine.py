@@ -96,17 +96,34 @@ RUNNER_FACTORIES: dict[str, Callable[[Path, str], tuple[Any, Any]]] = {
 
 
 class ServeEngine:
-    """Prefill and batched decode over one (vision, decoder) runner pair (see the module docstring)."""
+    """Prefill and batched decode over one (vision, decoder) runner pair (see the module docstring).
+
+    Feeds and steps go through the model's own
+    :class:`~trt_pipeline.models.glm4v.stepper.FeedBuilder` / :class:`~trt_pipeline.models.glm4v.stepper.DecoderStepper`
+    (``logits_positions``, runner dtypes, chunked prefill on a filled cache); this class only loads a
+    sequence's cache into the stepper, or a left-padded batch of them, and takes it back out.
+    """
 
     def __init__(self, assets: Any, vision: Any, decoder: Any, limits: EngineLimits,
                  backend: str = "ort", precision: str = "fp32") -> None:
-        from trt_pipeline.models.glm4v.io_spec import past_names, present_names
-
         self.assets, self.vision, self.decoder, self.limits = assets, vision, decoder, limits
         self.backend, self.precision = backend, precision
         self.dims = assets.dims
-        layers = self.dims.text.num_hidden_layers
-        self.past_names, self.present_names = past_names(layers), present_names(layers)
+
+    def _stepper(self) -> Any:
+        from trt_pipeline.models.glm4v.stepper import DecoderStepper, FeedBuilder
+
+        if getattr(self, "_cached_stepper", None) is None:
+            self.vision_builder = FeedBuilder.for_runner(self.assets, self.vision)
+            self._cached_stepper = DecoderStepper(self.assets, self.decoder, chunk_size=self.limits.max_prefill,
+                                                  check_inputs=False)
+        return self._cached_stepper
+
+    @property
+    def past_names(self) -> list[str]:
+        from trt_pipeline.models.glm4v.io_spec import past_names
+
+        return past_names(self.dims.text.num_hidden_layers)
 
     @classmethod
     def load(cls, out_dir: Path | str, backend: str = "ort", precision: str = "fp32") -> ServeEngine:
@@ -121,6 +138,7 @@ class ServeEngine:
         for runner in (vision, decoder):
             if not runner.is_active:
                 runner.activate()
+        engine._stepper()
         return engine
 
     def close(self) -> None:
@@ -128,78 +146,59 @@ class ServeEngine:
             if runner.is_active:
                 runner.deactivate()
 
-    def _infer(self, runner: Any, feed: dict[str, np.ndarray]) -> dict[str, Any]:
-        from trt_pipeline.models.glm4v.generation import _match_input_dtypes
-
-        return runner.infer(_match_input_dtypes(runner, feed))
-
     def encode_images(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """Image features [tokens, hidden] of the images packed in ``pixel_values``."""
-        from trt_pipeline.models.glm4v import host
-
-        feeds = host.vision_inputs(self.dims.vision, self.assets.vision_position_table.float(), grid_thw)
-        feed = {"pixel_values": pixel_values.float().numpy(), **{k: v.float().numpy() for k, v in feeds.items()}}
-        out = self._infer(self.vision, feed)
+        self._stepper()
+        out = self.vision.infer(self.vision_builder.vision_feed(pixel_values, grid_thw))
         return torch.from_numpy(np.asarray(out["image_features"], dtype=np.float32).copy())
 
     def embed(self, token_ids: Sequence[int]) -> torch.Tensor:
         return self.assets.embed_table[torch.as_tensor(list(token_ids), dtype=torch.long)].float()
 
-    def _empty_kv(self) -> list[np.ndarray]:
-        t = self.dims.text
-        return [np.zeros((1, t.num_key_value_heads, 0, t.head_dim), dtype=np.float32) for _ in self.past_names]
-
     def prefill(self, embeds: torch.Tensor, positions: torch.Tensor,
                 past: list[np.ndarray] | None = None) -> tuple[torch.Tensor, list[np.ndarray]]:
         """Append ``embeds`` [S, hidden] at ``positions`` [3, S] to ``past``; -> (last logits [vocab], cache)."""
-        from trt_pipeline.models.glm4v import host
+        from trt_pipeline.models.glm4v.stepper import CacheState
 
-        kv = past if past is not None else self._empty_kv()
-        logits = None
-        for start in range(0, embeds.shape[0], self.limits.max_prefill):
-            chunk = embeds[start:start + self.limits.max_prefill].unsqueeze(0)
-            cos, sin = host.text_rope(self.dims.text, positions[:, start:start + chunk.shape[1]].unsqueeze(1))
-            total = int(kv[0].shape[2]) + chunk.shape[1]
-            feed = {"inputs_embeds": chunk.numpy(), "attention_mask": np.ones((1, total), dtype=np.int64),
-                    "rope_cos": cos.numpy(), "rope_sin": sin.numpy(), **dict(zip(self.past_names, kv))}
-            out = self._infer(self.decoder, feed)
-            kv = [np.asarray(out[name]) for name in self.present_names]
-            logits = out["logits"]
-        if logits is None:
+        if embeds.shape[0] < 1:
             raise PipelineError("prefill needs at least one token.")
-        return torch.from_numpy(np.asarray(logits[0, -1], dtype=np.float32).copy()), kv
+        stepper = self._stepper()
+        stepper.reset(1)
+        if past:
+            length = int(past[0].shape[2])
+            stepper.load(CacheState(dict(zip(self.past_names, past)), torch.ones(1, length, dtype=torch.long),
+                                    torch.zeros(1, dtype=torch.long)))
+        out = stepper.prefill(embeds.unsqueeze(0), torch.ones(1, embeds.shape[0], dtype=torch.long),
+                              positions.unsqueeze(1))
+        return out.last_logits[0], [stepper.state.past[name] for name in self.past_names]
 
     def decode_step(self, caches: Sequence[SequenceCache], tokens: Sequence[int]) -> torch.Tensor:
         """One token for each sequence (caches updated in place); -> logits [B, vocab]."""
-        from trt_pipeline.models.glm4v import host
+        from trt_pipeline.models.glm4v.stepper import CacheState
 
-        batch = len(caches)
-        longest = max(cache.length for cache in caches)
-        mask = np.zeros((batch, longest + 1), dtype=np.int64)
-        mask[:, -1] = 1
-        past = []
-        for index, _name in enumerate(self.past_names):
+        batch, longest = len(caches), max(cache.length for cache in caches)
+        mask = torch.zeros(batch, longest, dtype=torch.long)
+        past = {}
+        for index, name in enumerate(self.past_names):
             if batch == 1:
-                past.append(caches[0].kv[index])
+                past[name] = caches[0].kv[index]
                 continue
             first = caches[0].kv[index]
             padded = np.zeros((batch, first.shape[1], longest, first.shape[3]), dtype=first.dtype)
             for row, cache in enumerate(caches):
                 padded[row, :, longest - cache.length:] = cache.kv[index][0]
-            past.append(padded)
+            past[name] = padded
         for row, cache in enumerate(caches):
             mask[row, longest - cache.length:] = 1
-        positions = torch.tensor([c.next_position for c in caches], dtype=torch.long).view(1, batch, 1).expand(3, -1, -1)
-        cos, sin = host.text_rope(self.dims.text, positions)
-        feed = {"inputs_embeds": self.embed(tokens).unsqueeze(1).numpy(), "attention_mask": mask,
-                "rope_cos": cos.numpy(), "rope_sin": sin.numpy(), **dict(zip(self.past_names, past))}
-        out = self._infer(self.decoder, feed)
+        stepper = self._stepper()
+        stepper.load(CacheState(past, mask, torch.tensor([c.next_position for c in caches], dtype=torch.long)))
+        out = stepper.decode(torch.tensor(list(tokens), dtype=torch.long))
         for row, cache in enumerate(caches):
             start = longest - cache.length
-            cache.kv = [np.ascontiguousarray(np.asarray(out[name])[row:row + 1, :, start:])
-                        for name in self.present_names]
+            cache.kv = [np.ascontiguousarray(stepper.state.past[name][row:row + 1, :, start:])
+                        for name in self.past_names]
             cache.next_position += 1
-        return torch.from_numpy(np.asarray(out["logits"][:, -1], dtype=np.float32).copy())
+        return out.last_logits
 
 
 def _image_patch_offsets(grid_thw: torch.Tensor) -> list[int]:
