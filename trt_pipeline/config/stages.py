@@ -81,7 +81,7 @@ class ExportConfig:
     external_data: bool | None = None  # None: automatic above 2 GB
     simplify: bool = True
     validate: bool = True
-    dtype: str = "float32"
+    dtype: str = "auto"  # auto = the checkpoint's dtype (trt_pipeline.export.dtypes)
     atol_logits: float = 1e-4
     atol_vision: float = 1e-5
     allow_missing_tokenizer: bool = False  # export without tokenizer/chat template/image processor (warning)
@@ -91,6 +91,8 @@ class ExportConfig:
         if self.opset < 17:
             raise ConfigError(f"opset {self.opset} is too old: LayerNormalization needs opset >= 17.")
         _check_at_least(self, 1, "max_batch", "max_seq", "min_image_tokens", "max_kv")
+        if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise ConfigError(f"--dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}.")
         if self.max_image_tokens is not None and self.max_image_tokens < self.min_image_tokens:
             raise ConfigError(
                 f"--max-image-tokens {self.max_image_tokens} < --min-image-tokens {self.min_image_tokens}."

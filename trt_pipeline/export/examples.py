@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from trt_pipeline.models.glm4v.host import vision_inputs
 from trt_pipeline.models.glm4v.model import Glm4vExportModel
 
 EXAMPLE_GRID = [[1, 4, 6]]  # 24 patches -> 6 image tokens
@@ -19,14 +20,16 @@ def vision_example(model: Glm4vExportModel) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(0)
     patches = sum(t * h * w for t, h, w in EXAMPLE_GRID)
     pixel_values = torch.randn(patches, model.dims.vision.patch_dim, generator=generator)
-    host = model.vision_host_inputs(EXAMPLE_GRID)
-    dtype = model.dtype
+    # a zero position table: tracing needs shapes only, so this works for a model on `meta` too
+    table = torch.zeros(model.vision_position_table.shape)
+    host = vision_inputs(model.dims.vision, table, EXAMPLE_GRID)
+    # host tables stay float32 whatever the model dtype (the graph casts, as transformers does)
     return (
-        pixel_values.to(dtype),
-        host["rotary_cos"].to(dtype),
-        host["rotary_sin"].to(dtype),
-        host["position_embeddings"].to(dtype),
-        host["attention_bias"].to(dtype),
+        pixel_values.float(),
+        host["rotary_cos"].float(),
+        host["rotary_sin"].float(),
+        host["position_embeddings"].float(),
+        host["attention_bias"].float(),
     )
 
 
@@ -37,8 +40,8 @@ def decoder_example(model: Glm4vExportModel) -> tuple[torch.Tensor, ...]:
     dtype = model.dtype
     embeds = torch.randn(b, s, text.hidden_size, generator=generator).to(dtype)
     mask = torch.ones(b, p + s, dtype=torch.long)
-    cos = torch.randn(b, s, text.rotary_dim, generator=generator).to(dtype)
-    sin = torch.randn(b, s, text.rotary_dim, generator=generator).to(dtype)
+    cos = torch.randn(b, s, text.rotary_dim, generator=generator)
+    sin = torch.randn(b, s, text.rotary_dim, generator=generator)
     positions = torch.arange(s - EXAMPLE_NUM_LOGITS, s, dtype=torch.long)
     past = [
         torch.randn(b, text.num_key_value_heads, p, text.head_dim, generator=generator).to(dtype)

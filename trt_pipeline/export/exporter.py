@@ -63,6 +63,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
     anything, OnnxModelError if the exporter or checker fails, AtolError if validation fails
     (the folder is then complete and kept for inspection, with its validation report).
     """
+    from trt_pipeline.export.dtypes import precision_folder, resolve_export_dtype
     from trt_pipeline.export.examples import DECODER_FIRST_PAST, decoder_example, vision_example
     from trt_pipeline.export.onnx_export import export_component
     from trt_pipeline.models.glm4v.io_spec import DECODER, VISION, component_spec
@@ -73,6 +74,8 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
     warnings = check_serving_assets(checkpoint, allow_missing=cfg.allow_missing_tokenizer)
     for warning in warnings:
         log(f"[yellow]warning:[/] {warning}")
+    dtype = resolve_export_dtype(cfg.dtype, checkpoint)
+    precision = precision_folder(dtype)
     ranges = export_dims(cfg, dims, checkpoint)
     check_disk_space(out, estimated_bytes(dims))
     timings: dict[str, float] = {}
@@ -80,7 +83,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
         task = progress.add_task("export", total=len(cfg.components) + 3)
         progress.update(task, description="loading checkpoint")
         start = time.perf_counter()
-        model = Glm4vExportModel.from_pretrained(checkpoint, dtype=cfg.dtype)
+        model = Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype)
         timings["load"] = time.perf_counter() - start
         progress.advance(task)
         with atomic_output_dir(out) as tmp:
@@ -88,14 +91,14 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
             copy_hf_files(checkpoint, tmp / "hf")
             _save_tables(model, tmp / "embeddings")
             progress.advance(task)
-            onnx_dir = tmp / "onnx" / "fp32"
+            onnx_dir = tmp / "onnx" / precision
             components: dict[str, Any] = {}
             examples = {VISION: (vision_example, None), DECODER: (decoder_example, DECODER_FIRST_PAST)}
             modules = {VISION: model.vision_encoder, DECODER: model.decoder}
             for name in cfg.components:
                 progress.update(task, description=f"exporting {name}")
                 start = time.perf_counter()
-                spec = component_spec(dims, name)
+                spec = component_spec(dims, name, dtype)
                 make_example, variadic = examples[name]
                 facts = export_component(
                     modules[name], spec, make_example(model), onnx_dir / f"{name}.onnx",
@@ -105,7 +108,12 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                 components[name] = {**facts, **spec.to_dict()}
                 progress.advance(task)
             del model, modules  # `modules` kept the weights alive through onnxsim (+1 checkpoint of RSS)
-            if cfg.simplify:
+            if cfg.simplify and precision == "bf16":
+                # onnxsim's result is verified on ONNX Runtime, whose CPU provider lacks bf16 kernels
+                log("simplify skipped for bf16: ONNX Runtime CPU cannot run the graph to verify it")
+                for entry in components.values():
+                    entry["simplify"] = {"skipped": "bf16: ONNX Runtime CPU has no bf16 kernels to verify with"}
+            elif cfg.simplify:
                 progress.update(task, description="simplifying")
                 from trt_pipeline.graph.simplify import simplify_folder
 
@@ -120,7 +128,8 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                 if entry.get("external_data"):
                     entry["external_data_sha256"] = sha256_file(onnx_dir / entry["external_data"])
             write_json_atomic(onnx_dir / "manifest.json", {
-                "precision": "fp32",
+                "precision": precision,
+                "dtype": dtype,
                 "stage": "export",
                 "components": components,
                 "tool_versions": tool_versions(*TOOLS),
@@ -134,12 +143,14 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                     "dims": dims.to_dict(),
                 },
                 "opset": cfg.opset,
+                "dtype": dtype,
+                "precision": precision,
                 "config": cfg.to_dict(),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "tool_versions": tool_versions(*TOOLS),
                 "dims": dims_to_json(ranges),
                 "components": {
-                    name: {**entry, "file": f"onnx/fp32/{entry['file']}"} for name, entry in components.items()
+                    name: {**entry, "file": f"onnx/{precision}/{entry['file']}"} for name, entry in components.items()
                 },
                 "timings_s": {k: round(v, 3) for k, v in timings.items()},
                 "warnings": warnings,
@@ -149,7 +160,8 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
     if cfg.validate:
         from trt_pipeline.export.validate import validate
 
-        validate(out, checkpoint, atol_logits=cfg.atol_logits, atol_vision=cfg.atol_vision, show_progress=show_progress)
+        validate(out, checkpoint, precision=precision, atol_logits=cfg.atol_logits, atol_vision=cfg.atol_vision,
+                 show_progress=show_progress)
     return out
 
 

@@ -49,6 +49,8 @@ class PointResult:
     atol: float | None
     min_cosine: float | None = None
     max_p99_rel: float | None = None
+    #: max abs difference of transformers in the export dtype vs transformers in fp32 (same inputs)
+    reference_drift: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -61,6 +63,8 @@ class PointResult:
 class ValidationReport:
     precision: str
     results: list[PointResult] = field(default_factory=list)
+    backend: str = "onnxruntime-cpu"
+    reference_dtype: str = "float32"
 
     @property
     def passed(self) -> bool:
@@ -75,15 +79,38 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "precision": self.precision,
+            "backend": self.backend,
+            "reference_dtype": self.reference_dtype,
             "passed": self.passed,
             "worst_max_abs": {c: self.worst(c) for c in sorted({r.component for r in self.results})},
             "results": [{**asdict(r), "passed": r.passed} for r in self.results],
         }
 
 
-def _result(component: str, point: dict[str, int], output: str, metrics: TensorMetrics, gate: OutputGate) -> PointResult:
+def _result(
+    component: str, point: dict[str, int], output: str, metrics: TensorMetrics, gate: OutputGate,
+    drift: float | None = None,
+) -> PointResult:
+    gate = _drift_gate(gate, drift)
     return PointResult(component, point, output, metrics.max_abs, metrics.cosine, metrics.p99_rel,
-                       gate.atol, gate.cosine, gate.p99_rel)
+                       gate.atol, gate.cosine, gate.p99_rel, drift)
+
+
+#: bf16/fp16 exports: atol = DRIFT_FACTOR x transformers' own dtype-vs-fp32 drift on the same inputs
+DRIFT_FACTOR = 2.0
+
+
+def _drift_gate(gate: OutputGate, drift: float | None) -> OutputGate:
+    """fp32: the gate as is. A bf16/fp16 export against transformers in the same dtype:
+    max abs <= ``max(atol, 2 x drift)`` with drift = |transformers-in-dtype - transformers-in-fp32|.
+
+    The graph is another rounding of the same maths in the same dtype; if it is no further from
+    fp32 than transformers-in-dtype is, the triangle inequality bounds |graph - transformers-in-dtype|
+    by 2 x drift. A real bug (wrong weight, mask, rotary) gives errors of the size of the
+    activations, far above that. Cosine / p99 are reported, not gated (the drift sets the scale)."""
+    if drift is None:
+        return gate
+    return OutputGate(atol=max(gate.atol or 0.0, DRIFT_FACTOR * drift))
 
 
 def _worst(rows: list[TensorMetrics]) -> TensorMetrics:
@@ -109,14 +136,54 @@ def validation_gates(precision: str, atol_logits: float | None, atol_vision: flo
     return dataclasses.replace(gates, **groups)
 
 
-def load_reference(checkpoint: Path) -> Any:
+def load_reference(checkpoint: Path, dtype: str = "float32") -> Any:
     from transformers import Glm4vForConditionalGeneration
 
-    return Glm4vForConditionalGeneration.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+    return Glm4vForConditionalGeneration.from_pretrained(str(checkpoint), dtype=getattr(torch, dtype)).eval()
+
+
+def as_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """float32 numpy of any torch tensor (bf16 has no numpy dtype)."""
+    return tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+
+
+def _image_features(reference: Any, pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    dtype = next(reference.parameters()).dtype
+    expected = reference.model.get_image_features(pixels.to(dtype), grid, return_dict=True).pooler_output
+    expected = torch.cat(list(expected), 0) if isinstance(expected, (list, tuple)) else expected
+    return expected.float()
+
+
+def infer_float32(runner: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run ``runner`` with each float feed cast to the dtype its graph input declares; float32 outputs.
+
+    ONNX Runtime sessions declare their input dtypes (fp16 graphs take fp16 KV caches); the
+    torch runner casts by its own spec (bf16 has no numpy dtype)."""
+    if hasattr(runner, "spec"):
+        outputs = runner.infer(feed, check_inputs=False)
+    else:
+        declared = {name: np.dtype(dtype.numpy() if hasattr(dtype, "numpy") else dtype)
+                    for name, (dtype, _) in runner.get_input_metadata().items()}
+        feed = {k: v.astype(declared[k]) if v.dtype.kind == "f" and k in declared else v for k, v in feed.items()}
+        outputs = runner.infer(feed)
+    return {k: np.asarray(v, dtype=np.float32) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+            for k, v in outputs.items()}
+
+
+def _decoder_drift(fp32_reference: Any, full: Any, ids: torch.Tensor, past: int) -> tuple[float, float]:
+    """transformers-in-dtype vs transformers-in-fp32 on the same ids: (logits, KV) max abs difference."""
+    full32 = fp32_reference(input_ids=ids, use_cache=True)
+    logits = tensor_metrics(as_numpy(full32.logits[:, past:]), as_numpy(full.logits[:, past:])).max_abs
+    kv = max(tensor_metrics(as_numpy(a), as_numpy(b)).max_abs
+             for l32, l in zip(full32.past_key_values.layers, full.past_key_values.layers)
+             for a, b in ((l32.keys, l.keys), (l32.values, l.values)))
+    return logits, kv
 
 
 @torch.no_grad()
-def validate_vision(reference: Any, assets: Any, runner: Any, grid_values: list[int], gate: OutputGate) -> list[PointResult]:
+def validate_vision(
+    reference: Any, assets: Any, runner: Any, grid_values: list[int], gate: OutputGate, fp32_reference: Any = None
+) -> list[PointResult]:
     merge = assets.dims.vision.spatial_merge_size
     results = []
     for index, patches in enumerate(grid_values):
@@ -124,45 +191,80 @@ def validate_vision(reference: Any, assets: Any, runner: Any, grid_values: list[
         grid = torch.tensor(grids)
         generator = torch.Generator().manual_seed(index)
         pixels = torch.randn(patches, assets.dims.vision.patch_dim, generator=generator)
-        expected = reference.model.get_image_features(pixels, grid, return_dict=True).pooler_output
-        expected = torch.cat(list(expected), 0) if isinstance(expected, (list, tuple)) else expected
+        expected = _image_features(reference, pixels, grid)
+        drift = None
+        if fp32_reference is not None:
+            drift = tensor_metrics(_image_features(fp32_reference, pixels, grid).numpy(), expected.numpy()).max_abs
         feeds = host.vision_inputs(assets.dims.vision, assets.vision_position_table.float(), grid)
         feed = {"pixel_values": pixels.numpy(), **{k: v.float().numpy() for k, v in feeds.items()}}
-        actual = runner.infer(feed)["image_features"]
+        actual = infer_float32(runner, feed)["image_features"]
         results.append(_result("vision_encoder", {"num_patches": patches, "images": len(grids)}, "image_features",
-                               tensor_metrics(expected.numpy(), np.asarray(actual)), gate))
+                               tensor_metrics(expected.numpy(), actual), gate, drift))
     return results
 
 
 @torch.no_grad()
 def validate_decoder_point(
-    reference: Any, assets: Any, runner: Any, batch: int, seq: int, past: int, gates: PrecisionGates, seed: int
+    reference: Any, assets: Any, runner: Any, batch: int, seq: int, past: int, gates: PrecisionGates, seed: int,
+    fp32_reference: Any = None,
 ) -> list[PointResult]:
     """``seq`` new tokens on transformers' own KV cache of ``past`` tokens, logits at every position."""
-    from trt_pipeline.models.glm4v.stepper import CacheState, DecoderStepper
+    from trt_pipeline.models.glm4v.stepper import CacheState, DecoderStepper, FeedBuilder
 
     text = assets.dims.text
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, min(text.vocab_size, assets.dims.image_start_token_id), (batch, past + seq), generator=generator)
     full = reference(input_ids=ids, use_cache=True)
-    stepper = DecoderStepper(assets, runner)
+    if hasattr(runner, "spec"):  # torch modules (bf16): float32 feeds, the runner casts by its own spec
+        stepper = DecoderStepper(assets, runner, builder=FeedBuilder(assets, None), check_inputs=False)
+    else:
+        stepper = DecoderStepper(assets, runner)
     stepper.reset(batch)
     if past:
         prefix = reference(input_ids=ids[:, :past], use_cache=True).past_key_values
         arrays = {}
         for i, layer in enumerate(prefix.layers):
-            arrays[f"past_key_values.{i}.key"] = layer.keys.numpy()
-            arrays[f"past_key_values.{i}.value"] = layer.values.numpy()
+            arrays[f"past_key_values.{i}.key"] = as_numpy(layer.keys)
+            arrays[f"past_key_values.{i}.value"] = as_numpy(layer.values)
         stepper.load(CacheState(arrays, torch.ones(batch, past, dtype=torch.long), torch.full((batch,), past)))
     step = stepper.prefill_tokens(ids[:, past:], logits="all")
-    out = step.outputs
+    out = {k: np.asarray(v, dtype=np.float32) for k, v in step.outputs.items()}
+    drifts = _decoder_drift(fp32_reference, full, ids, past) if fp32_reference is not None else (None, None)
     point = {"batch_size": batch, "sequence_length": seq, "past_sequence_length": past}
-    logits = tensor_metrics(full.logits[:, past:].numpy(), step.logits.numpy())
-    present = _worst([tensor_metrics(tensor.numpy(), np.asarray(out[f"present.{i}.{kind}"]))
+    logits = tensor_metrics(as_numpy(full.logits[:, past:]), step.logits.numpy())
+    present = _worst([tensor_metrics(as_numpy(tensor), out[f"present.{i}.{kind}"])
                       for i, layer in enumerate(full.past_key_values.layers)
                       for kind, tensor in (("key", layer.keys), ("value", layer.values))])
-    return [_result("decoder", point, "logits", logits, gates.logits),
-            _result("decoder", point, "present.*", present, gates.present)]
+    return [_result("decoder", point, "logits", logits, gates.logits, drifts[0]),
+            _result("decoder", point, "present.*", present, gates.present, drifts[1])]
+
+
+def reference_dtype(manifest: dict[str, Any], precision: str) -> str:
+    """The dtype transformers runs in: the export's own dtype for its own folder (bf16/fp16 exports
+    are compared with transformers in bf16/fp16), float32 for derived variants (AutoCast, INT8)."""
+    if precision == manifest.get("precision", "fp32"):
+        return manifest.get("dtype", "float32")
+    return "float32"
+
+
+def component_runner(out_dir: Path, precision: str, dtype: str, checkpoint: Path, component: str) -> Any:
+    """ONNX Runtime over ``OUT/onnx/PRECISION/COMPONENT.onnx``; for bf16 the export's torch modules.
+
+    ONNX Runtime's CPU provider has no bf16 kernels for most of the graph (``Where``, ``MatMul``,
+    ``Softmax``...), so a bf16 graph cannot run here; its modules (the code that was traced) are
+    run in bf16 instead, and the report says so."""
+    from trt_pipeline.runtime.onnxruntime_runner import onnx_path, ort_runner
+
+    path = onnx_path(out_dir, precision, component)
+    if dtype != "bfloat16":
+        return ort_runner(path)
+    from trt_pipeline.models.glm4v.io_spec import component_spec
+    from trt_pipeline.models.glm4v.model import Glm4vExportModel
+    from trt_pipeline.runtime.torch_runner import TorchModuleRunner
+
+    model = Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype)
+    module = model.vision_encoder if component == "vision_encoder" else model.decoder
+    return TorchModuleRunner(module, component_spec(model.dims, component, dtype), name=f"torch-export-bf16:{component}")
 
 
 def validate(
@@ -182,15 +284,19 @@ def validate(
     """
     from trt_pipeline.export.exporter import read_export_manifest
     from trt_pipeline.models.glm4v.generation import HostAssets
-    from trt_pipeline.runtime.onnxruntime_runner import onnx_path, ort_runner
 
     out_dir, checkpoint = Path(out_dir), Path(checkpoint)
     manifest = read_export_manifest(out_dir)
     ranges = dims_from_json(manifest["dims"])
     assets = HostAssets.from_export_dir(out_dir)
-    reference = load_reference(checkpoint)
-    gates = validation_gates(precision, atol_logits, atol_vision)
-    report = ValidationReport(precision)
+    dtype = reference_dtype(manifest, precision)
+    reference = load_reference(checkpoint, dtype)
+    fp32_reference = load_reference(checkpoint) if dtype != "float32" else None
+    # same-dtype validation: max abs against 2x the reference's own drift, fp32's limits as the floor
+    gates = validation_gates(precision if dtype == "float32" else "fp32", atol_logits, atol_vision)
+    report = ValidationReport(precision, reference_dtype=dtype,
+                              backend="torch-export modules (ORT CPU lacks bf16 kernels)" if dtype == "bfloat16"
+                              else "onnxruntime-cpu")
     components = list(manifest["components"])
     decoder_points = list(itertools.product(
         ranges["batch_size"].grid(), ranges["sequence_length"].grid(), ranges["past_sequence_length"].grid()
@@ -203,19 +309,25 @@ def validate(
     with progress_bar(show_progress) as progress:
         task = progress.add_task(f"validate {precision}", total=total)
         if "vision_encoder" in components:
-            with ort_runner(onnx_path(out_dir, precision, "vision_encoder")) as runner:
-                report.results += validate_vision(reference, assets, runner, vision_points, gates.image_features)
+            with component_runner(out_dir, precision, dtype, checkpoint, "vision_encoder") as runner:
+                report.results += validate_vision(reference, assets, runner, vision_points, gates.image_features,
+                                                  fp32_reference)
             progress.advance(task, len(vision_points))
         if "decoder" in components:
-            with ort_runner(onnx_path(out_dir, precision, "decoder")) as runner:
+            with component_runner(out_dir, precision, dtype, checkpoint, "decoder") as runner:
                 for seed, (batch, seq, past) in enumerate(decoder_points):
                     report.results += validate_decoder_point(
-                        reference, assets, runner, batch, seq, past, gates, seed)
+                        reference, assets, runner, batch, seq, past, gates, seed, fp32_reference)
                     progress.advance(task)
+    _write_and_check(report, out_dir, precision)
+    return report
+
+
+def _write_and_check(report: ValidationReport, out_dir: Path, precision: str) -> None:
     suffix = "" if precision == "fp32" else f"-{precision}"
     write_json_atomic(out_dir / "reports" / f"validation{suffix}.json", report.to_dict())
     for component in sorted({r.component for r in report.results}):
-        log(f"validate {precision} {component}: worst max abs error {report.worst(component):.3g} "
+        log(f"validate {precision} {component} ({report.backend} vs transformers {report.reference_dtype}): worst max abs error {report.worst(component):.3g} "
             f"over {sum(1 for r in report.results if r.component == component)} checks")
     failures = [r for r in report.results if not r.passed]
     if failures:
@@ -227,4 +339,3 @@ def validate(
             path=out_dir / "reports" / f"validation{suffix}.json",
             hint="inspect the report; re-export, or loosen the tolerance only if the drift is expected.",
         )
-    return report

@@ -40,8 +40,9 @@ class TorchModuleRunner(BaseRunner):
     def infer_impl(self, feed_dict: dict[str, Any]) -> OrderedDict:
         use_torch = any(isinstance(v, torch.Tensor) for v in feed_dict.values())
         args = [torch.as_tensor(feed_dict[name]) for name in self.spec.input_names]
-        dtype = next(self.module.parameters()).dtype
-        args = [a.to(dtype) if a.is_floating_point() else a for a in args]
+        # each input in its declared dtype (host tables stay fp32 in a bf16/fp16 graph too)
+        dtypes = [getattr(torch, t.dtype) for t in self.spec.inputs]
+        args = [a.to(d) if a.is_floating_point() else a for a, d in zip(args, dtypes)]
         start = time.perf_counter()
         outputs = self.module(*args)
         self.inference_time = time.perf_counter() - start

@@ -36,6 +36,7 @@ def export_command(
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim (verified on ONNX Runtime).")] = True,
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Compare with transformers on the dim grid.")] = True,
     allow_missing_tokenizer: Annotated[bool, typer.Option("--allow-missing-tokenizer", help="Export a checkpoint that lacks its tokenizer, chat template or image processor config (a warning in export.json).")] = False,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto (the checkpoint's dtype) | bfloat16 | float16 | float32.")] = "auto",
 ) -> None:
     """Export the vision encoder and decoder to ONNX with dynamic axes, simplify and validate them."""
     from trt_pipeline.config import ExportConfig
@@ -44,7 +45,7 @@ def export_command(
     cfg = ExportConfig(
         opset=opset, components=split_list(components), max_batch=max_batch, max_seq=max_seq, max_kv=max_kv,
         min_image_tokens=min_image_tokens, max_image_tokens=max_image_tokens, external_data=external_data,
-        simplify=simplify, validate=validate, allow_missing_tokenizer=allow_missing_tokenizer,
+        simplify=simplify, validate=validate, allow_missing_tokenizer=allow_missing_tokenizer, dtype=dtype,
     )
     export(checkpoint, out, cfg)
     typer.echo(f"export written to {out}")
@@ -69,7 +70,7 @@ def simplify_command(
 def validate_command(
     folder: ExportDir,
     checkpoint: ReferenceCheckpoint = None,
-    precision: OnnxPrecision = "fp32",
+    precision: Annotated[Optional[str], typer.Option(help="Which OUT/onnx/PRECISION to check [default: the export's own].")] = None,
     atol_logits: Annotated[float, typer.Option("--atol-logits")] = 1e-4,
     atol_vision: Annotated[float, typer.Option("--atol-vision")] = 1e-5,
 ) -> None:
@@ -77,7 +78,9 @@ def validate_command(
     from trt_pipeline.export.exporter import read_export_manifest
     from trt_pipeline.export.validate import validate
 
-    source = checkpoint or Path(read_export_manifest(folder)["checkpoint"]["path"])
+    manifest = read_export_manifest(folder)
+    source = checkpoint or Path(manifest["checkpoint"]["path"])
+    precision = precision or manifest.get("precision", "fp32")
     report = validate(folder, source, precision=precision, atol_logits=atol_logits, atol_vision=atol_vision)
     typer.echo(f"validation passed: {len(report.results)} checks, report in {folder / 'reports'}")
 

@@ -63,7 +63,8 @@ def present_names(num_layers: int) -> list[str]:
     return [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
 
 
-def vision_spec(dims: Glm4vDims) -> ComponentSpec:
+def vision_spec(dims: Glm4vDims, dtype: str = "float32") -> ComponentSpec:
+    """Host tables stay float32 (computed in fp32 as transformers does); features are ``dtype``."""
     v = dims.vision
     n = "num_patches"
     return ComponentSpec(
@@ -75,34 +76,36 @@ def vision_spec(dims: Glm4vDims) -> ComponentSpec:
             TensorSpec("position_embeddings", "float32", (n, v.hidden_size)),
             TensorSpec("attention_bias", "float32", (n, n)),
         ),
-        outputs=(TensorSpec("image_features", "float32", ("num_image_tokens", v.out_hidden_size)),),
+        outputs=(TensorSpec("image_features", dtype, ("num_image_tokens", v.out_hidden_size)),),
     )
 
 
-def decoder_spec(dims: Glm4vDims) -> ComponentSpec:
+def decoder_spec(dims: Glm4vDims, dtype: str = "float32") -> ComponentSpec:
+    """Embeddings, KV cache and logits in the export ``dtype``; mask and rotary tables as the host makes them."""
     t = dims.text
     b, s, p, total = "batch_size", "sequence_length", "past_sequence_length", "total_sequence_length"
     kv = (t.num_key_value_heads, t.head_dim)
-    past = tuple(TensorSpec(name, "float32", (b, kv[0], p, kv[1])) for name in past_names(t.num_hidden_layers))
+    past = tuple(TensorSpec(name, dtype, (b, kv[0], p, kv[1])) for name in past_names(t.num_hidden_layers))
     present = tuple(
-        TensorSpec(name, "float32", (b, kv[0], total, kv[1])) for name in present_names(t.num_hidden_layers)
+        TensorSpec(name, dtype, (b, kv[0], total, kv[1])) for name in present_names(t.num_hidden_layers)
     )
     return ComponentSpec(
         DECODER,
         inputs=(
-            TensorSpec("inputs_embeds", "float32", (b, s, t.hidden_size)),
+            TensorSpec("inputs_embeds", dtype, (b, s, t.hidden_size)),
             TensorSpec("attention_mask", "int64", (b, total)),
             TensorSpec("rope_cos", "float32", (b, s, t.rotary_dim)),
             TensorSpec("rope_sin", "float32", (b, s, t.rotary_dim)),
             TensorSpec(LOGITS_POSITIONS, "int64", (NUM_LOGITS,)),
             *past,
         ),
-        outputs=(TensorSpec("logits", "float32", (b, NUM_LOGITS, t.vocab_size)), *present),
+        outputs=(TensorSpec("logits", dtype, (b, NUM_LOGITS, t.vocab_size)), *present),
     )
 
 
 COMPONENT_SPECS = {VISION: vision_spec, DECODER: decoder_spec}
 
 
-def component_spec(dims: Glm4vDims, component: str) -> ComponentSpec:
-    return COMPONENT_SPECS[component](dims)
+def component_spec(dims: Glm4vDims, component: str, dtype: str = "float32") -> ComponentSpec:
+    """The I/O table of ``component`` for an export in ``dtype`` (torch dtype name)."""
+    return COMPONENT_SPECS[component](dims, dtype)

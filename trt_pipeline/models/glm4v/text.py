@@ -19,8 +19,6 @@ from torch import nn
 from trt_pipeline.models.glm4v.config import TextDims
 from trt_pipeline.models.glm4v.layers import RMSNorm, activation, attention
 
-MASK_VALUE = torch.finfo(torch.float32).min
-
 
 def rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
     """GLM's interleaved rotation: pairs (x0, x1) -> (-x1, x0)."""
@@ -47,7 +45,8 @@ def causal_padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: 
     allowed = causal.unsqueeze(0) & attention_mask.bool().unsqueeze(1)  # [B, S, T]
     allowed = allowed | (key_index == query_index).unsqueeze(0)
     zero = torch.zeros((), dtype=dtype, device=device)
-    neg = torch.full((), MASK_VALUE, dtype=dtype, device=device)
+    # finfo(dtype).min like transformers' masks: float32's min would round to -inf in bf16/fp16
+    neg = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)
     return torch.where(allowed, zero, neg).unsqueeze(1)
 
 
@@ -179,6 +178,7 @@ class TextDecoder(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         x = inputs_embeds
         bias = causal_padding_bias(attention_mask, x.shape[1], x.dtype)
+        # the host computes the tables in fp32; transformers then casts them to the model dtype
         cos = rope_cos.unsqueeze(1).to(x.dtype)
         sin = rope_sin.unsqueeze(1).to(x.dtype)
         presents: list[torch.Tensor] = []

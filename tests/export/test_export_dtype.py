@@ -1,0 +1,73 @@
+"""Export keeps the checkpoint's dtype (issue 12): bf16 and fp16 exports against transformers in
+the same dtype, with the tolerance derived from transformers' own dtype-vs-fp32 drift."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from trt_pipeline.config import ExportConfig
+from trt_pipeline.errors import ConfigError
+from trt_pipeline.export.dtypes import checkpoint_dtype, resolve_export_dtype
+from trt_pipeline.export.exporter import export
+
+SMALL_GRID = dict(max_batch=2, max_seq=16, max_kv=16, max_image_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def bf16_checkpoint(tmp_path_factory) -> Path:
+    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("bf16") / "ck", preset="tiny", seed=3, dtype="bfloat16")
+
+
+@pytest.fixture(scope="module", params=["auto", "float16"])
+def dtype_export(request, bf16_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"export-{request.param}") / "out"
+    export(bf16_checkpoint, out, ExportConfig(dtype=request.param, **SMALL_GRID), show_progress=False)
+    return request.param, out
+
+
+def test_auto_is_the_checkpoint_dtype(bf16_checkpoint, tiny_checkpoint):
+    assert checkpoint_dtype(bf16_checkpoint) == "bfloat16"
+    assert checkpoint_dtype(tiny_checkpoint) == "float32"
+    assert resolve_export_dtype("auto", bf16_checkpoint) == "bfloat16"
+    assert resolve_export_dtype("float16", bf16_checkpoint) == "float16"
+    with pytest.raises(ConfigError):
+        ExportConfig(dtype="int4")
+
+
+def test_manifest_and_initializers_keep_the_dtype(dtype_export):
+    requested, out = dtype_export
+    dtype, folder, onnx_type = {
+        "auto": ("bfloat16", "bf16", onnx.TensorProto.BFLOAT16),
+        "float16": ("float16", "fp16", onnx.TensorProto.FLOAT16),
+    }[requested]
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["dtype"] == dtype and manifest["precision"] == folder
+    model = onnx.load(str(out / "onnx" / folder / "decoder.onnx"))
+    big = [t for t in model.graph.initializer if len(t.dims) == 2 and min(t.dims) >= 32]
+    assert big and all(t.data_type == onnx_type for t in big)
+    # fp32 islands as in transformers: RMSNorm variance and softmax are computed after a Cast to float
+    float_casts = {n.output[0] for n in model.graph.node if n.op_type == "Cast"
+                   and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)}
+    consumers = {n.op_type for n in model.graph.node if set(n.input) & float_casts}
+    assert {"Softmax"} & consumers or {"Pow", "Mul"} & consumers
+    inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    assert inputs["inputs_embeds"] == onnx_type and inputs["rope_cos"] == onnx.TensorProto.FLOAT
+
+
+def test_validated_against_transformers_in_the_same_dtype(dtype_export):
+    requested, out = dtype_export
+    folder = {"auto": "bf16", "float16": "fp16"}[requested]
+    report = json.loads((out / "reports" / f"validation-{folder}.json").read_text())
+    assert report["passed"] and report["reference_dtype"] == {"bf16": "bfloat16", "fp16": "float16"}[folder]
+    for result in report["results"]:
+        drift = result["reference_drift"]
+        # transformers itself moves when run in bf16/fp16 (so the check is not vacuous) ...
+        assert drift > 1e-4, result
+        # ... and the export stays within 2x that drift of transformers in the same dtype
+        assert result["max_abs"] <= max(2 * drift, 1e-4), result
