@@ -82,6 +82,7 @@ class ExportConfig:
     simplify: bool = True
     validate: bool = True
     dtype: str = "auto"  # auto = the checkpoint's dtype (trt_pipeline.export.dtypes)
+    streaming: bool | None = None  # None: weight-free trace + streamed weights above 2 GiB (export.streaming)
     atol_logits: float = 1e-4
     atol_vision: float = 1e-5
     allow_missing_tokenizer: bool = False  # export without tokenizer/chat template/image processor (warning)

@@ -63,6 +63,9 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
     anything, OnnxModelError if the exporter or checker fails, AtolError if validation fails
     (the folder is then complete and kept for inspection, with its validation report).
     """
+    import torch
+
+    from trt_pipeline.export import streaming as streamer
     from trt_pipeline.export.dtypes import precision_folder, resolve_export_dtype
     from trt_pipeline.export.examples import DECODER_FIRST_PAST, decoder_example, vision_example
     from trt_pipeline.export.onnx_export import export_component
@@ -83,13 +86,21 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
         task = progress.add_task("export", total=len(cfg.components) + 3)
         progress.update(task, description="loading checkpoint")
         start = time.perf_counter()
-        model = Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype)
+        streaming = streamer.use_streaming(cfg.streaming, checkpoint)
+        if streaming:  # trace without weights, stream them from the shards (export/streaming.py)
+            model = streamer.meta_model(dims, getattr(torch, dtype))
+            entries = streamer.checked_entries(checkpoint, model)
+        else:
+            model = Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype)
         timings["load"] = time.perf_counter() - start
         progress.advance(task)
         with atomic_output_dir(out) as tmp:
             progress.update(task, description="host tables + hf files")
             copy_hf_files(checkpoint, tmp / "hf")
-            _save_tables(model, tmp / "embeddings")
+            if streaming:
+                streamer.save_tables_streaming(entries, tmp / "embeddings", model.dtype)
+            else:
+                _save_tables(model, tmp / "embeddings")
             progress.advance(task)
             onnx_dir = tmp / "onnx" / precision
             components: dict[str, Any] = {}
@@ -100,15 +111,23 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                 start = time.perf_counter()
                 spec = component_spec(dims, name, dtype)
                 make_example, variadic = examples[name]
-                facts = export_component(
-                    modules[name], spec, make_example(model), onnx_dir / f"{name}.onnx",
-                    cfg.opset, cfg.external_data, variadic_from=variadic,
-                )
+                if streaming:
+                    facts = streamer.export_component_streaming(
+                        modules[name], spec, make_example(model), onnx_dir / f"{name}.onnx",
+                        cfg.opset, variadic, entries, model.dtype,
+                    )
+                else:
+                    facts = export_component(
+                        modules[name], spec, make_example(model), onnx_dir / f"{name}.onnx",
+                        cfg.opset, cfg.external_data, variadic_from=variadic,
+                    )
                 timings[name] = time.perf_counter() - start
                 components[name] = {**facts, **spec.to_dict()}
                 progress.advance(task)
             del model, modules  # `modules` kept the weights alive through onnxsim (+1 checkpoint of RSS)
-            if cfg.simplify and precision == "bf16":
+            if streaming:
+                pass  # simplified weight-free before the weights were streamed in (see each component's facts)
+            elif cfg.simplify and precision == "bf16":
                 # onnxsim's result is verified on ONNX Runtime, whose CPU provider lacks bf16 kernels
                 log("simplify skipped for bf16: ONNX Runtime CPU cannot run the graph to verify it")
                 for entry in components.values():
@@ -145,6 +164,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                 "opset": cfg.opset,
                 "dtype": dtype,
                 "precision": precision,
+                "streamed": streaming,
                 "config": cfg.to_dict(),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "tool_versions": tool_versions(*TOOLS),

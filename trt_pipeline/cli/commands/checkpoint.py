@@ -29,13 +29,19 @@ def init_checkpoint_command(
         ),
     ] = None,
     overwrite: Overwrite = False,
+    layers: Annotated[Optional[int], typer.Option("--layers", help="Text decoder layers (real width, fewer layers).")] = None,
+    vision_layers: Annotated[Optional[int], typer.Option("--vision-layers", help="Vision tower layers.")] = None,
+    streaming: Annotated[Optional[bool], typer.Option(
+        "--streaming/--in-memory", help="Write weights one tensor at a time [default: phone-9b only].")] = None,
 ) -> None:
     """Write a deterministic random Hugging Face checkpoint of GLM-4.1V (AutoGLM-Phone-9B) at a preset size."""
     from trt_pipeline.cli.render import checkpoint_summary
     from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
     from trt_pipeline.models.info import checkpoint_info
 
-    path = write_checkpoint(out, preset=preset, seed=seed, config_only=config_only, dtype=dtype, overwrite=overwrite)
+    overrides = {k: v for k, v in (("text_num_hidden_layers", layers), ("vision_depth", vision_layers)) if v is not None}
+    path = write_checkpoint(out, preset=preset, seed=seed, config_only=config_only, dtype=dtype, overwrite=overwrite,
+                            overrides=overrides, streaming=streaming)
     typer.echo(checkpoint_summary(path, preset, checkpoint_info(path)))
 
 

@@ -37,6 +37,8 @@ def export_command(
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Compare with transformers on the dim grid.")] = True,
     allow_missing_tokenizer: Annotated[bool, typer.Option("--allow-missing-tokenizer", help="Export a checkpoint that lacks its tokenizer, chat template or image processor config (a warning in export.json).")] = False,
     dtype: Annotated[str, typer.Option("--dtype", help="auto (the checkpoint's dtype) | bfloat16 | float16 | float32.")] = "auto",
+    streaming: Annotated[Optional[bool], typer.Option("--streaming/--in-memory", help=(
+        "Trace weight-free and stream the weights into external data [default: above 2 GiB of weights]."))] = None,
 ) -> None:
     """Export the vision encoder and decoder to ONNX with dynamic axes, simplify and validate them."""
     from trt_pipeline.config import ExportConfig
@@ -46,6 +48,7 @@ def export_command(
         opset=opset, components=split_list(components), max_batch=max_batch, max_seq=max_seq, max_kv=max_kv,
         min_image_tokens=min_image_tokens, max_image_tokens=max_image_tokens, external_data=external_data,
         simplify=simplify, validate=validate, allow_missing_tokenizer=allow_missing_tokenizer, dtype=dtype,
+        streaming=streaming,
     )
     export(checkpoint, out, cfg)
     typer.echo(f"export written to {out}")
