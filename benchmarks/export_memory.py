@@ -19,6 +19,7 @@ loads transformers' model as a second copy by design and is measured separately 
 (``--validate``).
 
     python benchmarks/export_memory.py [--cases small,1b] [--work engines/export-memory] [--keep]
+    python benchmarks/export_memory.py --preset phone-9b [--layers 2 --vision-layers 2] [--cap 6G]
 """
 
 from __future__ import annotations
@@ -148,7 +149,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "export_memory.json")
     parser.add_argument("--baseline", type=Path, action="append", default=[],
                         help="earlier result files (e.g. before a fix) embedded under `baseline` for comparison")
+    parser.add_argument("--preset", choices=["phone-9b"], help="real-dimension run under memcap (export_memory_phone9b.py)")
+    parser.add_argument("--cap", default="6G", help="memcap limit for --preset")
+    parser.add_argument("--layers", type=int, help="--preset: text layers (default: all 40)")
+    parser.add_argument("--vision-layers", type=int, help="--preset: vision layers (default: all 24)")
     args = parser.parse_args()
+    if args.preset:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from export_memory_phone9b import main_phone9b
+
+        return main_phone9b(args)
     rows = {}
     for case in args.cases.split(","):
         checkpoint = args.work / case / "checkpoint"
