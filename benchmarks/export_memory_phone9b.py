@@ -17,6 +17,7 @@ Writes ~20 GB twice for the full model: run it alone, niced, and delete the fold
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MEMCAP = ROOT.parent / "shared" / "tools" / "memcap"
+MEMCAP = Path(os.environ.get("MEMCAP", ROOT.parent / "shared" / "tools" / "memcap"))
 CLI = [sys.executable, "-c", "from trt_pipeline.cli import app; app()"]
 
 
