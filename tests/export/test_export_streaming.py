@@ -109,3 +109,33 @@ def test_tensor_of_wrong_shape(sharded, tmp_path):
     save_file(tensors, str(shard), metadata={"format": "pt"})
     error = _export_fails(sharded, tmp_path / "out", "shape")
     assert shard.name in str(error) and name in str(error)
+
+
+def test_hub_id_not_cached_offline(tmp_path, monkeypatch):
+    """A Hub id that is not in the cache, with HF_HUB_OFFLINE: a clear error and no output."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(CheckpointError, match="offline mode is on") as info:
+        export("zai-org/AutoGLM-Phone-9B", out, ExportConfig(**COMPARE_CFG), show_progress=False)
+    assert "zai-org/AutoGLM-Phone-9B" in str(info.value) and not out.exists()
+
+
+def test_hub_id_resolves_from_the_cache(tiny_checkpoint, tmp_path, monkeypatch):
+    """A cached snapshot is used offline (the cache layout huggingface_hub writes)."""
+    from huggingface_hub import constants
+
+    from trt_pipeline.models.hub import resolve_checkpoint
+
+    cache = tmp_path / "hf-cache"
+    snapshot = cache / "models--org--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_checkpoint, snapshot)
+    (cache / "models--org--tiny" / "refs").mkdir(parents=True)
+    (cache / "models--org--tiny" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint("org/tiny") == snapshot

@@ -17,7 +17,7 @@ from trt_pipeline.errors import ConfigError
 
 # --- folders --------------------------------------------------------------------------------------
 ExportDir = Annotated[Path, typer.Argument(metavar="DIR", help="Export folder (export.json, onnx/PRECISION/, engines/).")]
-CheckpointDir = Annotated[Path, typer.Argument(help="Hugging Face checkpoint folder (config.json + safetensors).")]
+CheckpointDir = Annotated[Path, typer.Argument(help="Hugging Face checkpoint folder (config.json + safetensors) or Hub id (org/name, via the HF cache).")]
 ReferenceCheckpoint = Annotated[Optional[Path], typer.Option(
     "--checkpoint", help="Reference checkpoint [default: the one named in export.json].")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")]

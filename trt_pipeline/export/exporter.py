@@ -72,7 +72,9 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
     from trt_pipeline.models.glm4v.io_spec import DECODER, VISION, component_spec
     from trt_pipeline.models.glm4v.model import Glm4vExportModel
 
-    checkpoint, out = Path(checkpoint), Path(out)
+    from trt_pipeline.models.hub import resolve_checkpoint
+
+    checkpoint, out = resolve_checkpoint(checkpoint), Path(out)  # a folder or a Hub id (via the HF cache)
     dims = load_dims(checkpoint)
     warnings = check_serving_assets(checkpoint, allow_missing=cfg.allow_missing_tokenizer)
     for warning in warnings:
