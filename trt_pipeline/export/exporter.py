@@ -82,7 +82,9 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
     dtype = resolve_export_dtype(cfg.dtype, checkpoint)
     precision = precision_folder(dtype)
     ranges = export_dims(cfg, dims, checkpoint)
-    check_disk_space(out, estimated_bytes(dims))
+    itemsize = {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+    check_disk_space(out, estimated_bytes(dims, itemsize))
+    log(streamer.describe_needs(checkpoint, estimated_bytes(dims, itemsize), cfg.streaming))
     timings: dict[str, float] = {}
     with progress_bar(show_progress) as progress:
         task = progress.add_task("export", total=len(cfg.components) + 3)
