@@ -19,7 +19,7 @@ SMALL_GRID = dict(max_batch=2, max_seq=16, max_kv=16, max_image_tokens=16)
 
 @pytest.fixture(scope="module")
 def bf16_checkpoint(tmp_path_factory) -> Path:
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("bf16") / "ck", preset="tiny", seed=3, dtype="bfloat16")
 

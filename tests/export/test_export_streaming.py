@@ -57,7 +57,7 @@ def test_manifest_says_streamed(streamed):
 def test_streamed_fp16_from_bf16_validates(tmp_path):
     """dtype conversion while streaming: a bf16 checkpoint exported as fp16, validated on ORT
     against transformers in fp16 (tolerance 2x transformers' own fp16-vs-fp32 drift)."""
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     checkpoint = write_checkpoint(tmp_path / "ck", preset="tiny", seed=4, dtype="bfloat16", streaming=True,
                                   max_shard_size="1MB")
@@ -70,7 +70,7 @@ def test_streamed_fp16_from_bf16_validates(tmp_path):
 
 @pytest.fixture()
 def sharded(tmp_path):
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     return write_checkpoint(tmp_path / "ck", preset="tiny", seed=1, streaming=True, max_shard_size="1MB")
 
