@@ -40,7 +40,7 @@ MODEL = "autoglm-phone-9b"
 def prepare_export(preset: str, fresh: bool) -> Path:
     from trt_pipeline.config import ExportConfig
     from trt_pipeline.export.exporter import export
-    from trt_pipeline.models.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
     base = ROOT / "engines" / f"bench-serve-{preset}"
     out = base / "export"
@@ -142,15 +142,16 @@ def load_level(server: Server, clients: int, requests: int, max_tokens: int) -> 
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
-    ttft = [r["ttft"] for r in results]
+    ttft = [r["ttft"] for r in results]  # NaN: the reply was empty (EOS first), no content delta to time
     itl = [gap for r in results for gap in r["itl"]] or [float("nan")]
     tokens = sum(r["tokens"] for r in results)
-    return {"clients": clients, "requests": len(results), "completion_tokens": tokens, "seconds": round(wall, 3),
+    return {"clients": clients, "requests": len(results), "empty_replies": int(np.isnan(ttft).sum()),
+            "completion_tokens": tokens, "seconds": round(wall, 3),
             "tokens_per_s": round(tokens / wall, 2),
-            "ttft_p50_ms": round(1000 * float(np.percentile(ttft, 50)), 2),
-            "ttft_p99_ms": round(1000 * float(np.percentile(ttft, 99)), 2),
-            "itl_p50_ms": round(1000 * float(np.percentile(itl, 50)), 2),
-            "itl_p99_ms": round(1000 * float(np.percentile(itl, 99)), 2)}
+            "ttft_p50_ms": round(1000 * float(np.nanpercentile(ttft, 50)), 2),
+            "ttft_p99_ms": round(1000 * float(np.nanpercentile(ttft, 99)), 2),
+            "itl_p50_ms": round(1000 * float(np.nanpercentile(itl, 50)), 2),
+            "itl_p99_ms": round(1000 * float(np.nanpercentile(itl, 99)), 2)}
 
 
 def agent_replay(server: Server, steps: int, max_tokens: int) -> list[dict[str, Any]]:
