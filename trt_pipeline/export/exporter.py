@@ -63,15 +63,10 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
     anything, OnnxModelError if the exporter or checker fails, AtolError if validation fails
     (the folder is then complete and kept for inspection, with its validation report).
     """
-    import torch
-
     from trt_pipeline.export import streaming as streamer
     from trt_pipeline.export.dtypes import precision_folder, resolve_export_dtype
     from trt_pipeline.export.examples import DECODER_FIRST_PAST, decoder_example, vision_example
-    from trt_pipeline.export.onnx_export import export_component
     from trt_pipeline.models.glm4v.io_spec import DECODER, VISION, component_spec
-    from trt_pipeline.models.glm4v.model import Glm4vExportModel
-
     from trt_pipeline.models.hub import resolve_checkpoint
 
     checkpoint, out = resolve_checkpoint(checkpoint), Path(out)  # a folder or a Hub id (via the HF cache)
@@ -91,20 +86,13 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
         progress.update(task, description="loading checkpoint")
         start = time.perf_counter()
         streaming = streamer.use_streaming(cfg.streaming, checkpoint)
-        if streaming:  # trace without weights, stream them from the shards (export/streaming.py)
-            model = streamer.meta_model(dims, getattr(torch, dtype))
-            entries = streamer.checked_entries(checkpoint, model)
-        else:
-            model = Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype)
+        model, entries = _load(checkpoint, dims, dtype, streaming)
         timings["load"] = time.perf_counter() - start
         progress.advance(task)
         with atomic_output_dir(out) as tmp:
             progress.update(task, description="host tables + hf files")
             copy_hf_files(checkpoint, tmp / "hf")
-            if streaming:
-                streamer.save_tables_streaming(entries, tmp / "embeddings", model.dtype)
-            else:
-                _save_tables(model, tmp / "embeddings")
+            _save_tables(model, tmp / "embeddings", entries)
             progress.advance(task)
             onnx_dir = tmp / "onnx" / precision
             components: dict[str, Any] = {}
@@ -115,36 +103,17 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                 start = time.perf_counter()
                 spec = component_spec(dims, name, dtype)
                 make_example, variadic = examples[name]
-                if streaming:
-                    facts = streamer.export_component_streaming(
-                        modules[name], spec, make_example(model), onnx_dir / f"{name}.onnx",
-                        cfg.opset, variadic, entries, model.dtype,
-                    )
-                else:
-                    facts = export_component(
-                        modules[name], spec, make_example(model), onnx_dir / f"{name}.onnx",
-                        cfg.opset, cfg.external_data, variadic_from=variadic,
-                    )
+                facts = _export_one(modules[name], spec, make_example(model), onnx_dir / f"{name}.onnx",
+                                    cfg, variadic, entries if streaming else None)
                 timings[name] = time.perf_counter() - start
                 components[name] = {**facts, **spec.to_dict()}
                 progress.advance(task)
             del model, modules  # `modules` kept the weights alive through onnxsim (+1 checkpoint of RSS)
-            if streaming:
-                pass  # simplified weight-free before the weights were streamed in (see each component's facts)
-            elif cfg.simplify and precision == "bf16":
-                # onnxsim's result is verified on ONNX Runtime, whose CPU provider lacks bf16 kernels
-                log("simplify skipped for bf16: ONNX Runtime CPU cannot run the graph to verify it")
-                for entry in components.values():
-                    entry["simplify"] = {"skipped": "bf16: ONNX Runtime CPU has no bf16 kernels to verify with"}
-            elif cfg.simplify:
+            if cfg.simplify and not streaming:  # streaming: simplified weight-free before the weights went in
                 progress.update(task, description="simplifying")
-                from trt_pipeline.graph.simplify import simplify_folder
-
                 start = time.perf_counter()
-                simplified = simplify_folder(onnx_dir, SimplifyConfig(), show_progress=False)
+                _simplify(onnx_dir, components, precision)
                 timings["simplify"] = time.perf_counter() - start
-                for name, report in simplified.items():
-                    components[name]["simplify"] = report
             progress.advance(task)
             for name, entry in components.items():
                 entry["sha256"] = sha256_file(onnx_dir / entry["file"])
@@ -189,8 +158,52 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
     return out
 
 
-def _save_tables(model: Any, folder: Path) -> None:
+def _load(checkpoint: Path, dims: Glm4vDims, dtype: str, streaming: bool) -> tuple[Any, dict[str, Any] | None]:
+    """(model, checkpoint entries): streaming -> a meta-device model and the checked tensor headers
+    (weights are read later, one at a time; export/streaming.py); else the weights in memory."""
+    import torch
+
+    from trt_pipeline.export import streaming as streamer
+    from trt_pipeline.models.glm4v.model import Glm4vExportModel
+
+    if not streaming:
+        return Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype), None
+    model = streamer.meta_model(dims, getattr(torch, dtype))
+    return model, streamer.checked_entries(checkpoint, model)
+
+
+def _export_one(module: Any, spec: Any, example: Any, path: Path, cfg: ExportConfig, variadic: int | None,
+                entries: dict[str, Any] | None) -> dict[str, Any]:
+    """One component: streamed from ``entries`` when given, else from the in-memory module."""
+    if entries is not None:
+        from trt_pipeline.export.streaming import export_component_streaming
+
+        return export_component_streaming(module, spec, example, path, cfg.opset, variadic, entries,
+                                          next(module.parameters()).dtype)
+    from trt_pipeline.export.onnx_export import export_component
+
+    return export_component(module, spec, example, path, cfg.opset, cfg.external_data, variadic_from=variadic)
+
+
+def _simplify(onnx_dir: Path, components: dict[str, Any], precision: str) -> None:
+    """onnxsim, verified on ONNX Runtime; skipped for bf16 (ORT CPU has no bf16 kernels to verify with)."""
+    if precision == "bf16":
+        log("simplify skipped for bf16: ONNX Runtime CPU cannot run the graph to verify it")
+        for entry in components.values():
+            entry["simplify"] = {"skipped": "bf16: ONNX Runtime CPU has no bf16 kernels to verify with"}
+        return
+    from trt_pipeline.graph.simplify import simplify_folder
+
+    for name, report in simplify_folder(onnx_dir, SimplifyConfig(), show_progress=False).items():
+        components[name]["simplify"] = report
+
+
+def _save_tables(model: Any, folder: Path, entries: dict[str, Any] | None = None) -> None:
     """Host-side tables: token embeddings (lookup + image merge) and the vision position table."""
+    if entries is not None:  # streaming: copied tensor by tensor from the checkpoint
+        from trt_pipeline.export.streaming import save_tables_streaming
+
+        return save_tables_streaming(entries, folder, model.dtype)
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
