@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from trt_pipeline.errors import CheckpointError, PipelineError
+from trt_pipeline.errors import CheckpointError, ConfigError, ShapeError
 from trt_pipeline.models.glm4v.config import Glm4vDims, load_dims
 
 IMAGE_TOKEN = "<|image|>"
@@ -44,7 +44,7 @@ def decode_image(data: Any, *, source: str, path: Path | str | None = None) -> A
         with image:
             width, height = image.size
             if width * height > MAX_DECODED_PIXELS:
-                raise PipelineError(
+                raise ShapeError(
                     f"image {source} is {width}x{height} = {width * height:,} pixels, above the "
                     f"{MAX_DECODED_PIXELS:,}-pixel decode limit (a decompression-bomb guard).",
                     path=path,
@@ -52,12 +52,12 @@ def decode_image(data: Any, *, source: str, path: Path | str | None = None) -> A
                 )
             return image.convert("RGB")
     except Image.DecompressionBombError as error:
-        raise PipelineError(
+        raise ShapeError(
             f"image {source} refused as a decompression bomb ({error}).", path=path,
             hint="downscale the image first.",
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise PipelineError(
+        raise ConfigError(
             f"image {source} cannot be decoded ({error}).", path=path, hint="pass a valid PNG/JPEG/WebP image."
         ) from None
 
@@ -147,7 +147,7 @@ class Glm4vProcessing:
         """Decode one image file to RGB, refusing decompression bombs and undecodable files."""
         path = Path(path)
         if not path.is_file():
-            raise PipelineError(f"image {path} not found.", path=path, hint="pass an existing PNG/JPEG file.")
+            raise ConfigError(f"image {path} not found.", path=path, hint="pass an existing PNG/JPEG file.")
         with open(path, "rb") as handle:
             return decode_image(handle, source=str(path), path=path)
 
@@ -161,7 +161,7 @@ class Glm4vProcessing:
             out = self.image_processor(images=list(images), return_tensors="pt")
         except ValueError as error:
             size = getattr(self.image_processor, "size", {}) or {}
-            raise PipelineError(
+            raise ShapeError(
                 f"the image processor of {self.checkpoint} refused an image: {error}.",
                 path=self.checkpoint / "preprocessor_config.json",
                 hint=(
