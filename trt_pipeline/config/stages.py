@@ -73,11 +73,15 @@ class ExportConfig:
 
     opset: int = 18
     components: tuple[str, ...] = COMPONENTS
-    max_batch: int = 4
-    max_seq: int = 256
-    max_kv: int = 512
-    min_image_tokens: int = 4
-    max_image_tokens: int | None = None  # None: from the checkpoint's image-processor config
+    # Request shapes: a named workload (trt_pipeline.export.workloads) sets each one; a value
+    # given here overrides it. None: phone-agent for real-width checkpoints, tiny otherwise.
+    workload: str | None = None
+    max_batch: int | None = None
+    max_seq: int | None = None
+    max_kv: int | None = None
+    min_image_tokens: int | None = None
+    max_image_tokens: int | None = None  # None: from the image processor's pixel limits
+    max_pixels: int | None = None  # pixels (h x w) of one image; None: the workload's / processor's
     external_data: bool | None = None  # None: automatic above 2 GB
     simplify: bool = True
     validate: bool = True
@@ -91,10 +95,11 @@ class ExportConfig:
         _check_components(self.components)
         if self.opset < 17:
             raise ConfigError(f"opset {self.opset} is too old: LayerNormalization needs opset >= 17.")
-        _check_at_least(self, 1, "max_batch", "max_seq", "min_image_tokens", "max_kv")
+        _check_at_least(self, 1, "max_batch", "max_seq", "min_image_tokens", "max_kv", "max_pixels")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ConfigError(f"--dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}.")
-        if self.max_image_tokens is not None and self.max_image_tokens < self.min_image_tokens:
+        if (self.max_image_tokens is not None and self.min_image_tokens is not None
+                and self.max_image_tokens < self.min_image_tokens):
             raise ConfigError(
                 f"--max-image-tokens {self.max_image_tokens} < --min-image-tokens {self.min_image_tokens}."
             )

@@ -409,6 +409,23 @@ def _resolve_profile_dims(
     return resolved
 
 
+def apply_workload_opts(resolved: dict[str, DimSpec], opts: Mapping[str, int] | None) -> dict[str, DimSpec]:
+    """Move each named dim's ``opt`` to the workload's typical value, kept inside min..max.
+
+    TensorRT tunes kernels for ``opt``; the workload (export.json ``workload.profiles``) knows the
+    typical request of each profile (a 4.6k first prefill, a 3.5k append onto an 8k cache), which
+    the midpoint of a range does not.
+    """
+    if not opts:
+        return resolved
+    out = dict(resolved)
+    for name, value in opts.items():
+        dim = out.get(name)
+        if dim is not None and not dim.derived:
+            out[name] = DimSpec(name, dim.min, min(dim.max, max(dim.min, int(value))), dim.max)
+    return out
+
+
 def derive_profiles(
     component: str,
     inputs: Sequence[TensorSpec],
@@ -416,6 +433,7 @@ def derive_profiles(
     overrides: ShapeOverrides | None = None,
     *,
     notes: list[str] | None = None,
+    workload_opts: Mapping[str, Mapping[str, int]] | None = None,
 ) -> tuple[Profile, ...]:
     """Optimization profiles for one component.
 
@@ -425,6 +443,8 @@ def derive_profiles(
         dims: ``export.json`` dims (see :func:`parse_dims`).
         overrides: trtexec-style shape overrides.
         notes: if given, receives human-readable warnings (overrides beyond the exported range).
+        workload_opts: per profile name, opt values of dims (export.json ``workload.profiles``);
+            user overrides of ``opt`` win over them.
 
     Returns:
         One :class:`Profile` per recipe, each covering every input that has a symbolic dim.
@@ -437,7 +457,8 @@ def derive_profiles(
     relevant = {name: effective[name] for name in _dependency_closure(used, effective) if name in effective}
     profiles = []
     for recipe in PROFILE_RECIPES.get(component, DEFAULT_RECIPES):
-        resolved = _resolve_profile_dims(recipe, relevant, dims)
+        opts = (workload_opts or {}).get(recipe.name) if not (overrides and overrides.by_kind().get("opt")) else None
+        resolved = _resolve_profile_dims(recipe, apply_workload_opts(dict(relevant), opts), dims)
         shapes: dict[str, ShapeRange] = {}
         for spec in inputs:
             if not spec.dynamic:

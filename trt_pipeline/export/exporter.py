@@ -76,7 +76,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
         log(f"[yellow]warning:[/] {warning}")
     dtype = resolve_export_dtype(cfg.dtype, checkpoint)
     precision = precision_folder(dtype)
-    ranges = export_dims(cfg, dims, checkpoint)
+    ranges, workload = export_dims(cfg, dims, checkpoint)
     itemsize = {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
     check_disk_space(out, estimated_bytes(dims, itemsize))
     log(streamer.describe_needs(checkpoint, estimated_bytes(dims, itemsize), cfg.streaming))
@@ -142,6 +142,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "tool_versions": tool_versions(*TOOLS),
                 "dims": dims_to_json(ranges),
+                "workload": workload.to_json(),
                 "components": {
                     name: {**entry, "file": f"onnx/{precision}/{entry['file']}"} for name, entry in components.items()
                 },

@@ -47,6 +47,8 @@ class Workload:
             minus the token being decoded).
         max_pixels: most pixels (h x w) of one image; ``None``: the checkpoint processor's limit.
         images_per_prompt: most images in one request.
+        min_image_tokens: fewest image tokens the vision profile starts at; ``None``: what the
+            processor's ``min_pixels`` allows.
         typical: opt values of the profiles: ``prefill`` (first-step tokens), ``append``
             (tokens added per later step), ``append_past`` / ``decode_past`` (cache length then).
     """
@@ -58,6 +60,7 @@ class Workload:
     max_past: int
     max_pixels: int | None
     images_per_prompt: int
+    min_image_tokens: int | None = None
     typical: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,7 +86,8 @@ TINY = Workload(
     max_past=512,
     max_pixels=None,
     images_per_prompt=2,
-    typical={"prefill": 128, "append": 32, "append_past": 256, "decode_past": 256},
+    min_image_tokens=4,
+    typical={"prefill": 128},
 )
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (PHONE_AGENT, TINY)}
@@ -135,10 +139,12 @@ class ResolvedWorkload:
     dims: Mapping[str, tuple[int, int, int]]
     sources: Mapping[str, str]
     profile_opts: Mapping[str, Mapping[str, int]]
+    max_pixels: int | None = None  # pixels (h x w) of one image the export is made for
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.workload,
+            "max_pixels": self.max_pixels,
             "sources": dict(self.sources),
             "profiles": {name: dict(opts) for name, opts in self.profile_opts.items()},
         }
@@ -179,6 +185,8 @@ def resolve_workload(
     )
     low, high = image_tokens
     sources["num_image_tokens"] = image_tokens_source
+    if workload.min_image_tokens is not None:
+        low = workload.min_image_tokens
     if overrides.get("min_image_tokens") is not None:
         low, sources["num_image_tokens"] = int(overrides["min_image_tokens"]), "flag --min-image-tokens"
     if overrides.get("max_image_tokens") is not None:

@@ -25,12 +25,19 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")] = Path("engines/export"),
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
     components: Components = "vision_encoder,decoder",
-    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch_size.")] = 4,
-    max_seq: Annotated[int, typer.Option("--max-seq", help="Largest sequence_length (prompt tokens per prefill).")] = 256,
-    max_kv: Annotated[int, typer.Option("--max-kv", help="Largest past_sequence_length (KV-cache tokens).")] = 512,
-    min_image_tokens: Annotated[int, typer.Option("--min-image-tokens", help="Smallest image-token count.")] = 4,
+    workload: Annotated[Optional[str], typer.Option("--workload", help=(
+        "Request shapes the export is made for: phone-agent | tiny [default: phone-agent for real-width "
+        "checkpoints, tiny otherwise]. The flags below override single numbers."))] = None,
+    max_batch: Annotated[Optional[int], typer.Option("--max-batch", help="Largest batch_size [default: the workload's].")] = None,
+    max_seq: Annotated[Optional[int], typer.Option("--max-seq", help=(
+        "Largest sequence_length: tokens per decoder call; longer prompts are prefilled in chunks [default: the workload's].")
+    )] = None,
+    max_kv: Annotated[Optional[int], typer.Option("--max-kv", help="Largest past_sequence_length (KV-cache tokens) [default: the workload's].")] = None,
+    min_image_tokens: Annotated[Optional[int], typer.Option("--min-image-tokens", help="Smallest image-token count [default: the workload's].")] = None,
     max_image_tokens: Annotated[Optional[int], typer.Option(
-        "--max-image-tokens", help="Largest image-token count [default: from preprocessor_config.json].")] = None,
+        "--max-image-tokens", help="Largest image-token count [default: from the pixel limit].")] = None,
+    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", help=(
+        "Largest image in pixels (height x width) [default: the workload's, else preprocessor_config.json]."))] = None,
     external_data: Annotated[Optional[bool], typer.Option(
         "--external-data/--no-external-data", help="Force weights into .onnx.data files [default: automatic above 2 GB].")] = None,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim (verified on ONNX Runtime).")] = True,
@@ -45,8 +52,8 @@ def export_command(
     from trt_pipeline.export.exporter import export
 
     cfg = ExportConfig(
-        opset=opset, components=split_list(components), max_batch=max_batch, max_seq=max_seq, max_kv=max_kv,
-        min_image_tokens=min_image_tokens, max_image_tokens=max_image_tokens, external_data=external_data,
+        opset=opset, components=split_list(components), workload=workload, max_batch=max_batch, max_seq=max_seq,
+        max_kv=max_kv, min_image_tokens=min_image_tokens, max_image_tokens=max_image_tokens, max_pixels=max_pixels, external_data=external_data,
         simplify=simplify, validate=validate, allow_missing_tokenizer=allow_missing_tokenizer, dtype=dtype,
         streaming=streaming,
     )
