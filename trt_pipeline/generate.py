@@ -33,6 +33,8 @@ class GenerateRequest:
     max_new_tokens: int = 32
     #: longest prefill call; None = the export's ``sequence_length`` max (whole prompt for torch-export)
     chunk_size: int | None = None
+    #: largest image in pixels (h x w), for every backend; None = the processor config's limit
+    max_pixels: int | None = None
 
 
 @dataclass
@@ -207,7 +209,7 @@ def generate(request: GenerateRequest) -> GenerateOutput:
     if request.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {request.max_new_tokens}.")
     source = resolve_source(request.src)
-    processing = Glm4vProcessing(source.hf_dir)
+    processing = Glm4vProcessing(source.hf_dir, max_pixels=request.max_pixels)
     inputs = processing(request.prompts, request.images)
     start = time.perf_counter()
     ids = BACKENDS[request.backend](source, request, processing, inputs)
@@ -283,7 +285,7 @@ def generate_conversation(request: GenerateRequest, conversation: Path | str) ->
     if not turns:
         raise ConfigError(f"{conversation} has no user message to reply to.", path=conversation)
     source = resolve_source(request.src)
-    processing = Glm4vProcessing(source.hf_dir)
+    processing = Glm4vProcessing(source.hf_dir, max_pixels=request.max_pixels)
     prompts = [parsed.prefix(index + 1) for index in turns]
     encoded = [processing.encode_messages(p.messages, p.images) for p in prompts]
     eos = processing.eos_token_ids

@@ -105,6 +105,9 @@ def generate_command(
     backend: Annotated[str, typer.Option(help="torch (transformers), torch-export, ort or trt.")] = "torch",
     precision: OnnxPrecision = "fp32",
     max_new_tokens: MaxNewTokens = 32,
+    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", help=(
+        "Largest image in pixels (height x width), applied to every backend's image processing "
+        "[default: preprocessor_config.json]."))] = None,
     as_json: AsJson = False,
 ) -> None:
     """Greedy generation through the checkpoint's tokenizer, chat template and image processor."""
@@ -112,7 +115,7 @@ def generate_command(
     from trt_pipeline.generate import GenerateRequest, generate, generate_conversation
 
     if conversation is not None:
-        replay = generate_conversation(GenerateRequest(src, [], [], backend, precision, max_new_tokens), conversation)
+        replay = generate_conversation(GenerateRequest(src, [], [], backend, precision, max_new_tokens, max_pixels=max_pixels), conversation)
         if as_json:
             typer.echo(json.dumps(replay.to_dict(), ensure_ascii=False))
             return
@@ -123,7 +126,7 @@ def generate_command(
     if not prompt:
         raise ConfigError("pass --prompt (repeatable) or --conversation FILE.json.")
     images = [list(image or [])] + [[] for _ in prompt[1:]]
-    result = generate(GenerateRequest(src, list(prompt), images, backend, precision, max_new_tokens))
+    result = generate(GenerateRequest(src, list(prompt), images, backend, precision, max_new_tokens, max_pixels=max_pixels))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:

@@ -91,7 +91,13 @@ class MultimodalInputs:
 class Glm4vProcessing:
     """Tokenizer + chat template + image processor of one checkpoint folder."""
 
-    def __init__(self, checkpoint: Path | str, dims: Glm4vDims | None = None) -> None:
+    def __init__(self, checkpoint: Path | str, dims: Glm4vDims | None = None, *, max_pixels: int | None = None) -> None:
+        """``max_pixels`` (height x width of one image) replaces the processor config's limit.
+
+        GLM-4.1V's processor counts ``temporal_patch_size * h * w`` against ``size.longest_edge``;
+        the override is given in plain image pixels (as the phone agent's server documents it)
+        and converted here, so every backend, transformers' included, sees the same resized image.
+        """
         from transformers import AutoTokenizer, Glm4vImageProcessorPil
 
         self.checkpoint = Path(checkpoint)
@@ -112,6 +118,16 @@ class Glm4vProcessing:
             )
         self.image_processor = Glm4vImageProcessorPil.from_pretrained(str(self.checkpoint))
         self.merge = self.dims.vision.spatial_merge_size
+        self.size_override: dict[str, int] | None = None
+        if max_pixels is not None:
+            if max_pixels < 1:
+                raise ConfigError(f"--max-pixels must be >= 1, got {max_pixels}.", hint="pass e.g. 5000000.")
+            size = dict(getattr(self.image_processor, "size", None) or {})
+            temporal = self.dims.vision.temporal_patch_size
+            self.size_override = {
+                "shortest_edge": int(size.get("shortest_edge") or 112 * 112),
+                "longest_edge": int(max_pixels) * temporal,
+            }
 
     # -- text ------------------------------------------------------------------------------
     def chat_text(self, prompt: str, num_images: int) -> str:
@@ -158,7 +174,8 @@ class Glm4vProcessing:
         1x400 strip), which would otherwise surface as a traceback.
         """
         try:
-            out = self.image_processor(images=list(images), return_tensors="pt")
+            extra = {"size": self.size_override} if self.size_override else {}
+            out = self.image_processor(images=list(images), return_tensors="pt", **extra)
         except ValueError as error:
             size = getattr(self.image_processor, "size", {}) or {}
             raise ShapeError(
