@@ -183,3 +183,17 @@ def test_real_process_sigint_exits_130_after_cleanup(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert err.strip() == "interrupted" and not partial.exists()
+
+
+def test_closed_pipe_is_quiet_not_a_crash(tmp_path) -> None:
+    """`autoglm-trt init-checkpoint --help | head -3`: no 'unexpected BrokenPipeError', no crash file."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    command = f"{sys.executable} -m trt_pipeline.cli init-checkpoint --help | head -1"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, env=env, timeout=120)
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("crash-*.txt"))
+    assert result.returncode in (0, 1, 141)  # click exits 1 quietly on EPIPE (click.core.BaseCommand.main)

@@ -60,11 +60,27 @@ def save_traceback(error: BaseException) -> Path:
     return Path(name)
 
 
+#: 128 + SIGPIPE, what a shell reports for a writer whose reader closed the pipe
+BROKEN_PIPE_EXIT_CODE = 141
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def report_failure(error: BaseException) -> int:
     """Print one message for ``error`` on stderr and return the process exit code."""
     if isinstance(error, KeyboardInterrupt):
         typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
         return INTERRUPTED_EXIT_CODE
+    if isinstance(error, BrokenPipeError):  # `autoglm-trt ... | head`: the reader left, as with SIGPIPE
+        _silence_stdout()
+        return BROKEN_PIPE_EXIT_CODE
     typed = as_pipeline_error(error)
     if typed is not None:
         typer.secho(f"error: {typed.render()}", fg=typer.colors.RED, err=True)
