@@ -53,9 +53,10 @@ def test_strongly_typed_fp16_build_on_tensorrt_11(export_dir, fake_trt, run_buil
     assert config.ignore_mismatch_used == [False]
     assert all(ok for _, _, ok in state.progress_calls)
 
-    # profiles: vision 1 (image), decoder 2 (prefill, decode) with the derived shapes
-    assert len(state.configs[0].profiles) == 1 and len(config.profiles) == 2
-    prefill, decode = (set_shape_calls(p) for p in config.profiles)
+    # profiles: vision 1 (image), decoder 3 (prefill, decode, append) with the derived shapes
+    assert len(state.configs[0].profiles) == 1 and len(config.profiles) == 3
+    prefill, decode, append = (set_shape_calls(p) for p in config.profiles)
+    assert append["inputs_embeds"] == ((1, 2, 8), (1, 128, 8), (4, 512, 8))
     assert prefill["inputs_embeds"] == ((1, 1, 8), (1, 128, 8), (4, 512, 8))
     assert prefill["past_key_values.0.key"] == ((1, 2, 0, 4), (1, 2, 0, 4), (4, 2, 0, 4))
     assert decode["attention_mask"] == ((1, 2), (1, 257), (4, 1025))
@@ -74,7 +75,7 @@ def test_strongly_typed_fp16_build_on_tensorrt_11(export_dir, fake_trt, run_buil
         assert manifest.precision == "fp16" and manifest.strongly_typed and not manifest.legacy_precision_flags
         assert manifest.workspace_bytes == 4 << 30 and manifest.opt_level == 5
         assert manifest.export_sha256 == sha256_file(export_dir / "export.json")
-    assert results[1].manifest.profile_names == ["prefill", "decode"]
+    assert results[1].manifest.profile_names == ["prefill", "decode", "append"]
     assert results[0].manifest.profile_names == ["image"]
     assert not list((export_dir / "engines").glob(".*.tmp"))
     # reporting: versions, build time, engine size
@@ -199,9 +200,10 @@ def test_shape_overrides_reach_the_profiles(export_dir, fake_trt, run_build):
         export_dir, max_shapes="inputs_embeds:2x256x8,pixel_values:512x12").shapes)
     vision_config, decoder_config = fake_trt._state.configs
     assert set_shape_calls(vision_config.profiles[0])["attention_bias"][2] == (512, 512)
-    prefill, decode = (set_shape_calls(p) for p in decoder_config.profiles)
+    prefill, decode, append = (set_shape_calls(p) for p in decoder_config.profiles)
     assert prefill["inputs_embeds"][2] == (2, 256, 8)
     assert decode["inputs_embeds"][2] == (2, 1, 8)
+    assert append["inputs_embeds"][2] == (2, 256, 8)
 
 
 def test_unknown_override_name_is_refused_before_tensorrt(export_dir, fake_trt, run_build):
@@ -226,7 +228,7 @@ def test_profiles_are_checked_against_the_onnx_graph_before_tensorrt(export_dir,
 def test_plan_build_needs_no_tensorrt(export_dir):
     plan = plan_build(BuildConfig(export_dir, precision="int8"))
     assert [p.component for p in plan.components] == ["vision_encoder", "decoder"]
-    assert [p.name for p in plan.components[1].profiles] == ["prefill", "decode"]
+    assert [p.name for p in plan.components[1].profiles] == ["prefill", "decode", "append"]
 
 
 def test_progress_monitor_drives_a_rich_progress(fakes):

@@ -42,7 +42,7 @@ def by_name(profiles):
 
 def test_decoder_gets_prefill_and_decode_profiles_like_edge_llm(dims, decoder_inputs):
     profiles = by_name(derive_profiles("decoder", decoder_inputs, dims))
-    assert list(profiles) == ["prefill", "decode"]
+    assert list(profiles) == ["prefill", "decode", "append"]
     prefill, decode = profiles["prefill"], profiles["decode"]
     # prefill: past 0, sequence over its exported range; total = past + sequence
     assert prefill.shapes["inputs_embeds"] == ShapeRange((1, 1, 8), (1, 128, 8), (4, 512, 8))
@@ -54,7 +54,39 @@ def test_decoder_gets_prefill_and_decode_profiles_like_edge_llm(dims, decoder_in
     assert decode.shapes["past_key_values.1.value"] == ShapeRange((1, 2, 1, 4), (1, 2, 256, 4), (4, 2, 1024, 4))
     assert decode.shapes["attention_mask"] == ShapeRange((1, 2), (1, 257), (4, 1025))
     # every dynamic input is covered by every profile
-    assert set(prefill.shapes) == set(decode.shapes) == {s.name for s in decoder_inputs}
+    assert set(prefill.shapes) == set(decode.shapes) == set(profiles["append"].shapes) == {s.name for s in decoder_inputs}
+
+
+def test_append_profile_covers_several_tokens_on_a_filled_cache(dims, decoder_inputs):
+    """Review failure 2: a chunk after the first (past >= 1, sequence >= 2) had no profile."""
+    append = by_name(derive_profiles("decoder", decoder_inputs, dims))["append"]
+    assert append.shapes["inputs_embeds"] == ShapeRange((1, 2, 8), (1, 128, 8), (4, 512, 8))
+    assert append.shapes["past_key_values.0.key"] == ShapeRange((1, 2, 1, 4), (1, 2, 256, 4), (4, 2, 1024, 4))
+    assert append.shapes["attention_mask"] == ShapeRange((1, 3), (1, 384), (4, 1536))
+
+
+def test_chunked_prefill_shapes_all_find_a_profile(dims, decoder_inputs):
+    """The stepper's chunked prefill of a context longer than the sequence max, then decode (bench trt decode)."""
+    profiles = derive_profiles("decoder", decoder_inputs, dims)
+    names = [p.name for p in profiles]
+    chunk, context, past, chosen = 512, 1000, 0, []
+    while past < context:
+        seq = min(chunk, context - past)
+        chosen.append(names[select_profile(profiles, decoder_shapes(seq=seq, past=past), component="decoder")])
+        past += seq
+    chosen.append(names[select_profile(profiles, decoder_shapes(seq=1, past=past), component="decoder")])
+    assert chosen == ["prefill", "append", "decode"]
+
+
+def test_recipe_opt_values_are_clamped_into_the_profile_range(dims, decoder_inputs, monkeypatch):
+    from trt_pipeline.engine import profiles as module
+
+    recipes = (module.ProfileRecipe("append", at_least={"past_sequence_length": 1, "sequence_length": 2},
+                                    opt={"sequence_length": 1, "past_sequence_length": 700}),)
+    monkeypatch.setitem(module.PROFILE_RECIPES, "decoder", recipes)
+    (append,) = derive_profiles("decoder", decoder_inputs, dims)
+    assert append.shapes["inputs_embeds"].opt == (1, 2, 8)  # 1 is below the append minimum of 2
+    assert append.shapes["past_key_values.0.key"].opt == (1, 2, 700, 4)
 
 
 def test_vision_gets_one_profile_over_the_image_token_range(dims, vision_inputs):
@@ -205,6 +237,7 @@ def test_select_profile_by_sequence_length(dims, decoder_inputs):
     shapes = decoder_shapes
     assert select_profile(profiles, shapes(seq=7, past=0), component="decoder") == 0
     assert select_profile(profiles, shapes(seq=1, past=9), component="decoder") == 1
+    assert select_profile(profiles, shapes(seq=4, past=3), component="decoder") == 2  # append
     # one-token prompt, empty cache: decode wants past >= 1, prefill fits
     assert select_profile(profiles, shapes(seq=1, past=0), component="decoder") == 0
 
@@ -212,9 +245,9 @@ def test_select_profile_by_sequence_length(dims, decoder_inputs):
 def test_select_profile_refuses_shapes_no_profile_accepts(dims, decoder_inputs):
     profiles = derive_profiles("decoder", decoder_inputs, dims)
     with pytest.raises(ShapeError, match="no optimization profile accepts") as info:
-        select_profile(profiles, decoder_shapes(seq=4, past=3), component="decoder")
+        select_profile(profiles, decoder_shapes(seq=4, past=1100), component="decoder")
     text = str(info.value)
-    assert "prefill:" in text and "decode:" in text and "rebuild the engine" in text
+    assert "prefill:" in text and "decode:" in text and "append:" in text and "rebuild the engine" in text
 
 
 def test_profile_json_round_trip(dims, decoder_inputs):

@@ -241,7 +241,7 @@ def test_torch_tensors_in_give_torch_tensors_out(setup):
 def test_shapes_outside_every_profile_are_refused_before_tensorrt(setup):
     with runner_for(setup) as runner:
         with pytest.raises(ShapeError, match="no optimization profile accepts"):
-            runner.infer(feed(seq=4, past=3), check_inputs=False)
+            runner.infer(feed(seq=4, past=33), check_inputs=False)  # past beyond every profile's max
         with pytest.raises(ShapeError, match="no optimization profile accepts"):
             runner.infer(feed(seq=17, past=0), check_inputs=False)
         context, _ = setup.contexts[0]
@@ -301,7 +301,7 @@ def test_tensorrt_refusing_the_plan_is_an_engine_error(setup, fakes):
 
 def test_profile_count_must_match_the_manifest(setup):
     setup.engine.num_optimization_profiles = 1
-    with pytest.raises(EngineCompatibilityError, match="has 1 optimization profiles but its manifest lists 2"):
+    with pytest.raises(EngineCompatibilityError, match="has 1 optimization profiles but its manifest lists 3"):
         runner_for(setup).activate()
 
 
@@ -474,7 +474,7 @@ def test_inspect_reports_manifest_io_profiles_and_layers(setup, fakes, monkeypat
     assert report.manifest == read_manifest(setup.engine_path)
     assert [layer.name for layer in report.layers] == ["lm_head", "layers.0.key_cache", "plain_layer_name"]
     assert report.layers[0].precision == "Row major linear FP16" and report.layers[0].tactic == "sm89_xmma_gemm"
-    assert [p.name for p in report.engine_profiles] == ["prefill", "decode"]
+    assert [p.name for p in report.engine_profiles] == ["prefill", "decode", "append"]
     assert report.engine_profiles[1].shapes["inputs_embeds"] == setup.profiles[1].shapes["inputs_embeds"]
     assert not report.warnings
     assert {item["name"]: item["mode"] for item in report.io}["logits"] == "output"

@@ -219,7 +219,7 @@ def test_inspect_and_generate_cli(gpu_export):
     inspected = runner.invoke(app, ["inspect", str(results[1].engine_path), "--json"])
     assert inspected.exit_code == 0, inspected.output
     report = json.loads(inspected.stdout)
-    assert report["layers"] and [p["name"] for p in report["engine_profiles"]] == ["prefill", "decode"]
+    assert report["layers"] and [p["name"] for p in report["engine_profiles"]] == ["prefill", "decode", "append"]
     generated = runner.invoke(app, ["generate", str(gpu_export), "--backend", "trt", "--precision", "fp16",
                                     "-p", "Open the settings app", "--max-new-tokens", "4", "--json"])
     assert generated.exit_code == 0, generated.output

@@ -4,8 +4,9 @@
 (docs/artifacts.md). A *recipe* per component turns those dims into profiles:
 
 * ``decoder``: a **prefill** profile (``past_sequence_length`` = 0, ``sequence_length`` over its
-  range) and a **decode** profile (``sequence_length`` = 1, ``past_sequence_length`` >= 1), as
-  TensorRT Edge-LLM does; ``total_sequence_length`` follows from its ``expr``
+  range), a **decode** profile (``sequence_length`` = 1, ``past_sequence_length`` >= 1), as
+  TensorRT Edge-LLM does, and an **append** profile (``sequence_length`` >= 2 on a filled cache,
+  ``past_sequence_length`` >= 1) for chunked prefill and follow-up turns; ``total_sequence_length`` follows from its ``expr``
   (``past_sequence_length + sequence_length``) in each profile.
 * ``vision_encoder``: one **image** profile over ``num_patches``.
 * anything else: one **default** profile over all dims.
@@ -16,7 +17,7 @@ recipe keeps its structure: a ``sequence_length`` override shapes the prefill pr
 profile keeps ``sequence_length`` = 1.
 
 At run time :func:`select_profile` picks the profile for a set of input shapes (decoder:
-``sequence_length`` > 1 -> prefill, == 1 -> decode, falling back to any profile that fits).
+``sequence_length`` > 1 -> prefill (empty cache) or append (filled cache), == 1 -> decode, falling back to any profile that fits).
 """
 
 from __future__ import annotations
@@ -142,14 +143,18 @@ class ProfileRecipe:
     """How to turn the exported dims into one profile.
 
     Attributes:
-        name: profile name (``prefill``, ``decode``, ``image``, ``default``).
+        name: profile name (``prefill``, ``decode``, ``append``, ``image``, ``default``).
         fixed: dims pinned to one value (min = opt = max).
         at_least: lower bounds raised on dims (min and opt are lifted to the bound).
+        opt: preferred opt values (e.g. derived from a measured workload), clamped into the
+            profile's min..max; dims not named keep the exported opt. New shaping knobs go here as
+            further fields with empty defaults, so existing recipes keep their meaning.
     """
 
     name: str
     fixed: Mapping[str, int] = field(default_factory=dict)
     at_least: Mapping[str, int] = field(default_factory=dict)
+    opt: Mapping[str, int] = field(default_factory=dict)
 
 
 #: One table of profile recipes per component (registry, not if/elif).
@@ -158,17 +163,31 @@ PROFILE_RECIPES: dict[str, tuple[ProfileRecipe, ...]] = {
         ProfileRecipe("prefill", fixed={"past_sequence_length": 0}),
         # one new token: the LM head runs on that one position (``num_logits`` exports only)
         ProfileRecipe("decode", fixed={"sequence_length": 1, "num_logits": 1}, at_least={"past_sequence_length": 1}),
+        # several new tokens on a filled cache: chunked prefill (each chunk after the first), a
+        # follow-up turn of a conversation. Without it such a step has no profile (review failure 2).
+        ProfileRecipe("append", at_least={"past_sequence_length": 1, "sequence_length": 2}),
     ),
     "vision_encoder": (ProfileRecipe("image"),),
 }
 DEFAULT_RECIPES: tuple[ProfileRecipe, ...] = (ProfileRecipe("default"),)
 
 
+def _past_length(shapes: Mapping[str, Sequence[int]]) -> int | None:
+    """Cached tokens: axis 2 of the first ``past_key_values.*`` input (batch, heads, past, head_dim)."""
+    for name, shape in shapes.items():
+        if name.startswith("past_key_values") and len(shape) >= 3:
+            return int(shape[2])
+    return None
+
+
 def _decoder_preference(shapes: Mapping[str, Sequence[int]]) -> str | None:
+    """prefill: several tokens, empty cache; append: several tokens on a filled cache; decode: one token."""
     embeds = shapes.get("inputs_embeds")
     if embeds is None or len(embeds) < 2:
         return None
-    return "prefill" if int(embeds[1]) > 1 else "decode"
+    if int(embeds[1]) <= 1:
+        return "decode"
+    return "append" if (_past_length(shapes) or 0) > 0 else "prefill"
 
 
 #: Which profile a component prefers for given input shapes (tried first by :func:`select_profile`).
@@ -390,6 +409,8 @@ def _resolve_profile_dims(
                     f"the {recipe.name} profile needs {name} >= {bound}, but the allowed range is {dim.min}..{dim.max}"
                 )
             lo, mid = max(lo, bound), max(mid, bound)
+        if name in recipe.opt:
+            mid = min(max(int(recipe.opt[name]), lo), hi)
         resolved[name] = DimSpec(name, lo, mid, hi)
 
     def value_of(name: str, kind: str, stack: tuple[str, ...]) -> int:
@@ -596,8 +617,8 @@ def select_profile(
 ) -> int:
     """Index of the profile to run ``shapes`` with.
 
-    The component's preferred profile (decoder: prefill for ``sequence_length`` > 1, decode for 1)
-    is tried first, then every other profile in order.
+    The component's preferred profile (decoder: prefill for ``sequence_length`` > 1 on an empty
+    cache, append for ``sequence_length`` > 1 on a filled cache, decode for 1) is tried first, then every other profile in order.
 
     Raises:
         ShapeError: when no profile accepts the shapes, listing why each one does not.
