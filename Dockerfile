@@ -11,6 +11,8 @@
 # architecture they were built with (see docs/gpu.md).
 ARG TRT_IMAGE=nvcr.io/nvidia/tensorrt:25.11-py3
 FROM ${TRT_IMAGE}
+# CUDA major of TRT_IMAGE (25.11: CUDA 13.0; 25.01 and older: CUDA 12): selects the cuda-python extra.
+ARG CUDA_EXTRA=cuda13
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -18,8 +20,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
 WORKDIR /workspace/autoglm-trt
 
-# Keep the TensorRT that ships with the image: pin its version so that the `gpu` extra
-# (tensorrt>=10.3) is satisfied by it instead of pulling another TensorRT from PyPI.
+# Keep the TensorRT that ships with the image: only cuda-python of the image's CUDA major is added
+# (the `cuda12`/`cuda13` extra, not `gpu-cu*`, which would pull a second TensorRT from PyPI).
 RUN python3 -c "import tensorrt; print('TensorRT', tensorrt.__version__)" \
  && python3 -c "import tensorrt; print('tensorrt==' + tensorrt.__version__)" > /tmp/tensorrt-constraints.txt
 
@@ -28,7 +30,7 @@ RUN python3 -c "import tensorrt; print('TensorRT', tensorrt.__version__)" \
 COPY pyproject.toml README.md ./
 COPY trt_pipeline ./trt_pipeline
 RUN python3 -m pip install --upgrade pip \
- && python3 -m pip install -c /tmp/tensorrt-constraints.txt -e ".[gpu,dev]" \
+ && python3 -m pip install -c /tmp/tensorrt-constraints.txt -e ".[${CUDA_EXTRA},dev]" \
  && python3 -c "import tensorrt, torch; print('tensorrt', tensorrt.__version__, '| torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 COPY tests ./tests

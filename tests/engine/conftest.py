@@ -189,6 +189,23 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
         "ExecutionContextAllocationStrategy",
     ):
         setattr(trt, name, getattr(lean, name))
+    minor = int(version.split(".")[1])
+    if (major, minor) >= (10, 7):  # IStreamReaderV2 arrived in TensorRT 10.7
+
+        class IStreamReaderV2:
+            """Stand-in for the real base (whose __init__ opens the CUDA driver): same methods, init checked."""
+
+            def __init__(self) -> None:
+                self._base_initialized = True
+
+            def read(self, num_bytes: int, stream: int) -> bytes:
+                raise NotImplementedError
+
+            def seek(self, offset: int, where: Any) -> bool:
+                raise NotImplementedError
+
+        assert {"read", "seek"} <= set(dir(lean.IStreamReaderV2))
+        trt.IStreamReaderV2, trt.SeekPosition = IStreamReaderV2, lean.SeekPosition
 
     if major >= 11:
         trt.BuilderFlag = lean.BuilderFlag  # real 11.4 enum: no FP16/INT8
@@ -286,6 +303,8 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
 
         def set_memory_pool_limit(self, pool: Any, pool_size: int) -> None:
             check_enum(pool, trt.MemoryPoolType, "set_memory_pool_limit(pool)")
+            if not isinstance(pool_size, int) or pool_size <= 0:
+                raise ValueError(f"set_memory_pool_limit: pool size must be a positive int, got {pool_size!r}")
             self.pools[pool] = int(pool_size)
 
         def get_memory_pool_limit(self, pool: Any) -> int:
@@ -318,6 +337,8 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
         def builder_optimization_level(self, value: int) -> None:
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError("builder_optimization_level: int")
+            if not 0 <= value <= 5:  # TensorRT: "level must be in the range [0, 5]"
+                raise ValueError(f"builder_optimization_level {value} is outside 0..5")
             self._builder_optimization_level = value
 
         @property
@@ -393,6 +414,29 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
     else:
         config_cls = IBuilderConfig
 
+    def strongly_typed(network: INetworkDefinition) -> bool:
+        if major >= 11:
+            return True
+        return bool(network.flags & (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
+
+    def build_errors(network: INetworkDefinition, config: Any) -> list[str]:
+        """What TensorRT refuses at build time (as log errors + a None result)."""
+        errors = []
+        precision = {"FP16", "BF16", "INT8", "FP8", "INT4"}
+        used = sorted(f.name for f in config.flags_set if f.name in precision)
+        if used and strongly_typed(network):
+            errors.append(f"precision flags {used} are not allowed on a strongly typed network")
+        calibrator = getattr(config, "_int8_calibrator", None)
+        if calibrator is not None:
+            from trt_pipeline.quantize.int8 import trt_version_number
+
+            header = bytes(calibrator.read_calibration_cache() or b"").split(b"\n")[0].decode(errors="replace")
+            expected = f"TRT-{trt_version_number(version)}-EntropyCalibration2"
+            if header != expected and calibrator.get_batch(["inputs_embeds"]) is None:
+                errors.append(f"calibration cache header {header!r} is not {expected!r}: cache ignored, "
+                              "and the calibrator supplied no batches; Calibration failure")
+        return errors
+
     class Builder:
         __slots__ = ("logger",)
 
@@ -427,9 +471,9 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
                 monitor.phase_finish("Tactic selection")
                 monitor.step_complete("Building engine", 0)
                 monitor.phase_finish("Building engine")
-            for message in state.build_log_errors:
+            for message in state.build_log_errors + build_errors(network, config):
                 self.logger.log(trt.ILogger.Severity.ERROR, message)
-            if state.build_result is None:
+            if state.build_result is None or build_errors(network, config):
                 return None
             summary = {"onnx": Path(network.parsed_from).name, "flags": network.flags, "profiles": len(config.profiles)}
             return FakeHostMemory(b"FAKE-ENGINE" + json.dumps(summary).encode())

@@ -112,9 +112,26 @@ def test_tensorrt_10_legacy_int8_replays_the_calibration_cache(export_dir, fake_
     assert set(config.flags_set) == {trt.BuilderFlag.FP16, trt.BuilderFlag.INT8}
     calibrator = config.int8_calibrator
     assert isinstance(calibrator, trt.IInt8EntropyCalibrator2)
-    assert calibrator.read_calibration_cache() == (export_dir / "onnx" / "int8" / "calibration.cache").read_bytes()
+    shared = (export_dir / "onnx" / "int8" / "calibration.cache").read_bytes()
+    assert shared.startswith(b"TRT-1001-")  # written for another release ...
+    # ... replayed with the installed release's header, the scales unchanged (review failure 7)
+    assert calibrator.read_calibration_cache() == b"TRT-100300-" + shared.split(b"-", 2)[2]
     assert calibrator.get_batch(["inputs_embeds"]) is None and calibrator.get_batch_size() == 1
     assert config.calibration_profile is config.profiles[0]
+    assert results[1].manifest.builder_flags == ("FP16", "INT8")
+
+
+@pytest.mark.parametrize("version", ["10.3.0.30", "10.8.0.43", "10.14.1.48"])
+def test_calibration_cache_header_matches_the_installed_tensorrt(export_dir, fake_trt_factory, run_build, version):
+    """Review failure 7: a cache headed for 10.3 made a 10.8 build calibrate with no batches (the fake
+    builder, like TensorRT, ignores a cache whose header names another release and then fails)."""
+    from trt_pipeline.quantize.int8 import trt_version_number, write_calibration_cache
+
+    write_calibration_cache(export_dir / "onnx" / "int8" / "calibration.cache", {"inputs_embeds": 0.02}, "10.3.0")
+    trt = fake_trt_factory(version)
+    results, _ = run_build(export_dir, trt, precision="int8", legacy_precision_flags=True)
+    header = trt._state.configs[-1].int8_calibrator.read_calibration_cache().split(b"\n")[0]
+    assert header == f"TRT-{trt_version_number(version)}-EntropyCalibration2".encode()
     assert results[1].manifest.builder_flags == ("FP16", "INT8")
 
 
@@ -264,3 +281,38 @@ def test_strict_autospec_of_real_profile_class_checks_arguments(fakes):
         profile.set_shape("inputs_embeds", (1, 1, 8), (1, 4, 8))  # opt missing
     with pytest.raises(AttributeError):
         profile.set_dimensions("x", (1,))  # not a TensorRT method
+
+
+def test_builder_fakes_refuse_what_tensorrt_refuses(fake_trt_factory):
+    """The fakes check what TensorRT checks, so the pipeline cannot pass them with a build TensorRT rejects."""
+    trt = fake_trt_factory("10.8.0.43")
+    logger = make_logger(trt)
+    builder = trt.Builder(logger)
+    config = builder.create_builder_config()
+    with pytest.raises(ValueError, match="outside 0..5"):
+        config.builder_optimization_level = 99
+    for size in (0, -1):
+        with pytest.raises(ValueError, match="positive"):
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, size)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network.parsed_from = "decoder.onnx"
+    config.set_flag(trt.BuilderFlag.FP16)
+    assert builder.build_serialized_network(network, config) is None
+    assert "not allowed on a strongly typed network" in logger.errors[-1]
+
+
+def test_one_tensorrt_logger_per_process(export_dir, fake_trt, run_build):
+    """TensorRT keeps the first logger it is given; every Builder (and Runtime) gets the same one."""
+    from trt_pipeline.engine.trt_logger import process_logger
+
+    run_build(export_dir, fake_trt, precision="fp16")
+    run_build(export_dir, fake_trt, precision="fp16")
+    loggers = {id(builder.logger) for builder in fake_trt._state.builders}
+    assert len(fake_trt._state.builders) == 4 and loggers == {id(process_logger(fake_trt))}
+
+
+def test_build_errors_reach_the_message_of_the_build_that_failed(export_dir, fake_trt, run_build):
+    fake_trt._state.build_log_errors = ["out of memory in tactic 7"]
+    fake_trt._state.build_result = None
+    with pytest.raises(PipelineError, match="out of memory in tactic 7"):
+        run_build(export_dir, fake_trt, precision="fp16")

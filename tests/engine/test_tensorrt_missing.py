@@ -41,7 +41,7 @@ def no_gpu(monkeypatch):
 def assert_one_line_with_remedy(text: str) -> None:
     assert "\n" not in text.strip(), text
     assert "docker build -t autoglm-trt:gpu ." in text
-    assert "pip install 'autoglm-trt[gpu]'" in text
+    assert "pip install 'autoglm-trt[gpu-cu12]'" in text and "[gpu-cu13]" in text and "[cuda12]" in text
 
 
 def test_import_tensorrt_names_what_is_missing_and_how_to_get_it(no_tensorrt):
@@ -63,6 +63,80 @@ def test_tensorrt_present_but_no_gpu(monkeypatch, no_gpu, fake_trt):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
     with pytest.raises(TensorRTUnavailableError, match="no CUDA GPU found"):
         require_tensorrt()
+
+
+class OrinCudart:
+    """cuda.bindings.runtime as cuda-python has it on a Jetson Orin (JetPack 6, CUDA 12.6)."""
+
+    class Props:
+        name = b"Orin\x00\x00"
+        major, minor = 8, 7
+        totalGlobalMem = 64 << 30
+        integrated = 1
+
+    def __init__(self) -> None:
+        self.devices: list[int] = []
+
+    def cudaGetDeviceCount(self):  # noqa: N802
+        return (0, 1)
+
+    def cudaGetDeviceProperties(self, index):  # noqa: N802
+        return (0, self.Props())
+
+    def cudaRuntimeGetVersion(self):  # noqa: N802
+        return (0, 12060)
+
+    def cudaSetDevice(self, index):  # noqa: N802
+        self.devices.append(index)
+        return (0,)
+
+
+def test_jetson_gpu_is_found_through_cuda_python_without_cuda_torch(monkeypatch, fake_trt):
+    """Review failure 4: JetPack has TensorRT and CUDA but no CUDA torch; cuda-python (the `cuda12`
+    extra) is enough for detect_gpu, device selection and therefore `build`."""
+    import types
+
+    cudart = OrinCudart()
+    package = types.ModuleType("cuda.bindings")
+    package.runtime = cudart
+    monkeypatch.setitem(sys.modules, "cuda", types.ModuleType("cuda"))
+    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
+    assert tensorrt_import._probe_torch(0) is None  # CPU-only torch here, as on a Jetson without the CUDA wheel
+    ctx = require_tensorrt()
+    assert (ctx.gpu.name, ctx.gpu.compute_capability, ctx.gpu.cuda_version) == ("Orin", "8.7", "12.6")
+    assert ctx.gpu.integrated and ctx.gpu.total_memory == 64 << 30 and cudart.devices == [0]
+    # and the documented Jetson install brings cuda-python (it used to be `pip install autoglm-trt` alone)
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "gpu.md").read_text()
+    assert "pip install 'autoglm-trt[cuda12]'  # JetPack 6" in guide and "pip install autoglm-trt   " not in guide
+
+
+def test_gpu_extras_pin_tensorrt_and_cuda_python_per_cuda_major():
+    """Review failure 3: `tensorrt>=10.3` / `cuda-python>=12` pulled TensorRT 11 CUDA-13 wheels onto CUDA 12 hosts."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    # versions on PyPI (pip index versions, 2026-11-29): lowest and highest of each range must exist
+    on_pypi = {"tensorrt-cu12": ["10.3.0", "11.4.0.106"], "tensorrt-cu13": ["10.13.2.6", "11.4.0.106"],
+               "cuda-python": ["12.6.0", "12.9.10", "13.0.0", "13.4.4"]}
+    assert "gpu" not in extras  # the unpinned extra is gone
+    for extra, major in (("gpu-cu12", 12), ("gpu-cu13", 13), ("cuda12", 12), ("cuda13", 13)):
+        requirements = {r.name: r for r in map(Requirement, extras[extra])}
+        assert set(requirements) == ({"cuda-python"} if extra.startswith("cuda") else {f"tensorrt-cu{major}", "cuda-python"})
+        for name, requirement in requirements.items():
+            allowed = [v for v in on_pypi[name] if requirement.specifier.contains(Version(v))]
+            assert allowed, f"{extra}: {requirement} matches nothing on PyPI"
+            assert not requirement.specifier.contains(Version("99")), f"{extra}: {requirement} has no upper bound"
+            if name == "cuda-python":
+                assert {Version(v).major for v in allowed} == {major}
 
 
 def test_torch_cpu_build_is_not_a_gpu():

@@ -28,6 +28,7 @@ from trt_pipeline.runtime.tensorrt_runner import (
     CudaPythonDeviceBackend,
     TensorRTRunner,
     TorchDeviceBackend,
+    load_engine,
     trt_component_runners,
 )
 
@@ -68,6 +69,21 @@ class FakeStream:
 
 def cpu_backend() -> TorchDeviceBackend:
     return TorchDeviceBackend("cpu", stream=FakeStream())
+
+
+def read_plan(trt, source, chunks: list | None = None) -> bytes:
+    """What TensorRT does with its argument: read a buffer, or pull a stream reader to its end."""
+    if not hasattr(source, "read"):
+        assert isinstance(source, memoryview), f"expected a buffer, got {type(source)}"
+        return bytes(source)
+    assert getattr(source, "_base_initialized", False), "IStreamReaderV2.__init__ was not called"
+    assert source.seek(0, trt.SeekPosition.END) and source.seek(0, trt.SeekPosition.SET)
+    data = b""
+    while block := source.read(1 << 40, 0):
+        if chunks is not None:
+            chunks.append(len(block))
+        data += block
+    return data
 
 
 @dataclasses.dataclass
@@ -158,7 +174,7 @@ def setup(tmp_path, fakes) -> FakeEngineSetup:
     fakes.implement(engine.create_execution_context, make_context)
 
     runtime = fakes.strict_autospec(lean.Runtime)
-    fakes.implement(runtime.deserialize_cuda_engine, lambda serialized_engine: engine)
+    fakes.implement(runtime.deserialize_cuda_engine, lambda serialized_engine: engine if read_plan(trt, serialized_engine) else None)
     trt._state.runtime = runtime
 
     engine_path = tmp_path / "out" / "engines" / "decoder.fp16.engine"
@@ -392,6 +408,10 @@ class FakeCudart:
         self.buffers: dict[int, ctypes.Array] = {}
         self.calls: list[str] = []
 
+    def cudaSetDevice(self, device):  # noqa: N802
+        self.calls.append(f"cudaSetDevice:{device}")
+        return (0,)
+
     def cudaStreamCreate(self):  # noqa: N802
         self.calls.append("cudaStreamCreate")
         return (0, STREAM)
@@ -504,3 +524,116 @@ def test_execute_failure_is_reported(setup, fakes):
         fakes.implement(context.execute_async_v3, lambda stream_handle: False)
         with pytest.raises(PipelineError, match="execute_async_v3 failed"):
             runner.infer(feed(seq=2, past=0))
+
+
+def test_cuda_python_backend_frees_every_output_buffer(setup):
+    """Review failure 6: owned buffers grew 3, 6, 9, ... (outputs were freed only at close)."""
+    cudart = FakeCudart()
+    backend = CudaPythonDeviceBackend(cudart)
+    with runner_for(setup, backend=backend) as runner:
+        for step in range(5):
+            data = feed(seq=1, past=4 + step, seed=step)
+            mallocs, frees = cudart.calls.count("cudaMalloc"), cudart.calls.count("cudaFree")
+            assert_outputs(runner.infer(data), reference(data))
+            allocated = cudart.calls.count("cudaMalloc") - mallocs
+            assert allocated == len(data) + 3  # every input and the three outputs ...
+            assert cudart.calls.count("cudaFree") - frees == allocated  # ... are freed in the same call
+            assert backend._owned == [] and cudart.buffers == {}
+
+
+def test_device_index_selects_the_cuda_device_before_deserializing(setup, fakes, monkeypatch):
+    """Review failure 8: device_index=N built/deserialized on device 0 with buffers on device N."""
+    from trt_pipeline.engine import tensorrt_import
+
+    cudart = FakeCudart()
+    monkeypatch.setattr(tensorrt_import, "_import_cudart", lambda: cudart)
+    ctx = dataclasses.replace(setup.ctx, gpu=dataclasses.replace(setup.ctx.gpu, device_index=2))
+    fakes.implement(setup.trt._state.runtime.deserialize_cuda_engine,
+                    lambda serialized_engine: (cudart.calls.append("deserialize"), setup.engine)[1])
+    backend = CudaPythonDeviceBackend(cudart, device_index=2)
+    with TensorRTRunner(setup.engine_path, ctx=ctx, device_index=2, backend=backend):
+        pass
+    assert cudart.calls.index("cudaSetDevice:2") < cudart.calls.index("deserialize")
+    assert {c for c in cudart.calls if c.startswith("cudaSetDevice")} == {"cudaSetDevice:2"}
+
+
+class RecordingBackend(TorchDeviceBackend):
+    """Records the order of producer waits, uploads and launches."""
+
+    def __init__(self, log: list) -> None:
+        super().__init__("cpu", stream=FakeStream())
+        self.log = log
+
+    def wait_for_producers(self) -> None:
+        self.log.append("wait")
+
+    def upload(self, value, info):
+        self.log.append("upload")
+        return super().upload(value, info)
+
+    def copy_into(self, dst, value, info) -> None:
+        self.log.append("copy")
+        super().copy_into(dst, value, info)
+
+
+def test_producers_are_awaited_before_inputs_are_uploaded(setup, fakes):
+    """The caller's stream may still be writing the inputs: the runner's stream waits before copying them."""
+    log: list = []
+    with runner_for(setup, backend=RecordingBackend(log)) as runner:
+        context, _ = setup.contexts[0]
+        original = context.execute_async_v3.side_effect
+        fakes.implement(context.execute_async_v3, lambda stream_handle: (log.append("execute"), original(stream_handle))[1])
+        runner.infer(feed(seq=2, past=0))
+    first_copy = min(i for i, event in enumerate(log) if event in ("upload", "copy"))
+    assert log[0] == "wait" and first_copy > 0 and log[-1] == "execute"
+
+
+class FailingCaptureBackend(GraphBackend):
+    def capture(self, launch):
+        self.captures += 1
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def test_cuda_graph_capture_failure_falls_back_to_plain_execution(setup):
+    backend = FailingCaptureBackend()
+    with runner_for(setup, backend=backend, cuda_graph=True) as runner:
+        for seed in range(3):
+            data = feed(seq=1, past=4, seed=seed)
+            assert_outputs(runner.infer(data), reference(data))
+        assert backend.captures == 1 and not runner._graphs  # tried once per shape, then plain launches
+        assert len(runner.graph_fallbacks) == 1 and "stream is capturing" in runner.graph_fallbacks[0]
+
+
+def test_cuda_graph_inputs_are_runner_owned_static_buffers(setup):
+    backend = GraphBackend()
+    with runner_for(setup, backend=backend, cuda_graph=True) as runner:
+        data = {k: torch.from_numpy(v) for k, v in feed(seq=1, past=4, seed=1).items()}
+        runner.infer(data)
+        (entry,) = runner._graphs.values()
+        for name, tensor in data.items():
+            assert entry.inputs[name].data_ptr() != tensor.data_ptr()  # a copy the graph owns, not the caller's
+
+
+@pytest.mark.parametrize("version, streamed", [("11.4.0.106", True), ("10.8.0.43", True), ("10.3.0.30", False)])
+def test_engine_plan_is_streamed_in_chunks_or_memory_mapped(setup, fakes, monkeypatch, version, streamed):
+    """Review failure 5: no full host copy of the plan; IStreamReaderV2 where TensorRT has it, else an mmap."""
+    from trt_pipeline.runtime import plan_stream
+
+    trt = fakes.make_fake_tensorrt(version)
+    runtime = fakes.strict_autospec(fakes.lean.Runtime)
+    received, chunks = [], []
+    fakes.implement(runtime.deserialize_cuda_engine,
+                    lambda source: (received.append((type(source), read_plan(trt, source, chunks))), setup.engine)[1])
+    trt._state.runtime = runtime
+    plan = bytes(range(256)) * 40  # 10 KiB
+    setup.engine_path.write_bytes(plan)
+    write_manifest(dataclasses.replace(setup.manifest, tensorrt_version=version, engine_size=len(plan),
+                                       engine_sha256=sha256_file(setup.engine_path)), setup.engine_path)
+    monkeypatch.setattr(plan_stream, "CHUNK", 4096)
+    load_engine(setup.engine_path, ctx=fakes.fake_context(trt))
+    ((kind, data),) = received
+    assert data == plan
+    if streamed:
+        assert issubclass(kind, trt.IStreamReaderV2) and chunks == [4096, 4096, 2048]
+    else:
+        assert kind is memoryview

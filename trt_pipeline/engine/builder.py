@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_pipeline.artifacts import atomic_path, sha256_file, tool_versions
+from trt_pipeline.engine.trt_logger import LogCapture, capture_log, make_logger, process_logger
 from trt_pipeline.engine.manifest import EngineManifest, manifest_path_for, write_manifest
 from trt_pipeline.engine.options import (
     HARDWARE_COMPAT,
@@ -70,7 +71,8 @@ from trt_pipeline.engine.profiles import (
     read_onnx_inputs,
     validate_profiles,
 )
-from trt_pipeline.engine.tensorrt_import import TensorRTContext, require_tensorrt
+from trt_pipeline.engine.tensorrt_import import TensorRTContext, require_tensorrt, select_device
+from trt_pipeline.quantize.calibration_cache import retarget_calibration_cache
 from trt_pipeline.errors import ConfigError, OnnxModelError, PipelineError
 
 # --------------------------------------------------------------------------------------------
@@ -119,28 +121,6 @@ def plan_build(cfg: BuildConfig) -> BuildPlan:
 # --------------------------------------------------------------------------------------------
 # TensorRT helpers
 # --------------------------------------------------------------------------------------------
-
-
-def make_logger(trt: Any, *, echo: Any = None) -> Any:
-    """A ``trt.ILogger`` that keeps errors (for failure messages) and forwards warnings to ``echo``."""
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.warnings: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(msg)
-                if echo is not None:
-                    echo(f"[TensorRT error] {msg}")
-            elif severity == trt.ILogger.Severity.WARNING:
-                self.warnings.append(msg)
-                if echo is not None:
-                    echo(f"[TensorRT warning] {msg}")
-
-    return _Logger()
 
 
 def make_progress_monitor(trt: Any, progress: Any) -> Any:
@@ -220,7 +200,7 @@ def _call_or_none(obj: Any, name: str) -> Any:
         return None
 
 
-def parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, *, network_flags: int) -> tuple[Any, Any]:
+def parse_onnx(trt: Any, builder: Any, log: LogCapture, onnx_path: Path, *, network_flags: int) -> tuple[Any, Any]:
     """Create a network and parse ``onnx_path`` into it (external data resolved relative to the file).
 
     Returns:
@@ -230,9 +210,9 @@ def parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, *, network_
         OnnxModelError: with one line per parser error (node names and operators).
     """
     network = builder.create_network(network_flags)
-    parser = trt.OnnxParser(network, logger)
+    parser = trt.OnnxParser(network, process_logger(trt))
     if not parser.parse_from_file(str(onnx_path)):
-        lines = parser_errors(parser) or logger.errors[-5:] or ["no details reported"]
+        lines = parser_errors(parser) or log.errors[-5:] or ["no details reported"]
         raise OnnxModelError(
             f"TensorRT could not parse {onnx_path} ({len(lines)} error(s)): " + "; ".join(lines),
             path=onnx_path,
@@ -342,9 +322,15 @@ def make_cache_calibrator(trt: Any, cache: bytes) -> Any:
 
 
 def apply_legacy_precision(
-    trt: Any, config: Any, precision: str, *, calibration_cache: Path | None, calibration_profile: Any
+    trt: Any, config: Any, precision: str, *, calibration_cache: Path | None, calibration_profile: Any,
+    trt_version: str | None = None,
 ) -> tuple[list[str], Any]:
     """TensorRT 10.x only: FP16/INT8 builder flags (+ calibrator from the cache for INT8).
+
+    The cache's header names the TensorRT release it is for (``TRT-100300-EntropyCalibration2``); a
+    TensorRT that finds another release there may ignore the cache and then "calibrate" with no
+    batches (review failure 7). The scales do not depend on the release, so the header is rewritten
+    to the installed ``trt_version`` (default: ``trt.__version__``) before TensorRT reads it.
 
     Returns:
         ``(flag names, calibrator or None)``; the caller keeps the calibrator alive until the build ends.
@@ -357,7 +343,8 @@ def apply_legacy_precision(
             raise ConfigError("--int8 --legacy-precision-flags needs the INT8 calibration cache")
         config.set_flag(trt.BuilderFlag.INT8)
         flags.append("INT8")
-        calibrator = make_cache_calibrator(trt, calibration_cache.read_bytes())
+        cache = retarget_calibration_cache(calibration_cache.read_bytes(), trt_version or str(trt.__version__))
+        calibrator = make_cache_calibrator(trt, cache)
         config.int8_calibrator = calibrator
         if calibration_profile is not None:
             config.set_calibration_profile(calibration_profile)
@@ -401,6 +388,38 @@ def component_calibration_cache(shared: Path | None, component: str) -> Path | N
     return own if own.is_file() and own.stat().st_size > 0 else shared
 
 
+def configure_builder(
+    ctx: TensorRTContext, builder: Any, cfg: BuildConfig, profiles: Sequence[Profile], *, calibration_cache: Path | None
+) -> tuple[Any, list[str], tuple[Any, ...]]:
+    """The ``IBuilderConfig`` of one build: workspace, opt level, compatibility, profiles, legacy precision.
+
+    Returns:
+        ``(config, builder flag names, objects TensorRT only holds raw pointers to)``: the caller keeps
+        the last item alive until the build returned (the calibrator and the profiles).
+    """
+    trt = ctx.trt
+    config = builder.create_builder_config()
+    builder_flags: list[str] = []
+    if cfg.workspace is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace)
+    config.builder_optimization_level = cfg.opt_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if cfg.hardware_compat != "none":
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_COMPAT[cfg.hardware_compat])
+    if cfg.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        builder_flags.append("VERSION_COMPATIBLE")
+    trt_profiles = add_profiles(builder, config, profiles)
+    calibrator = None
+    if cfg.legacy_precision_flags:
+        legacy_flags, calibrator = apply_legacy_precision(
+            trt, config, cfg.precision, calibration_cache=calibration_cache, calibration_profile=trt_profiles[0],
+            trt_version=str(ctx.version),
+        )
+        builder_flags += legacy_flags
+    return config, builder_flags, (calibrator, trt_profiles)
+
+
 def build_component(
     plan: ComponentPlan,
     cfg: BuildConfig,
@@ -414,42 +433,25 @@ def build_component(
     """Build one engine (see module docstring) and write it plus its manifest atomically."""
     trt, shim = ctx.trt, ctx.shim
     source = plan.source
-    logger = make_logger(trt, echo=echo)
-    builder = trt.Builder(logger)
-    network_flags = shim.network_flags(trt, strongly_typed=cfg.strongly_typed)
-    network, parser = parse_onnx(trt, builder, logger, source.onnx_path, network_flags=network_flags)
-
-    config = builder.create_builder_config()
-    builder_flags: list[str] = []
-    if cfg.workspace is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace)
-    config.builder_optimization_level = cfg.opt_level
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if cfg.hardware_compat != "none":
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_COMPAT[cfg.hardware_compat])
-    if cfg.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-        builder_flags.append("VERSION_COMPATIBLE")
-    trt_profiles = add_profiles(builder, config, plan.profiles)
-    calibrator = None  # TensorRT holds a raw pointer to it: keep it alive until the build returns
-    if cfg.legacy_precision_flags:
-        legacy_flags, calibrator = apply_legacy_precision(
-            trt, config, cfg.precision, calibration_cache=calibration_cache, calibration_profile=trt_profiles[0]
-        )
-        builder_flags += legacy_flags
-    cache_state = load_timing_cache(config, cfg.timing_cache_path)
-    monitor = make_progress_monitor(trt, progress)
-    config.progress_monitor = monitor
-
-    started = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - started
+    select_device(ctx.gpu.device_index)
+    logger = process_logger(trt)
+    with capture_log(trt, echo=echo) as log:
+        builder = trt.Builder(logger)
+        network_flags = shim.network_flags(trt, strongly_typed=cfg.strongly_typed)
+        network, parser = parse_onnx(trt, builder, log, source.onnx_path, network_flags=network_flags)
+        config, builder_flags, keep_alive = configure_builder(
+            ctx, builder, cfg, plan.profiles, calibration_cache=calibration_cache)
+        cache_state = load_timing_cache(config, cfg.timing_cache_path)
+        monitor = make_progress_monitor(trt, progress)
+        config.progress_monitor = monitor
+        started = time.perf_counter()
+        serialized = builder.build_serialized_network(network, config)
+        seconds = time.perf_counter() - started
     if monitor.cancelled:
         raise PipelineError(f"build of {plan.engine_path.name} was cancelled", path=plan.engine_path)
     if serialized is None:
-        details = "; ".join(logger.errors[-5:]) or "TensorRT reported no error message"
         raise PipelineError(
-            f"TensorRT could not build {plan.engine_path.name} from {source.onnx_path}: {details}",
+            f"TensorRT could not build {plan.engine_path.name} from {source.onnx_path}: {log.details()}",
             path=source.onnx_path,
             hint="if the log mentions memory, lower --max-shapes or raise --workspace; see the TensorRT messages above",
         )
@@ -458,7 +460,7 @@ def build_component(
     with atomic_path(plan.engine_path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(memoryview(serialized))
-    del parser, network, calibrator, trt_profiles  # released only after the engine exists
+    del parser, network, keep_alive, serialized  # released only after the engine exists
     engine_size = plan.engine_path.stat().st_size
     out_dir = cfg.out_dir
     manifest = EngineManifest(

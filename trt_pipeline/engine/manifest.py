@@ -15,7 +15,6 @@ engine is refused with a message instead of a TensorRT error (or a crash) inside
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -263,21 +262,20 @@ def verify_engine_file(manifest: EngineManifest, engine_path: Path | str) -> Non
         )
 
 
-def verify_engine_bytes(
-    manifest: EngineManifest, data: bytes, engine_path: Path | str, *, check_sha256: bool = True
+def check_engine_identity(
+    manifest: EngineManifest, engine_path: Path | str, *, size: int, sha256: str | None = None
 ) -> None:
-    """Like :func:`verify_engine_file` on bytes already read for deserialization (no second read).
+    """Check a size (and a sha256 computed while the engine was streamed, if given) against the manifest.
 
-    The size is always checked; the sha256 (a few seconds per 10 GB) unless ``check_sha256`` is False.
+    Raises:
+        EngineCompatibilityError: the engine was replaced or damaged after its manifest was written.
     """
     engine_path = Path(engine_path)
     problem = None
-    if len(data) != manifest.engine_size:
-        problem = f"size {len(data)} B vs {manifest.engine_size} B"
-    elif check_sha256:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != manifest.engine_sha256:
-            problem = f"sha256 {digest[:12]}... vs {manifest.engine_sha256[:12]}..."
+    if size != manifest.engine_size:
+        problem = f"size {size} B vs {manifest.engine_size} B"
+    elif sha256 is not None and sha256 != manifest.engine_sha256:
+        problem = f"sha256 {sha256[:12]}... vs {manifest.engine_sha256[:12]}..."
     if problem:
         raise EngineCompatibilityError(
             f"engine {engine_path} does not match its manifest ({problem}): the file was replaced or damaged after "

@@ -39,8 +39,10 @@ from trt_pipeline.errors import TensorRTUnavailableError
 #: How to get TensorRT and a GPU; part of every "missing" message.
 INSTALL_HINT = (
     "on a machine with an NVIDIA GPU and driver, build and use the GPU image "
-    "(`docker build -t autoglm-trt:gpu .`) or run `pip install 'autoglm-trt[gpu]'`; "
-    "on Jetson use the TensorRT that ships with JetPack (see docs/gpu.md)"
+    "(`docker build -t autoglm-trt:gpu .`) or run `pip install 'autoglm-trt[gpu-cu12]'` "
+    "(driver >= 525) or `'autoglm-trt[gpu-cu13]'` (driver >= 580); on Jetson use the TensorRT that ships "
+    "with JetPack plus `pip install 'autoglm-trt[cuda12]'` (JetPack 6) or `[cuda13]` (JetPack 7); "
+    "`autoglm-trt doctor` says what is missing (see docs/gpu.md)"
 )
 
 #: Lowest TensorRT version the pipeline supports (pyproject's ``gpu`` extra: tensorrt>=10.3).
@@ -358,6 +360,49 @@ def detect_gpu(device_index: int = 0) -> GpuInfo:
     )
 
 
+def _set_device_cuda_python(device_index: int) -> bool:
+    cudart = _import_cudart()
+    if cudart is None:
+        return False
+    (err,) = tuple(cudart.cudaSetDevice(device_index))[:1]
+    if int(getattr(err, "value", err)) != 0:
+        raise TensorRTUnavailableError(f"cudaSetDevice({device_index}) failed: {err}; check `nvidia-smi` and CUDA_VISIBLE_DEVICES.")
+    return True
+
+
+def _set_device_torch(device_index: int) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    if not torch.cuda.is_available():
+        return False
+    torch.cuda.set_device(device_index)
+    return True
+
+
+#: Ways to make a device current, tried in order (all that are available are used: TensorRT and
+#: the torch buffers must agree).
+DEVICE_SETTERS = (_set_device_cuda_python, _set_device_torch)
+
+
+def select_device(device_index: int) -> None:
+    """Make CUDA device ``device_index`` current for this thread.
+
+    TensorRT builds on and deserializes onto the *current* device; without this, ``device_index=N``
+    put the engine on device 0 while the runner's buffers lived on device N (review failure 8).
+
+    Raises:
+        TensorRTUnavailableError: ``device_index`` > 0 and nothing can select a device.
+    """
+    done = [setter(device_index) for setter in DEVICE_SETTERS]
+    if device_index != 0 and not any(done):
+        raise TensorRTUnavailableError(
+            f"cannot select CUDA device {device_index}: neither cuda-python nor a CUDA build of PyTorch is "
+            f"installed; {INSTALL_HINT}."
+        )
+
+
 def is_jetson() -> bool:
     """True on NVIDIA Jetson (L4T) boards."""
     return Path("/etc/nv_tegra_release").exists()
@@ -385,4 +430,5 @@ def require_tensorrt(device_index: int = 0) -> TensorRTContext:
     trt = import_tensorrt()
     shim = detect_shim(trt)
     gpu = detect_gpu(device_index)
+    select_device(device_index)
     return TensorRTContext(trt=trt, shim=shim, gpu=gpu)

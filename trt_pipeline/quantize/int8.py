@@ -45,7 +45,6 @@ import contextlib
 import io
 import re
 import shutil
-import struct
 import tempfile
 import time
 from collections import Counter
@@ -58,12 +57,19 @@ import numpy as np
 import onnx
 
 from trt_pipeline.errors import CalibrationError, ConfigError, OnnxModelError
+from trt_pipeline.quantize.calibration_cache import (  # noqa: F401 - the cache format lives there
+    CACHE_ALGORITHM,
+    DEFAULT_TRT_VERSION,
+    hex_to_scale,
+    read_calibration_cache,
+    scale_to_hex,
+    trt_version_number,
+    write_calibration_cache,
+)
 
 METHODS = ("entropy", "max", "percentile")
 HIGH_PRECISION_DTYPES = ("fp16", "fp32")
 DEFAULT_OP_TYPES = ("MatMul", "Gemm")
-DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.x (the TensorRT 10 line that still has implicit INT8)
-CACHE_ALGORITHM = "EntropyCalibration2"
 
 
 # --- calibration data reader ----------------------------------------------------------------
@@ -206,47 +212,6 @@ def collect_amax(
             low, high = float(np.asarray(value[0])), float(np.asarray(value[1]))
             amax[name] = max(abs(low), abs(high))
     return amax
-
-
-# --- calibration cache ----------------------------------------------------------------------
-def trt_version_number(version: str) -> int:
-    """``"10.3.0"`` -> 100300 (NV_TENSORRT_VERSION of TensorRT >= 10), ``"8.6.1"`` -> 8601."""
-    parts = [int(p) for p in re.findall(r"\d+", version)[:3]] + [0, 0, 0]
-    major, minor, patch = parts[:3]
-    if major >= 10:
-        return major * 10000 + minor * 100 + patch
-    return major * 1000 + minor * 100 + patch
-
-
-def scale_to_hex(scale: float) -> str:
-    """IEEE-754 float32 bits of ``scale`` as 8 hex digits, most significant byte first."""
-    return struct.pack("!f", float(scale)).hex()
-
-
-def hex_to_scale(text: str) -> float:
-    return float(struct.unpack("!f", bytes.fromhex(text.strip()))[0])
-
-
-def write_calibration_cache(path: Path | str, scales: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION) -> Path:
-    """Write a TensorRT implicit-INT8 calibration cache (``tensor: hex(scale)``, scale = amax/127)."""
-    path = Path(path)
-    lines = [f"TRT-{trt_version_number(trt_version)}-{CACHE_ALGORITHM}"]
-    lines += [f"{name}: {scale_to_hex(scale)}" for name, scale in sorted(scales.items())]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def read_calibration_cache(path: Path | str) -> tuple[str, dict[str, float]]:
-    """(header, {tensor: scale}) of a calibration cache written by TensorRT or by us."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    if not lines or not re.fullmatch(r"TRT-\d+-\w+", lines[0].strip()):
-        raise CalibrationError(f"{path} is not a TensorRT calibration cache (bad header {lines[:1]}).", path=path)
-    scales = {}
-    for line in lines[1:]:
-        if line.strip():
-            name, value = line.rsplit(": ", 1)
-            scales[name] = hex_to_scale(value)
-    return lines[0].strip(), scales
 
 
 # --- quantization ---------------------------------------------------------------------------

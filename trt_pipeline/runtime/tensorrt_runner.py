@@ -44,11 +44,13 @@ from trt_pipeline.engine.manifest import (
     EngineManifest,
     _rebuild_hint,
     check_compatible,
+    check_engine_identity,
     read_manifest,
-    verify_engine_bytes,
 )
 from trt_pipeline.engine.profiles import Profile, select_profile
-from trt_pipeline.engine.tensorrt_import import TensorRTContext, require_tensorrt
+from trt_pipeline.engine.tensorrt_import import TensorRTContext, require_tensorrt, select_device
+from trt_pipeline.engine.trt_logger import capture_log, process_logger
+from trt_pipeline.runtime.plan_stream import PlanFile, has_stream_reader, make_stream_reader
 from trt_pipeline.errors import ConfigError, EngineCompatibilityError, PipelineError, ShapeError, TensorRTUnavailableError
 
 #: TensorRT DataType member name -> NumPy dtype (None: no NumPy equivalent).
@@ -99,52 +101,62 @@ def load_engine(
     device_index: int = 0,
     verify_sha256: bool = True,
 ) -> LoadedEngine:
-    """Check the manifest against this machine, then deserialize the engine.
+    """Check the manifest against this machine, then deserialize the engine onto ``device_index``.
 
-    The engine bytes are checked against the manifest (size always, sha256 unless
-    ``verify_sha256=False``, which saves a few seconds per 10 GB on large engines).
+    The plan's size and (unless ``verify_sha256=False``) its sha256, computed in chunks, are checked
+    first; then the plan is streamed to TensorRT (:mod:`trt_pipeline.runtime.plan_stream`:
+    ``IStreamReaderV2`` or a memory map, never a full host copy).
 
     Raises:
         TensorRTUnavailableError: no TensorRT or no GPU.
         EngineCompatibilityError: no/corrupt manifest, other TensorRT version or GPU architecture, engine
             file not the one the manifest describes, or TensorRT refused the plan.
     """
-    from trt_pipeline.engine.builder import make_logger
-
     engine_path = Path(engine_path)
     ctx = ctx or require_tensorrt(device_index)
     manifest = read_manifest(engine_path)
     warnings = check_compatible(manifest, ctx.version, ctx.gpu, engine_path=engine_path)
+    hint = _rebuild_hint(engine_path, manifest.precision)
     if not engine_path.is_file():
-        raise EngineCompatibilityError(
-            f"engine {engine_path} does not exist", path=engine_path, hint=_rebuild_hint(engine_path, manifest.precision)
-        )
-    data = engine_path.read_bytes()
-    verify_engine_bytes(manifest, data, engine_path, check_sha256=verify_sha256)
-    trt = ctx.trt
-    logger = make_logger(trt)
+        raise EngineCompatibilityError(f"engine {engine_path} does not exist", path=engine_path, hint=hint)
+    check_engine_identity(manifest, engine_path, size=engine_path.stat().st_size)
+    select_device(ctx.gpu.device_index)
+    trt, logger = ctx.trt, process_logger(ctx.trt)
     runtime = trt.Runtime(logger)
     if manifest.version_compatible:
         # Version-compatible plans embed the lean runtime (host code); it must be allowed explicitly.
         runtime.engine_host_code_allowed = True
-    engine = runtime.deserialize_cuda_engine(data)
-    del data
+    engine, details = _deserialize(trt, runtime, engine_path, manifest, verify_sha256=verify_sha256)
     if engine is None:
-        details = "; ".join(logger.errors[-3:]) or "no details"
         raise EngineCompatibilityError(
             f"TensorRT {ctx.version} could not deserialize {engine_path} although its manifest matches this "
             f"machine: {details}",
             path=engine_path,
-            hint=_rebuild_hint(engine_path, manifest.precision),
+            hint=hint,
         )
     if int(engine.num_optimization_profiles) != len(manifest.profiles):
         raise EngineCompatibilityError(
             f"{engine_path} has {engine.num_optimization_profiles} optimization profiles but its manifest lists "
             f"{len(manifest.profiles)}",
             path=engine_path,
-            hint=_rebuild_hint(engine_path, manifest.precision),
+            hint=hint,
         )
     return LoadedEngine(ctx, manifest, runtime, engine, logger, warnings)
+
+
+def _deserialize(trt: Any, runtime: Any, engine_path: Path, manifest: EngineManifest, *, verify_sha256: bool) -> tuple[Any, str]:
+    """(engine or None, TensorRT's error details): streamed when TensorRT has ``IStreamReaderV2``, else mmap."""
+    with capture_log(trt) as log, PlanFile(engine_path) as plan:
+        check_engine_identity(manifest, engine_path, size=plan.size, sha256=plan.hexdigest() if verify_sha256 else None)
+        if has_stream_reader(trt):
+            reader = make_stream_reader(trt, plan)
+            engine = runtime.deserialize_cuda_engine(reader)
+            del reader
+        else:
+            view = plan.buffer()
+            engine = runtime.deserialize_cuda_engine(view)
+            view.release()
+    return engine, log.details(3, "no details")
 
 
 @dataclass(frozen=True)
@@ -291,8 +303,10 @@ class CudaPythonDeviceBackend:
 
     supports_graphs = False
 
-    def __init__(self, cudart: Any) -> None:
+    def __init__(self, cudart: Any, device_index: int = 0) -> None:
         self.cudart = cudart
+        self.device_index = device_index
+        self._check(cudart.cudaSetDevice(device_index), "cudaSetDevice")  # buffers on the engine's device
         self.stream = self._check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._owned: list[DeviceArray] = []
 
@@ -375,7 +389,7 @@ def default_backend(device_index: int = 0) -> Any:
 
     cudart = _import_cudart()
     if cudart is not None:
-        return CudaPythonDeviceBackend(cudart)
+        return CudaPythonDeviceBackend(cudart, device_index)
     raise TensorRTUnavailableError(
         f"the TensorRT runner needs device memory from a CUDA build of PyTorch or from cuda-python; neither is "
         f"usable here: {INSTALL_HINT}."
@@ -429,6 +443,8 @@ class TensorRTRunner(BaseRunner):
         self._injected_ctx = ctx
         self._injected_backend = backend
         self.verify_sha256 = verify_sha256
+        self._uncapturable: set[Any] = set()
+        self.graph_fallbacks: list[str] = []  # shapes whose capture failed (plain execution instead), with why
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -464,6 +480,7 @@ class TensorRTRunner(BaseRunner):
         self._outputs = outputs
         self._active_profiles: dict[int, int] = {id(context): 0}
         self._graphs: OrderedDict[Any, _GraphEntry] = OrderedDict()
+        self._uncapturable.clear()
 
     def deactivate_impl(self) -> None:
         for entry in self._graphs.values():
@@ -533,15 +550,23 @@ class TensorRTRunner(BaseRunner):
             buffers = self._run_graph(index, shapes, feed_dict)
         else:
             buffers = self._run(self._context, index, shapes, feed_dict)
+        result = self._collect(buffers, to_host=copy_outputs_to_host, as_torch=use_torch)
+        self.inference_time = time.perf_counter() - start
+        return result
+
+    def _collect(self, buffers: Mapping[str, Any], *, to_host: bool, as_torch: bool) -> OrderedDict:
+        """Outputs as host arrays/tensors (the device buffers are released: one allocation per output
+        per call, freed here -- the cuda-python backend used to keep them until close), or the
+        device tensors themselves (``to_host=False``, torch backend: the caller owns them)."""
         result: OrderedDict[str, Any] = OrderedDict()
         for name, buffer in buffers.items():
-            if not copy_outputs_to_host:
+            if not to_host:
                 result[name] = self._backend.to_torch(buffer, host=False)
-            elif use_torch:
-                result[name] = self._backend.to_torch(buffer, host=True)
-            else:
-                result[name] = self._backend.to_numpy(buffer)
-        self.inference_time = time.perf_counter() - start
+                continue
+            try:
+                result[name] = self._backend.to_torch(buffer, host=True) if as_torch else self._backend.to_numpy(buffer)
+            finally:
+                self._backend.release(buffer)
         return result
 
     def _select(self, context: Any, index: int) -> None:
@@ -576,12 +601,14 @@ class TensorRTRunner(BaseRunner):
         return outputs
 
     def _execute(self, context: Any) -> None:
-        self._backend.wait_for_producers()
-        if not context.execute_async_v3(self._backend.stream_handle):
-            details = "; ".join(self._loaded.logger.errors[-3:]) or "see the TensorRT log"
-            raise PipelineError(f"{self.engine_path.name}: execute_async_v3 failed: {details}")
+        """Launch on the runner's stream (producers were awaited before the inputs were uploaded)."""
+        with capture_log(self._loaded.ctx.trt) as log:
+            ok = context.execute_async_v3(self._backend.stream_handle)
+        if not ok:
+            raise PipelineError(f"{self.engine_path.name}: execute_async_v3 failed: {log.details(3, 'see the TensorRT log')}")
 
     def _run(self, context: Any, index: int, shapes: Mapping[str, tuple[int, ...]], feed: Mapping[str, Any]) -> dict[str, Any]:
+        self._backend.wait_for_producers()  # inputs made on the caller's stream must be complete before we copy them
         inputs = {name: self._backend.upload(feed[name], info) for name, info in self._inputs.items()}
         outputs = self._bind(context, index, shapes, inputs)
         self._execute(context)
@@ -591,31 +618,53 @@ class TensorRTRunner(BaseRunner):
         return outputs
 
     def _run_graph(self, index: int, shapes: Mapping[str, tuple[int, ...]], feed: Mapping[str, Any]) -> dict[str, Any]:
+        """Replay (or capture) the CUDA graph of this shape; plain execution when capture is impossible."""
         key = (index, tuple(sorted(shapes.items())))
+        if key in self._uncapturable:
+            return self._run(self._context, index, shapes, feed)
         entry = self._graphs.get(key)
+        self._backend.wait_for_producers()
         if entry is not None:
             self._graphs.move_to_end(key)
             for name, info in self._inputs.items():
                 self._backend.copy_into(entry.inputs[name], feed[name], info)
-            self._backend.wait_for_producers()
             self._backend.replay(entry.graph)
+            outputs = entry.outputs
         else:
-            context = self._loaded.engine.create_execution_context()
-            if context is None:
-                raise PipelineError(f"{self.engine_path.name}: no device memory for a CUDA-graph execution context")
-            inputs = {name: self._backend.upload(feed[name], info) for name, info in self._inputs.items()}
-            outputs = self._bind(context, index, shapes, inputs)
-            self._execute(context)  # TensorRT must run once before capture
-            self._backend.synchronize()
-            graph = self._backend.capture(lambda: bool(context.execute_async_v3(self._backend.stream_handle)))
-            entry = _GraphEntry(context, graph, inputs, outputs)
-            self._graphs[key] = entry
-            while len(self._graphs) > self.max_graphs:
-                _, old = self._graphs.popitem(last=False)
-                self._active_profiles.pop(id(old.context), None)
-        outputs = {name: self._backend.clone(buffer) for name, buffer in entry.outputs.items()}
+            entry, outputs = self._capture(key, index, shapes, feed)
+        outputs = {name: self._backend.clone(buffer) for name, buffer in outputs.items()}
         self._backend.synchronize()  # the clones are enqueued on the runner's stream; host reads come next
         return outputs
+
+    def _capture(
+        self, key: Any, index: int, shapes: Mapping[str, tuple[int, ...]], feed: Mapping[str, Any]
+    ) -> tuple[_GraphEntry | None, dict[str, Any]]:
+        """Run once on runner-owned static inputs, then capture; on failure keep the run's outputs and
+        remember the shape as uncapturable (trtexec falls back to plain launches the same way)."""
+        context = self._loaded.engine.create_execution_context()
+        if context is None:
+            raise PipelineError(f"{self.engine_path.name}: no device memory for a CUDA-graph execution context")
+        inputs = {name: self._backend.empty(shapes[name], info) for name, info in self._inputs.items()}
+        for name, info in self._inputs.items():
+            self._backend.copy_into(inputs[name], feed[name], info)
+        outputs = self._bind(context, index, shapes, inputs)
+        self._execute(context)  # TensorRT must run once before capture
+        self._backend.synchronize()
+        try:
+            graph = self._backend.capture(lambda: bool(context.execute_async_v3(self._backend.stream_handle)))
+        except Exception as error:  # noqa: BLE001 - any capture failure means: run without graphs
+            self._uncapturable.add(key)
+            self.graph_fallbacks.append(f"{shapes}: {error}")
+            self._active_profiles.pop(id(context), None)
+            return None, outputs
+        entry = _GraphEntry(context, graph, inputs, outputs)
+        self._graphs[key] = entry
+        while len(self._graphs) > self.max_graphs:
+            _, old = self._graphs.popitem(last=False)
+            self._active_profiles.pop(id(old.context), None)
+            for buffer in (*old.inputs.values(), *old.outputs.values()):
+                self._backend.release(buffer)
+        return entry, outputs
 
 
 # --------------------------------------------------------------------------------------------
