@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
-from trt_pipeline.cli.commands import calibration, checkpoint, compare, doctor, engine, export, pipeline, precision, serve
+from trt_pipeline.cli.commands import bundle, calibration, checkpoint, compare, doctor, engine, export, pipeline, precision, serve
 from trt_pipeline.config.base import config_error
 from trt_pipeline.errors import INTERRUPTED_EXIT_CODE, PipelineError, from_os_error
 
@@ -141,6 +141,7 @@ COMMANDS = {
     "doctor": doctor.doctor_command,
     "build": engine.build_command,
     "inspect": engine.inspect_command,
+    "bundle": bundle.bundle_command,
     "compare": compare.compare_command,
     "pipeline": pipeline.pipeline_command,
     "bench": pipeline.bench_command,

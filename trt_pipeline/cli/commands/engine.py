@@ -39,6 +39,12 @@ def build_command(
     hardware_compat: HardwareCompat = HardwareCompatChoice.none,
     version_compatible: VersionCompatible = False,
     legacy_precision_flags: LegacyPrecisionFlags = False,
+    print_trtexec: Annotated[bool, typer.Option(
+        "--print-trtexec", help="Print the equivalent trtexec commands (same profiles) instead of building; "
+        "needs no TensorRT or GPU.")] = False,
+    trtexec_tensorrt: Annotated[int | None, typer.Option(
+        "--trtexec-tensorrt", help="TensorRT major the printed trtexec is from (10 adds --stronglyTyped); "
+        "default: the installed TensorRT, else 10.")] = None,
 ) -> None:
     """Build TensorRT engines DIR/engines/COMPONENT.PRECISION.engine (+ .engine.json manifests). Needs TensorRT and a GPU."""
     from trt_pipeline.config.build import resolve_precision
@@ -52,6 +58,11 @@ def build_command(
         version_compatible=version_compatible, legacy_precision_flags=legacy_precision_flags,
     )
     cfg = BuildConfig.from_build_options(src, resolve_precision(fp16=fp16, int8=int8, fp32=fp32), options)
+    if print_trtexec:
+        from trt_pipeline.bundle.trtexec import print_trtexec as trtexec_text
+
+        typer.echo(trtexec_text(cfg, trtexec_tensorrt))
+        return
     ctx = require_tensorrt(cfg.device_index)
     for result in build_engines(cfg, ctx=ctx):
         typer.echo(str(result.engine_path))

@@ -1,0 +1,63 @@
+"""Bundle targets: which TensorRT / CUDA / Python packages each board or host runs.
+
+Sources: JetPack 6.x ships TensorRT 10.3 with CUDA 12.6; JetPack 7.2.2+ (Thor) ships TensorRT 11.4.1
+with CUDA 13 (issue 14); x86 ranges are the pyproject ``gpu-cu12`` / ``gpu-cu13`` extras (checked on
+PyPI). TensorRT 10.x networks are weakly typed unless asked (trtexec ``--stronglyTyped``); on 11.x
+every network is strongly typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trt_pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BundleTarget:
+    """One board or host family a bundle is made for."""
+
+    name: str
+    description: str
+    tensorrt: str  # the TensorRT release line expected there, e.g. "10.3"
+    cuda_major: int
+    constraints: tuple[str, ...]  # pip constraints for that TensorRT / CUDA
+    install: str  # how autoglm-trt gets onto it
+    workspace: str  # default builder workspace (Jetson memory is shared with the CPU)
+    jetson: bool
+
+    @property
+    def tensorrt_major(self) -> int:
+        return int(self.tensorrt.split(".")[0])
+
+    @property
+    def trtexec_strongly_typed_flag(self) -> bool:
+        """10.x trtexec builds weakly typed networks unless given ``--stronglyTyped``; 11.x is always strongly typed."""
+        return self.tensorrt_major < 11
+
+
+TARGETS: dict[str, BundleTarget] = {
+    "jetson-orin-jp6": BundleTarget(
+        "jetson-orin-jp6", "Jetson AGX/NX Orin, JetPack 6.x (L4T r36)", "10.3", 12,
+        ("tensorrt>=10.3,<10.4", "cuda-python>=12.6,<13"),
+        "pip install -c constraints.txt 'autoglm-trt[cuda12]'  (TensorRT from JetPack)", "2GiB", True),
+    "jetson-thor-jp7": BundleTarget(
+        "jetson-thor-jp7", "Jetson Thor, JetPack 7.2.2+", "11.4", 13,
+        ("tensorrt>=11.4,<11.5", "cuda-python>=13.0,<14"),
+        "pip install -c constraints.txt 'autoglm-trt[cuda13]'  (TensorRT from JetPack)", "4GiB", True),
+    "x86-trt10": BundleTarget(
+        "x86-trt10", "x86-64 + NVIDIA GPU, TensorRT 10.x wheels (CUDA 12, driver >= 525.60.13)", "10", 12,
+        ("tensorrt-cu12>=10.3,<11", "cuda-python>=12.6,<13"),
+        "pip install -c constraints.txt 'autoglm-trt[gpu-cu12]'", "8GiB", False),
+    "x86-trt11": BundleTarget(
+        "x86-trt11", "x86-64 + NVIDIA GPU, TensorRT 11.x wheels (CUDA 13, driver >= 580)", "11", 13,
+        ("tensorrt-cu13>=11.0,<12", "cuda-python>=13.0,<14"),
+        "pip install -c constraints.txt 'autoglm-trt[gpu-cu13]'", "8GiB", False),
+}
+
+
+def get_target(name: str) -> BundleTarget:
+    """The target called ``name``; ConfigError listing the known ones otherwise."""
+    if name not in TARGETS:
+        raise ConfigError(f"unknown bundle target {name!r}; use one of {', '.join(TARGETS)}")
+    return TARGETS[name]
