@@ -493,15 +493,8 @@ def build_component(
         tool_versions={"tensorrt": str(ctx.version), **tool_versions("onnx", "polygraphy")},
     )
     manifest_path = write_manifest(manifest, plan.engine_path)
-    return BuildResult(
-        component=plan.component,
-        engine_path=plan.engine_path,
-        manifest_path=manifest_path,
-        seconds=seconds,
-        engine_size=engine_size,
-        manifest=manifest,
-        notes=tuple(plan.notes) + tuple(cache_state.notes),
-    )
+    return BuildResult(plan.component, plan.engine_path, manifest_path, seconds, engine_size, manifest,
+                       notes=tuple(plan.notes) + tuple(cache_state.notes))
 
 
 def _relative(path: Path, base: Path) -> str:
