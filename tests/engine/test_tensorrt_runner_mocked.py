@@ -637,3 +637,15 @@ def test_engine_plan_is_streamed_in_chunks_or_memory_mapped(setup, fakes, monkey
         assert issubclass(kind, trt.IStreamReaderV2) and chunks == [4096, 4096, 2048]
     else:
         assert kind is memoryview
+
+
+def test_every_tensorrt_data_type_is_mapped(fakes):
+    """FP8/INT4/FP4 were unmapped (KeyError); now FP8 maps to torch's E4M3 and packed types fail with a message."""
+    from trt_pipeline.runtime.tensorrt_runner import NUMPY_DTYPES, TORCH_DTYPES, TensorInfo
+
+    assert set(fakes.lean.DataType.__members__) <= set(NUMPY_DTYPES)
+    backend = cpu_backend()
+    assert backend.torch_dtype(TensorInfo("x", True, "FP8", (1,))) == torch.float8_e4m3fn
+    assert TORCH_DTYPES["HALF"] == "float16"
+    with pytest.raises(PipelineError, match="INT4, which has no torch/NumPy buffer type"):
+        backend.torch_dtype(TensorInfo("w", True, "INT4", (1,)))

@@ -63,6 +63,10 @@ NUMPY_DTYPES: dict[str, Any] = {
     "BOOL": np.bool_,
     "UINT8": np.uint8,
     "BF16": None,
+    "FP8": None,
+    "INT4": None,
+    "FP4": None,
+    "E8M0": None,
 }
 TORCH_DTYPES: dict[str, str] = {
     "FLOAT": "float32",
@@ -73,6 +77,7 @@ TORCH_DTYPES: dict[str, str] = {
     "BOOL": "bool",
     "UINT8": "uint8",
     "BF16": "bfloat16",
+    "FP8": "float8_e4m3fn",  # TensorRT's FP8 is E4M3
 }
 
 #: Profiles whose steps may be captured into CUDA graphs.
@@ -219,7 +224,13 @@ class TorchDeviceBackend:
         return contextlib.nullcontext()
 
     def torch_dtype(self, info: TensorInfo) -> Any:
-        return getattr(self.torch, TORCH_DTYPES[info.dtype_name])
+        """The torch dtype of an engine tensor; PipelineError for packed types (INT4/FP4/E8M0) with no torch dtype."""
+        name = TORCH_DTYPES.get(info.dtype_name)
+        if name is None or not hasattr(self.torch, name):
+            raise PipelineError(
+                f"engine tensor {info.name} has TensorRT type {info.dtype_name}, which has no torch/NumPy buffer type; "
+                "keep packed INT4/FP4 tensors inside the engine (quantize weights, not graph inputs/outputs)")
+        return getattr(self.torch, name)
 
     def upload(self, value: Any, info: TensorInfo) -> Any:
         expected = self.torch_dtype(info)
