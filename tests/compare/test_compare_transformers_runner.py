@@ -41,7 +41,7 @@ def test_vision_runner_matches_torch_export(runners):
     assets, (ref_vision, _), (torch_vision, _) = runners
     generator = torch.Generator().manual_seed(0)
     samples = []
-    for grids in ([[1, 4, 4]], [[1, 8, 6]], [[1, 4, 6], [1, 6, 4]]):  # two images: cross-image attention bias
+    for grids in ([[1, 4, 4]], [[1, 8, 6]], [[1, 6, 4]]):  # one image per feed (several images: several calls)
         grid = torch.tensor(grids)
         pixels = torch.randn(int(grid.prod(-1).sum()), assets.dims.vision.patch_dim, generator=generator)
         samples.append(Sample(str(grids), vision_feed(assets, pixels, grid)))

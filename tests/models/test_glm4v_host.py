@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from trt_pipeline.models.glm4v import host
@@ -47,8 +48,22 @@ def test_text_rope_matches_transformers(tiny_checkpoint):
     assert torch.allclose(cos, their_cos, atol=1e-6) and torch.allclose(sin, their_sin, atol=1e-6)
 
 
-def test_attention_bias_blocks_images():
-    bias = host.vision_attention_bias([[1, 2, 2], [1, 2, 4]])
-    assert bias.shape == (12, 12)
-    assert (bias[:4, :4] == 0).all() and (bias[4:, 4:] == 0).all()
-    assert (bias[:4, 4:] < -1e30).all() and (bias[4:, :4] < -1e30).all()
+def test_packed_images_become_one_feed_per_image(tiny_checkpoint):
+    """No [N, N] input: each image (each frame) is its own call, and its inputs are linear in its patches."""
+    dims = load_dims(tiny_checkpoint)
+    assert host.image_segments([[1, 2, 2], [2, 2, 4]]) == [(0, 4, (1, 2, 2)), (4, 12, (1, 2, 4)), (12, 20, (1, 2, 4))]
+    table = torch.randn(dims.vision.position_grid**2, dims.vision.hidden_size)
+    pixels = torch.randn(4 + 8, dims.vision.patch_dim)
+    feeds = host.vision_feeds(dims.vision, table, pixels, [[1, 2, 2], [1, 2, 4]])
+    assert [f["pixel_values"].shape[0] for f in feeds] == [4, 8]
+    assert torch.equal(feeds[1]["pixel_values"], pixels[4:])
+    for feed in feeds:
+        n = feed["pixel_values"].shape[0]
+        assert set(feed) == {"pixel_values", "rotary_cos", "rotary_sin", "position_embeddings"}
+        assert all(value.shape[0] == n and value.dim() == 2 for value in feed.values())
+    single = host.vision_inputs(dims.vision, table, [[1, 2, 4]])
+    assert torch.equal(single["position_embeddings"], feeds[1]["position_embeddings"])
+    with pytest.raises(ValueError, match="one image"):
+        host.vision_inputs(dims.vision, table, [[1, 2, 2], [1, 2, 4]])
+    with pytest.raises(ValueError, match="12 patches"):
+        host.vision_feeds(dims.vision, table, pixels[:10], [[1, 2, 2], [1, 2, 4]])

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from trt_pipeline.accuracy.gates import DEFAULT_GATES
+from trt_pipeline.accuracy.metrics import cosine
 from trt_pipeline.models.glm4v import host
 from trt_pipeline.models.glm4v.generation import HostAssets, greedy_generate, prefill_embeddings
 from trt_pipeline.models.glm4v.model import Glm4vExportModel
@@ -42,8 +44,8 @@ def pair(parity_checkpoint):
 
 @pytest.mark.parametrize(
     "sizes",
-    [[(112, 112)], [(252, 140)], [(84, 196), (168, 112)]],
-    ids=["square", "non-square", "two-images"],
+    [[(112, 112)], [(252, 140)], [(84, 196), (168, 112)], [(84, 196), (168, 112), (140, 84)]],
+    ids=["square", "non-square", "two-images", "three-images"],
 )
 def test_vision_features_match(pair, sizes):
     reference, ours, processing = pair
@@ -52,9 +54,10 @@ def test_vision_features_match(pair, sizes):
     with torch.no_grad():
         expected = reference.model.get_image_features(pixels, grid, return_dict=True).pooler_output
     expected = torch.cat(list(expected)) if isinstance(expected, (list, tuple)) else expected
-    actual = ours.encode_images(pixels, grid)
+    actual = ours.encode_images(pixels, grid)  # one encoder call per image, no mask input
     assert actual.shape == expected.shape
     assert (actual - expected).abs().max().item() <= VISION_ATOL
+    assert cosine(expected.numpy(), actual.numpy()) >= DEFAULT_GATES["fp32"].image_features.cosine
 
 
 def batch_inputs(processing):

@@ -7,8 +7,8 @@ reference-only inputs of :data:`~trt_pipeline.runtime.transformers_runner.REFERE
 declares. Each feed has a label (``heldout-003/prefill``, ``extreme/b4-s256-p512``) used in reports.
 
 * **vision_encoder**: every held-out image (preprocessed with the checkpoint's image processor), then
-  held-out images resized to ``num_patches`` min and max and a pack of two images of different
-  shapes (the cross-image attention bias).
+  held-out images resized to ``num_patches`` min and max (one image per feed: the encoder takes one
+  image per call; prompts with several images are several calls).
 * **decoder**: per held-out item a prefill (prompt with image features from the *reference* vision
   tower, M-RoPE positions from ``host.rope_index``) and one decode step (the reference's KV cache
   from that prefill, its greedy next token); then the corners of the profile: batch_size x
@@ -112,7 +112,7 @@ def load_heldout(processing: Any, folder: Path | None, max_items: int | None = N
 
 
 def vision_feed(assets: Any, pixel_values: torch.Tensor, grid: torch.Tensor) -> Any:
-    """ONNX inputs of the vision encoder (+ ``image_grid_thw`` for the reference)."""
+    """ONNX inputs of the vision encoder for one image (+ ``image_grid_thw`` for the reference)."""
     return feed_builder(assets).vision_feed(pixel_values, grid)
 
 
@@ -136,7 +136,7 @@ def vision_samples(
     assets: Any, heldout: Sequence[HeldoutInput], ranges: dict[str, DimRange], *, extremes: bool = True, seed: int = 0,
     processing: Any = None,
 ) -> FeedLoader:
-    """Every held-out image, then ``num_patches`` min and max and a pack of two images.
+    """Every held-out image, then one image at ``num_patches`` min and one at max.
 
     The extremes show held-out images resized to the extreme grids (with ``processing``; real
     pixel statistics, which an INT8 calibration is fitted to); without held-out images or
@@ -161,13 +161,9 @@ def vision_samples(
                               {"num_patches": n, "images": int(grid.shape[0])}))
     if extremes:
         generator = torch.Generator().manual_seed(seed)
-        points = [("min", patches.min, False), ("max", patches.max, False)]
-        blocks = patches.opt // (merge * merge)
-        if blocks >= 2:
-            points.append(("2-images", blocks * merge * merge, True))
         picked = 0
-        for name, n, split in points:
-            grids = _grids(n, merge, split)
+        for name, n in (("min", patches.min), ("max", patches.max)):
+            grids = _grids(n, merge, split=False)
             if processing is not None and images:
                 parts = []
                 for _t, h, w in grids:

@@ -11,7 +11,7 @@ import torch
 from trt_pipeline.models.glm4v.host import vision_inputs
 from trt_pipeline.models.glm4v.model import Glm4vExportModel
 
-EXAMPLE_GRID = [[1, 4, 6]]  # 24 patches -> 6 image tokens
+EXAMPLE_GRID = [[1, 4, 6]]  # one image (the encoder takes one per call): 24 patches -> 6 image tokens
 EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_PAST = 3, 7, 5
 EXAMPLE_NUM_LOGITS = 2  # the last two positions of the chunk (a size no other axis has)
 
@@ -29,7 +29,6 @@ def vision_example(model: Glm4vExportModel) -> tuple[torch.Tensor, ...]:
         host["rotary_cos"].float(),
         host["rotary_sin"].float(),
         host["position_embeddings"].float(),
-        host["attention_bias"].float(),
     )
 
 

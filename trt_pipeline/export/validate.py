@@ -2,8 +2,9 @@
 
 The grid covers every dynamic axis at its min, an interior value and its max:
 
-* vision encoder: num_patches in {min, interior, max}; the interior point packs two images of
-  different shapes so the cross-image attention bias is exercised;
+* vision encoder: num_patches in {min, interior, max}; the interior point is two images of
+  different shapes, run one call per image (the encoder has no mask input) and concatenated, as
+  transformers' packed ``get_image_features`` attends within each image;
 * decoder: batch x sequence x past over their grids. The reference for a (batch, seq, past)
   point is transformers run once on the full ``past + seq`` tokens (logits) and once on the
   first ``past`` tokens (its KV cache becomes the ONNX ``past_key_values``), so the ONNX
@@ -195,9 +196,9 @@ def validate_vision(
         drift = None
         if fp32_reference is not None:
             drift = tensor_metrics(_image_features(fp32_reference, pixels, grid).numpy(), expected.numpy()).max_abs
-        feeds = host.vision_inputs(assets.dims.vision, assets.vision_position_table.float(), grid)
-        feed = {"pixel_values": pixels.numpy(), **{k: v.float().numpy() for k, v in feeds.items()}}
-        actual = infer_float32(runner, feed)["image_features"]
+        feeds = host.vision_feeds(assets.dims.vision, assets.vision_position_table.float(), pixels, grid)
+        outputs = [infer_float32(runner, {k: v.float().numpy() for k, v in feed.items()}) for feed in feeds]
+        actual = np.concatenate([np.asarray(out["image_features"]) for out in outputs])
         results.append(_result("vision_encoder", {"num_patches": patches, "images": len(grids)}, "image_features",
                                tensor_metrics(expected.numpy(), actual), gate, drift))
     return results

@@ -5,8 +5,8 @@ are derived from, so the reader produces exactly what the deployed pipeline feed
 
 * **vision_encoder**: each item's image goes through the checkpoint's own image processor
   (``OUT/hf/preprocessor_config.json``: smart resize to multiples of patch*merge within
-  min/max pixels, normalisation, patchify), plus the host-computed rotary tables, resampled
-  position embeddings and attention bias (:func:`trt_pipeline.models.glm4v.host.vision_inputs`).
+  min/max pixels, normalisation, patchify), plus the host-computed rotary tables and resampled
+  position embeddings, one feed per image (:func:`trt_pipeline.models.glm4v.host.vision_feeds`).
 * **decoder, prefill**: the instruction through the chat template with the image placeholders
   expanded, token embeddings with the image features (from the fp32 vision encoder on ONNX
   Runtime) written into the placeholder positions, M-RoPE cos/sin, an all-ones attention mask and
@@ -282,10 +282,10 @@ class CalibrationReader:
             for sample in prepared:
                 features = None
                 if sample.num_patches and vision is not None:
-                    feed = self.vision_feed(sample, vision)
-                    feeds.vision_encoder.append(feed)
-                    feeds.vision_ids.append(sample.id)
-                    features = vision.infer(feed)["image_features"]
+                    image_feeds = self.image_feeds(sample, vision)
+                    feeds.vision_encoder.extend(image_feeds)
+                    feeds.vision_ids.extend([sample.id] * len(image_feeds))
+                    features = np.concatenate([vision.infer(feed)["image_features"] for feed in image_feeds])
                 if decoder is not None:
                     prefill, decodes = self.decoder_feeds_for(sample, features, decoder)
                     feeds.decoder_prefill.append(prefill)
@@ -296,11 +296,12 @@ class CalibrationReader:
         self._feeds = feeds
         return feeds
 
-    def vision_feed(self, sample: PreparedSample, vision_runner: Any = None) -> dict[str, np.ndarray]:
+    def image_feeds(self, sample: PreparedSample, vision_runner: Any = None) -> list[dict[str, np.ndarray]]:
+        """One vision-encoder feed per image of the item (the encoder takes one image per call)."""
         from trt_pipeline.models.glm4v.stepper import FeedBuilder
 
         builder = FeedBuilder.for_runner(self.assets, vision_runner) if vision_runner else FeedBuilder(self.assets)
-        return dict(builder.vision_feed(sample.inputs.pixel_values, sample.inputs.image_grid_thw))
+        return [dict(feed) for feed in builder.vision_feeds(sample.inputs.pixel_values, sample.inputs.image_grid_thw)]
 
     def decoder_feeds_for(
         self, sample: PreparedSample, image_features: np.ndarray | None, decoder_runner: Any

@@ -7,7 +7,7 @@ modules and TensorRT:
 * :class:`TransformersVisionRunner` takes ``pixel_values`` and the image grid and runs
   ``model.get_image_features`` (transformers' own patch embedding, bicubic position resampling,
   2-D rotary and per-image attention). The host-computed inputs of the ONNX encoder
-  (``rotary_cos``, ``rotary_sin``, ``position_embeddings``, ``attention_bias``) are ignored: the
+  (``rotary_cos``, ``rotary_sin``, ``position_embeddings``) are ignored: the
   reference recomputes them, so a bug in our host helpers shows up as a mismatch.
 * :class:`TransformersDecoderRunner` takes ``inputs_embeds``, ``attention_mask``,
   ``logits_positions`` and ``past_key_values.*`` and runs ``model.model.language_model`` with a ``DynamicCache`` built from

@@ -58,7 +58,7 @@ class GenerationResult:
 
 
 def encode_images(assets: HostAssets, vision_runner: Any, inputs: MultimodalInputs) -> torch.Tensor | None:
-    """Run the vision runner once on all images of the batch (packed along the patch axis)."""
+    """Run the vision runner once per image of the batch; features concatenated in image order."""
     if inputs.pixel_values is None:
         return None
     return stepper.encode_images(FeedBuilder.for_runner(assets, vision_runner), vision_runner, inputs)

@@ -1,5 +1,5 @@
 """Host-side computations that depend on data: rotary tables, resampled position embeddings,
-the cross-image attention bias and M-RoPE position ids.
+the split of packed images into one vision-encoder feed per image, and M-RoPE position ids.
 
 These are the parts of transformers' GLM-4.1V forward pass that use ``.tolist()``, Python loops
 over images or ``itertools.groupby``; computing them on the host (as TensorRT Edge-LLM and
@@ -72,29 +72,54 @@ def vision_position_embeddings(
     return sampled.squeeze(0).squeeze(-1).permute(1, 0).to(table.dtype)
 
 
-def vision_attention_bias(grid_thw: GridTHW, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """[N, N] additive bias: 0 inside each image (each frame), large negative across images.
+def image_segments(grid_thw: GridTHW) -> list[tuple[int, int, tuple[int, int, int]]]:
+    """``(start, stop, (1, h, w))`` patch span of every attention segment of packed patches.
 
-    Replaces transformers' cu_seqlens / per-image attention split.
+    A segment is one frame of one image: transformers' ``cu_seqlens`` (per image, repeated over
+    its ``t`` frames) -- the unit the vision encoder attends within, so the unit of one call.
     """
-    lengths = [h * w for t, h, w in _grids(grid_thw) for _ in range(t)]
-    ids = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
-    same = ids[:, None] == ids[None, :]
-    return torch.where(same, 0.0, torch.finfo(torch.float32).min).to(dtype)
+    segments, start = [], 0
+    for t, h, w in _grids(grid_thw):
+        for _ in range(t):
+            segments.append((start, start + h * w, (1, h, w)))
+            start += h * w
+    return segments
 
 
-def vision_inputs(
-    dims: VisionDims, table: torch.Tensor, grid_thw: GridTHW
-) -> dict[str, torch.Tensor]:
-    """All host-computed vision-encoder inputs except ``pixel_values``."""
-    position_ids = vision_position_ids(grid_thw, dims.spatial_merge_size)
+def vision_inputs(dims: VisionDims, table: torch.Tensor, grid_thw: GridTHW) -> dict[str, torch.Tensor]:
+    """Host-computed vision-encoder inputs except ``pixel_values``, for ONE image (one segment).
+
+    The encoder attends over every patch of a call (no mask input), so packing two images into
+    one call would let them attend to each other: use :func:`vision_feeds` for several images.
+    """
+    grids = _grids(grid_thw)
+    if len(grids) != 1 or grids[0][0] != 1:
+        raise ValueError(f"vision_inputs takes one image (grid [[1, h, w]]), got {grids}; "
+                         "split packed images with vision_feeds (one encoder call per image)")
+    position_ids = vision_position_ids(grids, dims.spatial_merge_size)
     cos, sin = vision_rotary(dims, position_ids)
     return {
         "rotary_cos": cos,
         "rotary_sin": sin,
-        "position_embeddings": vision_position_embeddings(table, grid_thw, position_ids).float(),
-        "attention_bias": vision_attention_bias(grid_thw),
+        "position_embeddings": vision_position_embeddings(table, grids, position_ids).float(),
     }
+
+
+def vision_feeds(
+    dims: VisionDims, table: torch.Tensor, pixel_values: torch.Tensor, grid_thw: GridTHW
+) -> list[dict[str, torch.Tensor]]:
+    """One complete vision-encoder feed per image of packed ``pixel_values`` [sum N_i, patch_dim].
+
+    Run the encoder on each and concatenate the ``image_features`` in order: that equals
+    transformers' packed ``get_image_features`` (per-image attention), with every input linear in
+    the image's patches.
+    """
+    segments = image_segments(grid_thw)
+    if segments and segments[-1][1] != pixel_values.shape[0]:
+        raise ValueError(f"grid {_grids(grid_thw)} has {segments[-1][1]} patches but pixel_values has "
+                         f"{pixel_values.shape[0]} rows")
+    return [{"pixel_values": pixel_values[start:stop], **vision_inputs(dims, table, [grid])}
+            for start, stop, grid in segments]
 
 
 def rope_index(

@@ -64,7 +64,10 @@ def present_names(num_layers: int) -> list[str]:
 
 
 def vision_spec(dims: Glm4vDims, dtype: str = "float32") -> ComponentSpec:
-    """Host tables stay float32 (computed in fp32 as transformers does); features are ``dtype``."""
+    """One image per call (full attention, no mask input): every input is linear in ``num_patches``.
+
+    Host tables stay float32 (computed in fp32 as transformers does); features are ``dtype``.
+    """
     v = dims.vision
     n = "num_patches"
     return ComponentSpec(
@@ -74,7 +77,6 @@ def vision_spec(dims: Glm4vDims, dtype: str = "float32") -> ComponentSpec:
             TensorSpec("rotary_cos", "float32", (n, v.head_dim)),
             TensorSpec("rotary_sin", "float32", (n, v.head_dim)),
             TensorSpec("position_embeddings", "float32", (n, v.hidden_size)),
-            TensorSpec("attention_bias", "float32", (n, n)),
         ),
         outputs=(TensorSpec("image_features", dtype, ("num_image_tokens", v.out_hidden_size)),),
     )

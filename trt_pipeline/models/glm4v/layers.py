@@ -32,13 +32,16 @@ def activation(name: str) -> nn.Module:
 
 
 def attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, scaling: float
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor | None, scaling: float
 ) -> torch.Tensor:
-    """Eager attention with an additive bias, softmax in fp32 (as transformers' eager path).
+    """Eager attention with an optional additive bias, softmax in fp32 (as transformers' eager path).
 
-    Shapes: query [B, H, Sq, D], key/value [B, H, Sk, D], bias broadcastable to [B, H, Sq, Sk].
+    Shapes: query [B, H, Sq, D], key/value [B, H, Sk, D], bias broadcastable to [B, H, Sq, Sk]
+    (None: full attention, as the vision encoder's one image per call).
     Written with plain matmul/softmax so ONNX export yields MatMul/Softmax that TensorRT fuses.
     """
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling + bias
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if bias is not None:
+        scores = scores + bias
     weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     return torch.matmul(weights, value)

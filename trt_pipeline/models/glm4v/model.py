@@ -85,13 +85,14 @@ class Glm4vExportModel(nn.Module):
         return self.embed_table[input_ids]
 
     def vision_host_inputs(self, grid_thw: host.GridTHW) -> dict[str, torch.Tensor]:
+        """Host inputs of one image (``grid_thw`` = [[1, h, w]])."""
         return host.vision_inputs(self.dims.vision, self.vision_position_table, grid_thw)
 
     @torch.no_grad()
     def encode_images(self, pixel_values: torch.Tensor, grid_thw: host.GridTHW) -> torch.Tensor:
-        """Run the vision encoder in torch on packed patches of several images."""
-        feeds = self.vision_host_inputs(grid_thw)
-        return self.visual(pixel_values.to(self.dtype), **{k: v.to(self.dtype) for k, v in feeds.items()})
+        """Run the vision encoder in torch on packed patches of several images, one call per image."""
+        feeds = host.vision_feeds(self.dims.vision, self.vision_position_table, pixel_values, grid_thw)
+        return torch.cat([self.visual(**{k: v.to(self.dtype) for k, v in feed.items()}) for feed in feeds])
 
     def empty_past(self, batch: int, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
         """Zero-length past keys/values [B, kv_heads, 0, head_dim] for every layer (prefill)."""

@@ -122,13 +122,18 @@ class FeedBuilder:
 
     # -- vision ---------------------------------------------------------------------------------
     def vision_feed(self, pixel_values: torch.Tensor, grid_thw: host.GridTHW) -> OrderedDict:
-        """Vision-encoder inputs for packed patches of several images (+ ``image_grid_thw``)."""
+        """Vision-encoder inputs of ONE image (``grid_thw`` [[1, h, w]]; + ``image_grid_thw``)."""
         extra = host.vision_inputs(self.dims.vision, self.assets.vision_position_table.float(), grid_thw)
         feed: dict[str, np.ndarray] = {"pixel_values": _np(pixel_values)}
         feed.update((name, _np(value)) for name, value in extra.items())
         if self.reference_inputs:
             feed["image_grid_thw"] = _np(torch.as_tensor(grid_thw), np.int64)
         return self._finish(feed)
+
+    def vision_feeds(self, pixel_values: torch.Tensor, grid_thw: host.GridTHW) -> list[OrderedDict]:
+        """One vision-encoder feed per image of packed patches (the encoder takes one image per call)."""
+        return [self.vision_feed(pixel_values[start:stop], [grid])
+                for start, stop, grid in host.image_segments(grid_thw)]
 
     # -- decoder --------------------------------------------------------------------------------
     def token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
@@ -363,11 +368,12 @@ class DecoderStepper:
 
 
 def encode_images(builder: FeedBuilder, vision_runner: Any, inputs: MultimodalInputs) -> torch.Tensor | None:
-    """Run the vision runner once on all images of the batch (packed along the patch axis)."""
+    """Run the vision runner once per image of the batch; features concatenated in image order."""
     if inputs.pixel_values is None:
         return None
-    out = vision_runner.infer(builder.vision_feed(inputs.pixel_values, inputs.image_grid_thw))
-    return torch.from_numpy(np.asarray(out["image_features"], dtype=np.float32).copy())
+    features = [np.asarray(vision_runner.infer(feed)["image_features"], dtype=np.float32)
+                for feed in builder.vision_feeds(inputs.pixel_values, inputs.image_grid_thw)]
+    return torch.from_numpy(np.concatenate(features))
 
 
 __all__ = [

@@ -6,9 +6,20 @@ attention splits). Here all of that is computed on the host (:mod:`.host`) and p
 tensors, so the graph has one dynamic axis (``num_patches``) and no data-dependent control flow:
 
 * ``rotary_cos``/``rotary_sin`` [N, head_dim]: the 2-D rotary tables,
-* ``position_embeddings`` [N, hidden]: the learned table resampled to each image's grid,
-* ``attention_bias`` [N, N]: 0 within an image, a large negative value across images
-  (replaces variable-length attention; one image -> all zeros).
+* ``position_embeddings`` [N, hidden]: the learned table resampled to the image's grid.
+
+**One image per call, full attention, no mask input.** transformers attends within each image
+(``cu_seqlens``); several images in one call would need block-diagonal attention. With standard
+ONNX ops (what TensorRT parses) a block-diagonal mask -- given as an input, or built in the graph
+from per-image lengths or segment ids -- still computes all N x N scores and materialises an
+N x N mask on the QK^T -> Softmax path that TensorRT fuses into one attention kernel; for the
+images of one call that is sum_i n_i * N work where sum_i n_i^2 is needed. Running the encoder
+once per image does the minimum work, keeps the graph MatMul -> Softmax -> MatMul with nothing in
+between, and makes every input linear in the patches: for a 13,416-patch screenshot at the real
+dims 159 MB of inputs instead of 879 MB, 720 MB of which was the dense bias
+(``benchmarks/vision_inputs.py``). The phone agent sends one new screenshot per step, so the
+extra calls cost nothing there; prompts with several images loop on the host
+(:func:`.host.vision_feeds`: one feed per image, features concatenated in image order).
 
 Conv3d patch embedding and the Conv2d downsample have kernel == stride, so they are written as
 matmuls over flattened patches (same maths, friendlier to every backend).
@@ -62,9 +73,7 @@ class VisionAttention(nn.Module):
         self.qkv = nn.Linear(dims.hidden_size, dims.hidden_size * 3, bias=False)
         self.proj = nn.Linear(dims.hidden_size, dims.hidden_size, bias=False)
 
-    def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         qkv = self.qkv(x).reshape(n, 3, self.num_heads, self.head_dim).permute(1, 0, 2, 3)
         q, k, v = qkv[0], qkv[1], qkv[2]  # [N, H, D]
@@ -73,7 +82,7 @@ class VisionAttention(nn.Module):
         q = (q.float() * cos_f + rotate_half(q.float()) * sin_f).to(dtype)
         k = (k.float() * cos_f + rotate_half(k.float()) * sin_f).to(dtype)
         q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # [1, H, N, D]
-        out = attention(q, k, v, bias.to(dtype), self.scaling)  # [1, H, N, D]
+        out = attention(q, k, v, None, self.scaling)  # [1, H, N, D]: full attention within the image
         out = out.squeeze(0).transpose(0, 1).reshape(n, -1)
         return self.proj(out)
 
@@ -86,8 +95,8 @@ class VisionBlock(nn.Module):
         self.attn = VisionAttention(dims)
         self.mlp = VisionMLP(dims)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), cos, sin, bias)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin)
         return x + self.mlp(self.norm2(x))
 
 
@@ -137,7 +146,7 @@ class VisionEmbeddings(nn.Module):
 
 
 class VisionEncoder(nn.Module):
-    """Patches of one or more images (packed) -> merged image features [N / merge^2, text_hidden].
+    """Patches of one image -> merged image features [N / merge^2, text_hidden] (full attention).
 
     Parameter names follow transformers' ``Glm4vVisionModel`` (``visual.*``) so checkpoints load
     unchanged. ``embeddings.position_embedding`` is held for the host helpers and is not part of
@@ -161,11 +170,10 @@ class VisionEncoder(nn.Module):
         rotary_cos: torch.Tensor,
         rotary_sin: torch.Tensor,
         position_embeddings: torch.Tensor,
-        attention_bias: torch.Tensor,
     ) -> torch.Tensor:
         x = self.post_conv_layernorm(self.patch_embed(pixel_values))
         x = x + position_embeddings.to(x.dtype)
         for block in self.blocks:
-            x = block(x, rotary_cos, rotary_sin, attention_bias)
+            x = block(x, rotary_cos, rotary_sin)
         x = self.post_layernorm(x)
         return self.merger(self.downsample(x))
