@@ -147,10 +147,11 @@ class ServeEngine:
                 runner.deactivate()
 
     def encode_images(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-        """Image features [tokens, hidden] of the images packed in ``pixel_values``."""
+        """Image features [tokens, hidden] of the images packed in ``pixel_values`` (one encoder call per image)."""
         self._stepper()
-        out = self.vision.infer(self.vision_builder.vision_feed(pixel_values, grid_thw))
-        return torch.from_numpy(np.asarray(out["image_features"], dtype=np.float32).copy())
+        features = [np.asarray(self.vision.infer(feed)["image_features"], dtype=np.float32)
+                    for feed in self.vision_builder.vision_feeds(pixel_values, grid_thw)]
+        return torch.from_numpy(np.concatenate(features))
 
     def embed(self, token_ids: Sequence[int]) -> torch.Tensor:
         return self.assets.embed_table[torch.as_tensor(list(token_ids), dtype=torch.long)].float()
