@@ -23,6 +23,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# GPU suite in the NVIDIA TensorRT image (default tag: CUDA 13.0 -> host driver >= 580, NVIDIA Container
+# Toolkit for --gpus all; for a CUDA 12 tag pass --build-arg CUDA_EXTRA=cuda12). See docs/gpu.md.
 test-gpu:
 	docker build -t autoglm-trt:gpu .
 	docker run --rm --gpus all autoglm-trt:gpu python -m pytest -q -m gpu tests

@@ -115,19 +115,20 @@ def feeds(model) -> dict:
     return {"vision": vision, "prefill": prefill, "spec": dspec}
 
 
-def decode_feed(model, prefill_out: dict, spec) -> dict:
+def decode_feed(model, prefill_out: dict, spec, new_tokens: int = 1) -> dict:
+    """One step on the prefill's cache: a decode step (1 token) or an append step (chunked prefill)."""
     import torch
 
     text = model.dims.text
-    g = torch.Generator().manual_seed(1)
-    b = 2
+    g = torch.Generator().manual_seed(new_tokens)
+    b, s = 2, new_tokens
     past_len = prefill_out["present.0.key"].shape[2]
     feed = {
-        "inputs_embeds": torch.randn(b, 1, text.hidden_size, generator=g).numpy(),
-        "attention_mask": np.ones((b, past_len + 1), dtype=np.int64),
-        "rope_cos": torch.randn(b, 1, text.rotary_dim, generator=g).numpy(),
-        "rope_sin": torch.randn(b, 1, text.rotary_dim, generator=g).numpy(),
-        "logits_positions": np.zeros(1, dtype=np.int64),
+        "inputs_embeds": torch.randn(b, s, text.hidden_size, generator=g).numpy(),
+        "attention_mask": np.ones((b, past_len + s), dtype=np.int64),
+        "rope_cos": torch.randn(b, s, text.rotary_dim, generator=g).numpy(),
+        "rope_sin": torch.randn(b, s, text.rotary_dim, generator=g).numpy(),
+        "logits_positions": np.arange(s, dtype=np.int64),
     }
     for past, present in zip(spec.input_names[5:], spec.output_names[1:]):
         feed[past] = np.ascontiguousarray(np.asarray(prefill_out[present], dtype=np.float32))
@@ -158,6 +159,9 @@ def test_engines_match_torch_within_the_precision_gates(precision, gpu_export, t
         decode = decode_feed(torch_model, ref_prefill, data["spec"])
         assert trt_decoder.select_profile({k: v.shape for k, v in decode.items()}) == 1  # decode profile
         assert_within_gates(precision, trt_decoder.infer(decode), torch_decoder.infer(decode))
+        append = decode_feed(torch_model, ref_prefill, data["spec"], new_tokens=3)  # a chunk on a filled cache
+        assert trt_decoder.select_profile({k: v.shape for k, v in append.items()}) == 2  # append profile
+        assert_within_gates(precision, trt_decoder.infer(append), torch_decoder.infer(append))
 
 
 def test_cuda_graph_decode_matches_plain_execution(gpu_export, torch_model):
