@@ -112,6 +112,109 @@ def _resolve_checkpoint(out_dir: Path, manifest: dict[str, Any], cfg: CompareCon
     return checkpoint
 
 
+def _discover(out_dir: Path, cfg: CompareConfig, checkpoint: Path, components: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
+    """(backends, skips) of ``out_dir``; each skip is logged; no candidate at all is an error."""
+    from trt_pipeline.compare.runners import DiscoveryContext, discover_backends
+
+    backends, skips = discover_backends(DiscoveryContext(out_dir, cfg, checkpoint, components))
+    for skip in skips:
+        log(skip.line())
+    if not backends:
+        raise PipelineError(
+            f"nothing to compare in {out_dir}: no candidate backend was found.",
+            path=out_dir,
+            hint="run `autoglm-trt export` (fp32 ONNX) first, or enable --torch-export.",
+        )
+    return backends, skips
+
+
+def _new_report(
+    out_dir: Path, report_dir: Path, cfg: CompareConfig, checkpoint: Path, data_dir: Path, items: int,
+    backends: list[Any], skips: list[Any],
+) -> CompareReport:
+    """The empty report: settings, reference, backends, skips and the gates of the precisions present."""
+    return CompareReport(
+        out_dir=out_dir,
+        report_dir=report_dir,
+        config={k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.to_dict().items() if k != "gates"},
+        reference={"name": "transformers", "checkpoint": str(checkpoint), "data": str(data_dir), "items": items},
+        backends=[b.to_dict() for b in backends],
+        skipped=skips,
+        gates={p: cfg.to_dict()["gates"][p] for p in COMPARE_PRECISIONS
+               if any(b.precision == p for b in backends)},
+    )
+
+
+def _build_loaders(
+    progress: Any, task: Any, components: tuple[str, ...], assets: Any, heldout: list[Any], ranges: Any,
+    processing: Any, ref_vision: Any, ref_decoder: Any, cfg: CompareConfig,
+) -> dict[str, Any]:
+    """Per component, the identical inputs every runner gets (held-out items plus profile extremes)."""
+    from trt_pipeline.compare.data import decoder_samples, vision_samples
+
+    loaders = {}
+    with ref_vision, ref_decoder:
+        if "vision_encoder" in components:
+            progress.update(task, description="inputs: vision_encoder")
+            loaders["vision_encoder"] = vision_samples(assets, heldout, ranges, extremes=cfg.extremes, seed=cfg.seed,
+                                                 processing=processing)
+            progress.advance(task)
+        if "decoder" in components:
+            progress.update(task, description="inputs: decoder")
+            loaders["decoder"] = decoder_samples(assets, heldout, ranges, ref_vision, ref_decoder,
+                                                 extremes=cfg.extremes, seed=cfg.seed)
+            progress.advance(task)
+    return loaders
+
+
+def _compare_tokens(
+    progress: Any, task: Any, report: CompareReport, reference: Any, processing: Any, heldout: list[Any],
+    assets: Any, backends: list[Any], components: tuple[str, ...], cfg: CompareConfig,
+) -> None:
+    """Greedy tokens of every complete backend vs transformers into ``report.tokens`` (or why skipped)."""
+    from trt_pipeline.accuracy.tokens import TokenAgreement
+    from trt_pipeline.compare.tokens import backend_tokens, reference_tokens
+
+    report.token_settings = {"max_new_tokens": cfg.max_new_tokens, "prompts": len(heldout)}
+    if not cfg.tokens:
+        report.token_settings["skipped"] = "disabled (--no-tokens)"
+        return
+    if set(components) != {"vision_encoder", "decoder"}:
+        report.token_settings["skipped"] = "the export lacks a component (needs vision_encoder and decoder)"
+        return
+    progress.update(task, description="tokens: transformers")
+    expected = reference_tokens(reference.model, processing, heldout, cfg.max_new_tokens)
+    progress.advance(task)
+    ids = [h.id for h in heldout]
+    for backend in backends:
+        progress.update(task, description=f"tokens: {backend.name}")
+        if set(backend.components) != {"vision_encoder", "decoder"}:
+            report.notes.append(f"token check skipped for {backend.name}: it lacks a component")
+            continue
+        rows = backend_tokens(assets, backend.runner("vision_encoder"), backend.runner("decoder"),
+                              processing, heldout, cfg.max_new_tokens)
+        report.tokens.append(TokenAgreement(backend.name, backend.precision,
+                                            cfg.gates(backend.precision).token_exact_match,
+                                            ids, expected, rows))
+        progress.advance(task)
+
+
+def _raise_if_failed(report: CompareReport, paths: dict[str, Path]) -> None:
+    """AccuracyError listing the first failing gates (the report is already written)."""
+    if report.passed:
+        return
+    failures = report.failures
+    shown = failures[:MAX_FAILURES_IN_MESSAGE]
+    more = f"\n  ... and {len(failures) - len(shown)} more" if len(failures) > len(shown) else ""
+    raise AccuracyError(
+        f"compare failed {len(failures)} gate(s) against the PyTorch reference:\n  "
+        + "\n  ".join(shown) + more,
+        path=paths["markdown"],
+        hint=f"see {paths['markdown']} and {paths['png']}; re-export or re-run the precision stage, or loosen "
+             "a gate with --tol PRECISION.GROUP.METRIC=VALUE only if the drift is expected.",
+    )
+
+
 def compare(out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_progress: bool = True) -> CompareReport:
     """Compare every available backend of export ``out_dir`` with transformers.
 
@@ -125,10 +228,7 @@ def compare(out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_prog
         CalibrationError: the held-out folder is missing or malformed.
         TensorRTUnavailableError: ``engines=True`` on a machine without TensorRT/GPU.
     """
-    from trt_pipeline.compare.data import decoder_samples, default_heldout_dir, load_heldout, vision_samples
-    from trt_pipeline.compare.runners import DiscoveryContext, discover_backends
-    from trt_pipeline.accuracy.tokens import TokenAgreement
-    from trt_pipeline.compare.tokens import backend_tokens, reference_tokens
+    from trt_pipeline.compare.data import default_heldout_dir, load_heldout
     from trt_pipeline.export.dims import dims_from_json
     from trt_pipeline.export.exporter import read_export_manifest
     from trt_pipeline.models.glm4v.generation import HostAssets
@@ -140,16 +240,7 @@ def compare(out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_prog
     manifest = read_export_manifest(out_dir)
     components = tuple(c for c in ("vision_encoder", "decoder") if c in manifest["components"])
     checkpoint = _resolve_checkpoint(out_dir, manifest, cfg)
-    ctx = DiscoveryContext(out_dir, cfg, checkpoint, components)
-    backends, skips = discover_backends(ctx)
-    for skip in skips:
-        log(skip.line())
-    if not backends:
-        raise PipelineError(
-            f"nothing to compare in {out_dir}: no candidate backend was found.",
-            path=out_dir,
-            hint="run `autoglm-trt export` (fp32 ONNX) first, or enable --torch-export.",
-        )
+    backends, skips = _discover(out_dir, cfg, checkpoint, components)
     data_dir = Path(cfg.data) if cfg.data is not None else default_heldout_dir()
     report_dir = Path(cfg.report_dir) if cfg.report_dir is not None else out_dir / "reports"
     ranges = dims_from_json(manifest["dims"])
@@ -157,32 +248,13 @@ def compare(out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_prog
     assets = HostAssets.from_export_dir(out_dir)
     heldout = load_heldout(processing, data_dir, cfg.max_items)
     reference = TransformersReference(checkpoint)
-    report = CompareReport(
-        out_dir=out_dir,
-        report_dir=report_dir,
-        config={k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.to_dict().items() if k != "gates"},
-        reference={"name": "transformers", "checkpoint": str(checkpoint), "data": str(data_dir), "items": len(heldout)},
-        backends=[b.to_dict() for b in backends],
-        skipped=skips,
-        gates={p: cfg.to_dict()["gates"][p] for p in COMPARE_PRECISIONS
-               if any(b.precision == p for b in backends)},
-    )
+    report = _new_report(out_dir, report_dir, cfg, checkpoint, data_dir, len(heldout), backends, skips)
     steps = len(components) * 2 + (1 + len(backends) if cfg.tokens else 0)
     ref_vision, ref_decoder = transformers_component_runners(reference)
     with progress_bar(show_progress) as progress, _polygraphy_logging(cfg.verbose):
         task = progress.add_task("compare", total=steps)
-        loaders = {}
-        with ref_vision, ref_decoder:
-            if "vision_encoder" in components:
-                progress.update(task, description="inputs: vision_encoder")
-                loaders["vision_encoder"] = vision_samples(assets, heldout, ranges, extremes=cfg.extremes, seed=cfg.seed,
-                                                     processing=processing)
-                progress.advance(task)
-            if "decoder" in components:
-                progress.update(task, description="inputs: decoder")
-                loaders["decoder"] = decoder_samples(assets, heldout, ranges, ref_vision, ref_decoder,
-                                                     extremes=cfg.extremes, seed=cfg.seed)
-                progress.advance(task)
+        loaders = _build_loaders(progress, task, components, assets, heldout, ranges, processing,
+                                 ref_vision, ref_decoder, cfg)
         for component, loader in loaders.items():
             report.notes += loader.notes
             report.samples[component] = [{"label": s.label, **s.dims} for s in loader.samples]
@@ -190,41 +262,11 @@ def compare(out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_prog
             reference_runner = ref_vision if component == "vision_encoder" else ref_decoder
             _run_component(component, loader, reference_runner, backends, cfg, report)
             progress.advance(task)
-        report.token_settings = {"max_new_tokens": cfg.max_new_tokens, "prompts": len(heldout)}
-        if cfg.tokens and set(components) == {"vision_encoder", "decoder"}:
-            progress.update(task, description="tokens: transformers")
-            expected = reference_tokens(reference.model, processing, heldout, cfg.max_new_tokens)
-            progress.advance(task)
-            ids = [h.id for h in heldout]
-            for backend in backends:
-                progress.update(task, description=f"tokens: {backend.name}")
-                if set(backend.components) != {"vision_encoder", "decoder"}:
-                    report.notes.append(f"token check skipped for {backend.name}: it lacks a component")
-                    continue
-                rows = backend_tokens(assets, backend.runner("vision_encoder"), backend.runner("decoder"),
-                                      processing, heldout, cfg.max_new_tokens)
-                report.tokens.append(TokenAgreement(backend.name, backend.precision,
-                                                    cfg.gates(backend.precision).token_exact_match,
-                                                    ids, expected, rows))
-                progress.advance(task)
-        elif cfg.tokens:
-            report.token_settings["skipped"] = "the export lacks a component (needs vision_encoder and decoder)"
-        else:
-            report.token_settings["skipped"] = "disabled (--no-tokens)"
+        _compare_tokens(progress, task, report, reference, processing, heldout, assets, backends, components, cfg)
     report.seconds = time.perf_counter() - start
     paths = report.write()
     _log_summary(report)
-    if not report.passed:
-        failures = report.failures
-        shown = failures[:MAX_FAILURES_IN_MESSAGE]
-        more = f"\n  ... and {len(failures) - len(shown)} more" if len(failures) > len(shown) else ""
-        raise AccuracyError(
-            f"compare failed {len(failures)} gate(s) against the PyTorch reference:\n  "
-            + "\n  ".join(shown) + more,
-            path=paths["markdown"],
-            hint=f"see {paths['markdown']} and {paths['png']}; re-export or re-run the precision stage, or loosen "
-                 "a gate with --tol PRECISION.GROUP.METRIC=VALUE only if the drift is expected.",
-        )
+    _raise_if_failed(report, paths)
     return report
 
 

@@ -273,6 +273,112 @@ def _mha_nodes(model: onnx.ModelProto) -> set[str]:
         return set()
 
 
+def _check_quantize_args(
+    src: Path, feeds: Sequence[dict[str, np.ndarray]], method: str, percentile: float, high_precision_dtype: str
+) -> None:
+    """Reject bad arguments before anything is staged or written (typed errors, no ModelOpt traceback)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}; choose from {list(METHODS)}.")
+    if high_precision_dtype not in HIGH_PRECISION_DTYPES:
+        raise ConfigError(f"high_precision_dtype must be one of {list(HIGH_PRECISION_DTYPES)}, got {high_precision_dtype!r}.")
+    if not 0 < percentile <= 100:
+        raise ConfigError(f"percentile must be in (0, 100], got {percentile}.")
+    if not feeds:
+        raise CalibrationError(f"no calibration feeds for {src}.", hint="check the calibration split.")
+    if not src.is_file():
+        raise OnnxModelError(f"{src} not found.", path=src, hint="run `autoglm-trt export` first.")
+
+
+def _run_modelopt(
+    src: Path,
+    staged: Path,
+    out: Path,
+    feeds: Sequence[dict[str, np.ndarray]],
+    cache: Path,
+    *,
+    method: str,
+    op_types_to_quantize: Sequence[str],
+    op_types_to_exclude: Sequence[str],
+    nodes_to_exclude: Sequence[str],
+    disable_mha_qdq: bool,
+    high_precision_dtype: str,
+    external: bool,
+    log: io.StringIO | None,
+) -> None:
+    """ModelOpt ONNX PTQ of ``staged`` into ``out`` with our ranges as its calibration cache.
+
+    Any ModelOpt failure becomes an :class:`OnnxModelError` naming ``src`` with the last log lines.
+    """
+    from modelopt.onnx.quantization import quantize
+
+    from trt_pipeline.graph.autocast import quiet_modelopt
+
+    with quiet_modelopt(log) as buffer:
+        try:
+            quantize(
+                str(staged),
+                quantize_mode="int8",
+                calibration_data_reader=feed_list_reader(feeds),
+                calibration_method="entropy" if method == "entropy" else "max",
+                calibration_cache_path=str(cache),
+                calibration_eps=["cpu"],
+                op_types_to_quantize=list(op_types_to_quantize),
+                op_types_to_exclude=list(op_types_to_exclude) or None,
+                nodes_to_exclude=list(nodes_to_exclude),
+                disable_mha_qdq=disable_mha_qdq,
+                high_precision_dtype=high_precision_dtype,
+                use_external_data_format=external,
+                output_path=str(out),
+                log_level="INFO",
+            )
+        except Exception as error:  # ModelOpt raises assorted ValueError/RuntimeError/AssertionError
+            tail = "\n".join(buffer.getvalue().splitlines()[-5:])
+            raise OnnxModelError(
+                f"ModelOpt INT8 quantization failed on {src}: {type(error).__name__}: {error}",
+                path=src, hint=f"last ModelOpt log lines:\n{tail}" if tail else None,
+            ) from error
+    if not out.is_file():
+        raise OnnxModelError(f"ModelOpt wrote no quantized model for {src}.", path=src)
+
+
+def _exclusion_reasons(
+    model: onnx.ModelProto,
+    candidates: Sequence[onnx.NodeProto],
+    quantized: Sequence[str],
+    op_types_to_exclude: Sequence[str],
+    nodes_to_exclude: Sequence[str],
+    disable_mha_qdq: bool,
+) -> dict[str, str]:
+    """Why each candidate node of ``model`` was left unquantized (node name -> reason), for the report."""
+    mha = _mha_nodes(model)
+    excluded = {}
+    for node in candidates:
+        if node.name in quantized:
+            continue
+        if any(re.match(p, node.name) for p in nodes_to_exclude):
+            excluded[node.name] = "excluded by nodes_to_exclude"
+        elif node.op_type in op_types_to_exclude:
+            excluded[node.name] = f"op type {node.op_type} excluded"
+        elif node.name in mha:
+            excluded[node.name] = "attention BMM (MHA pattern; disable_mha_qdq)" if disable_mha_qdq else \
+                "attention BMM left unquantized by ModelOpt"
+        else:
+            excluded[node.name] = "left unquantized by ModelOpt (GEMV / K or N < 16 / no range)"
+    return excluded
+
+
+def _quantized_cache_scales(model: onnx.ModelProto, quantized: Sequence[str], ranged: dict[str, float]) -> dict[str, float]:
+    """Scales (amax / 127) of the inputs and outputs of the quantized nodes (fp32 tensor names)."""
+    producers = {n.name: n for n in model.graph.node}
+    cache_scales = {}
+    for name in quantized:
+        node = producers.get(name)
+        for tensor in (*(node.input if node else ()), *(node.output if node else ())):
+            if tensor in ranged:
+                cache_scales[tensor] = ranged[tensor] / 127.0
+    return cache_scales
+
+
 def quantize_int8_file(
     src: Path | str,
     dst: Path | str,
@@ -303,21 +409,10 @@ def quantize_int8_file(
     Returns an :class:`Int8Report`; ``report.cache_scales`` maps fp32 tensor names to the
     scales of the quantized nodes' inputs and outputs (for :func:`write_calibration_cache`).
     """
-    from modelopt.onnx.quantization import quantize
+    from trt_pipeline.graph.autocast import has_external_data
 
-    from trt_pipeline.graph.autocast import has_external_data, quiet_modelopt
-
-    if method not in METHODS:
-        raise ConfigError(f"unknown calibration method {method!r}; choose from {list(METHODS)}.")
-    if high_precision_dtype not in HIGH_PRECISION_DTYPES:
-        raise ConfigError(f"high_precision_dtype must be one of {list(HIGH_PRECISION_DTYPES)}, got {high_precision_dtype!r}.")
-    if not 0 < percentile <= 100:
-        raise ConfigError(f"percentile must be in (0, 100], got {percentile}.")
-    if not feeds:
-        raise CalibrationError(f"no calibration feeds for {src}.", hint="check the calibration split.")
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise OnnxModelError(f"{src} not found.", path=src, hint="run `autoglm-trt export` first.")
+    _check_quantize_args(src, feeds, method, percentile, high_precision_dtype)
     start = time.perf_counter()
     model = onnx.load(str(src), load_external_data=False)
     candidates = candidate_nodes(model, op_types_to_quantize)
@@ -332,67 +427,26 @@ def quantize_int8_file(
         cache = write_calibration_cache(scratch_dir / "ranges.cache", {k: v / 127.0 for k, v in ranged.items()})
         out = scratch_dir / "out" / dst.name
         out.parent.mkdir()
-        with quiet_modelopt(log) as buffer:
-            try:
-                quantize(
-                    str(staged),
-                    quantize_mode="int8",
-                    calibration_data_reader=feed_list_reader(feeds),
-                    calibration_method="entropy" if method == "entropy" else "max",
-                    calibration_cache_path=str(cache),
-                    calibration_eps=["cpu"],
-                    op_types_to_quantize=list(op_types_to_quantize),
-                    op_types_to_exclude=list(op_types_to_exclude) or None,
-                    nodes_to_exclude=list(nodes_to_exclude),
-                    disable_mha_qdq=disable_mha_qdq,
-                    high_precision_dtype=high_precision_dtype,
-                    use_external_data_format=external,
-                    output_path=str(out),
-                    log_level="INFO",
-                )
-            except Exception as error:  # ModelOpt raises assorted ValueError/RuntimeError/AssertionError
-                tail = "\n".join(buffer.getvalue().splitlines()[-5:])
-                raise OnnxModelError(
-                    f"ModelOpt INT8 quantization failed on {src}: {type(error).__name__}: {error}",
-                    path=src, hint=f"last ModelOpt log lines:\n{tail}" if tail else None,
-                ) from error
-        if not out.is_file():
-            raise OnnxModelError(f"ModelOpt wrote no quantized model for {src}.", path=src)
+        _run_modelopt(
+            src, staged, out, feeds, cache, method=method, op_types_to_quantize=op_types_to_quantize,
+            op_types_to_exclude=op_types_to_exclude, nodes_to_exclude=nodes_to_exclude,
+            disable_mha_qdq=disable_mha_qdq, high_precision_dtype=high_precision_dtype, external=external, log=log,
+        )
         quantized = onnx.load(str(out), load_external_data=False)
         _move_model(out, dst, external)
     names = quantized_nodes(quantized, op_types_to_quantize)
-    mha = _mha_nodes(model)
-    excluded = {}
-    for node in candidates:
-        if node.name in names:
-            continue
-        if any(re.match(p, node.name) for p in nodes_to_exclude):
-            excluded[node.name] = "excluded by nodes_to_exclude"
-        elif node.op_type in op_types_to_exclude:
-            excluded[node.name] = f"op type {node.op_type} excluded"
-        elif node.name in mha:
-            excluded[node.name] = "attention BMM (MHA pattern; disable_mha_qdq)" if disable_mha_qdq else \
-                "attention BMM left unquantized by ModelOpt"
-        else:
-            excluded[node.name] = "left unquantized by ModelOpt (GEMV / K or N < 16 / no range)"
-    producers = {n.name: n for n in model.graph.node}
-    cache_scales = {}
-    for name in names:
-        node = producers.get(name)
-        for tensor in (*(node.input if node else ()), *(node.output if node else ())):
-            if tensor in ranged:
-                cache_scales[tensor] = ranged[tensor] / 127.0
     return Int8Report(
         method=method,
         percentile=percentile if method == "percentile" else None,
         op_types_to_quantize=list(op_types_to_quantize),
         high_precision_dtype=high_precision_dtype,
         nodes_quantized=names,
-        nodes_excluded=excluded,
+        nodes_excluded=_exclusion_reasons(model, candidates, names, op_types_to_exclude, nodes_to_exclude,
+                                          disable_mha_qdq),
         qdq_counts=qdq_counts(quantized),
         calibrated_tensors=len(ranged),
         calibration_feeds=len(feeds),
-        cache_scales=cache_scales,
+        cache_scales=_quantized_cache_scales(model, names, ranged),
         seconds=round(time.perf_counter() - start, 3),
     )
 
