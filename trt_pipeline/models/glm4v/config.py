@@ -123,7 +123,23 @@ def _require(cfg: dict[str, Any], key: str, path: Path, section: str) -> Any:
 
 
 def dims_from_dict(raw: dict[str, Any], path: Path) -> Glm4vDims:
-    """Build :class:`Glm4vDims` from a parsed config.json, refusing other architectures."""
+    """Build :class:`Glm4vDims` from a parsed config.json, refusing other architectures.
+
+    A value the schema check lets through but that is not a number where one is read (a null
+    ``mrope_section``, an infinite ``rope_theta``, a list for ``rope_parameters``) is a
+    :class:`CheckpointError` naming the file, not a TypeError traceback.
+    """
+    try:
+        return _dims_from_dict(raw, path)
+    except (TypeError, ValueError, OverflowError, AttributeError) as error:
+        raise CheckpointError(
+            f"{path}: a value has the wrong type for GLM-4.1V ({type(error).__name__}: {error}).",
+            path=path,
+            hint="compare config.json with one written by transformers' save_pretrained and fix that value.",
+        ) from None
+
+
+def _dims_from_dict(raw: dict[str, Any], path: Path) -> Glm4vDims:
     model_type = raw.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise CheckpointError(
