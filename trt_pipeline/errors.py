@@ -122,3 +122,13 @@ def from_os_error(error: OSError) -> PipelineError | None:
             hint="choose a folder you can write (e.g. --out under your home) or fix its permissions.",
         )
     return None
+
+
+class OutputFolderError(PipelineError):
+    """An output path cannot be written safely: it is a file, a folder the tool did not make, or locked."""
+
+    exit_code = 2
+
+
+class ArtifactIntegrityError(OnnxModelError):
+    """An artifact (ONNX, external weights, embeddings, engine) no longer matches its manifest's sha256/size."""

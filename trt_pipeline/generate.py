@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trt_pipeline.artifacts import OutputLayout, read_export_manifest
 from trt_pipeline.errors import ConfigError, PipelineError
 
 
@@ -35,6 +36,8 @@ class GenerateRequest:
     chunk_size: int | None = None
     #: largest image in pixels (h x w), for every backend; None = the processor config's limit
     max_pixels: int | None = None
+    #: check ONNX files and host tables against their manifests' sha256/size before loading them
+    verify: bool = True
 
 
 @dataclass
@@ -65,20 +68,19 @@ class Source:
 
     @property
     def hf_dir(self) -> Path:
-        return self.export_dir / "hf" if self.export_dir else self.checkpoint  # type: ignore[operator,return-value]
+        return OutputLayout(self.export_dir).hf_dir if self.export_dir else self.checkpoint  # type: ignore[return-value]
 
 
 def resolve_source(src: Path | str) -> Source:
     src = Path(src)
-    if (src / "export.json").is_file():
-        from trt_pipeline.export.exporter import read_export_manifest
-
-        checkpoint = Path(read_export_manifest(src)["checkpoint"]["path"])
-        return Source(src, checkpoint if checkpoint.is_dir() else None)
+    layout = OutputLayout(src)
+    if layout.export_manifest.is_file():
+        checkpoint = read_export_manifest(src).checkpoint_path
+        return Source(src, checkpoint if checkpoint is not None and checkpoint.is_dir() else None)
     if (src / "config.json").is_file():
         return Source(None, src)
     raise PipelineError(
-        f"{src} is neither an export folder (export.json) nor a checkpoint folder (config.json).",
+        f"{src} is neither an export folder ({layout.export_manifest.name}) nor a checkpoint folder (config.json).",
         path=src,
         hint="pass the folder written by `autoglm-trt export` or a Hugging Face checkpoint folder.",
     )
@@ -132,9 +134,7 @@ def _transformers_model(checkpoint: Path) -> Any:
 
 def export_chunk_size(out_dir: Path) -> int:
     """The longest prefill call an export serves (its ``sequence_length`` max): longer prompts go in chunks."""
-    from trt_pipeline.export.exporter import read_export_manifest
-
-    return int(read_export_manifest(out_dir)["dims"]["sequence_length"]["max"])
+    return read_export_manifest(out_dir).dims["sequence_length"].max
 
 
 def _host_loop(
@@ -165,8 +165,8 @@ def _ort_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[A
     from trt_pipeline.runtime.onnxruntime_runner import ort_component_runners
 
     out_dir = _need_export(source, "ort")
-    runners = ort_component_runners(out_dir, request.precision)
-    return HostAssets.from_export_dir(out_dir), runners, export_chunk_size(out_dir)
+    runners = ort_component_runners(out_dir, request.precision, verify=request.verify)
+    return HostAssets.from_export_dir(out_dir, verify=request.verify), runners, export_chunk_size(out_dir)
 
 
 def _trt_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[Any, Any], int | None]:
@@ -175,7 +175,7 @@ def _trt_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[A
 
     out_dir = _need_export(source, "trt")
     runners = trt_component_runners(out_dir, request.precision)
-    return HostAssets.from_export_dir(out_dir), runners, export_chunk_size(out_dir)
+    return HostAssets.from_export_dir(out_dir, verify=request.verify), runners, export_chunk_size(out_dir)
 
 
 #: backends driven by the host stepper: (assets, (vision, decoder) runners, prefill chunk size)

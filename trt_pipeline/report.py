@@ -20,23 +20,25 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from trt_pipeline.artifacts import read_json, sha256_file, write_text_atomic
+from trt_pipeline.artifacts import OutputLayout, read_export_manifest, read_json, sha256_file, write_text_atomic
+from trt_pipeline.artifacts.layout import PIPELINE_LOCK, PIPELINE_STATE
+from trt_pipeline.errors import OnnxModelError
 
 REPORT_NAME = "REPORT.md"
-STATE_NAME = "pipeline_state.json"
 #: names under OUT that are not artifacts (bookkeeping of the pipeline itself)
-EXCLUDED_NAMES = (STATE_NAME, ".pipeline.lock")
+EXCLUDED_NAMES = (PIPELINE_STATE, PIPELINE_LOCK)
 
 
 def artifact_files(out_dir: Path) -> list[Path]:
     """Every file under ``out_dir`` except hidden entries, the pipeline state and the report itself."""
-    out_dir = Path(out_dir)
+    layout = OutputLayout(out_dir)
+    out_dir = layout.root
     files = []
     for path in sorted(out_dir.rglob("*")):
         rel = path.relative_to(out_dir)
         if not path.is_file() or any(part.startswith(".") for part in rel.parts):
             continue
-        if rel.as_posix() in EXCLUDED_NAMES or rel.as_posix() == f"reports/{REPORT_NAME}":
+        if rel.as_posix() in EXCLUDED_NAMES or path == layout.report(REPORT_NAME):
             continue
         files.append(path)
     return files
@@ -98,8 +100,9 @@ def _artifacts_section(out_dir: Path, hash_file: Callable[[Path], str]) -> list[
 
 
 def _export_section(out_dir: Path) -> list[str]:
-    manifest = _load(out_dir / "export.json")
-    if not manifest:
+    try:
+        manifest = dict(read_export_manifest(out_dir).raw)
+    except OnnxModelError:
         return []
     lines = ["## Export", "", f"Checkpoint `{manifest.get('checkpoint', {}).get('path')}` "
              f"(sha256 `{str(manifest.get('checkpoint', {}).get('sha256', ''))[:16]}...`), opset {manifest.get('opset')}.", ""]
@@ -121,7 +124,7 @@ def _export_section(out_dir: Path) -> list[str]:
 
 def _validation_section(out_dir: Path) -> list[str]:
     lines = []
-    for path in sorted((out_dir / "reports").glob("validation*.json")):
+    for path in sorted(OutputLayout(out_dir).reports_dir.glob("validation*.json")):
         data = _load(path)
         if not data:
             continue
@@ -187,14 +190,16 @@ def _accuracy_tables(accuracy: dict[str, Any]) -> list[str]:
 
 def _precision_section(out_dir: Path) -> list[str]:
     lines = []
-    for folder in sorted((out_dir / "onnx").glob("*")):
-        if not folder.is_dir() or folder.name == "fp32":
+    layout = OutputLayout(out_dir)
+    for precision in layout.precisions():
+        if precision == "fp32":
             continue
-        manifest = _load(folder / "manifest.json") or {}
-        accuracy = _load(folder / "accuracy.json") or manifest.get("accuracy")
+        folder = layout.onnx_dir(precision)
+        manifest = _load(layout.precision_manifest(precision)) or {}
+        accuracy = _load(layout.accuracy_report(precision)) or manifest.get("accuracy")
         passed = accuracy.get("passed") if isinstance(accuracy, dict) else None
         verdict = "" if passed is None else (": gates passed" if passed else ": **gates FAILED**")
-        lines += [f"### onnx/{folder.name}{verdict}", ""]
+        lines += [f"### {layout.rel(folder)}{verdict}", ""]
         comps = manifest.get("components", {})
         if comps:
             lines += [_table(["component", "precision", "file", "sha256"],
@@ -206,7 +211,7 @@ def _precision_section(out_dir: Path) -> list[str]:
 
 
 def _compare_section(out_dir: Path) -> list[str]:
-    reports = out_dir / "reports"
+    reports = OutputLayout(out_dir).reports_dir
     md = reports / "compare.md"
     data = _load(reports / "compare.json")
     if not md.is_file() and not data:
@@ -228,7 +233,7 @@ def _compare_section(out_dir: Path) -> list[str]:
 
 
 def _bench_section(out_dir: Path) -> list[str]:
-    data = _load(out_dir / "reports" / "bench.json")
+    data = _load(OutputLayout(out_dir).report("bench.json"))
     if not data:
         return []
     machine, bw, cfg = data.get("machine", {}), data.get("bandwidth", {}), data.get("config", {})
@@ -286,8 +291,9 @@ def render_report(out_dir: Path | str, state: dict[str, Any] | None = None,
                   hash_file: Callable[[Path], str] = sha256_file) -> str:
     """The Markdown text of the report (see the module docstring)."""
     out_dir = Path(out_dir)
-    if state is None and (out_dir / STATE_NAME).is_file():
-        state = _load(out_dir / STATE_NAME)
+    state_path = OutputLayout(out_dir).pipeline_state
+    if state is None and state_path.is_file():
+        state = _load(state_path)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     lines = [f"# autoglm-trt report: `{out_dir}`", "", f"Generated {now} by `autoglm-trt pipeline`.", ""]
     for section in (_stages_section(state), _artifacts_section(out_dir, hash_file), _export_section(out_dir),
@@ -301,7 +307,7 @@ def write_report(out_dir: Path | str, state: dict[str, Any] | None = None,
                  hash_file: Callable[[Path], str] = sha256_file) -> Path:
     """Write ``OUT/reports/REPORT.md`` atomically and return its path."""
     out_dir = Path(out_dir)
-    return write_text_atomic(out_dir / "reports" / REPORT_NAME, render_report(out_dir, state, hash_file))
+    return write_text_atomic(OutputLayout(out_dir).report(REPORT_NAME), render_report(out_dir, state, hash_file))
 
 
 __all__ = ["REPORT_NAME", "artifact_files", "render_report", "write_report"]

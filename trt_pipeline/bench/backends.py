@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from trt_pipeline.artifacts import OutputLayout, read_export_manifest
 from trt_pipeline.errors import ConfigError
 
 StepFn = Callable[[], Any]
@@ -65,18 +66,17 @@ class BenchSetup:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from trt_pipeline.export.dims import dims_from_json
-        from trt_pipeline.export.exporter import read_export_manifest
         from trt_pipeline.models.glm4v.config import load_dims
 
         self.out_dir = Path(self.out_dir)
+        self.layout = OutputLayout(self.out_dir)
         self.manifest = read_export_manifest(self.out_dir)
-        self.ranges = dims_from_json(self.manifest["dims"])
-        self.dims = load_dims(self.out_dir / "hf")
+        self.ranges = self.manifest.ranges
+        self.dims = load_dims(self.layout.hf_dir)
 
     @property
     def checkpoint(self) -> Path:
-        return Path(self.manifest["checkpoint"]["path"])
+        return self.manifest.checkpoint_path or self.layout.hf_dir
 
     def token_ids(self, length: int, salt: int = 0) -> np.ndarray:
         """Random text token ids (below the image special tokens), shape [batch, length]."""
@@ -142,7 +142,7 @@ class TransformersBackend(Backend):
     @classmethod
     def unavailable(cls, name: str, setup: BenchSetup, precision: str | None) -> str | None:
         if not (setup.checkpoint / "config.json").is_file():
-            return f"the source checkpoint {setup.checkpoint} named in export.json is not available"
+            return f"the source checkpoint {setup.checkpoint} named in {setup.manifest.path} is not available"
         return None
 
     def load(self) -> None:
@@ -274,7 +274,7 @@ class OrtBackend(HostFedBackend):
 
     @classmethod
     def unavailable(cls, name: str, setup: BenchSetup, precision: str | None) -> str | None:
-        path = setup.out_dir / "onnx" / str(precision) / "decoder.onnx"
+        path = setup.layout.onnx_path(str(precision), "decoder")
         if not path.is_file():
             producer = "autoglm-trt export" if precision == "fp32" else f"the {precision} precision stage"
             return f"{path} not found (run {producer} first)"
@@ -309,7 +309,7 @@ class OrtBackend(HostFedBackend):
         self._host()
         decoder = OnnxrtRunner(self._session("decoder"), name=f"{self.name}:decoder")
         self.weight_bytes = onnx_weight_bytes(onnx_path(self.setup.out_dir, str(self.precision), "decoder"))
-        vision = self.setup.out_dir / "onnx" / str(self.precision) / "vision_encoder.onnx"
+        vision = self.setup.layout.onnx_path(str(self.precision), "vision_encoder")
         vision_runner = OnnxrtRunner(self._session("vision_encoder"), name=f"{self.name}:vision") if vision.is_file() else None
         self._activate(vision_runner, decoder)
         self.kv_dtype_bytes = runner_inputs(decoder)["past_key_values.0.key"].itemsize
@@ -330,7 +330,7 @@ class TensorRTBackend(HostFedBackend):
             require_tensorrt()
         except TensorRTUnavailableError as error:
             return f"TensorRT/GPU not available: {error.message}"
-        engine = setup.out_dir / "engines" / f"decoder.{precision}.engine"
+        engine = setup.layout.engine_path("decoder", str(precision))
         if not engine.is_file():
             return f"{engine} not found (run the build stage on this GPU first)"
         return None
@@ -342,7 +342,7 @@ class TensorRTBackend(HostFedBackend):
         self._activate(*trt_component_runners(self.setup.out_dir, str(self.precision)))
         from trt_pipeline.bench.roofline import onnx_weight_bytes
 
-        onnx = self.setup.out_dir / "onnx" / str(self.precision) / "decoder.onnx"
+        onnx = self.setup.layout.onnx_path(str(self.precision), "decoder")
         self.weight_bytes = onnx_weight_bytes(onnx) if onnx.is_file() else 0
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trt_pipeline.artifacts import tool_versions, write_json_atomic
+from trt_pipeline.artifacts import OutputLayout, tool_versions, write_json_atomic
 from trt_pipeline.config import BenchConfig
 from trt_pipeline.errors import ConfigError
 from trt_pipeline.progress import log
@@ -260,9 +260,9 @@ def bench(out_dir: Path | str, cfg: BenchConfig = BenchConfig(), show_progress: 
         _log_backend(name, entry)
     report.roofline = roofline_points(report.backends, setup.dims, bandwidth.best_gbps, cfg.batch_size)
     report.speedups = speedups(report.backends)
-    reports = out_dir / "reports"
-    report.json_path = write_json_atomic(reports / "bench.json", report.to_dict())
-    report.png_path = plot_bench(report.to_dict(), reports / "bench.png")
+    layout = OutputLayout(out_dir)
+    report.json_path = write_json_atomic(layout.report("bench.json"), report.to_dict())
+    report.png_path = plot_bench(report.to_dict(), layout.report("bench.png"))
     log(f"bench: wrote {report.json_path} and {report.png_path}")
     return report
 

@@ -20,7 +20,10 @@ ExportDir = Annotated[Path, typer.Argument(metavar="DIR", help="Export folder (e
 CheckpointDir = Annotated[Path, typer.Argument(help="Hugging Face checkpoint folder (config.json + safetensors) or Hub id (org/name, via the HF cache).")]
 ReferenceCheckpoint = Annotated[Optional[Path], typer.Option(
     "--checkpoint", help="Reference checkpoint [default: the one named in export.json].")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace an earlier output of autoglm-trt (a folder it did not write is never replaced).")]
+Verify = Annotated[bool, typer.Option(
+    "--verify/--no-verify", help="Check ONNX files and embedding tables against their manifests' sha256 and size first.")]
 PipelineToml = Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline.toml (see examples/pipeline.toml).")]
 
 # --- what to work on --------------------------------------------------------------------------------

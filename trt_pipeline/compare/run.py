@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trt_pipeline.artifacts.manifests import ExportManifest, read_export_manifest
 from trt_pipeline.compare.report import POLYGRAPHY_DIR, CompareReport
 from trt_pipeline.config import COMPARE_PRECISIONS, CompareConfig
 from trt_pipeline.errors import AccuracyError, CheckpointError, PipelineError
@@ -101,22 +102,23 @@ def _run_component(
     del run_results
 
 
-def _resolve_checkpoint(out_dir: Path, manifest: dict[str, Any], cfg: CompareConfig) -> Path:
-    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint is not None else Path(manifest["checkpoint"]["path"])
-    if not (checkpoint / "config.json").is_file():
+def _resolve_checkpoint(manifest: ExportManifest, cfg: CompareConfig) -> Path:
+    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint is not None else manifest.checkpoint_path
+    if checkpoint is None or not (checkpoint / "config.json").is_file():
         raise CheckpointError(
-            f"the PyTorch reference checkpoint {checkpoint} (named in {out_dir / 'export.json'}) is not available.",
+            f"the PyTorch reference checkpoint {checkpoint} (named in {manifest.path}) is not available.",
             path=checkpoint,
             hint="pass --checkpoint with the Hugging Face checkpoint folder the export was made from.",
         )
     return checkpoint
 
 
-def _discover(out_dir: Path, cfg: CompareConfig, checkpoint: Path, components: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
+def _discover(out_dir: Path, cfg: CompareConfig, checkpoint: Path, components: tuple[str, ...],
+              verify: bool = True) -> tuple[list[Any], list[Any]]:
     """(backends, skips) of ``out_dir``; each skip is logged; no candidate at all is an error."""
     from trt_pipeline.compare.runners import DiscoveryContext, discover_backends
 
-    backends, skips = discover_backends(DiscoveryContext(out_dir, cfg, checkpoint, components))
+    backends, skips = discover_backends(DiscoveryContext(out_dir, cfg, checkpoint, components, verify=verify))
     for skip in skips:
         log(skip.line())
     if not backends:
@@ -215,8 +217,13 @@ def _raise_if_failed(report: CompareReport, paths: dict[str, Path]) -> None:
     )
 
 
-def compare(out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_progress: bool = True) -> CompareReport:
+def compare(
+    out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_progress: bool = True, *, verify: bool = True,
+) -> CompareReport:
     """Compare every available backend of export ``out_dir`` with transformers.
+
+    With ``verify`` (default) every ONNX file and host table is checked against its manifest
+    (sha256 + size) before it is loaded.
 
     Returns the :class:`CompareReport` (truthy: all gates passed) after writing ``compare.json``,
     ``compare.md`` and ``compare_errors.png`` to ``cfg.report_dir`` (default ``OUT/reports``).
@@ -229,8 +236,6 @@ def compare(out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_prog
         TensorRTUnavailableError: ``engines=True`` on a machine without TensorRT/GPU.
     """
     from trt_pipeline.compare.data import default_heldout_dir, load_heldout
-    from trt_pipeline.export.dims import dims_from_json
-    from trt_pipeline.export.exporter import read_export_manifest
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.models.glm4v.processing import Glm4vProcessing
     from trt_pipeline.runtime.transformers_runner import TransformersReference, transformers_component_runners
@@ -238,14 +243,15 @@ def compare(out_dir: Path | str, cfg: CompareConfig = CompareConfig(), show_prog
     start = time.perf_counter()
     out_dir = Path(out_dir)
     manifest = read_export_manifest(out_dir)
-    components = tuple(c for c in ("vision_encoder", "decoder") if c in manifest["components"])
-    checkpoint = _resolve_checkpoint(out_dir, manifest, cfg)
-    backends, skips = _discover(out_dir, cfg, checkpoint, components)
+    layout = manifest.layout
+    components = tuple(c for c in ("vision_encoder", "decoder") if c in manifest.components)
+    checkpoint = _resolve_checkpoint(manifest, cfg)
+    backends, skips = _discover(out_dir, cfg, checkpoint, components, verify)
     data_dir = Path(cfg.data) if cfg.data is not None else default_heldout_dir()
-    report_dir = Path(cfg.report_dir) if cfg.report_dir is not None else out_dir / "reports"
-    ranges = dims_from_json(manifest["dims"])
-    processing = Glm4vProcessing(out_dir / "hf")
-    assets = HostAssets.from_export_dir(out_dir)
+    report_dir = Path(cfg.report_dir) if cfg.report_dir is not None else layout.reports_dir
+    ranges = manifest.ranges
+    processing = Glm4vProcessing(layout.hf_dir)
+    assets = HostAssets.from_export_dir(out_dir, verify=verify)
     heldout = load_heldout(processing, data_dir, cfg.max_items)
     reference = TransformersReference(checkpoint)
     report = _new_report(out_dir, report_dir, cfg, checkpoint, data_dir, len(heldout), backends, skips)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trt_pipeline.artifacts.layout import OutputLayout, engine_file_name, engine_path
 from trt_pipeline.errors import OnnxModelError, PipelineError
 
 COMPONENTS = ("vision_encoder", "decoder")
@@ -76,7 +77,13 @@ class DiscoveryContext:
     cfg: Any  # CompareConfig
     checkpoint: Path | None
     components: tuple[str, ...]
+    #: check every ONNX file against its precision manifest (sha256 + size) before it is loaded
+    verify: bool = True
     _torch_model: Any = field(default=None, repr=False)
+
+    @property
+    def layout(self) -> OutputLayout:
+        return OutputLayout(self.out_dir)
 
     def torch_model(self) -> Any:
         if self._torch_model is None:
@@ -111,15 +118,15 @@ def _producer(precision: str) -> str:
 
 
 def discover_ort(ctx: DiscoveryContext) -> Discovered:
-    from trt_pipeline.runtime.onnxruntime_runner import ort_runner
+    from trt_pipeline.runtime.onnxruntime_runner import onnx_path, ort_runner
 
     backends, skips = [], []
     for precision in ctx.cfg.requested_precisions:
-        folder = ctx.out_dir / "onnx" / precision
-        missing = [c for c in ctx.components if not (folder / f"{c}.onnx").is_file()]
+        folder = ctx.layout.onnx_dir(precision)
+        missing = [c for c in ctx.components if not ctx.layout.onnx_path(precision, c).is_file()]
         if missing:
             what = f"{folder} not found" if not folder.is_dir() else (
-                f"{', '.join(str(folder / (c + '.onnx')) for c in missing)} not found")
+                f"{', '.join(str(ctx.layout.onnx_path(precision, c)) for c in missing)} not found")
             reason = f"{what}; run `{_producer(precision)}`"
             if ctx.cfg.explicit_precisions:
                 raise OnnxModelError(
@@ -130,15 +137,13 @@ def discover_ort(ctx: DiscoveryContext) -> Discovered:
             skips.append(Skip(f"ort-{precision}", precision, reason))
             continue
 
-        def factory(component: str, folder: Path = folder, precision: str = precision) -> Any:
-            return ort_runner(folder / f"{component}.onnx", name=f"ort-{precision}:{component}")
+        paths = {c: onnx_path(ctx.out_dir, precision, c, verify=ctx.verify) for c in ctx.components}
+
+        def factory(component: str, paths: dict[str, Path] = paths, precision: str = precision) -> Any:
+            return ort_runner(paths[component], name=f"ort-{precision}:{component}")
 
         backends.append(Backend(f"ort-{precision}", "ort", precision, ctx.components, factory, folder))
     return backends, skips
-
-
-def engine_path(out_dir: Path, component: str, precision: str) -> Path:
-    return Path(out_dir) / "engines" / f"{component}.{precision}.engine"
 
 
 def discover_trt(ctx: DiscoveryContext) -> Discovered:
@@ -149,7 +154,7 @@ def discover_trt(ctx: DiscoveryContext) -> Discovered:
         present = tuple(c for c in ctx.components if engine_path(ctx.out_dir, c, precision).is_file())
         if not present:
             skips.append(Skip(f"trt-{precision}", precision,
-                              f"no {ctx.out_dir / 'engines'}/*.{precision}.engine; run `autoglm-trt build --{precision}`"))
+                              f"no {ctx.layout.engine_glob(precision)}; run `autoglm-trt build --{precision}`"))
             continue
 
         def factory(component: str, precision: str = precision) -> Any:
@@ -157,12 +162,12 @@ def discover_trt(ctx: DiscoveryContext) -> Discovered:
 
             return TensorRTRunner(engine_path(ctx.out_dir, component, precision), name=f"trt-{precision}:{component}")
 
-        backends.append(Backend(f"trt-{precision}", "trt", precision, present, factory, ctx.out_dir / "engines"))
+        backends.append(Backend(f"trt-{precision}", "trt", precision, present, factory, ctx.layout.engines_dir))
     if not backends:
         raise OnnxModelError(
-            f"--engines was given but {ctx.out_dir / 'engines'} holds no COMPONENT.PRECISION.engine for "
+            f"--engines was given but {ctx.layout.engines_dir} holds no {engine_file_name('COMPONENT', 'PRECISION')} for "
             f"{', '.join(ctx.cfg.requested_precisions)}.",
-            path=ctx.out_dir / "engines",
+            path=ctx.layout.engines_dir,
             hint=f"build engines on a GPU host (`autoglm-trt build {ctx.out_dir}`) or drop --engines.",
         )
     from trt_pipeline.engine.tensorrt_import import require_tensorrt

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trt_pipeline.artifacts import atomic_path, sha256_file, tool_versions
+from trt_pipeline.artifacts import OutputLayout, atomic_path, sha256_file, tool_versions
 from trt_pipeline.engine.trt_logger import LogCapture, capture_log, make_logger, process_logger
 from trt_pipeline.engine.manifest import EngineManifest, manifest_path_for, write_manifest
 from trt_pipeline.engine.options import (
@@ -537,9 +537,11 @@ def build_engines(
         console.print(message, markup=False, highlight=False)
 
     mode = "legacy builder flags" if cfg.legacy_precision_flags else "strongly typed"
+    layout = OutputLayout(cfg.out_dir)
     console.print(
         f"TensorRT {ctx.version} ({ctx.shim.family.name}) on {ctx.gpu.name} (compute capability "
-        f"{ctx.gpu.compute_capability}); precision {cfg.precision} ({mode}, ONNX from onnx/{cfg.onnx_precision}); "
+        f"{ctx.gpu.compute_capability}); precision {cfg.precision} ({mode}, ONNX from "
+        f"{layout.rel(layout.onnx_dir(cfg.onnx_precision))}); "
         f"workspace {format_bytes(cfg.workspace)}; opt level {cfg.opt_level}; timing cache {cfg.timing_cache_path}",
         highlight=False,
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_pipeline.artifacts import read_json, sha256_file, write_json_atomic
+from trt_pipeline.artifacts.layout import ENGINE_MANIFEST_SUFFIX, engine_manifest_path
 from trt_pipeline.engine.profiles import Profile
 from trt_pipeline.engine.tensorrt_import import (
     GpuInfo,
@@ -31,7 +32,7 @@ from trt_pipeline.engine.tensorrt_import import (
 from trt_pipeline.errors import EngineCompatibilityError
 
 FORMAT_VERSION = 1
-MANIFEST_SUFFIX = ".json"
+MANIFEST_SUFFIX = ENGINE_MANIFEST_SUFFIX
 
 #: Across-major combinations supported for version-compatible engines: (built major, runtime major).
 CROSS_MAJOR_VERSION_COMPAT = frozenset({(8, 10), (10, 11)})
@@ -93,9 +94,8 @@ class EngineManifest:
 
 
 def manifest_path_for(engine_path: Path | str) -> Path:
-    """``x.engine`` -> ``x.engine.json``."""
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + MANIFEST_SUFFIX)
+    """``x.engine`` -> ``x.engine.json`` (:func:`trt_pipeline.artifacts.layout.engine_manifest_path`)."""
+    return engine_manifest_path(engine_path)
 
 
 def write_manifest(manifest: EngineManifest, engine_path: Path | str) -> Path:

@@ -20,7 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trt_pipeline.artifacts import read_json
+from trt_pipeline.artifacts.layout import CALIBRATION_CACHE, TIMING_CACHE, OutputLayout, engine_file_name
+from trt_pipeline.artifacts.manifests import (
+    DimSpec,
+    ExportManifest,
+    PrecisionManifest,
+    TensorSpec,
+    read_export_manifest,
+    read_precision_manifest,
+)
 from trt_pipeline.config.build import (
     DEFAULT_OPT_LEVEL,
     HARDWARE_COMPAT,
@@ -31,17 +39,11 @@ from trt_pipeline.config.build import (
     parse_workspace,
     resolve_precision,
 )
-from trt_pipeline.engine.profiles import (
-    DimSpec,
-    ShapeOverrides,
-    TensorSpec,
-    parse_dims,
-    parse_tensor_specs,
-)
+from trt_pipeline.engine.profiles import ShapeOverrides
 from trt_pipeline.errors import ConfigError, OnnxModelError
 
-DEFAULT_TIMING_CACHE_NAME = "timing.cache"
-CALIBRATION_CACHE_NAME = "calibration.cache"
+DEFAULT_TIMING_CACHE_NAME = TIMING_CACHE
+CALIBRATION_CACHE_NAME = CALIBRATION_CACHE
 
 
 def format_bytes(size: int | None) -> str:
@@ -149,7 +151,7 @@ class BuildConfig:
 
     @property
     def engines_path(self) -> Path:
-        return self.engines_dir if self.engines_dir is not None else self.out_dir / "engines"
+        return self.engines_dir if self.engines_dir is not None else OutputLayout(self.out_dir).engines_dir
 
     @property
     def timing_cache_path(self) -> Path:
@@ -157,7 +159,7 @@ class BuildConfig:
 
     def engine_path(self, component: str) -> Path:
         """``DIR/engines/COMPONENT.PRECISION.engine`` (docs/artifacts.md)."""
-        return self.engines_path / f"{component}.{self.precision}.engine"
+        return self.engines_path / engine_file_name(component, self.precision)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -204,8 +206,48 @@ def _precision_hint(precision: str, out_dir: Path) -> str:
         return f"run `autoglm-trt export CHECKPOINT --out {out_dir}` first"
     return (
         f"make the {precision} ONNX variant of {out_dir} first (the precision stage writes "
-        f"{out_dir}/onnx/{precision}/ with manifest.json, see docs/artifacts.md)"
+        f"{OutputLayout(out_dir).precision_manifest(precision)}, see docs/artifacts.md)"
     )
+
+
+def _check_export_folder(out_dir: Path, layout: OutputLayout) -> None:
+    if not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is not a folder", path=out_dir, hint=_precision_hint("fp32", out_dir))
+    if not layout.export_manifest.is_file():
+        raise ConfigError(
+            f"{out_dir} is not an export folder: {layout.export_manifest.name} is missing", path=layout.export_manifest,
+            hint=_precision_hint("fp32", out_dir),
+        )
+
+
+def _precision_manifest(cfg: BuildConfig, layout: OutputLayout) -> PrecisionManifest:
+    precision = cfg.onnx_precision
+    precision_dir, manifest_path = layout.onnx_dir(precision), layout.precision_manifest(precision)
+    if not manifest_path.is_file():
+        what = "folder" if not precision_dir.is_dir() else manifest_path.name
+        raise ConfigError(
+            f"--{cfg.precision} needs the {precision} ONNX variant, but {precision_dir} has no {what}",
+            path=manifest_path if precision_dir.is_dir() else precision_dir,
+            hint=_precision_hint(precision, cfg.out_dir),
+        )
+    return read_precision_manifest(cfg.out_dir, precision)
+
+
+def _component_source(name: str, export: ExportManifest, listed: PrecisionManifest, hint: str) -> ComponentSource:
+    if name not in listed.components:
+        raise OnnxModelError(f"{listed.path} does not list component {name!r}", path=listed.path, hint=hint)
+    entry = listed.components[name]
+    if not entry.path.is_file():
+        raise OnnxModelError(f"{entry.path} is missing (listed in {listed.path})", path=entry.path, hint=hint)
+    if entry.external_data is not None and not entry.external_data.is_file():
+        raise OnnxModelError(
+            f"{entry.external_data} (external weights of {entry.path.name}) is missing", path=entry.external_data, hint=hint,
+        )
+    declared = export.components[name]
+    inputs, outputs = entry.inputs or declared.inputs, entry.outputs or declared.outputs
+    if not inputs:
+        raise OnnxModelError(f"no inputs declared for {name} in {listed.path} or {export.path}", path=export.path)
+    return ComponentSource(name, entry.path, entry.external_data, inputs, outputs)
 
 
 def resolve_build_inputs(cfg: BuildConfig) -> BuildInputs:
@@ -216,73 +258,21 @@ def resolve_build_inputs(cfg: BuildConfig) -> BuildInputs:
         OnnxModelError: a manifest names a file that is missing or is malformed.
     """
     out_dir = cfg.out_dir
-    export_path = out_dir / "export.json"
-    if not out_dir.is_dir():
-        raise ConfigError(f"{out_dir} is not a folder", path=out_dir, hint=_precision_hint("fp32", out_dir))
-    if not export_path.is_file():
-        raise ConfigError(
-            f"{out_dir} is not an export folder: export.json is missing", path=export_path, hint=_precision_hint("fp32", out_dir)
-        )
-    try:
-        export = read_json(export_path)
-    except (OSError, ValueError) as error:
-        raise OnnxModelError(f"cannot read {export_path}: {error}", path=export_path, hint=_precision_hint("fp32", out_dir)) from None
-    if not isinstance(export.get("dims"), dict) or not isinstance(export.get("components"), dict):
-        raise OnnxModelError(
-            f"{export_path} has no 'dims'/'components' (see docs/artifacts.md)", path=export_path,
-            hint=_precision_hint("fp32", out_dir),
-        )
-    dims = parse_dims(export["dims"], source=export_path)
-
-    precision = cfg.onnx_precision
-    precision_dir = out_dir / "onnx" / precision
-    manifest_path = precision_dir / "manifest.json"
-    if not manifest_path.is_file():
-        what = "folder" if not precision_dir.is_dir() else "manifest.json"
-        raise ConfigError(
-            f"--{cfg.precision} needs the {precision} ONNX variant, but {precision_dir} has no {what}",
-            path=manifest_path if precision_dir.is_dir() else precision_dir,
-            hint=_precision_hint(precision, out_dir),
-        )
-    try:
-        precision_manifest = read_json(manifest_path)
-    except (OSError, ValueError) as error:
-        raise OnnxModelError(f"cannot read {manifest_path}: {error}", path=manifest_path) from None
-    listed = precision_manifest.get("components") or {}
-
-    wanted = list(cfg.components) if cfg.components is not None else list(export["components"])
-    unknown = [c for c in wanted if c not in export["components"]]
+    layout = OutputLayout(out_dir)
+    _check_export_folder(out_dir, layout)
+    export = read_export_manifest(out_dir)
+    listed = _precision_manifest(cfg, layout)
+    wanted = list(cfg.components) if cfg.components is not None else list(export.components)
+    unknown = [c for c in wanted if c not in export.components]
     if unknown:
         raise ConfigError(
-            f"unknown component(s) {', '.join(unknown)}; {export_path} has {', '.join(export['components'])}"
+            f"unknown component(s) {', '.join(unknown)}; {export.path} has {', '.join(export.components)}"
         )
-    components: dict[str, ComponentSource] = {}
-    for name in wanted:
-        entry = listed.get(name)
-        if entry is None:
-            raise OnnxModelError(
-                f"{manifest_path} does not list component {name!r}", path=manifest_path, hint=_precision_hint(precision, out_dir)
-            )
-        onnx_path = precision_dir / entry.get("file", f"{name}.onnx")
-        if not onnx_path.is_file():
-            raise OnnxModelError(f"{onnx_path} is missing (listed in {manifest_path})", path=onnx_path, hint=_precision_hint(precision, out_dir))
-        external = entry.get("external_data")
-        external_path = precision_dir / external if external else None
-        if external_path is not None and not external_path.is_file():
-            raise OnnxModelError(
-                f"{external_path} (external weights of {onnx_path.name}) is missing", path=external_path,
-                hint=_precision_hint(precision, out_dir),
-            )
-        declared = export["components"][name]
-        inputs = parse_tensor_specs(entry.get("inputs") or declared.get("inputs") or [])
-        outputs = parse_tensor_specs(entry.get("outputs") or declared.get("outputs") or [])
-        if not inputs:
-            raise OnnxModelError(f"no inputs declared for {name} in {manifest_path} or {export_path}", path=export_path)
-        components[name] = ComponentSource(name, onnx_path, external_path, inputs, outputs)
-
+    hint = _precision_hint(cfg.onnx_precision, out_dir)
+    components = {name: _component_source(name, export, listed, hint) for name in wanted}
     calibration_cache = None
     if cfg.legacy_precision_flags and cfg.precision == "int8":
-        calibration_cache = out_dir / "onnx" / "int8" / CALIBRATION_CACHE_NAME
+        calibration_cache = layout.calibration_cache()
         if not calibration_cache.is_file() or calibration_cache.stat().st_size == 0:
             raise ConfigError(
                 f"--int8 --legacy-precision-flags calibrates from the INT8 calibration cache, but {calibration_cache} "
@@ -290,7 +280,7 @@ def resolve_build_inputs(cfg: BuildConfig) -> BuildInputs:
                 path=calibration_cache,
                 hint=_precision_hint("int8", out_dir),
             )
-    return BuildInputs(out_dir, export_path, dims, components, precision_dir, calibration_cache)
+    return BuildInputs(out_dir, export.path, export.dims, components, listed.folder, calibration_cache)
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,9 +30,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from trt_pipeline.artifacts.layout import EXPORT_MANIFEST
+from trt_pipeline.artifacts.manifests import DimSpec, TensorSpec, parse_dims, parse_tensor_specs
 from trt_pipeline.errors import ConfigError, OnnxModelError, ShapeError
 
-Dim = int | str
 Shape = tuple[int, ...]
 KINDS = ("min", "opt", "max")
 
@@ -40,37 +41,6 @@ KINDS = ("min", "opt", "max")
 # --------------------------------------------------------------------------------------------
 # Data types
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DimSpec:
-    """One symbolic axis from ``export.json`` ``dims``: ``min <= opt <= max`` and an optional ``expr``."""
-
-    name: str
-    min: int
-    opt: int
-    max: int
-    expr: str | None = None
-
-    @property
-    def derived(self) -> bool:
-        return self.expr is not None
-
-    def value(self, kind: str) -> int:
-        return int(getattr(self, kind))
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input/output as listed in ``export.json`` / the precision manifest."""
-
-    name: str
-    dtype: str
-    shape: tuple[Dim, ...]
-
-    @property
-    def dynamic(self) -> bool:
-        return any(not isinstance(d, int) for d in self.shape)
 
 
 @dataclass(frozen=True)
@@ -197,42 +167,6 @@ PROFILE_PREFERENCES: dict[str, Callable[[Mapping[str, Sequence[int]]], str | Non
 
 
 # --------------------------------------------------------------------------------------------
-# export.json parsing
-# --------------------------------------------------------------------------------------------
-
-
-def parse_dims(dims: Mapping[str, Any], *, source: Path | str | None = None) -> dict[str, DimSpec]:
-    """``export.json`` ``dims`` -> :class:`DimSpec` per name, checking ``0 <= min <= opt <= max``."""
-    out: dict[str, DimSpec] = {}
-    for name, spec in dims.items():
-        try:
-            dim = DimSpec(name=name, min=int(spec["min"]), opt=int(spec["opt"]), max=int(spec["max"]), expr=spec.get("expr"))
-        except (KeyError, TypeError, ValueError):
-            raise OnnxModelError(
-                f"export.json dim {name!r} needs integer min/opt/max, got {spec!r}",
-                path=source,
-                hint="re-run `autoglm-trt export` to regenerate export.json",
-            ) from None
-        if not 0 <= dim.min <= dim.opt <= dim.max:
-            raise OnnxModelError(
-                f"export.json dim {name!r} is not 0 <= min <= opt <= max: {dim.min}/{dim.opt}/{dim.max}",
-                path=source,
-                hint="re-run `autoglm-trt export` to regenerate export.json",
-            )
-        out[name] = dim
-    return out
-
-
-def parse_tensor_specs(items: Sequence[Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
-    """``[{"name", "dtype", "shape"}]`` -> :class:`TensorSpec` tuple (ints stay ints, names stay names)."""
-    specs = []
-    for item in items:
-        shape = tuple(int(d) if isinstance(d, int) or (isinstance(d, str) and d.isdigit()) else str(d) for d in item["shape"])
-        specs.append(TensorSpec(name=str(item["name"]), dtype=str(item.get("dtype", "")), shape=shape))
-    return tuple(specs)
-
-
-# --------------------------------------------------------------------------------------------
 # expressions ("past_sequence_length + sequence_length", "num_patches / 4")
 # --------------------------------------------------------------------------------------------
 
@@ -334,7 +268,7 @@ def apply_overrides(
                         )
                     continue
                 if dim not in dims:
-                    raise OnnxModelError(f"export.json names dim {dim!r} for input {tensor} but does not define it in dims")
+                    raise OnnxModelError(f"{EXPORT_MANIFEST} names dim {dim!r} for input {tensor} but does not define it in dims")
                 if dims[dim].derived:
                     raise ConfigError(
                         f"--{kind}-shapes {tensor}: axis {axis} is {dim} = {dims[dim].expr}; it follows from the "
@@ -474,7 +408,7 @@ def derive_profiles(
     used = {d for spec in inputs for d in spec.shape if isinstance(d, str)}
     missing = sorted(used - set(effective))
     if missing:
-        raise OnnxModelError(f"export.json uses dims {', '.join(missing)} for {component} inputs but does not define them")
+        raise OnnxModelError(f"{EXPORT_MANIFEST} uses dims {', '.join(missing)} for {component} inputs but does not define them")
     relevant = {name: effective[name] for name in _dependency_closure(used, effective) if name in effective}
     profiles = []
     for recipe in PROFILE_RECIPES.get(component, DEFAULT_RECIPES):
@@ -581,7 +515,7 @@ def validate_profiles(
             raise ConfigError(
                 f"profile {profile.name} does not cover the dynamic inputs {', '.join(uncovered)}",
                 path=path,
-                hint="export.json must list every graph input with its symbolic dims; re-run the export",
+                hint=f"{EXPORT_MANIFEST} must list every graph input with its symbolic dims; re-run the export",
             )
         for name, rng in profile.shapes.items():
             graph_shape = tuple(onnx_inputs[name])

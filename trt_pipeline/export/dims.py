@@ -23,11 +23,16 @@ from trt_pipeline.export.workloads import (
 )
 from trt_pipeline.models.glm4v.config import Glm4vDims
 
-# Symbolic dims that are sums/quotients of others (TensorRT profiles must stay consistent).
-DERIVED = {
-    "total_sequence_length": "past_sequence_length + sequence_length",
-    "num_image_tokens": "num_patches / merge^2",
-}
+def derived_exprs(spatial_merge_size: int) -> dict[str, str]:
+    """Symbolic dims that are sums/quotients of others (TensorRT profiles must stay consistent).
+
+    The expressions only name other dims and integer literals (``merge^2`` is written out as its
+    value), so :func:`trt_pipeline.engine.profiles.eval_dim_expr` can evaluate every one of them.
+    """
+    return {
+        "total_sequence_length": "past_sequence_length + sequence_length",
+        "num_image_tokens": f"num_patches / {spatial_merge_size**2}",
+    }
 
 
 def processor_pixel_limits(checkpoint: Path) -> tuple[int, int | None]:
@@ -101,15 +106,13 @@ def export_dims(cfg: ExportConfig, dims: Glm4vDims, checkpoint: Path) -> tuple[d
     return ranges, resolved
 
 
-def dims_to_json(ranges: dict[str, DimRange]) -> dict[str, dict]:
+def dims_to_json(ranges: dict[str, DimRange], spatial_merge_size: int) -> dict[str, dict]:
+    """The ``dims`` section of export.json (read back by :mod:`trt_pipeline.artifacts.manifests`)."""
+    derived = derived_exprs(spatial_merge_size)
     out = {}
     for name, r in ranges.items():
-        entry = {"min": r.min, "opt": r.opt, "max": r.max}
-        if name in DERIVED:
-            entry["expr"] = DERIVED[name]
+        entry: dict[str, object] = {"min": r.min, "opt": r.opt, "max": r.max}
+        if name in derived:
+            entry["expr"] = derived[name]
         out[name] = entry
     return out
-
-
-def dims_from_json(data: dict[str, dict]) -> dict[str, DimRange]:
-    return {name: DimRange(v["min"], v["opt"], v["max"]) for name, v in data.items()}

@@ -12,7 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trt_pipeline.artifacts import atomic_output_dir, sha256_file, sha256_tree, tool_versions, write_json_atomic
+from trt_pipeline.artifacts import (
+    FileDigest,
+    OutputLayout,
+    atomic_output_dir,
+    check_output_target,
+    sha256_tree,
+    tool_versions,
+    write_json_atomic,
+)
+from trt_pipeline.artifacts.layout import external_data_path
+from trt_pipeline.artifacts.manifests import EXPORT_FORMAT_VERSION
 from trt_pipeline.config import ExportConfig, SimplifyConfig
 from trt_pipeline.errors import DiskSpaceError
 from trt_pipeline.export.dims import dims_to_json, export_dims
@@ -20,7 +30,6 @@ from trt_pipeline.models.glm4v.assets import check_serving_assets
 from trt_pipeline.models.glm4v.config import Glm4vDims, load_dims
 from trt_pipeline.progress import log, progress_bar
 
-EXPORT_FORMAT_VERSION = 1
 HF_FILE_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken")
 TOOLS = ("torch", "transformers", "onnx", "onnxruntime-gpu", "onnxruntime", "onnxsim", "polygraphy")
 
@@ -56,12 +65,17 @@ def check_disk_space(out: Path, needed: int) -> None:
         )
 
 
-def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportConfig(), show_progress: bool = True) -> Path:
+def export(
+    checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportConfig(), show_progress: bool = True,
+    *, overwrite: bool = False,
+) -> Path:
     """Export the components of a GLM-4.1V checkpoint; simplify and validate them if asked.
 
-    Returns ``out``. Raises CheckpointError / ConfigError / DiskSpaceError before writing
-    anything, OnnxModelError if the exporter or checker fails, AtolError if validation fails
-    (the folder is then complete and kept for inspection, with its validation report).
+    Returns ``out``. Raises CheckpointError / ConfigError / DiskSpaceError / OutputFolderError
+    before writing anything (``out`` may be new, empty, or, with ``overwrite``, an earlier export;
+    a folder this tool did not write is never replaced), OnnxModelError if the exporter or checker
+    fails, AtolError if validation fails (the folder is then complete and kept for inspection,
+    with its validation report).
     """
     from trt_pipeline.export import streaming as streamer
     from trt_pipeline.export.dtypes import precision_folder, resolve_export_dtype
@@ -70,6 +84,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
     from trt_pipeline.models.hub import resolve_checkpoint
 
     checkpoint, out = resolve_checkpoint(checkpoint), Path(out)  # a folder or a Hub id (via the HF cache)
+    check_output_target(out, overwrite=overwrite)
     dims = load_dims(checkpoint)
     warnings = check_serving_assets(checkpoint, allow_missing=cfg.allow_missing_tokenizer)
     for warning in warnings:
@@ -89,12 +104,13 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
         model, entries = _load(checkpoint, dims, dtype, streaming)
         timings["load"] = time.perf_counter() - start
         progress.advance(task)
-        with atomic_output_dir(out) as tmp:
+        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            layout = OutputLayout(tmp)
             progress.update(task, description="host tables + hf files")
-            copy_hf_files(checkpoint, tmp / "hf")
-            _save_tables(model, tmp / "embeddings", entries)
+            copy_hf_files(checkpoint, layout.hf_dir)
+            _save_tables(model, layout, entries)
             progress.advance(task)
-            onnx_dir = tmp / "onnx" / precision
+            onnx_dir = layout.onnx_dir(precision)
             components: dict[str, Any] = {}
             examples = {VISION: (vision_example, None), DECODER: (decoder_example, DECODER_FIRST_PAST)}
             modules = {VISION: model.vision_encoder, DECODER: model.decoder}
@@ -103,7 +119,7 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                 start = time.perf_counter()
                 spec = component_spec(dims, name, dtype)
                 make_example, variadic = examples[name]
-                facts = _export_one(modules[name], spec, make_example(model), onnx_dir / f"{name}.onnx",
+                facts = _export_one(modules[name], spec, make_example(model), layout.onnx_path(precision, name),
                                     cfg, variadic, entries if streaming else None)
                 timings[name] = time.perf_counter() - start
                 components[name] = {**facts, **spec.to_dict()}
@@ -116,10 +132,8 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                 timings["simplify"] = time.perf_counter() - start
             progress.advance(task)
             for name, entry in components.items():
-                entry["sha256"] = sha256_file(onnx_dir / entry["file"])
-                if entry.get("external_data"):
-                    entry["external_data_sha256"] = sha256_file(onnx_dir / entry["external_data"])
-            write_json_atomic(onnx_dir / "manifest.json", {
+                _record_digests(entry, onnx_dir / entry["file"])
+            write_json_atomic(layout.precision_manifest(precision), {
                 "precision": precision,
                 "dtype": dtype,
                 "stage": "export",
@@ -141,15 +155,16 @@ def export(checkpoint: Path | str, out: Path | str, cfg: ExportConfig = ExportCo
                 "config": cfg.to_dict(),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "tool_versions": tool_versions(*TOOLS),
-                "dims": dims_to_json(ranges),
+                "dims": dims_to_json(ranges, dims.vision.spatial_merge_size),
                 "workload": workload.to_json(),
                 "components": {
-                    name: {**entry, "file": f"onnx/{precision}/{entry['file']}"} for name, entry in components.items()
+                    name: {**entry, "file": layout.rel(onnx_dir / entry["file"])} for name, entry in components.items()
                 },
+                "files": {layout.rel(p): FileDigest.of(p).to_json() for p in (layout.embed_tokens, layout.vision_pos_embed)},
                 "timings_s": {k: round(v, 3) for k, v in timings.items()},
                 "warnings": warnings,
             }
-            write_json_atomic(tmp / "export.json", manifest)
+            write_json_atomic(layout.export_manifest, manifest)
     log(f"exported {', '.join(cfg.components)} to {out}")
     if cfg.validate:
         from trt_pipeline.export.validate import validate
@@ -199,32 +214,26 @@ def _simplify(onnx_dir: Path, components: dict[str, Any], precision: str) -> Non
         components[name]["simplify"] = report
 
 
-def _save_tables(model: Any, folder: Path, entries: dict[str, Any] | None = None) -> None:
+def _record_digests(entry: dict[str, Any], path: Path) -> None:
+    """sha256 and size of a component's ONNX file and external weights (checked before every load)."""
+    digest = FileDigest.of(path)
+    entry["sha256"], entry["size"] = digest.sha256, digest.size
+    if entry.get("external_data"):
+        data = FileDigest.of(external_data_path(path))
+        entry["external_data_sha256"], entry["external_data_size"] = data.sha256, data.size
+
+
+def _save_tables(model: Any, layout: OutputLayout, entries: dict[str, Any] | None = None) -> None:
     """Host-side tables: token embeddings (lookup + image merge) and the vision position table."""
     if entries is not None:  # streaming: copied tensor by tensor from the checkpoint
         from trt_pipeline.export.streaming import save_tables_streaming
 
-        return save_tables_streaming(entries, folder, model.dtype)
+        return save_tables_streaming(entries, layout.embeddings_dir, model.dtype)
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({"weight": model.embed_table.contiguous()}, str(folder / "embed_tokens.safetensors"))
-    save_file({"weight": model.vision_position_table.contiguous()}, str(folder / "vision_pos_embed.safetensors"))
+    layout.embeddings_dir.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": model.embed_table.contiguous()}, str(layout.embed_tokens))
+    save_file({"weight": model.vision_position_table.contiguous()}, str(layout.vision_pos_embed))
 
 
-def read_export_manifest(out: Path | str) -> dict[str, Any]:
-    """Load OUT/export.json, refusing a folder that is not an export."""
-    from trt_pipeline.artifacts import read_json
-    from trt_pipeline.errors import OnnxModelError
-
-    path = Path(out) / "export.json"
-    if not path.is_file():
-        raise OnnxModelError(
-            f"{path} not found: {Path(out)} is not an export folder.",
-            path=path,
-            hint="run `autoglm-trt export CHECKPOINT --out DIR` first.",
-        )
-    return read_json(path)
-
-
-__all__ = ["export", "read_export_manifest"]
+__all__ = ["export"]

@@ -17,6 +17,7 @@ import onnx
 import torch
 
 from trt_pipeline.errors import OnnxModelError
+from trt_pipeline.artifacts.layout import external_data_path
 from trt_pipeline.models.glm4v.io_spec import ComponentSpec
 
 TWO_GB = 2 * 1024**3
@@ -87,7 +88,7 @@ def export_component(
     onnx.save(model, str(path))
     del model
     check_and_infer(path)
-    data_file = path.with_name(path.name + ".data")
+    data_file = external_data_path(path)
     return {
         "file": path.name,
         "external_data": data_file.name if use_external and data_file.exists() else None,

@@ -30,9 +30,8 @@ import torch
 
 from trt_pipeline.accuracy.gates import DEFAULT_GATES, OutputGate, PrecisionGates
 from trt_pipeline.accuracy.metrics import TensorMetrics, tensor_metrics
-from trt_pipeline.artifacts import write_json_atomic
+from trt_pipeline.artifacts import ExportManifest, OutputLayout, read_export_manifest, write_json_atomic
 from trt_pipeline.errors import AtolError
-from trt_pipeline.export.dims import dims_from_json
 from trt_pipeline.models.glm4v import host
 from trt_pipeline.progress import log, progress_bar
 
@@ -240,11 +239,11 @@ def validate_decoder_point(
             _result("decoder", point, "present.*", present, gates.present, drifts[1])]
 
 
-def reference_dtype(manifest: dict[str, Any], precision: str) -> str:
+def reference_dtype(manifest: ExportManifest, precision: str) -> str:
     """The dtype transformers runs in: the export's own dtype for its own folder (bf16/fp16 exports
     are compared with transformers in bf16/fp16), float32 for derived variants (AutoCast, INT8)."""
-    if precision == manifest.get("precision", "fp32"):
-        return manifest.get("dtype", "float32")
+    if precision == manifest.precision:
+        return manifest.dtype
     return "float32"
 
 
@@ -256,7 +255,7 @@ def component_runner(out_dir: Path, precision: str, dtype: str, checkpoint: Path
     run in bf16 instead, and the report says so."""
     from trt_pipeline.runtime.onnxruntime_runner import onnx_path, ort_runner
 
-    path = onnx_path(out_dir, precision, component)
+    path = onnx_path(out_dir, precision, component, verify=False)  # validate() verified it before any load
     if dtype != "bfloat16":
         return ort_runner(path)
     from trt_pipeline.models.glm4v.io_spec import component_spec
@@ -276,20 +275,26 @@ def validate(
     atol_vision: float | None = None,
     show_progress: bool = True,
     max_points: int | None = None,
+    *,
+    verify: bool = True,
 ) -> ValidationReport:
     """Compare ``OUT/onnx/PRECISION`` with transformers over the export's dim grid.
 
     Gates: the precision's rows of the gate table (fp32: max abs 1e-4 logits/KV, 1e-5 image
     features, cosine 0.99999), the max-abs limits overridden by ``atol_logits`` / ``atol_vision``.
-    Writes ``OUT/reports/validation[-PRECISION].json`` and raises AtolError on failure.
+    Writes ``OUT/reports/validation[-PRECISION].json`` and raises AtolError on failure. With
+    ``verify`` (default) the ONNX files and host tables are checked against their manifests first.
     """
-    from trt_pipeline.export.exporter import read_export_manifest
     from trt_pipeline.models.glm4v.generation import HostAssets
+    from trt_pipeline.runtime.onnxruntime_runner import onnx_path
 
     out_dir, checkpoint = Path(out_dir), Path(checkpoint)
     manifest = read_export_manifest(out_dir)
-    ranges = dims_from_json(manifest["dims"])
-    assets = HostAssets.from_export_dir(out_dir)
+    ranges = manifest.ranges
+    components = list(manifest.components)
+    for component in components:  # integrity before any load
+        onnx_path(out_dir, precision, component, verify=verify)
+    assets = HostAssets.from_export_dir(out_dir, verify=verify)
     dtype = reference_dtype(manifest, precision)
     reference = load_reference(checkpoint, dtype)
     fp32_reference = load_reference(checkpoint) if dtype != "float32" else None
@@ -298,7 +303,6 @@ def validate(
     report = ValidationReport(precision, reference_dtype=dtype,
                               backend="torch-export modules (ORT CPU lacks bf16 kernels)" if dtype == "bfloat16"
                               else "onnxruntime-cpu")
-    components = list(manifest["components"])
     decoder_points = list(itertools.product(
         ranges["batch_size"].grid(), ranges["sequence_length"].grid(), ranges["past_sequence_length"].grid()
     ))
@@ -325,8 +329,8 @@ def validate(
 
 
 def _write_and_check(report: ValidationReport, out_dir: Path, precision: str) -> None:
-    suffix = "" if precision == "fp32" else f"-{precision}"
-    write_json_atomic(out_dir / "reports" / f"validation{suffix}.json", report.to_dict())
+    report_path = OutputLayout(out_dir).validation_report_for(precision)
+    write_json_atomic(report_path, report.to_dict())
     for component in sorted({r.component for r in report.results}):
         log(f"validate {precision} {component} ({report.backend} vs transformers {report.reference_dtype}): worst max abs error {report.worst(component):.3g} "
             f"over {sum(1 for r in report.results if r.component == component)} checks")
@@ -337,6 +341,6 @@ def _write_and_check(report: ValidationReport, out_dir: Path, precision: str) ->
             f"{len(failures)} check(s) above tolerance; worst: {worst.component} output `{worst.output}` at "
             f"{worst.point}: max abs error {worst.max_abs:.3g} (atol {worst.atol}), cosine {worst.cosine:.8f} "
             f"(>= {worst.min_cosine}), p99 rel {worst.p99_rel:.3g} (<= {worst.max_p99_rel}).",
-            path=out_dir / "reports" / f"validation{suffix}.json",
+            path=report_path,
             hint="inspect the report; re-export, or loosen the tolerance only if the drift is expected.",
         )

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trt_pipeline.artifacts import OutputLayout, check_output_target
 from trt_pipeline.config import PipelineConfig
 from trt_pipeline.errors import AccuracyError, CheckpointError, ConfigError, PipelineError
 from trt_pipeline.pipeline.hashing import HashCache
-from trt_pipeline.pipeline.stages import CHECKPOINT_DIR, WORK_DIR, RunContext, Stage, default_stages
+from trt_pipeline.pipeline.stages import WORK_DIR, RunContext, Stage, default_stages
 from trt_pipeline.pipeline.state import (
     STATE_NAME,
     PipelineSummary,
@@ -34,7 +35,7 @@ from trt_pipeline.progress import log
 
 def resolve_checkpoint(cfg: PipelineConfig, out: Path) -> Path:
     if cfg.checkpoint is None:
-        return out / CHECKPOINT_DIR
+        return OutputLayout(out).hf_dir  # the built-in checkpoint lives in OUT/hf (one copy)
     checkpoint = Path(cfg.checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise CheckpointError(f"{checkpoint} is not a Hugging Face checkpoint folder (no config.json).", path=checkpoint,
@@ -53,9 +54,10 @@ def run_pipeline(cfg: PipelineConfig, show_progress: bool = True, stages: list[S
     if cfg.force is not None and cfg.force not in names:
         raise ConfigError(f"--force {cfg.force}: unknown stage; stages: {', '.join(names)}.")
     out = Path(cfg.resolved_out())
+    check_output_target(out)  # a file, or a folder of the user's that this tool did not write, is refused
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
-    state_path = out / STATE_NAME
+    state_path = OutputLayout(out).pipeline_state
     summary = PipelineSummary(out, state_path=state_path)
     with pipeline_lock(out):
         shutil.rmtree(out / WORK_DIR, ignore_errors=True)  # leftovers of an interrupted run

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trt_pipeline.artifacts import atomic_output_dir, read_json
+from trt_pipeline.artifacts import OutputLayout, atomic_output_dir, read_export_manifest
+from trt_pipeline.artifacts.layout import WORK_DIR
 from trt_pipeline.config import PipelineConfig
 from trt_pipeline.errors import AccuracyError
 from trt_pipeline.pipeline.hashing import HashCache
@@ -49,8 +50,6 @@ from trt_pipeline.pipeline.state import now
 from trt_pipeline.config.pipeline import config_json
 from trt_pipeline.progress import log
 
-WORK_DIR = ".work"
-CHECKPOINT_DIR = "checkpoint"
 
 # --------------------------------------------------------------------------------------------
 # Stages
@@ -73,6 +72,14 @@ class RunContext:
 
     def path(self, rel: str) -> Path:
         return self.out / rel
+
+    @property
+    def layout(self) -> OutputLayout:
+        return OutputLayout(self.out)
+
+    def entry(self, path: Path) -> tuple[str, Path]:
+        """``(name relative to OUT, path)``: how inputs and outputs are keyed in the state file."""
+        return self.layout.rel(path), path
 
 
 def _available(ctx: RunContext) -> str | None:
@@ -106,16 +113,20 @@ class Stage:
 
 
 def _run_checkpoint(ctx: RunContext) -> dict[str, Any]:
+    """The built-in checkpoint goes to ``OUT/hf`` (the export's HF folder): one copy, weights included."""
     from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
-    write_checkpoint(ctx.path(CHECKPOINT_DIR), preset=ctx.cfg.preset, seed=ctx.cfg.seed, overwrite=True,
+    write_checkpoint(ctx.layout.hf_dir, preset=ctx.cfg.preset, seed=ctx.cfg.seed, overwrite=True,
                      progress=ctx.show_progress and ctx.cfg.preset != "tiny")
     return {"preset": ctx.cfg.preset, "seed": ctx.cfg.seed}
 
 
 # -- export (+ simplify + fp32 validation inside the exporter) -----------------------------------
 
-EXPORT_ENTRIES = ("hf", "embeddings", "onnx/fp32", "reports/validation.json", "export.json")
+def _export_entries(layout: OutputLayout) -> tuple[Path, ...]:
+    """What the export stage moves into OUT, manifest last (see :func:`_run_export`)."""
+    return (layout.hf_dir, layout.embeddings_dir, layout.onnx_dir("fp32"), layout.validation_report,
+            layout.export_manifest)
 
 
 def _replace_entry(src: Path, dst: Path) -> None:
@@ -132,7 +143,9 @@ def _run_export(ctx: RunContext) -> dict[str, Any]:
     from trt_pipeline.export.exporter import export
 
     cfg = ctx.section("export")
-    staging = ctx.path(WORK_DIR) / "export"
+    layout = ctx.layout
+    staging = layout.work_dir / "export"
+    staged = OutputLayout(staging)
     if staging.exists():
         shutil.rmtree(staging)
     staging.parent.mkdir(parents=True, exist_ok=True)
@@ -141,28 +154,31 @@ def _run_export(ctx: RunContext) -> dict[str, Any]:
             export(ctx.checkpoint, staging, cfg, show_progress=ctx.show_progress)
         except AccuracyError as error:
             # keep the (complete) validation report for inspection, then fail the stage
-            report = staging / "reports" / "validation.json"
-            if report.is_file():
-                _replace_entry(report, ctx.path("reports/validation.json"))
+            if staged.validation_report.is_file():
+                _replace_entry(staged.validation_report, layout.validation_report)
             raise type(error)(error.message.replace(str(staging), str(ctx.out)),
-                              path=ctx.path("reports/validation.json"), hint=error.hint) from None
+                              path=layout.validation_report, hint=error.hint) from None
         # export.json goes first (out) and last (in): while pieces are swapped the folder is visibly incomplete
         with contextlib.suppress(FileNotFoundError):
-            ctx.path("export.json").unlink()
-        for rel in EXPORT_ENTRIES:
-            if (staging / rel).exists():
-                _replace_entry(staging / rel, ctx.path(rel))
+            layout.export_manifest.unlink()
+        for target in _export_entries(layout):
+            if target == layout.hf_dir and ctx.checkpoint == layout.hf_dir.resolve():
+                continue  # the built-in checkpoint already is OUT/hf (weights included): keep that one copy
+            source = staged.resolve(layout.rel(target))
+            if source.exists():
+                _replace_entry(source, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    manifest = read_json(ctx.path("export.json"))
-    return {"components": list(manifest.get("components", {})), "timings_s": manifest.get("timings_s", {})}
+    manifest = read_export_manifest(ctx.out)
+    return {"components": list(manifest.components), "timings_s": dict(manifest.timings_s)}
 
 
 def _export_outputs(ctx: RunContext) -> list[str]:
-    outputs = ["export.json", "hf", "embeddings", "onnx/fp32"]
+    layout = ctx.layout
+    outputs = [layout.export_manifest, layout.hf_dir, layout.embeddings_dir, layout.onnx_dir("fp32")]
     if ctx.section("export").validate:
-        outputs.append("reports/validation.json")
-    return outputs
+        outputs.append(layout.validation_report)
+    return [layout.rel(p) for p in outputs]
 
 
 # -- precision (fp16 AutoCast, int8 Q/DQ) --------------------------------------------------------
@@ -179,8 +195,9 @@ def _calibration_root(cfg: Any) -> Path:
 
 def _precision_inputs(ctx: RunContext, name: str) -> dict[str, Path]:
     root = _calibration_root(ctx.section(name))
-    return {"onnx/fp32": ctx.path("onnx/fp32"), "export.json": ctx.path("export.json"),
-            "embeddings": ctx.path("embeddings"), "hf": ctx.path("hf"),
+    layout = ctx.layout
+    return {**dict(ctx.entry(p) for p in (layout.onnx_dir("fp32"), layout.export_manifest, layout.embeddings_dir,
+                                           layout.hf_dir)),
             "calibration/calib": root / "calib", "calibration/heldout": root / "heldout"}
 
 
@@ -219,12 +236,12 @@ def _build_unavailable(ctx: RunContext) -> str | None:
     except TensorRTUnavailableError as error:
         return f"TensorRT/GPU not available: {error.message}"
     if not _build_precisions(ctx):
-        return f"no ONNX folder for the build precisions {list(ctx.section('build').precisions)} under {ctx.out / 'onnx'}"
+        return f"no ONNX folder for the build precisions {list(ctx.section('build').precisions)} under {ctx.layout.onnx_root}"
     return None
 
 
 def _build_precisions(ctx: RunContext) -> list[str]:
-    return [p for p in ctx.section("build").precisions if ctx.path(f"onnx/{p}").is_dir()]
+    return [p for p in ctx.section("build").precisions if ctx.layout.onnx_dir(p).is_dir()]
 
 
 def _build_config(ctx: RunContext) -> Any:
@@ -244,7 +261,7 @@ def _run_build(ctx: RunContext) -> dict[str, Any]:
         results = build_engines(BuildConfig.from_build_options(ctx.out, precision, section), ctx=trt, show_progress=ctx.show_progress)
         built += [str(r.engine_path) for r in results]
     for precision in sorted(set(section.precisions) - set(_build_precisions(ctx))):
-        log(f"skipped: build {precision} (no onnx/{precision} folder)")
+        log(f"skipped: build {precision} (no {ctx.layout.rel(ctx.layout.onnx_dir(precision))} folder)")
     return {"engines": built}
 
 
@@ -255,13 +272,14 @@ def _compare_inputs(ctx: RunContext) -> dict[str, Path]:
     from trt_pipeline.quantize.dataset import default_root
 
     cfg = ctx.section("compare")
-    inputs = {"export.json": ctx.path("export.json"), "embeddings": ctx.path("embeddings"), "hf": ctx.path("hf"),
+    layout = ctx.layout
+    inputs = {**dict(ctx.entry(p) for p in (layout.export_manifest, layout.embeddings_dir, layout.hf_dir)),
               "checkpoint": Path(cfg.checkpoint) if cfg.checkpoint else ctx.checkpoint,
               "heldout": Path(cfg.data) if cfg.data else default_root() / "heldout"}
-    for folder in sorted(ctx.path("onnx").glob("*")):
-        inputs[f"onnx/{folder.name}"] = folder
+    for precision in layout.precisions():
+        inputs.update([ctx.entry(layout.onnx_dir(precision))])
     if cfg.engines:
-        inputs["engines"] = ctx.path("engines")
+        inputs.update([ctx.entry(layout.engines_dir)])
     return inputs
 
 
@@ -272,8 +290,7 @@ def _run_compare(ctx: RunContext) -> dict[str, Any]:
     return {"passed": bool(report)}
 
 
-COMPARE_OUTPUTS = ["reports/compare.json", "reports/compare.md", "reports/compare_errors.png",
-                   "reports/compare_polygraphy"]
+COMPARE_OUTPUTS = ["compare.json", "compare.md", "compare_errors.png", "compare_polygraphy"]
 
 
 # -- bench ---------------------------------------------------------------------------------------
@@ -283,13 +300,14 @@ def _bench_inputs(ctx: RunContext) -> dict[str, Path]:
     from trt_pipeline.bench.backends import parse_backend
 
     cfg = ctx.section("bench")
-    inputs = {"export.json": ctx.path("export.json"), "embeddings": ctx.path("embeddings"), "hf": ctx.path("hf")}
+    layout = ctx.layout
+    inputs = dict(ctx.entry(p) for p in (layout.export_manifest, layout.embeddings_dir, layout.hf_dir))
     for name in cfg.backends:
         cls, precision = parse_backend(name)
         if precision and cls.family == "ort":
-            inputs[f"onnx/{precision}"] = ctx.path(f"onnx/{precision}")
+            inputs.update([ctx.entry(layout.onnx_dir(precision))])
         elif precision:
-            inputs[f"engines/{precision}"] = ctx.path("engines")
+            inputs[f"{layout.rel(layout.engines_dir)}/{precision}"] = layout.engines_dir
         else:
             inputs["checkpoint"] = ctx.checkpoint
     return inputs
@@ -348,32 +366,37 @@ def default_stages() -> list[Stage]:
     """The pipeline's stage registry, in execution order (names: :data:`~trt_pipeline.config.PIPELINE_STAGES`)."""
     return [
         Stage("checkpoint", "built-in random checkpoint (when none is given)", _run_checkpoint,
-              inputs=lambda ctx: {}, outputs=lambda ctx: [CHECKPOINT_DIR],
+              inputs=lambda ctx: {}, outputs=lambda ctx: [ctx.layout.rel(ctx.layout.hf_dir)],
               config=lambda ctx: {"preset": ctx.cfg.preset, "seed": ctx.cfg.seed},
               enabled=lambda ctx: ctx.cfg.checkpoint is None),
         Stage("export", "torch -> ONNX, onnxsim simplification, validation vs transformers", _run_export,
               inputs=lambda ctx: {"checkpoint": ctx.checkpoint}, outputs=_export_outputs,
               config=lambda ctx: _with_tools(ctx.section("export"), *EXPORT_TOOLS)),
         Stage("fp16", "FP16 ONNX (ModelOpt AutoCast)", _run_fp16,
-              inputs=lambda ctx: _precision_inputs(ctx, "fp16"), outputs=lambda ctx: ["onnx/fp16"],
+              inputs=lambda ctx: _precision_inputs(ctx, "fp16"),
+              outputs=lambda ctx: [ctx.layout.rel(ctx.layout.onnx_dir("fp16"))],
               config=lambda ctx: _with_tools(ctx.section("fp16"), *PRECISION_TOOLS), gate_errors=(AccuracyError,)),
         Stage("int8", "INT8 Q/DQ ONNX (calibrated on CPU)", _run_int8,
-              inputs=lambda ctx: _precision_inputs(ctx, "int8"), outputs=lambda ctx: ["onnx/int8"],
+              inputs=lambda ctx: _precision_inputs(ctx, "int8"),
+              outputs=lambda ctx: [ctx.layout.rel(ctx.layout.onnx_dir("int8"))],
               config=lambda ctx: _with_tools(ctx.section("int8"), *PRECISION_TOOLS), gate_errors=(AccuracyError,)),
         Stage("build", "TensorRT engines (GPU only)", _run_build,
-              inputs=lambda ctx: {"export.json": ctx.path("export.json"),
-                                  **{f"onnx/{p}": ctx.path(f"onnx/{p}") for p in _build_precisions(ctx)}},
-              outputs=lambda ctx: ["engines"], config=_build_config, unavailable=_build_unavailable),
+              inputs=lambda ctx: dict(ctx.entry(p) for p in (ctx.layout.export_manifest,
+                                      *(ctx.layout.onnx_dir(p) for p in _build_precisions(ctx)))),
+              outputs=lambda ctx: [ctx.layout.rel(ctx.layout.engines_dir)], config=_build_config,
+              unavailable=_build_unavailable),
         Stage("compare", "torch vs ONNX Runtime (vs TensorRT): tensors and tokens", _run_compare,
-              inputs=_compare_inputs, outputs=lambda ctx: COMPARE_OUTPUTS,
+              inputs=_compare_inputs, outputs=lambda ctx: [ctx.layout.rel(ctx.layout.report(n)) for n in COMPARE_OUTPUTS],
               config=lambda ctx: config_json(ctx.section("compare")),
               gate_errors=(AccuracyError,)),
         Stage("bench", "latency, throughput, memory, roofline", _run_bench,
-              inputs=_bench_inputs, outputs=lambda ctx: ["reports/bench.json", "reports/bench.png"],
+              inputs=_bench_inputs,
+              outputs=lambda ctx: [ctx.layout.rel(ctx.layout.report(n)) for n in ("bench.json", "bench.png")],
               config=_bench_config),
         Stage("report", "REPORT.md: artifacts, accuracy and benchmark tables", _run_report,
-              inputs=_report_inputs, outputs=lambda ctx: ["reports/REPORT.md"], config=lambda ctx: {"format": 1}),
+              inputs=_report_inputs, outputs=lambda ctx: [ctx.layout.rel(ctx.layout.report("REPORT.md"))],
+              config=lambda ctx: {"format": 1}),
     ]
 
 
-__all__ = ["CHECKPOINT_DIR", "WORK_DIR", "RunContext", "Stage", "default_stages"]
+__all__ = ["WORK_DIR", "RunContext", "Stage", "default_stages"]

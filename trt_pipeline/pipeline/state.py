@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trt_pipeline.artifacts import read_json, sha256_json, write_json_atomic
+from trt_pipeline.artifacts import OutputLayout, read_json, sha256_json, write_json_atomic
+from trt_pipeline.artifacts.layout import PIPELINE_LOCK, PIPELINE_STATE
 from trt_pipeline.errors import ConfigError
 from trt_pipeline.pipeline.hashing import HashCache
 from trt_pipeline.progress import log
 
-STATE_NAME = "pipeline_state.json"
+STATE_NAME = PIPELINE_STATE
 STATE_FORMAT_VERSION = 1
-LOCK_NAME = ".pipeline.lock"
+LOCK_NAME = PIPELINE_LOCK
 
 
 def now() -> str:
@@ -59,7 +60,7 @@ class PipelineSummary:
 
     @property
     def report(self) -> Path:
-        return self.out / "reports" / "REPORT.md"
+        return OutputLayout(self.out).report("REPORT.md")
 
     def by_status(self, *statuses: str) -> list[str]:
         return [r.name for r in self.results if r.status in statuses]
@@ -106,7 +107,7 @@ def pipeline_lock(out: Path) -> Iterator[None]:
     """One pipeline per OUT at a time; the second one fails at once, naming the lock file."""
     from filelock import FileLock, Timeout
 
-    path = out / LOCK_NAME
+    path = OutputLayout(out).pipeline_lock
     lock = FileLock(path)
     try:
         lock.acquire(timeout=0)

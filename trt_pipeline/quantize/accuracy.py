@@ -38,7 +38,8 @@ import numpy as np
 from trt_pipeline.accuracy.gates import DEFAULT_GATES, Gate
 from trt_pipeline.accuracy.metrics import tensor_metrics
 from trt_pipeline.accuracy.tokens import TokenAgreement
-from trt_pipeline.artifacts import write_json_atomic
+from trt_pipeline.artifacts import OutputLayout, write_json_atomic
+from trt_pipeline.artifacts.layout import onnx_file_name
 from trt_pipeline.errors import AccuracyError, OnnxModelError
 from trt_pipeline.progress import progress_bar
 
@@ -139,13 +140,13 @@ def evaluate_variant(
     from trt_pipeline.runtime.onnxruntime_runner import onnx_path, session
 
     out_dir = Path(out_dir)
-    folder = Path(variant_dir) if variant_dir is not None else out_dir / "onnx" / precision
+    folder = Path(variant_dir) if variant_dir is not None else OutputLayout(out_dir).onnx_dir(precision)
     gates = tuple(gates) if gates is not None else gates_for(precision)
     start = time.perf_counter()
     reader = reader or CalibrationReader(out_dir, heldout_items, max_samples, decode_steps=decode_steps,
                                          show_progress=show_progress, description="held-out inputs")
     feeds = reader.build()
-    components = [c for c in (VISION, DECODER) if c in reader.components and (folder / f"{c}.onnx").is_file()]
+    components = [c for c in (VISION, DECODER) if c in reader.components and (folder / onnx_file_name(c)).is_file()]
     if not components:
         raise OnnxModelError(f"no component ONNX file in {folder}.", path=folder,
                              hint=f"run `autoglm-trt precision {precision}` first.")
@@ -156,7 +157,7 @@ def evaluate_variant(
         advance = lambda: progress.advance(task)  # noqa: E731
         for component in components:
             ref_session = session(onnx_path(out_dir, "fp32", component))
-            var_session = session(folder / f"{component}.onnx")
+            var_session = session(folder / onnx_file_name(component))
             evaluate = _vision_metrics if component == VISION else _decoder_metrics
             metrics.update(evaluate(ref_session, var_session, feeds, advance))
             del ref_session, var_session
@@ -258,9 +259,9 @@ def token_agreement(
     fp32 = (ort_runner(onnx_path(out_dir, "fp32", VISION)) if has_vision else None,
             ort_runner(onnx_path(out_dir, "fp32", DECODER)))
     # a component missing from the variant folder runs in fp32 on both sides
-    vision_file = folder / f"{VISION}.onnx"
+    vision_file = folder / onnx_file_name(VISION)
     variant_vision = ort_runner(vision_file) if has_vision and vision_file.is_file() else fp32[0]
-    variant = (variant_vision, ort_runner(folder / f"{DECODER}.onnx"))
+    variant = (variant_vision, ort_runner(folder / onnx_file_name(DECODER)))
     # Reported, not gated (threshold 0): the table's token gate is compare's, against transformers'
     # own generate over 16 tokens; a few held-out prompts of 8 tokens vs the fp32 ONNX are too few to
     # gate whole-sequence matches (tiny int8: 1 of 4 prompts exact, while every tensor gate passes).

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from trt_pipeline.artifacts.manifests import read_export_manifest
 from trt_pipeline.config import DimRange
 from trt_pipeline.errors import CalibrationError
 from trt_pipeline.progress import progress_bar
@@ -122,13 +123,10 @@ class CalibrationReader:
         show_progress: bool = False,
         description: str = "calibration inputs",
     ) -> None:
-        from trt_pipeline.export.dims import dims_from_json
-        from trt_pipeline.export.exporter import read_export_manifest
-
         self.out_dir = Path(out_dir)
         self.manifest = read_export_manifest(self.out_dir)
-        self.ranges: dict[str, DimRange] = dims_from_json(self.manifest["dims"])
-        self.components: list[str] = list(self.manifest["components"])
+        self.ranges: dict[str, DimRange] = self.manifest.ranges
+        self.components: list[str] = list(self.manifest.components)
         if not items:
             raise CalibrationError(
                 "no calibration items were given.",
@@ -203,7 +201,7 @@ class CalibrationReader:
         if self._processing is None:
             from trt_pipeline.models.glm4v.processing import Glm4vProcessing
 
-            self._processing = Glm4vProcessing(self.out_dir / "hf")
+            self._processing = Glm4vProcessing(self.manifest.layout.hf_dir)
         return self._processing
 
     @property
@@ -257,8 +255,8 @@ class CalibrationReader:
                 continue
             raise CalibrationError(
                 f"calibration item {sample.id!r} is outside the exported ranges: {what}, but the export allows "
-                f"{axis} in [{span.min}, {span.max}] ({self.out_dir / 'export.json'}).",
-                path=self.out_dir / "export.json",
+                f"{axis} in [{span.min}, {span.max}] ({self.manifest.path}).",
+                path=self.manifest.path,
                 hint=_range_hint(axis),
             )
 

@@ -35,14 +35,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trt_pipeline.artifacts import atomic_output_dir, sha256_file, sha256_tree, tool_versions, write_json_atomic
+from trt_pipeline.artifacts import (
+    FileDigest,
+    OutputLayout,
+    atomic_output_dir,
+    sha256_file,
+    sha256_tree,
+    tool_versions,
+    write_json_atomic,
+)
+from trt_pipeline.artifacts.layout import (
+    CALIBRATION_CACHE,
+    PRECISION_MANIFEST,
+    component_calibration_cache_name,
+    external_data_path,
+    onnx_file_name,
+)
+from trt_pipeline.artifacts.manifests import ExportManifest, read_export_manifest
 from trt_pipeline.config import Fp16Config, Int8Config
 from trt_pipeline.errors import CalibrationError, ConfigError
 from trt_pipeline.progress import log, progress_bar
 
 TOOLS = ("onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "onnx-graphsurgeon", "polygraphy",
          "numpy", "torch", "transformers")
-CALIBRATION_CACHE = "calibration.cache"
 CALIB_SPLIT, HELDOUT_SPLIT = "calib", "heldout"
 
 
@@ -83,15 +98,15 @@ def calibration_folders(calib: Path | str | None, need_heldout: bool = True) -> 
     return calib_dir, heldout_dir if heldout_dir.is_dir() else None
 
 
-def _components(manifest: dict[str, Any], wanted: list[str], out_dir: Path) -> list[str]:
+def _components(manifest: ExportManifest, wanted: list[str], out_dir: Path) -> list[str]:
     from trt_pipeline.runtime.onnxruntime_runner import onnx_path
 
-    available = list(manifest["components"])
+    available = list(manifest.components)
     chosen = [c for c in wanted if c in available]
     if not chosen:
         raise ConfigError(
-            f"none of the components {wanted} is in {out_dir / 'export.json'} (it has {available}).",
-            path=out_dir / "export.json",
+            f"none of the components {wanted} is in {manifest.path} (it has {available}).",
+            path=manifest.path,
         )
     for component in chosen:
         onnx_path(out_dir, "fp32", component)  # raises OnnxModelError when missing
@@ -99,14 +114,15 @@ def _components(manifest: dict[str, Any], wanted: list[str], out_dir: Path) -> l
 
 
 def _input_hashes(out_dir: Path, components: list[str], calib_dir: Path, heldout_dir: Path | None) -> dict[str, str]:
+    layout = OutputLayout(out_dir)
     hashes = {}
     for component in components:
-        path = out_dir / "onnx" / "fp32" / f"{component}.onnx"
-        hashes[f"onnx/fp32/{path.name}"] = sha256_file(path)
-        data = path.with_name(path.name + ".data")
+        path = layout.onnx_path("fp32", component)
+        hashes[layout.rel(path)] = sha256_file(path)
+        data = external_data_path(path)
         if data.is_file():
-            hashes[f"onnx/fp32/{data.name}"] = sha256_file(data)
-    hashes["export.json"] = sha256_file(out_dir / "export.json")
+            hashes[layout.rel(data)] = sha256_file(data)
+    hashes[layout.rel(layout.export_manifest)] = sha256_file(layout.export_manifest)
     hashes[f"calibration:{calib_dir}"] = sha256_tree(calib_dir)
     if heldout_dir is not None:
         hashes[f"heldout:{heldout_dir}"] = sha256_tree(heldout_dir)
@@ -133,17 +149,20 @@ def _readers(out_dir: Path, calib_dir: Path, heldout_dir: Path | None, calib_sam
 def _component_entry(folder: Path, component: str, precision: str) -> dict[str, Any]:
     from trt_pipeline.graph.autocast import io_dtypes
 
-    path = folder / f"{component}.onnx"
-    data = path.with_name(path.name + ".data")
+    path = folder / onnx_file_name(component)
+    data = external_data_path(path)
+    digest = FileDigest.of(path)
     entry: dict[str, Any] = {
         "file": path.name,
         "external_data": data.name if data.is_file() else None,
-        "sha256": sha256_file(path),
+        "sha256": digest.sha256,
+        "size": digest.size,
         "precision": precision,
         **io_dtypes(path),
     }
     if data.is_file():
-        entry["external_data_sha256"] = sha256_file(data)
+        data_digest = FileDigest.of(data)
+        entry["external_data_sha256"], entry["external_data_size"] = data_digest.sha256, data_digest.size
     return entry
 
 
@@ -211,8 +230,6 @@ def _prepare(out_dir: Path, cfg: Any, show_progress: bool) -> tuple[list[str], P
     All input errors (missing export, calibration data missing/empty/undecodable/out of range)
     surface here, before the output folder is touched.
     """
-    from trt_pipeline.export.exporter import read_export_manifest
-
     manifest = read_export_manifest(out_dir)
     components = _components(manifest, list(cfg.components), out_dir)
     calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
@@ -236,7 +253,8 @@ def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress
     start = time.perf_counter()
     out_dir = Path(out_dir)
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
-    target = out_dir / "onnx" / "fp16"
+    layout = OutputLayout(out_dir)
+    target = layout.onnx_dir("fp16")
     report = None
     with atomic_output_dir(target) as tmp:
         entries: dict[str, Any] = {}
@@ -245,7 +263,7 @@ def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress
             for component in components:
                 progress.update(task, description=f"autocast {component}")
                 result = autocast_file(
-                    out_dir / "onnx" / "fp32" / f"{component}.onnx", tmp / f"{component}.onnx",
+                    layout.onnx_path("fp32", component), tmp / onnx_file_name(component),
                     calib.feeds(component), keep_io_types=cfg.keep_io_types, data_max=cfg.data_max,
                     init_max=cfg.init_max, op_types_to_exclude=cfg.op_types_to_exclude,
                     nodes_to_exclude=cfg.nodes_to_exclude,
@@ -261,7 +279,7 @@ def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress
         report = _evaluate(out_dir, "fp16", tmp, heldout, cfg, gates_for("fp16", cfg.min_cosine, cfg.max_p99_rel))
         data["accuracy"] = _accuracy_summary(report)
         data["seconds"] = round(time.perf_counter() - start, 3)
-        write_json_atomic(tmp / "manifest.json", data)
+        write_json_atomic(tmp / PRECISION_MANIFEST, data)
     return _finish(target, "fp16", report, time.perf_counter() - start)
 
 
@@ -279,7 +297,8 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
     start = time.perf_counter()
     out_dir = Path(out_dir)
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
-    target = out_dir / "onnx" / "int8"
+    layout = OutputLayout(out_dir)
+    target = layout.onnx_dir("int8")
     report = None
     fp16 = cfg.fp16_config()
     with atomic_output_dir(target) as tmp:
@@ -289,8 +308,8 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
             task = progress.add_task("int8", total=len(components))
             for component in components:
                 precision = cfg.components[component]
-                src = out_dir / "onnx" / "fp32" / f"{component}.onnx"
-                dst = tmp / f"{component}.onnx"
+                src = layout.onnx_path("fp32", component)
+                dst = tmp / onnx_file_name(component)
                 progress.update(task, description=f"{precision} {component}")
                 extra: dict[str, Any]
                 if precision == "int8":
@@ -320,7 +339,7 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
         report = _evaluate(out_dir, "int8", tmp, heldout, cfg, gates_for("int8", cfg.min_cosine))
         data["accuracy"] = _accuracy_summary(report)
         data["seconds"] = round(time.perf_counter() - start, 3)
-        write_json_atomic(tmp / "manifest.json", data)
+        write_json_atomic(tmp / PRECISION_MANIFEST, data)
     return _finish(target, "int8", report, time.perf_counter() - start)
 
 
@@ -335,7 +354,7 @@ def _write_caches(folder: Path, caches: dict[str, dict[str, float]], trt_version
     writer(folder / CALIBRATION_CACHE, merged, trt_version)
     per_component = {}
     for component, scales in caches.items():
-        name = f"{component}.{CALIBRATION_CACHE}"
+        name = component_calibration_cache_name(component)
         writer(folder / name, scales, trt_version)
         per_component[component] = {"file": name, "entries": len(scales)}
     header = (folder / CALIBRATION_CACHE).read_text(encoding="utf-8").splitlines()[0]
@@ -351,9 +370,9 @@ def _write_caches(folder: Path, caches: dict[str, dict[str, float]], trt_version
 
 def _copy_model(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
-    data = src.with_name(src.name + ".data")
+    data = external_data_path(src)
     if data.is_file():
-        shutil.copy2(data, dst.with_name(dst.name + ".data"))
+        shutil.copy2(data, external_data_path(dst))
 
 
 __all__ = ["CALIBRATION_CACHE", "calibration_folders", "make_fp16", "make_int8"]

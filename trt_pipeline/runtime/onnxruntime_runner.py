@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trt_pipeline.artifacts.manifests import verified_onnx
 from trt_pipeline.errors import OnnxModelError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def onnx_path(out_dir: Path | str, precision: str, component: str) -> Path:
-    """``OUT/onnx/PRECISION/COMPONENT.onnx``, refusing a missing file with what to run."""
-    path = Path(out_dir) / "onnx" / precision / f"{component}.onnx"
-    if not path.is_file():
-        producer = "autoglm-trt export" if precision == "fp32" else f"autoglm-trt precision {precision}"
-        raise OnnxModelError(
-            f"{path} not found.", path=path, hint=f"run `{producer}` for {Path(out_dir)} first."
-        )
-    return path
+def onnx_path(out_dir: Path | str, precision: str, component: str, *, verify: bool = True) -> Path:
+    """``OUT/onnx/PRECISION/COMPONENT.onnx``, checked against its manifest's size and sha256.
+
+    Refuses a missing file with what to run, and (``verify``) a file whose bytes differ from the
+    manifest (:class:`~trt_pipeline.errors.ArtifactIntegrityError` naming it).
+    """
+    return verified_onnx(out_dir, precision, component, verify=verify)
 
 
 def session(path: Path | str, threads: int | None = None):
@@ -49,9 +48,9 @@ def ort_runner(path: Path | str, name: str | None = None):
     return OnnxrtRunner(lambda: session(path), name=name or f"ort-{path.parent.name}-{path.stem}")
 
 
-def ort_component_runners(out_dir: Path | str, precision: str = "fp32"):
-    """(vision, decoder) ONNX Runtime runners of one precision folder."""
+def ort_component_runners(out_dir: Path | str, precision: str = "fp32", *, verify: bool = True):
+    """(vision, decoder) ONNX Runtime runners of one precision folder (files verified first)."""
     return (
-        ort_runner(onnx_path(out_dir, precision, "vision_encoder")),
-        ort_runner(onnx_path(out_dir, precision, "decoder")),
+        ort_runner(onnx_path(out_dir, precision, "vision_encoder", verify=verify)),
+        ort_runner(onnx_path(out_dir, precision, "decoder", verify=verify)),
     )

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from polygraphy.backend.base import BaseRunner
 
+from trt_pipeline.artifacts.layout import engine_path
 from trt_pipeline.engine.manifest import (
     EngineManifest,
     _rebuild_hint,
@@ -685,11 +686,6 @@ class TensorRTRunner(BaseRunner):
 COMPONENTS = ("vision_encoder", "decoder")
 
 
-def engine_path(out_dir: Path | str, precision: str, component: str) -> Path:
-    """``OUT/engines/COMPONENT.PRECISION.engine`` (docs/artifacts.md)."""
-    return Path(out_dir) / "engines" / f"{component}.{precision}.engine"
-
-
 def trt_component_runners(
     out_dir: Path | str,
     precision: str = "fp16",
@@ -704,7 +700,7 @@ def trt_component_runners(
     its manifest is absent; compatibility is checked again when each runner activates.
     """
     ctx = ctx or require_tensorrt(device_index)
-    paths = [engine_path(out_dir, precision, c) for c in COMPONENTS]
+    paths = [engine_path(out_dir, c, precision) for c in COMPONENTS]
     for path in paths:
         if not path.is_file():
             raise EngineCompatibilityError(

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from trt_pipeline.cli.options import ExportDir, MaxNewTokens, ReferenceCheckpoint, split_list, tolerance_pairs
+from trt_pipeline.cli.options import ExportDir, MaxNewTokens, ReferenceCheckpoint, Verify, split_list, tolerance_pairs
 
 
 def _passed_line(result: object) -> str:
@@ -36,6 +36,7 @@ def compare_command(
         "--tol", metavar="KEY=VALUE", help="Override a gate, repeatable: PRECISION.GROUP.METRIC=VALUE (GROUP image_features|logits|present, "
         "METRIC atol|cosine|p99_rel, VALUE a number or off) or PRECISION.tokens=RATE.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Polygraphy's comparison log.")] = False,
+    verify: Verify = True,
 ) -> None:
     """Compare torch-export, ONNX Runtime (fp32/fp16/int8) and TensorRT with transformers: per-output gates + greedy tokens.
 
@@ -51,4 +52,4 @@ def compare_command(
         max_new_tokens=max_new_tokens, tokens=tokens, extremes=extremes, torch_export=torch_export,
         tolerances=tolerance_pairs(tol), verbose=verbose,
     )
-    typer.echo(_passed_line(compare(folder, cfg)))
+    typer.echo(_passed_line(compare(folder, cfg, verify=verify)))

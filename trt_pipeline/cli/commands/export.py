@@ -15,7 +15,9 @@ from trt_pipeline.cli.options import (
     ExportDir,
     MaxNewTokens,
     OnnxPrecision,
+    Overwrite,
     ReferenceCheckpoint,
+    Verify,
     split_list,
 )
 
@@ -46,6 +48,7 @@ def export_command(
     dtype: Annotated[str, typer.Option("--dtype", help="auto (the checkpoint's dtype) | bfloat16 | float16 | float32.")] = "auto",
     streaming: Annotated[Optional[bool], typer.Option("--streaming/--in-memory", help=(
         "Trace weight-free and stream the weights into external data [default: above 2 GiB of weights]."))] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Export the vision encoder and decoder to ONNX with dynamic axes, simplify and validate them."""
     from trt_pipeline.config import ExportConfig
@@ -57,7 +60,7 @@ def export_command(
         simplify=simplify, validate=validate, allow_missing_tokenizer=allow_missing_tokenizer, dtype=dtype,
         streaming=streaming,
     )
-    export(checkpoint, out, cfg)
+    export(checkpoint, out, cfg, overwrite=overwrite)
     typer.echo(f"export written to {out}")
 
 
@@ -83,15 +86,21 @@ def validate_command(
     precision: Annotated[Optional[str], typer.Option(help="Which OUT/onnx/PRECISION to check [default: the export's own].")] = None,
     atol_logits: Annotated[float, typer.Option("--atol-logits")] = 1e-4,
     atol_vision: Annotated[float, typer.Option("--atol-vision")] = 1e-5,
+    verify: Verify = True,
 ) -> None:
     """ONNX Runtime (CPU) vs transformers over every dynamic axis (min / interior / max)."""
-    from trt_pipeline.export.exporter import read_export_manifest
+    from trt_pipeline.artifacts import read_export_manifest
+    from trt_pipeline.errors import CheckpointError
     from trt_pipeline.export.validate import validate
 
     manifest = read_export_manifest(folder)
-    source = checkpoint or Path(manifest["checkpoint"]["path"])
-    precision = precision or manifest.get("precision", "fp32")
-    report = validate(folder, source, precision=precision, atol_logits=atol_logits, atol_vision=atol_vision)
+    source = checkpoint or manifest.checkpoint_path
+    if source is None:
+        raise CheckpointError(f"{manifest.path} names no source checkpoint.", path=manifest.path,
+                              hint="pass --checkpoint with the checkpoint folder the export was made from.")
+    precision = precision or manifest.precision
+    report = validate(folder, source, precision=precision, atol_logits=atol_logits, atol_vision=atol_vision,
+                      verify=verify)
     typer.echo(f"validation passed: {len(report.results)} checks, report in {folder / 'reports'}")
 
 
@@ -109,6 +118,7 @@ def generate_command(
         "Largest image in pixels (height x width), applied to every backend's image processing "
         "[default: preprocessor_config.json]."))] = None,
     as_json: AsJson = False,
+    verify: Verify = True,
 ) -> None:
     """Greedy generation through the checkpoint's tokenizer, chat template and image processor."""
     from trt_pipeline.errors import ConfigError
@@ -126,7 +136,8 @@ def generate_command(
     if not prompt:
         raise ConfigError("pass --prompt (repeatable) or --conversation FILE.json.")
     images = [list(image or [])] + [[] for _ in prompt[1:]]
-    result = generate(GenerateRequest(src, list(prompt), images, backend, precision, max_new_tokens, max_pixels=max_pixels))
+    result = generate(GenerateRequest(src, list(prompt), images, backend, precision, max_new_tokens,
+                                      max_pixels=max_pixels, verify=verify))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from trt_pipeline.artifacts.layout import EXPORT_MANIFEST
 from trt_pipeline.errors import CheckpointError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer.tiktoken")
@@ -74,7 +75,7 @@ def check_serving_assets(checkpoint: Path | str, allow_missing: bool = False) ->
             f"{checkpoint} lacks what serving the export needs: " + "; ".join(described) + ".",
             path=checkpoint / missing[0].files[0],
             hint="copy these files from the original Hugging Face checkpoint, or pass --allow-missing-tokenizer "
-            "to export anyway (recorded as a warning in export.json; generate/serve will not work).",
+            f"to export anyway (recorded as a warning in {EXPORT_MANIFEST}; generate/serve will not work).",
         )
     return [f"checkpoint lacks {d}: generate/serve cannot use this export" for d in described]
 

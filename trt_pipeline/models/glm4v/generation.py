@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from trt_pipeline.artifacts.layout import OutputLayout
+from trt_pipeline.artifacts.manifests import read_export_manifest
 from trt_pipeline.models.glm4v import stepper
 from trt_pipeline.models.glm4v.config import Glm4vDims, load_dims
 from trt_pipeline.models.glm4v.processing import MultimodalInputs
@@ -36,14 +38,21 @@ class HostAssets:
         return cls(model.dims, model.embed_table.detach(), model.vision_position_table.detach())
 
     @classmethod
-    def from_export_dir(cls, out_dir: Path | str) -> HostAssets:
-        """Load the tables written by ``autoglm-trt export`` (``embeddings/*.safetensors``)."""
+    def from_export_dir(cls, out_dir: Path | str, *, verify: bool = True) -> HostAssets:
+        """Load the tables written by ``autoglm-trt export`` (``embeddings/*.safetensors``).
+
+        With ``verify`` each table is checked against the sha256/size recorded in export.json first.
+        """
         from safetensors.torch import load_file
 
-        out_dir = Path(out_dir)
-        dims = load_dims(out_dir / "hf")
-        embed = load_file(str(out_dir / "embeddings" / "embed_tokens.safetensors"))["weight"]
-        table = load_file(str(out_dir / "embeddings" / "vision_pos_embed.safetensors"))["weight"]
+        layout = OutputLayout(out_dir)
+        if verify:
+            manifest = read_export_manifest(layout.root)
+            for path in (layout.embed_tokens, layout.vision_pos_embed):
+                manifest.verify_file(path)
+        dims = load_dims(layout.hf_dir)
+        embed = load_file(str(layout.embed_tokens))["weight"]
+        table = load_file(str(layout.vision_pos_embed))["weight"]
         return cls(dims, embed, table)
 
 
