@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trt_pipeline.artifacts import sha256_file
-from trt_pipeline.errors import ConfigError
+from trt_pipeline.errors import ConfigError, OutputFolderError
 from trt_pipeline.fixtures.checkpoint_factory import has_weights, write_checkpoint
 from trt_pipeline.models.glm4v.sizes import count_parameters_from_config
 from trt_pipeline.models.glm4v.weights import read_header as read_safetensors_header
@@ -293,8 +293,15 @@ def test_refuses_non_empty_folder_unless_overwrite(tmp_path: Path) -> None:
         write_checkpoint(out, "tiny", config_only=True)
     assert str(out) in str(info.value)
     assert (out / "keep.txt").read_text() == "precious"
-    write_checkpoint(out, "tiny", config_only=True, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "config.json").exists()
+    # issue 17: --overwrite replaces only folders this tool wrote; a user's folder is never deleted
+    with pytest.raises(OutputFolderError) as info:
+        write_checkpoint(out, "tiny", config_only=True, overwrite=True)
+    assert str(out) in str(info.value) and info.value.exit_code == 2
+    assert (out / "keep.txt").read_text() == "precious"
+    ours = write_checkpoint(tmp_path / "ours", "tiny", config_only=True)
+    (ours / "stale.txt").write_text("from an earlier run")
+    write_checkpoint(ours, "tiny", config_only=True, overwrite=True)
+    assert not (ours / "stale.txt").exists() and (ours / "config.json").exists()
     (tmp_path / "empty").mkdir()
     write_checkpoint(tmp_path / "empty", "tiny", config_only=True)  # an empty folder is fine
 
@@ -314,6 +321,7 @@ def test_no_partial_folder_when_writing_fails(tmp_path: Path, monkeypatch: pytes
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "config.json").write_text("{}")
+    (existing / "trt_pipeline_checkpoint.json").write_text("{}")  # ours: --overwrite may replace it (issue 17)
     with pytest.raises(RuntimeError):
         write_checkpoint(existing, "tiny", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
