@@ -5,7 +5,7 @@ from __future__ import annotations
 from trt_pipeline.artifacts import OutputLayout, read_export_manifest
 from trt_pipeline.config import PipelineConfig
 from trt_pipeline.pipeline import run_pipeline
-from trt_pipeline.pipeline_config import parse_pipeline_config
+from trt_pipeline.config import parse_pipeline_config
 
 
 def test_builtin_checkpoint_lives_in_hf_only(tmp_path):
