@@ -79,7 +79,7 @@ class PipelineSection:
 class PipelineConfig(PipelineSection):
     """``autoglm-trt pipeline``: the ``[pipeline]`` run fields, what to force, and every stage's config.
 
-    ``checkpoint`` None means: make the built-in ``preset`` checkpoint (tiny) under OUT/checkpoint.
+    ``checkpoint`` None means: make the built-in ``preset`` checkpoint (tiny) in OUT/hf (the export's HF folder, so OUT holds it once).
     ``out`` None means ``engines/<checkpoint folder name>`` (``engines/<preset>`` for the built-in one).
     ``force`` comes from the command line only. Stage configs default to :data:`PIPELINE_DEFAULTS`
     over each class's defaults.
