@@ -44,11 +44,11 @@ class EngineLimits:
 
     @classmethod
     def from_export(cls, out_dir: Path) -> EngineLimits:
-        from trt_pipeline.export.exporter import read_export_manifest
+        from trt_pipeline.artifacts import read_export_manifest
 
-        ranges = read_export_manifest(out_dir)["dims"]
-        return cls(int(ranges["batch_size"]["max"]), int(ranges["sequence_length"]["max"]),
-                   int(ranges["past_sequence_length"]["max"]), int(ranges["num_image_tokens"]["max"]))
+        dims = read_export_manifest(out_dir).dims
+        return cls(dims["batch_size"].max, dims["sequence_length"].max,
+                   dims["past_sequence_length"].max, dims["num_image_tokens"].max)
 
 
 @dataclass
