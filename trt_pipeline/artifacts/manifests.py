@@ -227,13 +227,8 @@ def _export_components(data: dict[str, Any], root: Path, path: Path) -> dict[str
     components = data.get("components")
     if not isinstance(components, dict) or not components:
         raise OnnxModelError(f"{path} lists no components.", path=path, hint=REEXPORT_HINT)
-    parsed = {name: _component(name, entry, root, path) for name, entry in components.items()}
-    for entry in parsed.values():
-        if not entry.path.is_file():
-            raise OnnxModelError(
-                f"{path} is stale: it names {entry.path}, which does not exist.", path=path, hint=REEXPORT_HINT,
-            )
-    return parsed
+    # files are checked where they are loaded (verified_onnx): a bundle ships export.json with one precision only
+    return {name: _component(name, entry, root, path) for name, entry in components.items()}
 
 
 def parse_export_manifest(data: dict[str, Any], path: Path) -> ExportManifest:
