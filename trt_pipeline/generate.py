@@ -65,6 +65,8 @@ class Source:
 
     export_dir: Path | None
     checkpoint: Path | None
+    #: the export's image limit (h x w), so images are resized as the export was shaped for
+    max_pixels: int | None = None
 
     @property
     def hf_dir(self) -> Path:
@@ -75,8 +77,9 @@ def resolve_source(src: Path | str) -> Source:
     src = Path(src)
     layout = OutputLayout(src)
     if layout.export_manifest.is_file():
-        checkpoint = read_export_manifest(src).checkpoint_path
-        return Source(src, checkpoint if checkpoint is not None and checkpoint.is_dir() else None)
+        manifest = read_export_manifest(src)
+        checkpoint = manifest.checkpoint_path
+        return Source(src, checkpoint if checkpoint is not None and checkpoint.is_dir() else None, manifest.max_pixels)
     if (src / "config.json").is_file():
         return Source(None, src)
     raise PipelineError(
@@ -209,7 +212,7 @@ def generate(request: GenerateRequest) -> GenerateOutput:
     if request.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {request.max_new_tokens}.")
     source = resolve_source(request.src)
-    processing = Glm4vProcessing(source.hf_dir, max_pixels=request.max_pixels)
+    processing = Glm4vProcessing(source.hf_dir, max_pixels=request.max_pixels or source.max_pixels)
     inputs = processing(request.prompts, request.images)
     start = time.perf_counter()
     ids = BACKENDS[request.backend](source, request, processing, inputs)
@@ -285,7 +288,7 @@ def generate_conversation(request: GenerateRequest, conversation: Path | str) ->
     if not turns:
         raise ConfigError(f"{conversation} has no user message to reply to.", path=conversation)
     source = resolve_source(request.src)
-    processing = Glm4vProcessing(source.hf_dir, max_pixels=request.max_pixels)
+    processing = Glm4vProcessing(source.hf_dir, max_pixels=request.max_pixels or source.max_pixels)
     prompts = [parsed.prefix(index + 1) for index in turns]
     encoded = [processing.encode_messages(p.messages, p.images) for p in prompts]
     eos = processing.eos_token_ids

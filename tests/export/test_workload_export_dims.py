@@ -81,3 +81,28 @@ def test_context_beyond_the_model_is_refused(tmp_path: Path) -> None:
     small = write_checkpoint(tmp_path / "small", "small", config_only=True, progress=False)
     with pytest.raises(ConfigError, match="max_position_embeddings 8192"):
         export_dims(ExportConfig(workload="phone-agent"), load_dims(small), small)
+
+
+def test_export_records_the_workload_and_generate_uses_its_pixel_limit(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """export.json carries the workload (sources, profile opts, max_pixels); loaders read it typed."""
+    from PIL import Image
+
+    from trt_pipeline.artifacts.manifests import read_export_manifest
+    from trt_pipeline.export.exporter import export
+    from trt_pipeline.generate import resolve_source
+    from trt_pipeline.models.glm4v.processing import Glm4vProcessing
+
+    out = export(tiny_checkpoint, tmp_path / "out", ExportConfig(
+        max_seq=64, max_kv=64, max_pixels=112 * 224, components=("vision_encoder",), validate=False, simplify=False),
+        show_progress=False)
+    manifest = read_export_manifest(out)
+    assert manifest.workload["name"] == "tiny" and manifest.max_pixels == 112 * 224
+    assert manifest.workload["sources"]["sequence_length"] == "flag --max-seq"
+    assert manifest.profile_opts["prefill"]["sequence_length"] == 64
+    assert manifest.dims["num_image_tokens"].max == 112 * 224 // 784
+    source = resolve_source(out)
+    assert source.max_pixels == 112 * 224
+    image = tmp_path / "s.png"
+    Image.new("RGB", (1080, 2400), (9, 9, 9)).save(image)
+    tokens = Glm4vProcessing(source.hf_dir, max_pixels=source.max_pixels)(["x"], [[image]]).num_image_tokens
+    assert tokens <= manifest.dims["num_image_tokens"].max

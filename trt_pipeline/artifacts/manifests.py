@@ -198,6 +198,34 @@ class ExportManifest:
         return str(self.raw.get("precision", "fp32"))
 
     @property
+    def workload(self) -> Mapping[str, Any]:
+        """The ``workload`` section: name, per-dim sources, profile opt values, ``max_pixels``."""
+        section = self.raw.get("workload") or {}
+        if not isinstance(section, Mapping):
+            raise OnnxModelError(f"{self.path}: 'workload' must be an object, got {section!r}.", path=self.path,
+                                 hint="re-run `autoglm-trt export` to regenerate it.")
+        return section
+
+    @property
+    def max_pixels(self) -> int | None:
+        """Pixels (h x w) of the largest image the export was made for; None: the processor config's."""
+        value = self.workload.get("max_pixels")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise OnnxModelError(f"{self.path}: workload.max_pixels must be a positive integer, got {value!r}.",
+                                 path=self.path, hint="re-run `autoglm-trt export` to regenerate it.")
+        return value
+
+    @property
+    def profile_opts(self) -> dict[str, dict[str, int]]:
+        """Per TensorRT profile (prefill / append / decode), the workload's typical dim values."""
+        profiles = self.workload.get("profiles") or {}
+        try:
+            return {str(name): {str(dim): int(v) for dim, v in dims.items()} for name, dims in profiles.items()}
+        except (AttributeError, TypeError, ValueError):
+            raise OnnxModelError(f"{self.path}: workload.profiles must map profile -> dim -> integer.",
+                                 path=self.path, hint="re-run `autoglm-trt export` to regenerate it.") from None
+
+    @property
     def dtype(self) -> str:
         """The torch dtype the export traced in (``float32`` unless ``--dtype`` kept another one)."""
         return str(self.raw.get("dtype", "float32"))

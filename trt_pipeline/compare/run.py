@@ -250,7 +250,7 @@ def compare(
     data_dir = Path(cfg.data) if cfg.data is not None else default_heldout_dir()
     report_dir = Path(cfg.report_dir) if cfg.report_dir is not None else layout.reports_dir
     ranges = manifest.ranges
-    processing = Glm4vProcessing(layout.hf_dir)
+    processing = Glm4vProcessing(layout.hf_dir, max_pixels=manifest.max_pixels)
     assets = HostAssets.from_export_dir(out_dir, verify=verify)
     heldout = load_heldout(processing, data_dir, cfg.max_items)
     reference = TransformersReference(checkpoint)

@@ -112,7 +112,8 @@ def plan_build(cfg: BuildConfig) -> BuildPlan:
     plans = []
     for name, source in inputs.components.items():
         notes: list[str] = []
-        profiles = derive_profiles(name, source.inputs, inputs.dims, cfg.shapes, notes=notes)
+        profiles = derive_profiles(name, source.inputs, inputs.dims, cfg.shapes, notes=notes,
+                                   workload_opts=inputs.profile_opts)
         validate_profiles(profiles, read_onnx_inputs(source.onnx_path), path=source.onnx_path)
         plans.append(ComponentPlan(source, profiles, cfg.engine_path(name), tuple(notes)))
     return BuildPlan(inputs, tuple(plans))

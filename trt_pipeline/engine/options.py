@@ -196,6 +196,8 @@ class BuildInputs:
     components: Mapping[str, ComponentSource]
     precision_dir: Path
     calibration_cache: Path | None = None
+    #: per profile, the workload's typical dim values (export.json ``workload.profiles``)
+    profile_opts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def all_input_names(self) -> list[str]:
         return [spec.name for source in self.components.values() for spec in source.inputs]
@@ -280,7 +282,8 @@ def resolve_build_inputs(cfg: BuildConfig) -> BuildInputs:
                 path=calibration_cache,
                 hint=_precision_hint("int8", out_dir),
             )
-    return BuildInputs(out_dir, export.path, export.dims, components, listed.folder, calibration_cache)
+    return BuildInputs(out_dir, export.path, export.dims, components, listed.folder, calibration_cache,
+                       export.profile_opts)
 
 
 # --------------------------------------------------------------------------------------------

@@ -201,7 +201,7 @@ class CalibrationReader:
         if self._processing is None:
             from trt_pipeline.models.glm4v.processing import Glm4vProcessing
 
-            self._processing = Glm4vProcessing(self.manifest.layout.hf_dir)
+            self._processing = Glm4vProcessing(self.manifest.layout.hf_dir, max_pixels=self.manifest.max_pixels)
         return self._processing
 
     @property

@@ -83,7 +83,7 @@ def load_model(config: ServeConfig, metrics: ServeMetrics) -> ServedModel:
     source = resolve_source(config.out)
     out_dir = _need_export(source, config.backend)
     engine = ServeEngine.load(out_dir, config.backend, config.precision)
-    processing = Glm4vProcessing(source.hf_dir)
+    processing = Glm4vProcessing(source.hf_dir, max_pixels=source.max_pixels)
     eos = processing.eos_token_ids
     cache = PrefixCache(config.prefix_cache_entries) if config.prefix_cache_entries > 0 else None
     scheduler = Scheduler(engine, eos, metrics, cache, config.max_queue)
