@@ -10,6 +10,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from trt_pipeline.artifacts.layout import OutputLayout
 from trt_pipeline.bundle.targets import BundleTarget, get_target
 from trt_pipeline.bundle.trtexec import format_commands, trtexec_commands
 from trt_pipeline.bundle.verify import SUMS_FILE, write_sums
@@ -20,8 +21,6 @@ from trt_pipeline.errors import ConfigError
 
 #: The export copy inside a bundle (build.sh builds ``EXPORT_SUBDIR/<engines>``).
 EXPORT_SUBDIR = "export"
-#: Host-side folders generation needs besides the ONNX (tokenizer/chat template/processor config; tables).
-HOST_FOLDERS = ("hf", "embeddings")
 BUNDLE_PRECISIONS = ("fp16", "int8")
 
 
@@ -37,7 +36,8 @@ class Bundle:
 def copy_export(out_dir: Path, dest: Path, precision: str) -> None:
     """Export manifest, host folders and the ONNX folder of ``precision`` (graphs, external data, caches)."""
     inputs = resolve_build_inputs(BuildConfig(out_dir, precision=precision))
-    for source in (inputs.export_path, inputs.precision_dir, *(out_dir / name for name in HOST_FOLDERS)):
+    layout = OutputLayout(out_dir)  # host folders: tokenizer/chat template/processor config, embedding tables
+    for source in (inputs.export_path, inputs.precision_dir, layout.hf_dir, layout.embeddings_dir):
         target = dest / source.relative_to(out_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
