@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_pipeline.artifacts import OutputLayout, read_export_manifest
+from trt_pipeline.models.glm4v.contract import ExportContract
 from trt_pipeline.errors import ConfigError, PipelineError
 
 
@@ -143,13 +144,14 @@ def export_chunk_size(out_dir: Path) -> int:
 def _host_loop(
     assets: Any, runners: tuple[Any, Any], request: GenerateRequest, processing: Any, inputs: Any,
     chunk_size: int | None = None,
+    contract: ExportContract | None = None,
 ) -> list[list[int]]:
     from trt_pipeline.models.glm4v.generation import greedy_generate
 
     result = greedy_generate(
         assets, runners[0], runners[1], inputs, request.max_new_tokens,
         eos_token_ids=processing.eos_token_ids, pad_token_id=processing.pad_token_id,
-        chunk_size=request.chunk_size or chunk_size,
+        chunk_size=request.chunk_size or chunk_size, contract=contract,
     )
     return result.token_lists()
 
@@ -192,7 +194,10 @@ HOST_BACKENDS: dict[str, Callable[[Source, GenerateRequest], tuple[Any, tuple[An
 def _host_backend(name: str) -> Callable[[Source, GenerateRequest, Any, Any], list[list[int]]]:
     def run(source: Source, request: GenerateRequest, processing: Any, inputs: Any) -> list[list[int]]:
         assets, runners, chunk = HOST_BACKENDS[name](source, request)
-        return _host_loop(assets, runners, request, processing, inputs, chunk)
+        contract = None
+        if chunk is not None and source.export_dir is not None:  # an artifact's runners: enforce its dims
+            contract = ExportContract.from_manifest(read_export_manifest(source.export_dir))
+        return _host_loop(assets, runners, request, processing, inputs, chunk, contract)
 
     return run
 

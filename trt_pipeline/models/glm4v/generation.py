@@ -22,6 +22,7 @@ from trt_pipeline.artifacts.manifests import read_export_manifest
 from trt_pipeline.models.glm4v import stepper
 from trt_pipeline.models.glm4v.config import Glm4vDims, load_dims
 from trt_pipeline.models.glm4v.processing import MultimodalInputs
+from trt_pipeline.models.glm4v.contract import ExportContract
 from trt_pipeline.models.glm4v.stepper import DecoderStepper, FeedBuilder
 
 
@@ -90,18 +91,26 @@ def greedy_generate(
     pad_token_id: int = 0,
     collect_logits: bool = False,
     chunk_size: int | None = None,
+    contract: ExportContract | None = None,
 ) -> GenerationResult:
     """Greedy decoding of ``max_new_tokens`` tokens (fewer if every row hits EOS).
 
-    The prompt is prefilled in chunks of at most ``chunk_size`` tokens (None: one call).
+    The prompt is prefilled in chunks of at most ``chunk_size`` tokens (None: one call). With a
+    ``contract`` (the export's limits) a request the artifact cannot serve is refused up front,
+    before the vision encoder or decoder runs.
     """
     batch = inputs.input_ids.shape[0]
+    if contract is not None:
+        contract.check_request(batch, int(inputs.input_ids.shape[1]), max_new_tokens)
+        if inputs.image_grid_thw is not None:
+            merge2 = assets.dims.vision.spatial_merge_size ** 2
+            contract.check_image_tokens([int(g.prod()) // merge2 for g in inputs.image_grid_thw])
     with contextlib.ExitStack() as stack:
         for runner in (vision_runner, decoder_runner):
             if runner is not None and not runner.is_active:
                 stack.enter_context(runner)
         image_features = encode_images(assets, vision_runner, inputs)
-        decoder = DecoderStepper(assets, decoder_runner, chunk_size=chunk_size)
+        decoder = DecoderStepper(assets, decoder_runner, chunk_size=chunk_size, contract=contract)
         step = decoder.prefill_prompt(inputs, image_features)
         finished = torch.zeros(batch, dtype=torch.bool)
         eos = torch.tensor(list(eos_token_ids), dtype=torch.long)

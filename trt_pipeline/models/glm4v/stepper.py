@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from trt_pipeline.models.glm4v import host
+from trt_pipeline.models.glm4v.contract import ExportContract
 from trt_pipeline.models.glm4v.config import Glm4vDims
 from trt_pipeline.models.glm4v.io_spec import LOGITS_POSITIONS, past_names, present_names
 from trt_pipeline.models.glm4v.processing import MultimodalInputs
@@ -226,6 +227,7 @@ class DecoderStepper:
         chunk_size: longest segment run in one call (the export's ``sequence_length`` max);
             None runs each segment in one call.
         check_inputs: passed to ``runner.infer`` (Polygraphy's input shape/dtype check).
+        contract: the export's limits; a call outside them is refused before the runner sees it.
     """
 
     def __init__(
@@ -236,6 +238,7 @@ class DecoderStepper:
         builder: FeedBuilder | None = None,
         chunk_size: int | None = None,
         check_inputs: bool = True,
+        contract: ExportContract | None = None,
     ) -> None:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -243,6 +246,7 @@ class DecoderStepper:
         self.builder = builder or FeedBuilder.for_runner(assets, runner)
         self.chunk_size = chunk_size
         self.check_inputs = check_inputs
+        self.contract = contract
         self.reset(1)
 
     # -- cache ----------------------------------------------------------------------------------
@@ -293,6 +297,9 @@ class DecoderStepper:
         prepared with (used only when the runner has no ``logits_positions`` input and computes
         every position).
         """
+        if self.contract is not None:
+            embeds = feed["inputs_embeds"]
+            self.contract.check_step(int(embeds.shape[0]), int(embeds.shape[1]), self.past_length)
         out = self.runner.infer(feed, check_inputs=self.check_inputs)
         past = {name: np.asarray(out[src]) for name, src in zip(self.builder.past_names, self.builder.present_names)}
         after = positions.amax(dim=(0, 2)) + 1
