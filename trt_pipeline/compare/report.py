@@ -211,7 +211,7 @@ def render_markdown(report: CompareReport) -> str:
         f"- export: `{report.out_dir}`",
         f"- reference: {report.reference.get('name', 'transformers')} (`{report.reference.get('checkpoint')}`)",
         f"- held-out data: `{report.reference.get('data')}` ({report.reference.get('items', 0)} items)",
-        f"- samples: " + ", ".join(f"{c} {len(s)}" for c, s in report.samples.items()),
+        "- samples: " + ", ".join(f"{c} {len(s)}" for c, s in report.samples.items()),
         f"- created {report.created}, {report.seconds:.1f} s",
     ]
     for skip in report.skipped:

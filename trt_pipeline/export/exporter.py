@@ -79,8 +79,6 @@ def export(
     """
     from trt_pipeline.export import streaming as streamer
     from trt_pipeline.export.dtypes import precision_folder, resolve_export_dtype
-    from trt_pipeline.export.examples import DECODER_FIRST_PAST, decoder_example, vision_example
-    from trt_pipeline.models.glm4v.io_spec import DECODER, VISION, component_spec
     from trt_pipeline.models.hub import resolve_checkpoint
 
     checkpoint, out = resolve_checkpoint(checkpoint), Path(out)  # a folder or a Hub id (via the HF cache)
@@ -111,20 +109,9 @@ def export(
             _save_tables(model, layout, entries)
             progress.advance(task)
             onnx_dir = layout.onnx_dir(precision)
-            components: dict[str, Any] = {}
-            examples = {VISION: (vision_example, None), DECODER: (decoder_example, DECODER_FIRST_PAST)}
-            modules = {VISION: model.vision_encoder, DECODER: model.decoder}
-            for name in cfg.components:
-                progress.update(task, description=f"exporting {name}")
-                start = time.perf_counter()
-                spec = component_spec(dims, name, dtype)
-                make_example, variadic = examples[name]
-                facts = _export_one(modules[name], spec, make_example(model), layout.onnx_path(precision, name),
-                                    cfg, variadic, entries if streaming else None)
-                timings[name] = time.perf_counter() - start
-                components[name] = {**facts, **spec.to_dict()}
-                progress.advance(task)
-            del model, modules  # `modules` kept the weights alive through onnxsim (+1 checkpoint of RSS)
+            components = _export_components(model, dims, dtype, precision, layout, cfg, entries if streaming else None,
+                                            progress, task, timings)
+            del model  # the weights must not stay alive through onnxsim (+1 checkpoint of RSS)
             if cfg.simplify and not streaming:  # streaming: simplified weight-free before the weights went in
                 progress.update(task, description="simplifying")
                 start = time.perf_counter()
@@ -140,30 +127,8 @@ def export(
                 "components": components,
                 "tool_versions": tool_versions(*TOOLS),
             })
-            manifest = {
-                "format_version": EXPORT_FORMAT_VERSION,
-                "model_type": "glm4v",
-                "checkpoint": {
-                    "path": str(checkpoint.resolve()),
-                    "sha256": sha256_tree(checkpoint),
-                    "dims": dims.to_dict(),
-                },
-                "opset": cfg.opset,
-                "dtype": dtype,
-                "precision": precision,
-                "streamed": streaming,
-                "config": cfg.to_dict(),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "tool_versions": tool_versions(*TOOLS),
-                "dims": dims_to_json(ranges, dims.vision.spatial_merge_size),
-                "workload": workload.to_json(),
-                "components": {
-                    name: {**entry, "file": layout.rel(onnx_dir / entry["file"])} for name, entry in components.items()
-                },
-                "files": {layout.rel(p): FileDigest.of(p).to_json() for p in (layout.embed_tokens, layout.vision_pos_embed)},
-                "timings_s": {k: round(v, 3) for k, v in timings.items()},
-                "warnings": warnings,
-            }
+            manifest = _export_manifest(checkpoint, dims, cfg, dtype, precision, streaming, ranges, workload,
+                                        layout, components, timings, warnings)
             write_json_atomic(layout.export_manifest, manifest)
     log(f"exported {', '.join(cfg.components)} to {out}")
     if cfg.validate:
@@ -173,6 +138,57 @@ def export(
                  show_progress=show_progress)
     return out
 
+
+
+def _export_components(
+    model: Any, dims: Glm4vDims, dtype: str, precision: str, layout: OutputLayout, cfg: ExportConfig,
+    entries: dict[str, Any] | None, progress: Any, task: Any, timings: dict[str, float],
+) -> dict[str, Any]:
+    """Trace each requested component to ``onnx/<precision>/``; returns their manifest entries."""
+    from trt_pipeline.export.examples import DECODER_FIRST_PAST, decoder_example, vision_example
+    from trt_pipeline.models.glm4v.io_spec import DECODER, VISION, component_spec
+
+    components: dict[str, Any] = {}
+    examples = {VISION: (vision_example, None), DECODER: (decoder_example, DECODER_FIRST_PAST)}
+    modules = {VISION: model.vision_encoder, DECODER: model.decoder}
+    for name in cfg.components:
+        progress.update(task, description=f"exporting {name}")
+        start = time.perf_counter()
+        spec = component_spec(dims, name, dtype)
+        make_example, variadic = examples[name]
+        facts = _export_one(modules[name], spec, make_example(model), layout.onnx_path(precision, name),
+                            cfg, variadic, entries)
+        timings[name] = time.perf_counter() - start
+        components[name] = {**facts, **spec.to_dict()}
+        progress.advance(task)
+    return components
+
+
+def _export_manifest(
+    checkpoint: Path, dims: Glm4vDims, cfg: ExportConfig, dtype: str, precision: str, streaming: bool,
+    ranges: Any, workload: Any, layout: OutputLayout, components: dict[str, Any], timings: dict[str, float],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """The content of export.json (read back by :mod:`trt_pipeline.artifacts.manifests`)."""
+    onnx_dir = layout.onnx_dir(precision)
+    return {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "model_type": "glm4v",
+        "checkpoint": {"path": str(checkpoint.resolve()), "sha256": sha256_tree(checkpoint), "dims": dims.to_dict()},
+        "opset": cfg.opset,
+        "dtype": dtype,
+        "precision": precision,
+        "streamed": streaming,
+        "config": cfg.to_dict(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "tool_versions": tool_versions(*TOOLS),
+        "dims": dims_to_json(ranges, dims.vision.spatial_merge_size),
+        "workload": workload.to_json(),
+        "components": {name: {**entry, "file": layout.rel(onnx_dir / entry["file"])} for name, entry in components.items()},
+        "files": {layout.rel(p): FileDigest.of(p).to_json() for p in (layout.embed_tokens, layout.vision_pos_embed)},
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "warnings": warnings,
+    }
 
 def _load(checkpoint: Path, dims: Glm4vDims, dtype: str, streaming: bool) -> tuple[Any, dict[str, Any] | None]:
     """(model, checkpoint entries): streaming -> a meta-device model and the checked tensor headers
