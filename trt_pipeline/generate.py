@@ -22,7 +22,7 @@ from typing import Any
 
 from trt_pipeline.artifacts import OutputLayout, read_export_manifest
 from trt_pipeline.models.glm4v.contract import ExportContract
-from trt_pipeline.errors import ConfigError, PipelineError
+from trt_pipeline.errors import CheckpointError, ConfigError, PipelineError
 
 
 @dataclass
@@ -83,7 +83,7 @@ def resolve_source(src: Path | str) -> Source:
         return Source(src, checkpoint if checkpoint is not None and checkpoint.is_dir() else None, manifest.max_pixels)
     if (src / "config.json").is_file():
         return Source(None, src)
-    raise PipelineError(
+    raise CheckpointError(
         f"{src} is neither an export folder ({layout.export_manifest.name}) nor a checkpoint folder (config.json).",
         path=src,
         hint="pass the folder written by `autoglm-trt export` or a Hugging Face checkpoint folder.",
@@ -92,7 +92,7 @@ def resolve_source(src: Path | str) -> Source:
 
 def _need_checkpoint(source: Source, backend: str) -> Path:
     if source.checkpoint is None:
-        raise PipelineError(
+        raise ConfigError(
             f"backend {backend!r} needs the source checkpoint, which is not available for {source.export_dir}.",
             path=source.export_dir,
             hint="pass the checkpoint folder itself as SRC.",
@@ -102,7 +102,7 @@ def _need_checkpoint(source: Source, backend: str) -> Path:
 
 def _need_export(source: Source, backend: str) -> Path:
     if source.export_dir is None:
-        raise PipelineError(
+        raise ConfigError(
             f"backend {backend!r} runs exported models, but {source.checkpoint} is a checkpoint.",
             path=source.checkpoint,
             hint=f"run `autoglm-trt export {source.checkpoint} --out DIR` and pass DIR.",

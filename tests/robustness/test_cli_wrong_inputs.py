@@ -502,17 +502,7 @@ def _(ws):
 
 # Known gaps, each owned by a fix in flight (issues 10 and 17). strict=True: a case that starts
 # passing fails the suite, so whoever lands the fix must delete its line here.
-_DATA_LOSS = "issue 17.1: an --out that is not one of our artifacts is replaced instead of refused"
-_UNTYPED = "issue 17.2: generate.resolve_source raises the untyped PipelineError base (exit 1); generate.py is being rewritten by the artifact-layout change"
 XFAIL: dict[str, str] = {
-    "export: --out is a user folder": _DATA_LOSS,
-    "export: --out is a file": _DATA_LOSS,
-    "pipeline: --out is a user folder": _DATA_LOSS,
-    "export: opset out of range": "issue 17.2: --opset is not range-checked; ONNX Runtime's error does not name it",
-    "precision int8: export.json not JSON": "issue 10.1: export.json is not read through one typed manifest reader",
-    "compare: truncated ONNX": "issue 17.3: no size/sha256 check before running; a partial report is left behind",
-    "generate: missing source": _UNTYPED,
-    "generate: export.json missing": _UNTYPED,
 }
 
 

@@ -40,6 +40,13 @@ def _check_components(components: Any) -> None:
         raise ConfigError(f"unknown component(s) {unknown}; choose from {list(COMPONENTS)}.")
 
 
+def _newest_onnx_opset() -> int:
+    """The newest default-domain opset the installed onnx package defines (the exporter's bound)."""
+    import onnx
+
+    return int(onnx.defs.onnx_opset_version())
+
+
 def _check_at_least(cfg: Any, low: int, *names: str, prefix: str = "--") -> None:
     """``name >= low`` for each of ``names`` (None allowed), naming the CLI option in the error."""
     for name in names:
@@ -95,6 +102,10 @@ class ExportConfig:
         _check_components(self.components)
         if self.opset < 17:
             raise ConfigError(f"opset {self.opset} is too old: LayerNormalization needs opset >= 17.")
+        newest = _newest_onnx_opset()
+        if self.opset > newest:
+            raise ConfigError(f"--opset {self.opset} is newer than the installed onnx knows (newest: {newest}).",
+                              hint="pass an opset between 17 and that; 18 is the default and what TensorRT 10/11 parse.")
         _check_at_least(self, 1, "max_batch", "max_seq", "min_image_tokens", "max_kv", "max_pixels")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ConfigError(f"--dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}.")
