@@ -22,7 +22,7 @@ from typing import Any
 
 from trt_pipeline.artifacts import OutputLayout, read_export_manifest
 from trt_pipeline.models.glm4v.contract import ExportContract
-from trt_pipeline.errors import CheckpointError, ConfigError, PipelineError
+from trt_pipeline.errors import CheckpointError, ConfigError
 
 
 @dataclass
