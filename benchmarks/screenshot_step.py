@@ -61,13 +61,13 @@ def render_screenshot(path: Path, size: tuple[int, int] = SCREEN, screen: str = 
 
 
 def prepare(work: Path, max_seq: int, max_kv: int) -> tuple[Path, Path, dict[str, float]]:
-    """The small checkpoint and its phone-agent export (made once; reused when present)."""
+    """The small checkpoint and its phone-agent export (made once; reused when present, with their timings)."""
     from trt_pipeline.config import ExportConfig
     from trt_pipeline.export.exporter import export
     from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
 
-    timings: dict[str, float] = {}
-    ckpt, out = work / "ckpt", work / "export"
+    ckpt, out, saved = work / "ckpt", work / "export", work / "prepare_timings.json"
+    timings: dict[str, float] = json.loads(saved.read_text()) if saved.is_file() else {}
     if not (ckpt / "config.json").is_file():
         start = time.perf_counter()
         write_checkpoint(ckpt, "small", seed=0, overwrite=True)
@@ -78,6 +78,7 @@ def prepare(work: Path, max_seq: int, max_kv: int) -> tuple[Path, Path, dict[str
                            validate=False)
         export(ckpt, out, cfg, show_progress=False)
         timings["export_s"] = round(time.perf_counter() - start, 1)
+    saved.write_text(json.dumps(timings))
     return ckpt, out, timings
 
 
@@ -97,6 +98,7 @@ def _peak_rss() -> int:
 def run_ort(out: str, image: str, new_tokens: int, dump: str) -> dict[str, Any]:
     """Chunked ORT generate (child process); features and prefill logits saved to ``dump``."""
     import numpy as np
+    import torch
 
     from trt_pipeline.generate import export_chunk_size
     from trt_pipeline.models.glm4v.generation import HostAssets, encode_images, greedy_generate
@@ -116,6 +118,7 @@ def run_ort(out: str, image: str, new_tokens: int, dump: str) -> dict[str, Any]:
         generate_s = time.perf_counter() - start
     np.save(f"{dump}/ort_features.npy", result.image_features.numpy())
     np.save(f"{dump}/ort_prefill_logits.npy", result.step_logits[0].numpy())
+    np.save(f"{dump}/ort_step_logits.npy", torch.stack(result.step_logits, dim=1).numpy())
     prompt = int(inputs.input_ids.shape[1])
     return {
         "tokens": result.token_lists()[0], "text": processing.decode(result.token_lists()[0]),
@@ -148,6 +151,7 @@ def run_transformers(ckpt: str, image: str, new_tokens: int, dump: str) -> dict[
     tokens = out.sequences[0, inputs.input_ids.shape[1]:].tolist()
     np.save(f"{dump}/hf_features.npy", feats.float().numpy())
     np.save(f"{dump}/hf_prefill_logits.npy", out.logits[0].float().numpy())
+    np.save(f"{dump}/hf_step_logits.npy", torch.stack(out.logits, dim=1).float().numpy())
     return {"tokens": tokens, "text": processing.decode(tokens), "vision_s": round(vision_s, 2),
             "generate_s": round(generate_s, 2), "attn_implementation": model.config._attn_implementation,
             "peak_rss_bytes": _peak_rss()}
@@ -173,6 +177,16 @@ def errors(dump: Path, name: str) -> dict[str, float]:
             "ref_max_abs": float(np.abs(ref).max()), "elements": int(ref.size)}
 
 
+def margins(dump: Path) -> dict[str, float]:
+    """Per-step top-1 minus top-2 logit of transformers (how close a step was to another token)."""
+    import numpy as np
+
+    ref = np.load(dump / "hf_step_logits.npy")[0]  # [steps, vocab]
+    top2 = np.sort(ref, axis=-1)[:, -2:]
+    gaps = top2[:, 1] - top2[:, 0]
+    return {"min_top1_top2_margin": float(gaps.min()), "median_top1_top2_margin": float(np.median(gaps))}
+
+
 def first_mismatch(a: list[int], b: list[int]) -> int | None:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
 
@@ -187,6 +201,9 @@ def table(result: dict[str, Any]) -> str:
         ("vision max abs / cosine", f"{err['vision_features']['max_abs']:.3e} / {err['vision_features']['cosine']:.9f}"),
         ("prefill logit max abs / cosine",
          f"{err['prefill_logits']['max_abs']:.3e} / {err['prefill_logits']['cosine']:.9f}"),
+        ("all steps logit max abs / cos",
+         f"{err['all_step_logits']['max_abs']:.3e} / {err['all_step_logits']['cosine']:.9f}"),
+        ("min top1-top2 margin / distinct", f"{result['margins']['min_top1_top2_margin']:.3e} / {result['distinct_tokens']}"),
         ("ORT vision / generate s", f"{ort['vision_s']} / {ort['generate_s']}"),
         ("HF vision / generate s", f"{hf['vision_s']} / {hf['generate_s']}"),
         ("peak RSS ORT / HF GB", f"{ort['peak_rss_bytes'] / 1e9:.2f} / {hf['peak_rss_bytes'] / 1e9:.2f}"),
@@ -219,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_equal": ort["tokens"] == hf["tokens"],
         "agreement": len(hf["tokens"]) if mismatch is None else mismatch,
         "errors": {"vision_features": errors(args.work, "features"),
-                   "prefill_logits": errors(args.work, "prefill_logits")},
+                   "prefill_logits": errors(args.work, "prefill_logits"),
+                   "all_step_logits": errors(args.work, "step_logits")},
+        "margins": margins(args.work),
+        "distinct_tokens": len(set(hf["tokens"])),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
