@@ -69,12 +69,16 @@ def _set(data: dict, path: tuple[str, ...], value: Any, delete: bool) -> None:
 
 
 @st.composite
-def mutated_json(draw: st.DrawFn, base: dict) -> str:
-    """``base`` with 1-4 keys deleted or set to a bad value, sometimes truncated or not an object."""
+def mutated_json(draw: st.DrawFn, base: dict, focus: tuple[str, ...] = ()) -> str:
+    """``base`` with 1-4 keys deleted or set to a bad value, sometimes truncated or not an object.
+
+    ``focus``: top-level keys whose subtrees get half of the mutations (``dims``... in export.json).
+    """
     data = json.loads(json.dumps(base))
     paths = _key_paths(base)
+    focused = [p for p in paths if p[0] in focus] or paths
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
-        path = draw(st.sampled_from(paths))
+        path = draw(st.sampled_from(focused if draw(st.booleans()) else paths))
         _set(data, path, draw(BAD_VALUES), delete=draw(st.integers(0, 3)) == 0)
     text = json.dumps(data, indent=2)  # NaN/Infinity: what Python writes, and what json.loads reads back
     shape = draw(st.integers(0, 19))
@@ -159,3 +163,58 @@ def test_any_config_json_gives_dims_or_a_checkpoint_error_naming_it(checkpoint_c
     check()
     print(f"config.json examples: {outcomes}")
     assert outcomes["dims"] > 0 and outcomes["dims_refused"] > 0, f"the generator reaches only one outcome: {outcomes}"
+
+
+# ----------------------------------------------------------------------------------- export.json
+
+
+@pytest.fixture(scope="module")
+def export_copy(compare_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One private copy of the tiny export; each example rewrites only its export.json."""
+    return Path(shutil.copytree(compare_export, tmp_path_factory.mktemp("props") / "export"))
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(compare_export: Path) -> dict:
+    return json.loads((compare_export / "export.json").read_text(encoding="utf-8"))
+
+
+def _read_like_the_commands(out: Path) -> None:
+    """export.json read as generate, compare and build read it, up to (not including) running a model."""
+    from trt_pipeline.artifacts import read_export_manifest
+    from trt_pipeline.engine.builder import plan_build
+    from trt_pipeline.engine.options import BuildConfig
+    from trt_pipeline.generate import export_chunk_size
+    from trt_pipeline.models.glm4v.generation import HostAssets
+
+    manifest = read_export_manifest(out)
+    manifest.ranges, manifest.precision, manifest.dtype, manifest.checkpoint_path  # compare, validate
+    export_chunk_size(out)  # generate
+    HostAssets.from_export_dir(out)  # generate / compare: host tables verified against export.json
+    plan_build(BuildConfig(out))  # build, everything before TensorRT
+
+
+def test_any_export_json_is_read_or_refused_naming_it(export_copy: Path, tiny_manifest: dict):
+    manifest_path = export_copy / "export.json"
+    outcomes = {"read": 0, "refused": 0, "build_cli_refused": 0}
+
+    @PROPERTY_SETTINGS
+    @given(text=mutated_json(tiny_manifest, focus=("dims", "files", "components")))
+    def check(text: str) -> None:
+        manifest_path.write_text(text, encoding="utf-8")
+        before = fingerprint(export_copy)
+        try:
+            _read_like_the_commands(export_copy)
+            outcomes["read"] += 1
+        except Exception as error:  # noqa: BLE001 - the property: only typed errors
+            _assert_typed(error, export_copy)  # export.json, or a file it names that no longer matches
+            outcomes["refused"] += 1
+        # `build --print-trtexec` plans the build (export.json, profiles) without TensorRT
+        if _assert_cli_ok_or_typed(["build", str(export_copy), "--print-trtexec", "--trtexec-tensorrt", "10"],
+                                   export_copy) != 0:
+            outcomes["build_cli_refused"] += 1
+        assert fingerprint(export_copy) == before, "a reader wrote into the export folder"
+
+    check()
+    print(f"export.json examples: {outcomes}")
+    assert outcomes["read"] > 0 and outcomes["refused"] > 0, f"the generator reaches only one outcome: {outcomes}"

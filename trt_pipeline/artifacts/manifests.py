@@ -259,6 +259,17 @@ def _export_components(data: dict[str, Any], root: Path, path: Path) -> dict[str
     return {name: _component(name, entry, root, path) for name, entry in components.items()}
 
 
+def _check_input_dims_defined(components: Mapping[str, ComponentEntry], dims: Mapping[str, DimSpec], path: Path) -> None:
+    """Every symbolic axis of a component input has a range in ``dims`` (profiles and range checks need it)."""
+    for name, entry in components.items():
+        undefined = sorted({d for spec in entry.inputs for d in spec.shape if isinstance(d, str)} - set(dims))
+        if undefined:
+            raise OnnxModelError(
+                f"{path}: the {name} inputs use dims {', '.join(undefined)} that 'dims' does not define.",
+                path=path, hint=REEXPORT_HINT,
+            )
+
+
 def parse_export_manifest(data: dict[str, Any], path: Path) -> ExportManifest:
     """Validate the JSON of ``export.json`` into an :class:`ExportManifest` (errors name ``path``)."""
     version = data.get("format_version")
@@ -274,6 +285,9 @@ def parse_export_manifest(data: dict[str, Any], path: Path) -> ExportManifest:
     if not isinstance(dims, dict) or not dims:
         raise OnnxModelError(f"{path} has no 'dims' (symbolic axis ranges).", path=path, hint=REEXPORT_HINT)
     files = data.get("files") or {}
+    parsed_dims = parse_dims(dims, source=path)
+    components = _export_components(data, path.parent, path)
+    _check_input_dims_defined(components, parsed_dims, path)
     return ExportManifest(
         path=path,
         format_version=int(version),
@@ -282,8 +296,8 @@ def parse_export_manifest(data: dict[str, Any], path: Path) -> ExportManifest:
         checkpoint_sha256=str(checkpoint.get("sha256", "")),
         checkpoint_dims=checkpoint.get("dims") or {},
         opset=data.get("opset"),
-        dims=parse_dims(dims, source=path),
-        components=_export_components(data, path.parent, path),
+        dims=parsed_dims,
+        components=components,
         files={rel: FileDigest(str(v["sha256"]), v.get("size")) for rel, v in files.items() if isinstance(v, dict)},
         timings_s=data.get("timings_s") or {},
         raw=data,
@@ -300,7 +314,13 @@ def read_export_manifest(out: Path | str) -> ExportManifest:
     path = OutputLayout(out).export_manifest
     hint = "run `autoglm-trt export CHECKPOINT --out DIR` first."
     data = _load_json_object(path, "an export folder", hint)
-    return parse_export_manifest(data, path)
+    try:
+        return parse_export_manifest(data, path)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+        # a hand-edited or foreign value the checks above do not name (a files entry without sha256,
+        # an infinite dim, a number for external_data): still the file's fault, never a traceback
+        raise OnnxModelError(f"{path} is malformed ({type(error).__name__}: {error}).", path=path,
+                             hint=REEXPORT_HINT) from None
 
 
 # --------------------------------------------------------------------------------------------

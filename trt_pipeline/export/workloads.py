@@ -192,7 +192,8 @@ def resolve_workload(
     if overrides.get("max_image_tokens") is not None:
         high, sources["num_image_tokens"] = int(overrides["max_image_tokens"]), "flag --max-image-tokens"
     if not 1 <= low <= high:
-        raise ConfigError(f"image tokens min {low} > max {high}.", hint="check --min-image-tokens/--max-image-tokens.")
+        raise ConfigError(f"image tokens min {low} > max {high} ({sources['num_image_tokens']}).",
+                          hint="check --min-image-tokens/--max-image-tokens.")
     typical = workload.typical
     prefill_opt = min(chunk, typical.get("prefill", chunk))
     dims = {

@@ -148,6 +148,10 @@ def _dims_from_dict(raw: dict[str, Any], path: Path) -> Glm4vDims:
             path=path,
             hint="point the command at an AutoGLM-Phone-9B / GLM-4.1V checkpoint folder.",
         )
+    architectures = raw.get("architectures")
+    if architectures is not None and not (isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)):
+        raise CheckpointError(f"{path}: `architectures` must be a list of class names, got {architectures!r}.", path=path,
+                              hint='GLM-4.1V writes ["Glm4vForConditionalGeneration"].')
     text = raw.get("text_config") or {}
     vision = raw.get("vision_config") or {}
     if not isinstance(text, dict) or not isinstance(vision, dict) or not text or not vision:
