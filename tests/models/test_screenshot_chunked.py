@@ -25,7 +25,7 @@ if str(REPO) not in sys.path:
 
 SCREEN = (1080, 2400)
 MAX_PIXELS = 240 * 532  # 1080x2400 -> 224x532 px (multiples of 28) -> 608 patches, 152 image tokens
-MAX_SEQ = 64  # the prompt (~230 tokens) is prefilled in 4 chunks
+MAX_SEQ = 64  # the prompt (192 tokens, 152 of them image) is prefilled in 3 chunks
 MAX_KV = 320
 NEW_TOKENS = 16
 INSTRUCTION = "Task: turn on Wi-Fi. Look at the screen and answer with one action, e.g. do(action=\"Tap\")."
