@@ -148,3 +148,27 @@ def test_build_print_trtexec_needs_no_tensorrt(export):
     assert "--memPoolSize=workspace:1024M" in lines[1] and "--stronglyTyped" in lines[1]
     eleven = CliRunner().invoke(app, ["build", str(export), "--int8", "--print-trtexec", "--trtexec-tensorrt", "11"])
     assert eleven.exit_code == 0 and "--stronglyTyped" not in eleven.output
+
+
+def _tree_digest(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["user folder", "file"])
+def test_bundle_never_replaces_what_it_did_not_write(export, tmp_path, kind):
+    """`bundle --out` onto a user's folder or file: exit 2, the folder/file byte for byte as before, no .tar."""
+    if kind == "file":
+        target = tmp_path / "notes.txt"
+        target.write_text("my notes")
+        before = target.read_bytes()
+    else:
+        target = tmp_path / "mine"
+        (target / "sub").mkdir(parents=True)
+        (target / "a.txt").write_text("keep me")
+        (target / "sub" / "b.bin").write_bytes(os.urandom(64))
+        before = _tree_digest(target)
+    result = CliRunner().invoke(app, ["bundle", str(export), "--target", "x86-trt11", "--out", str(target)])
+    assert result.exit_code == 2, result.output
+    assert str(target) in result.output and "Traceback" not in result.output
+    assert (target.read_bytes() if kind == "file" else _tree_digest(target)) == before
+    assert not target.with_name(target.name + ".tar").exists()
