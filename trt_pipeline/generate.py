@@ -51,13 +51,8 @@ class GenerateOutput:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "precision": self.precision,
-            "token_ids": self.token_ids,
-            "texts": self.texts,
-            "seconds": round(self.seconds, 4),
-        }
+        fields = ("backend", "precision", "token_ids", "texts")
+        return {**{name: getattr(self, name) for name in fields}, "seconds": round(self.seconds, 4)}
 
 
 @dataclass(frozen=True)

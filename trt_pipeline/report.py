@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_pipeline.artifacts import OutputLayout, read_export_manifest, read_json, sha256_file, write_text_atomic
+from trt_pipeline.units import format_bytes
 from trt_pipeline.artifacts.layout import PIPELINE_LOCK, PIPELINE_STATE
 from trt_pipeline.errors import OnnxModelError
 
@@ -45,11 +46,7 @@ def artifact_files(out_dir: Path) -> list[Path]:
 
 
 def human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(size) < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"  # pragma: no cover
+    return format_bytes(size, 1)
 
 
 def _table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:

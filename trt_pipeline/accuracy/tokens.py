@@ -32,6 +32,11 @@ def first_divergence(reference: Sequence[int], candidate: Sequence[int]) -> int 
     return None
 
 
+#: the scalar results of a :class:`TokenAgreement`, in report order
+SUMMARY_FIELDS = ("backend", "precision", "prompts", "exact_matches", "exact_match_rate", "token_agreement",
+                  "first_token_agreement", "mean_first_divergence", "mean_common_prefix", "threshold", "passed")
+
+
 @dataclass
 class TokenAgreement:
     """Reference and candidate sequences of one candidate over the held-out prompts, and the gate."""
@@ -99,17 +104,7 @@ class TokenAgreement:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "backend": self.backend,
-            "precision": self.precision,
-            "prompts": self.prompts,
-            "exact_matches": self.exact_matches,
-            "exact_match_rate": self.exact_match_rate,
-            "token_agreement": self.token_agreement,
-            "first_token_agreement": self.first_token_agreement,
-            "mean_first_divergence": self.mean_first_divergence,
-            "mean_common_prefix": self.mean_common_prefix,
-            "threshold": self.threshold,
-            "passed": self.passed,
+            **{name: getattr(self, name) for name in SUMMARY_FIELDS},
             "per_prompt": [
                 {"id": i, "first_divergence": d, "reference": r, "candidate": c}
                 for i, d, r, c in zip(self.ids, self.divergences, self.reference, self.candidate)

@@ -18,19 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from trt_pipeline.errors import CheckpointError
-from trt_pipeline.models.glm4v.config import Glm4vDims, VisionDims, load_dims
+from trt_pipeline.units import format_bytes
+from trt_pipeline.models.glm4v.config import SPECIAL_TOKEN_FIELDS, Glm4vDims, VisionDims, load_dims
 from trt_pipeline.models.glm4v.sizes import engine_estimates, kv_cache, parameter_counts
 from trt_pipeline.models.glm4v.weights import find_weight_files, scan_files
 
 #: config.json token-id field -> the special token it must name in tokenizer.json
-TOKEN_FIELDS = {
-    "image_token_id": "<|image|>",
-    "video_token_id": "<|video|>",
-    "image_start_token_id": "<|begin_of_image|>",
-    "image_end_token_id": "<|end_of_image|>",
-    "video_start_token_id": "<|begin_of_video|>",
-    "video_end_token_id": "<|end_of_video|>",
-}
+TOKEN_FIELDS = SPECIAL_TOKEN_FIELDS
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 
@@ -231,12 +225,6 @@ def checkpoint_info(path: Path | str) -> CheckpointInfo:
     )
 
 
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} TB"  # pragma: no cover
 
 
 def format_count(n: float) -> str:

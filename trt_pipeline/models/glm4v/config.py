@@ -22,6 +22,16 @@ from trt_pipeline.errors import CheckpointError
 SUPPORTED_MODEL_TYPES = ("glm4v",)
 
 
+#: config.json token-id field -> the special token it names in GLM-4.1V's tokenizer
+SPECIAL_TOKEN_FIELDS: dict[str, str] = {
+    "image_token_id": "<|image|>",
+    "video_token_id": "<|video|>",
+    "image_start_token_id": "<|begin_of_image|>",
+    "image_end_token_id": "<|end_of_image|>",
+    "video_start_token_id": "<|begin_of_video|>",
+    "video_end_token_id": "<|end_of_video|>",
+}
+
 @dataclass(frozen=True)
 class TextDims:
     """Text decoder dimensions (``text_config``)."""
