@@ -170,3 +170,13 @@ def test_edited_embeddings_are_refused_at_load(small_export, tmp_path):
     table.write_bytes(bytes(data))
     with pytest.raises(ArtifactIntegrityError, match="embed_tokens.safetensors"):
         HostAssets.from_export_dir(out)
+
+
+def test_an_edited_initializer_is_refused_at_serve_load(edited_export):
+    """`serve` loads the same verified runners: an edited decoder never starts serving."""
+    from trt_pipeline.serve.metrics import ServeMetrics
+    from trt_pipeline.serve.model import ServeConfig, load_model
+
+    with pytest.raises(ArtifactIntegrityError, match="does not match its manifest") as info:
+        load_model(ServeConfig(out=edited_export, backend="ort"), ServeMetrics())
+    assert "decoder.onnx" in str(info.value)
