@@ -131,6 +131,11 @@ def _transformers_model(checkpoint: Path) -> Any:
     return Glm4vForConditionalGeneration.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
 
 
+def export_contract(out_dir: Path) -> ExportContract:
+    """The shapes an export serves (read once per run): limits checked before running, and the chunk size."""
+    return ExportContract.from_manifest(read_export_manifest(out_dir))
+
+
 def export_chunk_size(out_dir: Path) -> int:
     """The longest prefill call an export serves (its ``sequence_length`` max): longer prompts go in chunks."""
     return read_export_manifest(out_dir).dims["sequence_length"].max
@@ -151,7 +156,7 @@ def _host_loop(
     return result.token_lists()
 
 
-def _torch_export_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[Any, Any], int | None]:
+def _torch_export_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[Any, Any], ExportContract | None]:
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.models.glm4v.model import Glm4vExportModel
     from trt_pipeline.runtime.torch_runner import torch_component_runners
@@ -160,26 +165,26 @@ def _torch_export_runners(source: Source, request: GenerateRequest) -> tuple[Any
     return HostAssets.from_model(model), torch_component_runners(model), None
 
 
-def _ort_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[Any, Any], int | None]:
+def _ort_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[Any, Any], ExportContract | None]:
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.runtime.onnxruntime_runner import ort_component_runners
 
     out_dir = _need_export(source, "ort")
     runners = ort_component_runners(out_dir, request.precision, verify=request.verify)
-    return HostAssets.from_export_dir(out_dir, verify=request.verify), runners, export_chunk_size(out_dir)
+    return HostAssets.from_export_dir(out_dir, verify=request.verify), runners, export_contract(out_dir)
 
 
-def _trt_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[Any, Any], int | None]:
+def _trt_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[Any, Any], ExportContract | None]:
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.runtime.tensorrt_runner import trt_component_runners  # type: ignore[attr-defined]
 
     out_dir = _need_export(source, "trt")
     runners = trt_component_runners(out_dir, request.precision)
-    return HostAssets.from_export_dir(out_dir, verify=request.verify), runners, export_chunk_size(out_dir)
+    return HostAssets.from_export_dir(out_dir, verify=request.verify), runners, export_contract(out_dir)
 
 
-#: backends driven by the host stepper: (assets, (vision, decoder) runners, prefill chunk size)
-HOST_BACKENDS: dict[str, Callable[[Source, GenerateRequest], tuple[Any, tuple[Any, Any], int | None]]] = {
+#: backends driven by the host stepper: (assets, (vision, decoder) runners, the export's contract)
+HOST_BACKENDS: dict[str, Callable[[Source, GenerateRequest], tuple[Any, tuple[Any, Any], ExportContract | None]]] = {
     "torch-export": _torch_export_runners,
     "ort": _ort_runners,
     "trt": _trt_runners,
@@ -188,10 +193,8 @@ HOST_BACKENDS: dict[str, Callable[[Source, GenerateRequest], tuple[Any, tuple[An
 
 def _host_backend(name: str) -> Callable[[Source, GenerateRequest, Any, Any], list[list[int]]]:
     def run(source: Source, request: GenerateRequest, processing: Any, inputs: Any) -> list[list[int]]:
-        assets, runners, chunk = HOST_BACKENDS[name](source, request)
-        contract = None
-        if chunk is not None and source.export_dir is not None:  # an artifact's runners: enforce its dims
-            contract = ExportContract.from_manifest(read_export_manifest(source.export_dir))
+        assets, runners, contract = HOST_BACKENDS[name](source, request)  # contract: None for torch-export
+        chunk = contract.max_chunk if contract is not None else None
         return _host_loop(assets, runners, request, processing, inputs, chunk, contract)
 
     return run

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trt_pipeline.errors import ShapeError
+from trt_pipeline.errors import OnnxModelError, ShapeError
 
 #: the export flag that raises each limit
 FLAGS = {
@@ -38,6 +38,10 @@ class ExportContract:
     @classmethod
     def from_manifest(cls, manifest: Any) -> ExportContract:
         dims = manifest.dims
+        missing = [name for name in FLAGS if name not in dims]
+        if missing:
+            raise OnnxModelError(f"{manifest.path} defines no {', '.join(missing)} range.", path=manifest.path,
+                                 hint="re-run `autoglm-trt export` to regenerate export.json.")
         tokens = dims["num_image_tokens"]
         return cls(manifest.path, dims["batch_size"].max, dims["sequence_length"].max,
                    dims["past_sequence_length"].max, tokens.min, tokens.max)
