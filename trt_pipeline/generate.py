@@ -318,7 +318,8 @@ def _replay_on_cache(
 
     from trt_pipeline.models.glm4v.replay import PromptCache
 
-    assets, (vision, decoder), chunk = HOST_BACKENDS[request.backend](source, request)
+    assets, (vision, decoder), contract = HOST_BACKENDS[request.backend](source, request)
+    chunk = contract.max_chunk if contract is not None else None
     rows = []
     with contextlib.ExitStack() as stack:
         for runner in (vision, decoder):

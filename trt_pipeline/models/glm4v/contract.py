@@ -41,7 +41,7 @@ class ExportContract:
         missing = [name for name in FLAGS if name not in dims]
         if missing:
             raise OnnxModelError(f"{manifest.path} defines no {', '.join(missing)} range.", path=manifest.path,
-                                 hint="re-run `autoglm-trt export` to regenerate export.json.")
+                                 hint=f"re-run `autoglm-trt export` to regenerate {manifest.path.name}.")
         tokens = dims["num_image_tokens"]
         return cls(manifest.path, dims["batch_size"].max, dims["sequence_length"].max,
                    dims["past_sequence_length"].max, tokens.min, tokens.max)
