@@ -85,7 +85,8 @@ def resolve_source(src: Path | str) -> Source:
     )
 
 
-def _need_checkpoint(source: Source, backend: str) -> Path:
+def require_checkpoint(source: Source, backend: str) -> Path:
+    """The checkpoint behind ``source``, or a ConfigError saying ``backend`` needs it (an export without one)."""
     if source.checkpoint is None:
         raise ConfigError(
             f"backend {backend!r} needs the source checkpoint, which is not available for {source.export_dir}.",
@@ -95,7 +96,8 @@ def _need_checkpoint(source: Source, backend: str) -> Path:
     return source.checkpoint
 
 
-def _need_export(source: Source, backend: str) -> Path:
+def require_export(source: Source, backend: str) -> Path:
+    """The export folder of ``source``, or a ConfigError saying ``backend`` runs exported models (a checkpoint)."""
     if source.export_dir is None:
         raise ConfigError(
             f"backend {backend!r} runs exported models, but {source.checkpoint} is a checkpoint.",
@@ -111,7 +113,7 @@ def run_transformers(
     """transformers' ``generate(do_sample=False)``; ``model`` reuses a loaded model (conversation turns)."""
     import torch
 
-    model = model or _transformers_model(_need_checkpoint(source, "torch"))
+    model = model or _transformers_model(require_checkpoint(source, "torch"))
     with torch.no_grad():
         out = model.generate(
             **inputs.hf_kwargs(),
@@ -161,7 +163,7 @@ def _torch_export_runners(source: Source, request: GenerateRequest) -> tuple[Any
     from trt_pipeline.models.glm4v.model import Glm4vExportModel
     from trt_pipeline.runtime.torch_runner import torch_component_runners
 
-    model = Glm4vExportModel.from_pretrained(_need_checkpoint(source, "torch-export"), dtype="float32")
+    model = Glm4vExportModel.from_pretrained(require_checkpoint(source, "torch-export"), dtype="float32")
     return HostAssets.from_model(model), torch_component_runners(model), None
 
 
@@ -169,7 +171,7 @@ def _ort_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[A
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.runtime.onnxruntime_runner import ort_component_runners
 
-    out_dir = _need_export(source, "ort")
+    out_dir = require_export(source, "ort")
     runners = ort_component_runners(out_dir, request.precision, verify=request.verify)
     return HostAssets.from_export_dir(out_dir, verify=request.verify), runners, export_contract(out_dir)
 
@@ -178,7 +180,7 @@ def _trt_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[A
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.runtime.tensorrt_runner import trt_component_runners  # type: ignore[attr-defined]
 
-    out_dir = _need_export(source, "trt")
+    out_dir = require_export(source, "trt")
     runners = trt_component_runners(out_dir, request.precision)
     return HostAssets.from_export_dir(out_dir, verify=request.verify), runners, export_contract(out_dir)
 
@@ -297,7 +299,7 @@ def generate_conversation(request: GenerateRequest, conversation: Path | str) ->
     eos = processing.eos_token_ids
     start = time.perf_counter()
     if request.backend == "torch":
-        model = _transformers_model(_need_checkpoint(source, "torch"))
+        model = _transformers_model(require_checkpoint(source, "torch"))
         rows = [(run_transformers(source, request, processing, inputs, model)[0], 0) for inputs in encoded]
     else:
         rows = _replay_on_cache(source, request, encoded, [p.image_keys for p in prompts], eos)

@@ -35,6 +35,11 @@ class ExportContract:
     min_image_tokens: int
     max_image_tokens: int
 
+    @property
+    def max_sequence(self) -> int:
+        """Longest prompt + reply of one request: its last decode step appends to ``max_past`` cached tokens."""
+        return self.max_past + 2
+
     @classmethod
     def from_manifest(cls, manifest: Any) -> ExportContract:
         dims = manifest.dims
