@@ -20,6 +20,16 @@ def png_data_url(size: tuple[int, int] = (56, 84), color: tuple[int, int, int] =
     return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def small_contract(max_batch: int) -> Any:
+    """An export contract with small limits, for schedulers driven without a model."""
+    from pathlib import Path
+
+    from trt_pipeline.models.glm4v.contract import ExportContract
+
+    return ExportContract(Path("export.json"), max_batch=max_batch, max_chunk=8, max_past=8, min_image_tokens=1,
+                          max_image_tokens=4)
+
+
 SYSTEM = "You are a phone agent: <think>...</think><answer>...</answer>."
 
 

@@ -76,7 +76,7 @@ def test_bad_input_gets_openai_error(server: Any, case: str) -> None:
     body, status, code, param = CASES[case]
     error = assert_error(post(server, body), status, code, param)
     if case == "prompt longer than the profiles":
-        assert "--max-kv" in error["message"] and "129" in error["message"]
+        assert "--max-kv" in error["message"] and "at most 128 (past_sequence_length" in error["message"]
     assert_still_serving(server)
 
 
@@ -122,13 +122,13 @@ def slow_server(serve_config: Any, start_server: Any) -> Any:
 
     def loader(metrics: Any) -> Any:
         model = load_model(serve_config, metrics)
-        step = model.engine.decode_step
+        step = model.engine.decode
 
         def slow_step(*args: Any) -> Any:
             time.sleep(0.05)
             return step(*args)
 
-        model.engine.decode_step = slow_step
+        model.engine.decode = slow_step
         return model
 
     return start_server(serve_config, loader)
@@ -153,13 +153,14 @@ def test_client_disconnect_mid_stream_frees_its_slot(slow_server: Any) -> None:
 
 def test_queue_full_gets_429(serve_config: Any) -> None:
     """A scheduler whose thread never runs: the first request waits, the second is refused."""
-    from trt_pipeline.serve.engine import EngineLimits
+    from serve_helpers import small_contract
+
     from trt_pipeline.serve.errors import APIError
     from trt_pipeline.serve.metrics import ServeMetrics
     from trt_pipeline.serve.scheduler import Scheduler
 
     class Engine:
-        limits = EngineLimits(max_batch=1, max_prefill=8, max_past=8, max_image_tokens=4)
+        contract = small_contract(max_batch=1)
 
     scheduler = Scheduler(Engine(), [0], ServeMetrics(), max_queue=1)  # type: ignore[arg-type]
     scheduler.submit(object())  # type: ignore[arg-type]

@@ -211,12 +211,13 @@ def test_template_kwargs_reach_the_chat_template(tiny_export: Path) -> None:
 def test_a_failing_request_gets_an_error_event_and_others_continue() -> None:
     from types import SimpleNamespace
 
-    from trt_pipeline.serve.engine import EngineLimits
+    from serve_helpers import small_contract
+
     from trt_pipeline.serve.metrics import ServeMetrics
     from trt_pipeline.serve.scheduler import ErrorEvent, GenerationRequest, Scheduler
 
     class BrokenEngine:
-        limits = EngineLimits(max_batch=2, max_prefill=8, max_past=8, max_image_tokens=4)
+        contract = small_contract(max_batch=2)
 
         def embed(self, ids: Any) -> Any:
             raise RuntimeError("engine exploded")

@@ -93,8 +93,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _make_request(model: ServedModel, body: ChatCompletionRequest, prompt: Any,
                   loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> GenerationRequest:
-    limits = model.limits
-    room = limits.max_context - len(prompt.token_ids)
+    room = model.contract.max_sequence - len(prompt.token_ids)  # >= 1 once _check_prompt passed
     params = SamplingParams(body.temperature, body.top_p, body.top_k, body.frequency_penalty,
                             body.presence_penalty, body.repetition_penalty, body.seed)
     return GenerationRequest(
@@ -105,14 +104,24 @@ def _make_request(model: ServedModel, body: ChatCompletionRequest, prompt: Any,
     )
 
 
-def _check_prompt_length(model: ServedModel, prompt: Any) -> None:
-    limit = model.limits.max_context
-    if len(prompt.token_ids) >= limit:
-        raise errors.bad_request(
-            f"the prompt has {len(prompt.token_ids)} tokens but this engine's profiles allow {limit} tokens of "
-            f"context (prompt + reply, past_sequence_length max {model.limits.max_past}). Re-export with a larger "
-            "`autoglm-trt export --max-kv` (and rebuild the engines), or send a shorter conversation.",
-            param="messages", code="context_length_exceeded")
+def _explain(error: Exception) -> str:
+    """A typed pipeline error as one sentence for the client: what is wrong, then what to do."""
+    return " ".join(part for part in (getattr(error, "message", str(error)), getattr(error, "hint", None)) if part)
+
+
+def _check_prompt(model: ServedModel, prompt: Any) -> None:
+    """The export's contract refuses what its profiles cannot run; its message names the limit and the flag."""
+    from trt_pipeline.errors import ShapeError
+
+    try:
+        model.contract.check_image_tokens([end - start for start, end in prompt.image_runs])
+    except ShapeError as error:
+        raise errors.APIError(413, _explain(error), param="messages", code="image_too_large") from None
+    try:
+        model.contract.check_request(1, len(prompt.token_ids), 1)
+    except ShapeError as error:
+        raise errors.bad_request(f"the prompt has {len(prompt.token_ids)} tokens: {_explain(error)}",
+                                 param="messages", code="context_length_exceeded") from None
 
 
 async def _submit(state: ServerState, body: ChatCompletionRequest) -> tuple[GenerationRequest, asyncio.Queue]:
@@ -122,7 +131,7 @@ async def _submit(state: ServerState, body: ChatCompletionRequest) -> tuple[Gene
     if body.n != 1:
         raise errors.bad_request("only n=1 is supported.", param="n", code="unsupported_value")
     prompt = await run_in_threadpool(build_prompt, model.processing, body, state.config.media)
-    _check_prompt_length(model, prompt)
+    _check_prompt(model, prompt)
     loop, queue = asyncio.get_running_loop(), asyncio.Queue()
     generation = _make_request(model, body, prompt, loop, queue)
     model.scheduler.submit(generation)
@@ -145,7 +154,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
     async def models(request: Request) -> ModelList:
         _check_auth(state, request)
-        limit = state.model.limits.max_context if state.model else None
+        limit = state.model.contract.max_sequence if state.model else None
         return ModelList(data=[ModelCard(id=state.config.served_model_name, created=state.created, max_model_len=limit)])
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)

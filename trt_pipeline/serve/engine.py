@@ -1,13 +1,16 @@
-"""The model behind the server: (vision, decoder) runners of one backend, driven one step at a time.
+"""The model behind the server: (vision, decoder) runners of one backend and the decoder calls on them.
 
-``ServeEngine`` is the only place the scheduler touches the model:
+``ServeEngine`` is the only place the scheduler touches the model. It makes exactly two kinds of
+decoder call, both on a :class:`~trt_pipeline.models.glm4v.stepper.CacheState` the caller keeps:
 
-* :meth:`ServeEngine.prefill` runs one sequence's prompt (in chunks of the prefill profile, on top
-  of a reused prefix cache if any) and returns the last-position logits and the sequence's cache;
-* :meth:`ServeEngine.decode_step` advances a batch of sequences of *different* lengths by one token
-  each: caches are left-padded to the longest, padded slots masked out through ``attention_mask``
-  (the decoder builds its causal + padding bias from it), and each row's cache is cut back to its
-  own length afterwards. A sequence can therefore join or leave the batch between any two steps.
+* :meth:`ServeEngine.extend` appends a segment of one sequence's prompt (a prefill chunk, on an
+  empty cache or on a reused prefix) and returns its last-position logits;
+* :meth:`ServeEngine.decode` appends one token to every row of a left-padded batch
+  (:class:`~trt_pipeline.serve.batch.DecodeBatch` keeps that batch between steps).
+
+Limits come from the export's :class:`~trt_pipeline.models.glm4v.contract.ExportContract` (the
+one place that knows the profiles and names the export flag that raises each of them); the
+stepper refuses a call outside them before the runner sees it.
 
 Runners come from a registry (:data:`RUNNER_FACTORIES`) over the same factories ``generate`` and
 ``compare`` use: ONNX Runtime (``ort``), TensorRT (``trt``, GPU hosts; elsewhere
@@ -26,29 +29,12 @@ import numpy as np
 import torch
 
 from trt_pipeline.errors import ConfigError, PipelineError
+from trt_pipeline.models.glm4v.contract import ExportContract
+from trt_pipeline.models.glm4v.stepper import CacheState
 
-
-@dataclass(frozen=True)
-class EngineLimits:
-    """What the exported profiles allow (from ``export.json``)."""
-
-    max_batch: int
-    max_prefill: int  # sequence_length max: tokens per prefill chunk
-    max_past: int  # past_sequence_length max: the KV cache a step may attend to
-    max_image_tokens: int
-
-    @property
-    def max_context(self) -> int:
-        """Longest sequence (prompt + reply): the last decode step attends ``max_past`` cached tokens."""
-        return self.max_past + 1
-
-    @classmethod
-    def from_export(cls, out_dir: Path) -> EngineLimits:
-        from trt_pipeline.artifacts import read_export_manifest
-
-        dims = read_export_manifest(out_dir).dims
-        return cls(dims["batch_size"].max, dims["sequence_length"].max,
-                   dims["past_sequence_length"].max, dims["num_image_tokens"].max)
+#: Longest prefill call between two decode steps by default: a long prompt then stalls the running
+#: replies for one chunk at a time, not for its whole prefill (the export's own limit if smaller).
+DEFAULT_PREFILL_CHUNK = 512
 
 
 @dataclass
@@ -76,11 +62,11 @@ def trt_runners(out_dir: Path, precision: str) -> tuple[Any, Any]:
 
 
 def torch_runners(out_dir: Path, precision: str) -> tuple[Any, Any]:
-    from trt_pipeline.generate import _need_checkpoint, resolve_source
+    from trt_pipeline.generate import require_checkpoint, resolve_source
     from trt_pipeline.models.glm4v.model import Glm4vExportModel
     from trt_pipeline.runtime.torch_runner import torch_component_runners
 
-    checkpoint = _need_checkpoint(resolve_source(out_dir), "torch")
+    checkpoint = require_checkpoint(resolve_source(out_dir), "torch")
     dtype = {"fp32": "float32", "fp16": "float16"}.get(precision)
     if dtype is None:
         raise ConfigError(f"--backend torch runs fp32 or fp16, not {precision!r}.")
@@ -96,27 +82,29 @@ RUNNER_FACTORIES: dict[str, Callable[[Path, str], tuple[Any, Any]]] = {
 
 
 class ServeEngine:
-    """Prefill and batched decode over one (vision, decoder) runner pair (see the module docstring).
+    """Vision encoding, prefill segments and batched decode over one runner pair (module docstring).
 
     Feeds and steps go through the model's own
     :class:`~trt_pipeline.models.glm4v.stepper.FeedBuilder` / :class:`~trt_pipeline.models.glm4v.stepper.DecoderStepper`
-    (``logits_positions``, runner dtypes, chunked prefill on a filled cache); this class only loads a
-    sequence's cache into the stepper, or a left-padded batch of them, and takes it back out.
+    (``logits_positions``, runner dtypes, the contract's checks); the stepper is shared, and each
+    call loads the caller's cache into it and hands the new one back.
     """
 
-    def __init__(self, assets: Any, vision: Any, decoder: Any, limits: EngineLimits,
-                 backend: str = "ort", precision: str = "fp32") -> None:
-        self.assets, self.vision, self.decoder, self.limits = assets, vision, decoder, limits
+    def __init__(self, assets: Any, vision: Any, decoder: Any, contract: ExportContract,
+                 backend: str = "ort", precision: str = "fp32", prefill_chunk: int | None = None) -> None:
+        self.assets, self.vision, self.decoder, self.contract = assets, vision, decoder, contract
         self.backend, self.precision = backend, precision
+        self.prefill_chunk = min(prefill_chunk or DEFAULT_PREFILL_CHUNK, contract.max_chunk)
         self.dims = assets.dims
+        self._cached_stepper: Any = None
 
     def _stepper(self) -> Any:
         from trt_pipeline.models.glm4v.stepper import DecoderStepper, FeedBuilder
 
-        if getattr(self, "_cached_stepper", None) is None:
+        if self._cached_stepper is None:
             self.vision_builder = FeedBuilder.for_runner(self.assets, self.vision)
-            self._cached_stepper = DecoderStepper(self.assets, self.decoder, chunk_size=self.limits.max_prefill,
-                                                  check_inputs=False)
+            self._cached_stepper = DecoderStepper(self.assets, self.decoder, chunk_size=self.prefill_chunk,
+                                                  check_inputs=False, contract=self.contract)
         return self._cached_stepper
 
     @property
@@ -126,15 +114,17 @@ class ServeEngine:
         return past_names(self.dims.text.num_hidden_layers)
 
     @classmethod
-    def load(cls, out_dir: Path | str, backend: str = "ort", precision: str = "fp32") -> ServeEngine:
+    def load(cls, out_dir: Path | str, backend: str = "ort", precision: str = "fp32",
+             prefill_chunk: int | None = None) -> ServeEngine:
+        from trt_pipeline.generate import export_contract
         from trt_pipeline.models.glm4v.generation import HostAssets
 
         if backend not in RUNNER_FACTORIES:
             raise ConfigError(f"unknown backend {backend!r}; choose from {sorted(RUNNER_FACTORIES)}.")
         out_dir = Path(out_dir)
-        limits = EngineLimits.from_export(out_dir)
+        contract = export_contract(out_dir)
         vision, decoder = RUNNER_FACTORIES[backend](out_dir, precision)
-        engine = cls(HostAssets.from_export_dir(out_dir), vision, decoder, limits, backend, precision)
+        engine = cls(HostAssets.from_export_dir(out_dir), vision, decoder, contract, backend, precision, prefill_chunk)
         for runner in (vision, decoder):
             if not runner.is_active:
                 runner.activate()
@@ -156,81 +146,34 @@ class ServeEngine:
     def embed(self, token_ids: Sequence[int]) -> torch.Tensor:
         return self.assets.embed_table[torch.as_tensor(list(token_ids), dtype=torch.long)].float()
 
-    def prefill(self, embeds: torch.Tensor, positions: torch.Tensor,
-                past: list[np.ndarray] | None = None) -> tuple[torch.Tensor, list[np.ndarray]]:
-        """Append ``embeds`` [S, hidden] at ``positions`` [3, S] to ``past``; -> (last logits [vocab], cache)."""
-        from trt_pipeline.models.glm4v.stepper import CacheState
-
-        if embeds.shape[0] < 1:
-            raise PipelineError("prefill needs at least one token.")
+    def empty_state(self) -> CacheState:
         stepper = self._stepper()
         stepper.reset(1)
-        if past:
-            length = int(past[0].shape[2])
-            stepper.load(CacheState(dict(zip(self.past_names, past)), torch.ones(1, length, dtype=torch.long),
-                                    torch.zeros(1, dtype=torch.long)))
-        out = stepper.prefill(embeds.unsqueeze(0), torch.ones(1, embeds.shape[0], dtype=torch.long),
-                              positions.unsqueeze(1))
-        return out.last_logits[0], [stepper.state.past[name] for name in self.past_names]
+        return stepper.save()
 
-    def decode_step(self, caches: Sequence[SequenceCache], tokens: Sequence[int]) -> torch.Tensor:
-        """One token for each sequence (caches updated in place); -> logits [B, vocab]."""
-        from trt_pipeline.models.glm4v.stepper import CacheState
+    def state_of(self, kv: Sequence[np.ndarray], next_position: int) -> CacheState:
+        """A batch-of-one cache state over ``kv`` (e.g. a reused prefix), the next token at ``next_position``."""
+        length = int(kv[0].shape[2])
+        return CacheState(dict(zip(self.past_names, kv)), torch.ones(1, length, dtype=torch.long),
+                          torch.tensor([next_position], dtype=torch.long))
 
-        batch, longest = len(caches), max(cache.length for cache in caches)
-        mask = torch.zeros(batch, longest, dtype=torch.long)
-        past = {}
-        for index, name in enumerate(self.past_names):
-            if batch == 1:
-                past[name] = caches[0].kv[index]
-                continue
-            first = caches[0].kv[index]
-            padded = np.zeros((batch, first.shape[1], longest, first.shape[3]), dtype=first.dtype)
-            for row, cache in enumerate(caches):
-                padded[row, :, longest - cache.length:] = cache.kv[index][0]
-            past[name] = padded
-        for row, cache in enumerate(caches):
-            mask[row, longest - cache.length:] = 1
+    def extend(self, state: CacheState, embeds: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, CacheState]:
+        """Append ``embeds`` [S, hidden] at M-RoPE ``positions`` [3, S] in ONE call; -> (last logits [vocab], state)."""
+        if embeds.shape[0] < 1:
+            raise PipelineError("a prefill segment needs at least one token.")
         stepper = self._stepper()
-        stepper.load(CacheState(past, mask, torch.tensor([c.next_position for c in caches], dtype=torch.long)))
+        stepper.load(state)
+        out = stepper.prefill(embeds.unsqueeze(0), torch.ones(1, embeds.shape[0], dtype=torch.long),
+                              positions.unsqueeze(1), chunk_size=embeds.shape[0])
+        return out.last_logits[0], stepper.save()
+
+    def decode(self, state: CacheState, tokens: Sequence[int]) -> tuple[torch.Tensor, CacheState]:
+        """One token per row of a left-padded batch ``state`` in ONE call; -> (logits [B, vocab], state)."""
+        stepper = self._stepper()
+        stepper.load(state)
         out = stepper.decode(torch.tensor(list(tokens), dtype=torch.long))
-        for row, cache in enumerate(caches):
-            start = longest - cache.length
-            cache.kv = [np.ascontiguousarray(stepper.state.past[name][row:row + 1, :, start:])
-                        for name in self.past_names]
-            cache.next_position += 1
-        return out.last_logits
+        return out.last_logits, stepper.save()
 
-
-def _image_patch_offsets(grid_thw: torch.Tensor) -> list[int]:
-    offsets = [0]
-    for t, h, w in grid_thw.tolist():
-        offsets.append(offsets[-1] + int(t) * int(h) * int(w))
-    return offsets
-
-
-def prefill_prompt(engine: ServeEngine, prompt: Any, past: list[np.ndarray] | None, reuse: int
-                   ) -> tuple[torch.Tensor, SequenceCache]:
-    """Prefill ``prompt`` (a :class:`~trt_pipeline.serve.chat.Prompt`) on top of ``reuse`` cached tokens.
-
-    Only images whose placeholders reach past ``reuse`` go through the vision encoder; their features
-    land at their positions in the suffix. ``reuse == 0`` is a from-scratch prefill.
-    """
-    ids = prompt.token_ids
-    if not 0 <= reuse < len(ids):
-        raise PipelineError(f"reuse {reuse} must leave at least one of {len(ids)} prompt tokens to prefill.")
-    embeds = engine.embed(ids[reuse:])
-    needed = [i for i, (_start, end) in enumerate(prompt.image_runs) if end > reuse]
-    if needed:
-        offsets = _image_patch_offsets(prompt.image_grid_thw)
-        pixels = torch.cat([prompt.pixel_values[offsets[i]:offsets[i + 1]] for i in needed])
-        features = engine.encode_images(pixels, prompt.image_grid_thw[needed])
-        cursor = 0
-        for i in needed:
-            start, end = prompt.image_runs[i]
-            image_features = features[cursor:cursor + end - start]
-            cursor += end - start
-            first = max(start, reuse)
-            embeds[first - reuse:end - reuse] = image_features[first - start:]
-    logits, kv = engine.prefill(embeds, prompt.positions[:, reuse:], past[:] if past else None)
-    return logits, SequenceCache(kv, prompt.next_position)
+    def kv_of(self, state: CacheState) -> list[np.ndarray]:
+        """The per-layer arrays of a batch-of-one state (in ``past_names`` order)."""
+        return [state.past[name] for name in self.past_names]

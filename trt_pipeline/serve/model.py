@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from trt_pipeline.serve.chat import MediaPolicy
-from trt_pipeline.serve.engine import EngineLimits, ServeEngine
+from trt_pipeline.models.glm4v.contract import ExportContract
+from trt_pipeline.serve.engine import ServeEngine
 from trt_pipeline.serve.metrics import ServeMetrics
 from trt_pipeline.serve.prefix_cache import PrefixCache
 from trt_pipeline.serve.scheduler import Scheduler
@@ -29,6 +30,7 @@ class ServeConfig:
     api_key: str | None = None
     max_queue: int = 64
     prefix_cache_entries: int = 8  # 0 disables KV reuse across requests
+    prefill_chunk: int | None = None  # prompt tokens per decoder call between decode steps (None: default)
     media: MediaPolicy = field(default_factory=MediaPolicy)
 
 
@@ -40,18 +42,20 @@ class ServedModel:
     eos_token_ids: list[int]
 
     @property
-    def limits(self) -> EngineLimits:
-        return self.engine.limits
+    def contract(self) -> ExportContract:
+        return self.engine.contract
 
     def close(self) -> None:
         self.scheduler.stop()
         self.engine.close()
 
 
-def describe(config: ServeConfig, limits: EngineLimits) -> str:
+def describe(config: ServeConfig, engine: ServeEngine) -> str:
+    contract = engine.contract
     return (f"serving {config.served_model_name} from {config.out}: backend {config.backend}, precision "
-            f"{config.precision}; profiles: batch <= {limits.max_batch}, prefill chunk <= {limits.max_prefill} "
-            f"tokens, context <= {limits.max_context} tokens, image tokens <= {limits.max_image_tokens}; "
+            f"{config.precision}; profiles ({contract.source.name}): batch <= {contract.max_batch}, decoder call "
+            f"<= {contract.max_chunk} tokens (prefill chunks of {engine.prefill_chunk}), prompt + reply <= "
+            f"{contract.max_sequence} tokens, image tokens {contract.min_image_tokens}..{contract.max_image_tokens}; "
             f"queue <= {config.max_queue}, prefix cache {config.prefix_cache_entries} entries")
 
 
@@ -62,13 +66,12 @@ def preflight(config: ServeConfig) -> None:
         ConfigError, OnnxModelError, PipelineError, TensorRTUnavailableError: the typed error to show.
     """
     from trt_pipeline.errors import ConfigError
-    from trt_pipeline.generate import _need_export, resolve_source
+    from trt_pipeline.generate import export_contract, require_export, resolve_source
     from trt_pipeline.serve.engine import RUNNER_FACTORIES
 
     if config.backend not in RUNNER_FACTORIES:
         raise ConfigError(f"unknown backend {config.backend!r}; choose from {sorted(RUNNER_FACTORIES)}.")
-    _need_export(resolve_source(config.out), config.backend)
-    EngineLimits.from_export(Path(config.out))
+    export_contract(require_export(resolve_source(config.out), config.backend))
     if config.backend == "trt":
         from trt_pipeline.engine.tensorrt_import import require_tensorrt
 
@@ -77,16 +80,16 @@ def preflight(config: ServeConfig) -> None:
 
 def load_model(config: ServeConfig, metrics: ServeMetrics) -> ServedModel:
     """Load runners and processing of ``config.out`` and start the scheduler thread."""
-    from trt_pipeline.generate import _need_export, resolve_source
+    from trt_pipeline.generate import require_export, resolve_source
     from trt_pipeline.models.glm4v.processing import Glm4vProcessing
 
     source = resolve_source(config.out)
-    out_dir = _need_export(source, config.backend)
-    engine = ServeEngine.load(out_dir, config.backend, config.precision)
+    out_dir = require_export(source, config.backend)
+    engine = ServeEngine.load(out_dir, config.backend, config.precision, config.prefill_chunk)
     processing = Glm4vProcessing(source.hf_dir, max_pixels=source.max_pixels)
     eos = processing.eos_token_ids
     cache = PrefixCache(config.prefix_cache_entries) if config.prefix_cache_entries > 0 else None
     scheduler = Scheduler(engine, eos, metrics, cache, config.max_queue)
     scheduler.start()
-    log.info(describe(config, engine.limits))
+    log.info(describe(config, engine))
     return ServedModel(engine, processing, scheduler, eos)

@@ -1,0 +1,120 @@
+"""The running sequences as ONE left-padded decoder batch, kept from one step to the next.
+
+Every decode step of the server is a single decoder call over all running sequences
+(:meth:`~trt_pipeline.serve.engine.ServeEngine.decode`): row ``r`` holds sequence ``r``'s cache
+right-aligned, the columns before it are padding with ``attention_mask`` 0 (the decoder builds its
+causal + padding bias from the mask, so padded slots get no attention weight), and each row has
+its own M-RoPE position. The decoder returns the whole batch's cache one column longer, which
+becomes the next step's input as is: while the members stay the same, no cache is copied on the
+host between steps.
+
+Sequences join and leave between steps. A change of members rebuilds the padded arrays once
+(dropping padding columns no row needs any more); a leaving sequence takes its own rows out as a
+:class:`~trt_pipeline.serve.engine.SequenceCache` (for the prefix cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from trt_pipeline.models.glm4v.stepper import CacheState
+from trt_pipeline.serve.engine import SequenceCache, ServeEngine
+
+
+class DecodeBatch:
+    """Members (any objects, compared by identity) and their padded cache; see the module docstring.
+
+    Row order is :attr:`members`: the rows already in the padded cache, then the ones that joined
+    since the last step (appended as rows at the next :meth:`step`).
+    """
+
+    def __init__(self, engine: ServeEngine) -> None:
+        self.engine = engine
+        self.rows: list[Any] = []  # members in ``state``, in row order
+        self.lengths: list[int] = []  # real cached tokens per row
+        self.state: CacheState | None = None
+        self.joining: list[tuple[Any, SequenceCache]] = []
+
+    @property
+    def members(self) -> list[Any]:
+        return self.rows + [member for member, _cache in self.joining]
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.joining)
+
+    def join(self, member: Any, cache: SequenceCache) -> None:
+        """Add ``member`` with its prefilled cache; it runs from the next :meth:`step` on."""
+        self.joining.append((member, cache))
+
+    def leave(self, member: Any) -> SequenceCache:
+        """Remove ``member``; -> its own cache (padding stripped, a copy)."""
+        for index, (other, cache) in enumerate(self.joining):
+            if other is member:
+                del self.joining[index]
+                return cache
+        row = next(row for row, other in enumerate(self.rows) if other is member)
+        cache = self._row_cache(row)
+        del self.rows[row], self.lengths[row]
+        self.state = _select_rows(self.state, [r for r in range(len(self.rows) + 1) if r != row])
+        return cache
+
+    def _row_cache(self, row: int) -> SequenceCache:
+        state = self._current()
+        start = state.attention_mask.shape[1] - self.lengths[row]
+        kv = [np.ascontiguousarray(state.past[name][row:row + 1, :, start:]) for name in self.engine.past_names]
+        return SequenceCache(kv, int(state.next_position[row]))
+
+    def _current(self) -> CacheState:
+        if self.state is None:
+            raise RuntimeError("the decode batch has no rows.")
+        return self.state
+
+    def step(self, tokens: Sequence[int]) -> torch.Tensor:
+        """One token per member (in :attr:`members` order) in ONE decoder call; -> logits [B, vocab]."""
+        if self.joining:
+            self._add_joining()
+        logits, self.state = self.engine.decode(self._current(), tokens)
+        self.lengths = [length + 1 for length in self.lengths]
+        return logits
+
+    def _add_joining(self) -> None:
+        """Rebuild the padded cache with the joining sequences as new rows (right-aligned to the longest)."""
+        old, kept = self.state, len(self.rows)
+        lengths = self.lengths + [cache.length for _member, cache in self.joining]
+        longest, batch = max(lengths), len(lengths)
+        width = min(old.attention_mask.shape[1], longest) if old is not None else 0
+        past: dict[str, np.ndarray] = {}
+        for index, name in enumerate(self.engine.past_names):
+            sample = self.joining[0][1].kv[index]
+            padded = np.zeros((batch, sample.shape[1], longest, sample.shape[3]), dtype=sample.dtype)
+            if old is not None and width:
+                padded[:kept, :, longest - width:] = old.past[name][:, :, old.past[name].shape[2] - width:]
+            for offset, (_member, cache) in enumerate(self.joining):
+                padded[kept + offset, :, longest - cache.length:] = cache.kv[index][0]
+            past[name] = padded
+        mask = torch.zeros(batch, longest, dtype=torch.long)
+        positions = torch.zeros(batch, dtype=torch.long)
+        if old is not None:
+            mask[:kept, longest - width:] = old.attention_mask[:, old.attention_mask.shape[1] - width:]
+            positions[:kept] = old.next_position
+        for offset, (_member, cache) in enumerate(self.joining):
+            mask[kept + offset, longest - cache.length:] = 1
+            positions[kept + offset] = cache.next_position
+        self.state = CacheState(past, mask, positions)
+        self.rows += [member for member, _cache in self.joining]
+        self.lengths, self.joining = lengths, []
+
+
+def _select_rows(state: CacheState | None, rows: list[int]) -> CacheState | None:
+    """The batch without the rows not listed, minus padding columns no remaining row needs."""
+    if state is None or not rows:
+        return None
+    mask = state.attention_mask[rows]
+    keep_from = int((mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())  # leading all-padding columns
+    index = np.asarray(rows)
+    past = {name: np.ascontiguousarray(array[index][:, :, keep_from:]) for name, array in state.past.items()}
+    return CacheState(past, mask[:, keep_from:].contiguous(), state.next_position[rows].clone())
