@@ -20,6 +20,14 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_checkpoint(tmp_path_factory.mktemp("checkpoints") / "tiny", preset="tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed ``trained`` fixture (peaked distributions), copied: for token-agreement tests."""
+    from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("checkpoints") / "trained", preset="trained")
+
+
 # Parity variants: two configs x two seeds. "gqa8" has 8 query heads over 1 KV head, another
 # mrope section and a 6x6 vision position table with 2 vision heads.
 GQA8_OVERRIDES = {

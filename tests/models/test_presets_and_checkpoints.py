@@ -28,7 +28,7 @@ IMAGE_BLOCK = "<|begin_of_image|><|image|><|end_of_image|>"
 
 
 def test_registry_and_unknown_preset() -> None:
-    assert set(PRESETS) == {"tiny", "small", "phone-9b"}
+    assert set(PRESETS) == {"tiny", "small", "phone-9b", "trained"}
     assert get_preset("tiny") is PRESETS["tiny"]
     with pytest.raises(ConfigError) as info:
         get_preset("huge")

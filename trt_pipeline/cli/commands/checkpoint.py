@@ -14,7 +14,7 @@ from trt_pipeline.cli.options import AsJson, Overwrite
 def init_checkpoint_command(
     out: Annotated[Path, typer.Option("--out", help="Output folder (created atomically).")],
     preset: Annotated[
-        str, typer.Option("--preset", help="Model size: tiny (tests), small (~110 M, benchmarks), phone-9b (real dims).")
+        str, typer.Option("--preset", help="Model size: tiny (tests), trained (tiny family, committed trained weights: token gates), small (~110 M, benchmarks), phone-9b (real dims).")
     ] = "tiny",
     seed: Annotated[int, typer.Option("--seed", help="torch.manual_seed for the random weights.")] = 0,
     dtype: Annotated[
