@@ -8,7 +8,14 @@ from torch import nn
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm computed in fp32 like ``Glm4vRMSNorm`` (keeps FP16 graphs stable)."""
+    """RMSNorm computed in fp32 like ``Glm4vRMSNorm`` (keeps FP16 graphs stable).
+
+    Spelled ``x / sqrt(mean(x^2) + eps) * weight`` (Pow, ReduceMean, Add, Sqrt, Div, Mul in ONNX),
+    the pattern ONNX Runtime's ``SimplifiedLayerNormFusion`` turns into one
+    ``SimplifiedLayerNormalization`` kernel; transformers' ``x * rsqrt(...)`` exports as
+    Sqrt + Reciprocal + Mul, which it does not fuse. Every TensorRT version parses these ops
+    (opset 23 ``RMSNormalization`` needs TensorRT >= 10.15, not JetPack 6's 10.3).
+    """
 
     def __init__(self, hidden_size: int, eps: float) -> None:
         super().__init__()
@@ -19,7 +26,7 @@ class RMSNorm(nn.Module):
         input_dtype = hidden_states.dtype
         hidden_states = hidden_states.to(torch.float32)
         variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        hidden_states = hidden_states / torch.sqrt(variance + self.variance_epsilon)
         return self.weight * hidden_states.to(input_dtype)
 
 

@@ -14,10 +14,25 @@ never become fully masked (a fully masked row would give NaN in FP16 and poison 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trt_pipeline.models.glm4v.config import TextDims
-from trt_pipeline.models.glm4v.layers import RMSNorm, activation, attention
+from trt_pipeline.models.glm4v.layers import RMSNorm, activation
+
+
+#: How the exported decoder graph spells its hot spots (recorded in export.json as ``decoder_graph``).
+#: Every choice uses ops all TensorRT targets parse at the default opset (trt_pipeline.engine.onnx_ops):
+#: opset 23's RMSNormalization / RotaryEmbedding / Attention would need TensorRT >= 10.15 (10.14 for
+#: Attention), which JetPack 6 (10.3) does not have, so the same graph serves every target.
+DECODER_GRAPH = {
+    "attention": "grouped-query: queries reshaped into KV-head groups; K/V never repeated per query head",
+    "rms_norm": "x / sqrt(mean(x^2) + eps) * weight: ONNX Runtime fuses it into SimplifiedLayerNormalization",
+    "rotary": "whole-head cos/signed-sin tables built once per step; per layer x*cos + swap_pairs(x)*sin "
+              "over query and key heads together",
+    "kv_cache": "concat",
+    "per_tensorrt_target": "one graph: every op is parsed by trt-10.3, trt-10.15 and trt-11",
+}
 
 
 def rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
@@ -28,11 +43,65 @@ def rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_partial_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first ``rotary_dim`` channels of x [B, H, S, D]; cos/sin are [B, 1, S, rotary_dim]."""
+    """Rotate the first ``rotary_dim`` channels of x [B, H, S, D]; cos/sin are [B, 1, S, rotary_dim].
+
+    The reference formulation (transformers' ``apply_multimodal_rotary_pos_emb``); the decoder
+    runs the equivalent :func:`head_rotary_tables` + :func:`apply_head_rotary`.
+    """
     rotary_dim = cos.shape[-1]
     x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
     x_rot = x_rot * cos + rotate_half_interleaved(x_rot) * sin
     return torch.cat([x_rot, x_pass], dim=-1)
+
+
+def head_rotary_tables(cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step tables over the whole head: cos padded with 1, sin signed (-s, +s per pair) and padded with 0.
+
+    Built once per forward from the host's ``[B, 1, S, rotary_dim]`` tables, so that every layer's
+    rotary is ``x * cos + swap_pairs(x) * sin`` (:func:`apply_head_rotary`): three element-wise
+    ops and a pair swap over the whole head, no slicing into rotary/pass-through halves, no
+    concatenation back, no negation per layer. The pass-through channels see ``x * 1 + y * 0``,
+    which is exact. The sign pattern comes from the tables themselves (no constant tensor), so a
+    weight-free (meta-device) trace has nothing to materialise.
+    """
+    pairs = sin.unflatten(-1, (-1, 2))
+    signed = torch.stack((-pairs[..., 0], pairs[..., 1]), dim=-1).flatten(-2)
+    extra = head_dim - cos.shape[-1]
+    if extra:
+        cos = F.pad(cos, (0, extra), value=1.0)
+        signed = F.pad(signed, (0, extra), value=0.0)
+    return cos, signed
+
+
+def apply_head_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Interleaved partial rotary of x [B, H, S, D] with :func:`head_rotary_tables`' [B, 1, S, D] tables.
+
+    ``swap_pairs`` turns (x0, x1) into (x1, x0) with one reversed slice on a trailing axis of 2;
+    multiplied by the signed sin it gives GLM's (-x1, x0) rotation."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return x * cos + swapped * signed_sin
+
+
+def grouped_query_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, scaling: float
+) -> torch.Tensor:
+    """GQA without repeating K/V: query [B, H, S, D] against key/value [B, kv, T, D].
+
+    Query heads ``kv * groups + g`` share KV head ``kv`` (transformers' ``repeat_kv`` order), so the
+    query reshapes to ``[B, kv, groups * S, D]`` and each KV head runs one matmul for its whole
+    group: K/V are read once per KV head instead of being expanded to every query head (the
+    Expand + copy the previous graph paid per layer and step, growing with context). ``bias`` is
+    ``[B, 1, 1, S, T]``; scores are viewed ``[B, kv, groups, S, T]`` for it and for the fp32
+    softmax (as transformers' eager path). Returns ``[B, H, S, D]``.
+    """
+    b, heads, s, d = query.shape
+    kv = key.shape[1]
+    groups = heads // kv
+    scores = torch.matmul(query.reshape(b, kv, groups * s, d), key.transpose(2, 3)) * scaling
+    scores = scores.unflatten(2, (groups, s)) + bias
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    out = torch.matmul(weights.flatten(2, 3), value)  # [B, kv, groups * S, D]
+    return out.reshape(b, heads, s, d)
 
 
 def causal_padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
@@ -56,7 +125,6 @@ class TextAttention(nn.Module):
         self.num_heads = dims.num_attention_heads
         self.num_kv_heads = dims.num_key_value_heads
         self.head_dim = dims.head_dim
-        self.groups = self.num_heads // self.num_kv_heads
         self.scaling = self.head_dim**-0.5
         self.q_proj = nn.Linear(dims.hidden_size, self.num_heads * self.head_dim, bias=True)
         self.k_proj = nn.Linear(dims.hidden_size, self.num_kv_heads * self.head_dim, bias=True)
@@ -72,24 +140,18 @@ class TextAttention(nn.Module):
         past_key: torch.Tensor,
         past_value: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, S, hidden]; cos/sin from :func:`head_rotary_tables`; bias [B, 1, 1, S, T]."""
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        heads = self.num_heads + self.num_kv_heads
+        # query and key heads go through one reshape, one transpose and one rotary (same tables)
+        qk = torch.cat([self.q_proj(x), self.k_proj(x)], dim=-1).view(b, s, heads, self.head_dim).transpose(1, 2)
+        q, k = apply_head_rotary(qk, cos, sin).split([self.num_heads, self.num_kv_heads], dim=1)
         v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q = apply_partial_rotary(q, cos, sin)
-        k = apply_partial_rotary(k, cos, sin)
         key = torch.cat([past_key.to(k.dtype), k], dim=2)
         value = torch.cat([past_value.to(v.dtype), v], dim=2)
-        out = attention(q, self._repeat_kv(key), self._repeat_kv(value), bias, self.scaling)
+        out = grouped_query_attention(q, key, value, bias, self.scaling)
         out = out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)
         return self.o_proj(out), key, value
-
-    def _repeat_kv(self, x: torch.Tensor) -> torch.Tensor:
-        """GQA: [B, kv, T, D] -> [B, kv*groups, T, D] (expand+reshape, like transformers' repeat_kv)."""
-        if self.groups == 1:
-            return x
-        b, kv, t, d = x.shape
-        return x[:, :, None, :, :].expand(b, kv, self.groups, t, d).reshape(b, kv * self.groups, t, d)
 
 
 class TextMLP(nn.Module):
@@ -177,10 +239,10 @@ class TextDecoder(nn.Module):
         *past_key_values: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         x = inputs_embeds
-        bias = causal_padding_bias(attention_mask, x.shape[1], x.dtype)
+        bias = causal_padding_bias(attention_mask, x.shape[1], x.dtype).unsqueeze(1)  # [B, 1, 1, S, T]
         # the host computes the tables in fp32; transformers then casts them to the model dtype
-        cos = rope_cos.unsqueeze(1).to(x.dtype)
-        sin = rope_sin.unsqueeze(1).to(x.dtype)
+        cos, sin = head_rotary_tables(rope_cos.unsqueeze(1).to(x.dtype), rope_sin.unsqueeze(1).to(x.dtype),
+                                      self.dims.head_dim)
         presents: list[torch.Tensor] = []
         for index, layer in enumerate(self.language_model.layers):
             x, key, value = layer(x, cos, sin, bias, past_key_values[2 * index], past_key_values[2 * index + 1])
