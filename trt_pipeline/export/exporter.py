@@ -188,7 +188,19 @@ def _export_manifest(
         "files": {layout.rel(p): FileDigest.of(p).to_json() for p in (layout.embed_tokens, layout.vision_pos_embed)},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "warnings": warnings,
+        **_graph_record(onnx_dir, components),
     }
+
+
+def _graph_record(onnx_dir: Path, components: dict[str, Any]) -> dict[str, Any]:
+    """How the decoder graph is spelled and which TensorRT targets' parsers take every op of every graph."""
+    from trt_pipeline.engine.onnx_ops import parse_report
+    from trt_pipeline.models.glm4v.text import DECODER_GRAPH
+
+    record: dict[str, Any] = {"tensorrt_parse": parse_report({n: onnx_dir / e["file"] for n, e in components.items()})}
+    if "decoder" in components:
+        record["decoder_graph"] = dict(DECODER_GRAPH)
+    return record
 
 def _load(checkpoint: Path, dims: Glm4vDims, dtype: str, streaming: bool) -> tuple[Any, dict[str, Any] | None]:
     """(model, checkpoint entries): streaming -> a meta-device model and the checked tensor headers

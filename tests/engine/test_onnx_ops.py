@@ -1,0 +1,92 @@
+"""Every op of every exported graph is parsed by every TensorRT target (``trt_pipeline.engine.onnx_ops``).
+
+The table's source (onnx-tensorrt ``docs/operators.md`` per release branch) is named in that
+module's docstring. The graphs checked are the real exports of the tiny checkpoint: fp32 from
+``export``, fp16 (AutoCast) and int8 (Q/DQ) from the precision stages, vision encoder and decoder
+each, plus int4 when the precision stage offers it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from trt_pipeline.engine.onnx_ops import TARGETS, check_model, parse_report
+
+
+@pytest.fixture(scope="module")
+def variants(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny export with its fp16 and int8 variants (and int4 when available)."""
+    from trt_pipeline.config import Fp16Config, Int8Config
+    from trt_pipeline.quantize import precision
+
+    out = tmp_path_factory.mktemp("onnx-ops") / "export"
+    shutil.copytree(tiny_export, out)
+    precision.make_fp16(out, Fp16Config(calib_samples=2, evaluate=False), show_progress=False)
+    precision.make_int8(out, Int8Config(calib_samples=2, evaluate=False), show_progress=False)
+    make_int4 = getattr(precision, "make_int4", None)
+    if make_int4 is not None:  # the int4 stage lands separately; checked as soon as it exists
+        from trt_pipeline import config
+
+        make_int4(out, config.Int4Config(calib_samples=2, evaluate=False), show_progress=False)
+    return out
+
+
+def test_every_op_of_every_exported_graph_parses_on_every_target(variants: Path) -> None:
+    files = sorted((variants / "onnx").glob("*/*.onnx"))
+    by_precision: dict[str, set[str]] = {}
+    for file in files:
+        by_precision.setdefault(file.parent.name, set()).add(file.stem)
+    assert {"fp32", "fp16", "int8"} <= set(by_precision)
+    assert all(stems == {"vision_encoder", "decoder"} for stems in by_precision.values()), by_precision
+    checks = [check for file in files for check in check_model(file)]
+    assert len(checks) == len(files) * len(TARGETS)
+    failures = [check.describe() for check in checks if not check]
+    assert not failures, failures
+    int8_decoder = next(c for c in checks if c.path.endswith("int8/decoder.onnx"))
+    assert int8_decoder.op_counts.get("DequantizeLinear", 0) > 0  # the Q/DQ graph was really checked
+
+
+def test_decoder_graph_has_no_kv_expand(tiny_export: Path) -> None:
+    """GQA by grouping queries: no Expand (the old per-query-head K/V copies), one Concat per K and V."""
+    decoder = onnx.load(str(tiny_export / "onnx" / "fp32" / "decoder.onnx"), load_external_data=False)
+    ops = [node.op_type for node in decoder.graph.node]
+    assert "Expand" not in ops
+    assert "Reciprocal" not in ops  # RMSNorm divides by the root (the pattern ONNX Runtime fuses)
+
+
+def test_export_json_records_parse_report_and_graph_choices(tiny_export: Path) -> None:
+    manifest = json.loads((tiny_export / "export.json").read_text())
+    assert set(manifest["tensorrt_parse"]) == set(TARGETS)
+    assert all(entry["parses"] and not entry["unsupported"] for entry in manifest["tensorrt_parse"].values())
+    assert manifest["decoder_graph"]["kv_cache"] == "concat"
+
+
+def _one_node_model(path: Path, op: str, opset: int, domain: str = "") -> Path:
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])]
+    node_inputs = ["x"]
+    if op == "RMSNormalization":
+        inputs.append(helper.make_tensor_value_info("scale", TensorProto.FLOAT, [4]))
+        node_inputs.append("scale")
+    graph = helper.make_graph([helper.make_node(op, node_inputs, ["y"], domain=domain)], "g", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    onnx.save(helper.make_model(graph, opset_imports=imports), str(path))
+    return path
+
+
+def test_the_table_refuses_what_a_target_cannot_parse(tmp_path: Path) -> None:
+    """RMSNormalization (opset 23) parses from TensorRT 10.15 on, not on JetPack 6's 10.3; contrib ops nowhere."""
+    rms = {c.target: c for c in check_model(_one_node_model(tmp_path / "rms.onnx", "RMSNormalization", 23))}
+    assert not rms["trt-10.3"] and rms["trt-10.3"].unsupported == {"RMSNormalization": 1}
+    assert rms["trt-10.3"].opset_too_new
+    assert rms["trt-10.15"] and rms["trt-11"]
+    contrib = _one_node_model(tmp_path / "contrib.onnx", "FusedMatMul", 18, domain="com.microsoft")
+    assert not any(check_model(contrib))
+    report = parse_report({"decoder": contrib})
+    assert report["trt-11"]["unsupported"] == {"decoder": {"com.microsoft:FusedMatMul": 1}}
