@@ -39,6 +39,8 @@ class GenerateRequest:
     max_pixels: int | None = None
     #: check ONNX files and host tables against their manifests' sha256/size before loading them
     verify: bool = True
+    #: ONNX Runtime session settings (threads, IO binding; runtime.onnxruntime_runner.OrtSettings); None: defaults
+    ort: Any = None
 
 
 @dataclass
@@ -172,7 +174,7 @@ def _ort_runners(source: Source, request: GenerateRequest) -> tuple[Any, tuple[A
     from trt_pipeline.runtime.onnxruntime_runner import ort_component_runners
 
     out_dir = require_export(source, "ort")
-    runners = ort_component_runners(out_dir, request.precision, verify=request.verify)
+    runners = ort_component_runners(out_dir, request.precision, verify=request.verify, settings=request.ort)
     return HostAssets.from_export_dir(out_dir, verify=request.verify), runners, export_contract(out_dir)
 
 

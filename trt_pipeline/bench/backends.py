@@ -64,6 +64,8 @@ class BenchSetup:
     threads: int
     batch_size: int = 1
     seed: int = 0
+    inter_op_threads: int | None = 1
+    io_binding: bool = True
 
     def __post_init__(self) -> None:
         from trt_pipeline.models.glm4v.config import load_dims
@@ -280,37 +282,29 @@ class OrtBackend(HostFedBackend):
             return f"{path} not found (run {producer} first)"
         return None
 
-    def _session(self, component: str) -> Any:
-        import onnxruntime as ort
+    def ort_settings(self) -> Any:
+        """The session settings every ORT backend of this run uses (recorded in bench.json)."""
+        from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
 
-        from trt_pipeline.runtime.onnxruntime_runner import onnx_path
-
-        path = onnx_path(self.setup.out_dir, str(self.precision), component)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = self.setup.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as error:
-            from trt_pipeline.errors import OnnxModelError
-
-            raise OnnxModelError(f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0]}", path=path) from None
+        return OrtSettings(intra_op_threads=self.setup.threads, inter_op_threads=self.setup.inter_op_threads,
+                           io_binding=self.setup.io_binding)
 
     def load(self) -> None:
-        from polygraphy.backend.onnxrt import OnnxrtRunner
-
         from trt_pipeline.bench.roofline import onnx_weight_bytes
         from trt_pipeline.models.glm4v.stepper import runner_inputs
-        from trt_pipeline.runtime.onnxruntime_runner import onnx_path
+        from trt_pipeline.runtime.onnxruntime_runner import onnx_path, ort_runner
 
         self._host()
-        decoder = OnnxrtRunner(self._session("decoder"), name=f"{self.name}:decoder")
-        self.weight_bytes = onnx_weight_bytes(onnx_path(self.setup.out_dir, str(self.precision), "decoder"))
+        settings = self.ort_settings()
+        self.notes.append(f"onnxruntime settings: {settings.to_dict()}")
+        path = onnx_path(self.setup.out_dir, str(self.precision), "decoder")
+        decoder = ort_runner(path, name=f"{self.name}:decoder", settings=settings)
+        self.weight_bytes = onnx_weight_bytes(path)
         vision = self.setup.layout.onnx_path(str(self.precision), "vision_encoder")
-        vision_runner = OnnxrtRunner(self._session("vision_encoder"), name=f"{self.name}:vision") if vision.is_file() else None
+        vision_runner = None
+        if vision.is_file():
+            vision_runner = ort_runner(onnx_path(self.setup.out_dir, str(self.precision), "vision_encoder"),
+                                       name=f"{self.name}:vision", settings=settings)
         self._activate(vision_runner, decoder)
         self.kv_dtype_bytes = runner_inputs(decoder)["past_key_values.0.key"].itemsize
 

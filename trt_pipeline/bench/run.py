@@ -114,12 +114,15 @@ def measure_backend(
     decode_steps: int,
     batch_size: int = 1,
     seed: int = 0,
+    inter_op_threads: int | None = 1,
+    io_binding: bool = True,
 ) -> dict[str, Any]:
     """Measure one backend (runs in a child process when isolated); returns a JSON-able dict."""
     from trt_pipeline.bench.backends import BenchSetup, make_backend
     from trt_pipeline.bench.measure import time_call
 
-    setup = BenchSetup(Path(out_dir), threads=threads, batch_size=batch_size, seed=seed)
+    setup = BenchSetup(Path(out_dir), threads=threads, batch_size=batch_size, seed=seed,
+                       inter_op_threads=inter_op_threads, io_binding=io_binding)
     runner = make_backend(backend, setup)
     start = time.perf_counter()
     runner.load()
@@ -228,12 +231,14 @@ def bench(out_dir: Path | str, cfg: BenchConfig = BenchConfig(), show_progress: 
     bandwidth = measure_bandwidth(cfg.bandwidth_mib, cfg.bandwidth_repeats, threads)
     log(f"bench: memory bandwidth {bandwidth.best_gbps:.1f} GB/s (copy {bandwidth.copy_gbps_1t:.1f}/{bandwidth.copy_gbps:.1f}, "
         f"read {bandwidth.read_gbps_1t:.1f}/{bandwidth.read_gbps:.1f} GB/s with 1/{threads} threads); threads pinned to {threads}")
-    report = BenchReport(out_dir, {**cfg.to_dict(), "threads": threads, "prompt_lengths_measured": prompts,
+    report = BenchReport(out_dir, {**cfg.to_dict(), "threads": threads, "onnxruntime": ort_settings(cfg, threads),
+                                   "prompt_lengths_measured": prompts,
                                    "context_lengths_measured": contexts, "image_patches_measured": image},
                          machine_info(threads), bandwidth.to_dict(), notes=list(notes))
     kwargs = dict(out_dir=str(out_dir.resolve()), threads=threads, prompt_lengths=prompts, context_lengths=contexts,
                   image_patches=image, warmup=cfg.warmup, iterations=cfg.iterations, decode_steps=cfg.decode_steps,
-                  batch_size=cfg.batch_size, seed=cfg.seed)
+                  batch_size=cfg.batch_size, seed=cfg.seed, inter_op_threads=cfg.inter_op_threads,
+                  io_binding=cfg.io_binding)
     env = child_env(threads)
     # No live progress bar while measuring: its refresh thread competes for the CPUs with the
     # measured threads (on 2 cores it visibly inflated ONNX Runtime p90s); one line per backend instead.
@@ -265,6 +270,14 @@ def bench(out_dir: Path | str, cfg: BenchConfig = BenchConfig(), show_progress: 
     report.png_path = plot_bench(report.to_dict(), layout.report("bench.png"))
     log(f"bench: wrote {report.json_path} and {report.png_path}")
     return report
+
+
+def ort_settings(cfg: BenchConfig, threads: int) -> dict[str, Any]:
+    """The ONNX Runtime session settings of every ``ort-*`` backend of the run (for bench.json)."""
+    from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
+
+    return OrtSettings(intra_op_threads=threads, inter_op_threads=cfg.inter_op_threads,
+                       io_binding=cfg.io_binding).to_dict()
 
 
 def child_env(threads: int) -> dict[str, str]:

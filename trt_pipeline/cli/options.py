@@ -40,6 +40,16 @@ ExcludeNodes = Annotated[Optional[list[str]], typer.Option(
     "--exclude-nodes", help="Node-name regex kept in the higher precision (not converted / not quantized); repeatable.")]
 Evaluate = Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Check the variant against the fp32 ONNX on the held-out set.")]
 
+# --- ONNX Runtime sessions (runtime.onnxruntime_runner.OrtSettings) ----------------------------------
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", help="ONNX Runtime intra-op threads (default: one per physical core).")]
+InterOpThreads = Annotated[Optional[int], typer.Option(
+    "--inter-op-threads", help="ONNX Runtime inter-op threads (used with --ort-execution-mode parallel).")]
+OrtExecutionMode = Annotated[str, typer.Option(
+    "--ort-execution-mode", help="ONNX Runtime execution mode: sequential or parallel.")]
+IoBinding = Annotated[bool, typer.Option(
+    "--io-binding/--no-io-binding", help="ONNX Runtime outputs written into reused buffers (IO binding).")]
+
 # --- output ----------------------------------------------------------------------------------------
 AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")]

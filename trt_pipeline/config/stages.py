@@ -153,6 +153,8 @@ class BenchConfig:
     decode_steps: int = 32
     image_patches: int | None = None  # None: the export's opt num_patches; 0: no image-prefill figure
     threads: int | None = None
+    inter_op_threads: int | None = 1  # ONNX Runtime inter-op threads (sequential execution: unused)
+    io_binding: bool = True  # ONNX Runtime outputs into reused buffers (runtime/ort_binding.py)
     isolate: bool = True  # each backend in its own child process (clean peak RSS per backend)
     bandwidth_mib: int = 256
     bandwidth_repeats: int = 5
@@ -167,7 +169,7 @@ class BenchConfig:
                 raise ConfigError(f"bench {name} must be a non-empty list of integers >= 1, got {list(values)}.")
         _check_at_least(self, 0, "warmup", "image_patches", prefix="bench ")
         _check_at_least(self, 1, "batch_size", "iterations", "decode_steps", "bandwidth_mib", "bandwidth_repeats",
-                        "threads", prefix="bench ")
+                        "threads", "inter_op_threads", prefix="bench ")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -13,10 +13,14 @@ from trt_pipeline.cli.options import (
     CheckpointDir,
     Components,
     ExportDir,
+    InterOpThreads,
+    IoBinding,
     MaxNewTokens,
     OnnxPrecision,
+    OrtExecutionMode,
     Overwrite,
     ReferenceCheckpoint,
+    Threads,
     Verify,
     split_list,
 )
@@ -119,13 +123,21 @@ def generate_command(
         "[default: preprocessor_config.json]."))] = None,
     as_json: AsJson = False,
     verify: Verify = True,
+    threads: Threads = None,
+    inter_op_threads: InterOpThreads = None,
+    ort_execution_mode: OrtExecutionMode = "sequential",
+    io_binding: IoBinding = True,
 ) -> None:
     """Greedy generation through the checkpoint's tokenizer, chat template and image processor."""
     from trt_pipeline.errors import ConfigError
     from trt_pipeline.generate import GenerateRequest, generate, generate_conversation
+    from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
+
+    ort = OrtSettings(threads, inter_op_threads, ort_execution_mode, io_binding=io_binding)
 
     if conversation is not None:
-        replay = generate_conversation(GenerateRequest(src, [], [], backend, precision, max_new_tokens, max_pixels=max_pixels), conversation)
+        replay = generate_conversation(GenerateRequest(src, [], [], backend, precision, max_new_tokens,
+                                                       max_pixels=max_pixels, ort=ort), conversation)
         if as_json:
             typer.echo(json.dumps(replay.to_dict(), ensure_ascii=False))
             return
@@ -137,7 +149,7 @@ def generate_command(
         raise ConfigError("pass --prompt (repeatable) or --conversation FILE.json.")
     images = [list(image or [])] + [[] for _ in prompt[1:]]
     result = generate(GenerateRequest(src, list(prompt), images, backend, precision, max_new_tokens,
-                                      max_pixels=max_pixels, verify=verify))
+                                      max_pixels=max_pixels, verify=verify, ort=ort))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
