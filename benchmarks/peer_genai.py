@@ -1,0 +1,535 @@
+"""autoglm-trt's ONNX decoder against onnxruntime-genai's on the same text dims, interleaved in one run.
+
+The peer (issue 16): onnxruntime-genai's model builder emits decoder graphs tuned for ONNX Runtime
+(contrib ops: GroupQueryAttention, SkipSimplifiedLayerNormalization, MatMulNBits). This script puts
+both projects' decoders on the same machine, at the same moment, with the same thread count:
+
+1. **genai venv** (``--venv``, default ``/work/.venvs/genai``; never the project's venv): created when
+   missing, with ``onnxruntime-genai==0.18.*`` (which pins its own onnxruntime) and what its model
+   builder needs (torch CPU ``2.13.0``, transformers, onnx, onnx_ir).
+2. **Peer model**: a random-weight ``Qwen2ForCausalLM`` checkpoint with the small preset's text dims
+   (hidden, layers, heads, KV heads, FFN, vocab, rope theta, norm eps; see :func:`qwen2_config`), then
+   ``python -m onnxruntime_genai.models.builder -i <hf> -o <out> -p fp32|int4 -e cpu``.
+   Qwen2 differs from GLM-4.1V's text decoder only in what costs little at decode: full instead of
+   partial (half) rotary, 2 RMSNorms per layer instead of 4, 1-D instead of M-RoPE positions.
+   The weights moved per token (every projection, the LM head) are the same shapes.
+3. **Ours**: ``autoglm-trt init-checkpoint --preset small`` + ``export`` (re-made when the package
+   source changed since the last export), and ``precision int4`` when main has that command.
+4. **Interleaved rounds**: two long-lived workers (ours in the project venv,
+   ``peer_genai_worker_ours.py``; genai in its venv, ``peer_genai_worker_genai.py``) take JSON
+   "measure" commands over stdin/stdout; every round measures every case on both sides, alternating
+   which side goes first. Per round the median of the timed calls is kept; the table gives the median
+   over rounds and the speed-up ``genai_ms / ours_ms`` (> 1: ours faster) as the median of the
+   per-round paired ratios (robust to load drifting during the run).
+
+   Ours is timed through the project's own ``OrtBackend`` (ONNX Runtime session + host-side stepper:
+   embedding lookup, M-RoPE tables, mask); genai through its own runtime, ``og.Generator``
+   (``append_tokens``; ``rewind_to`` between calls). Both include their host work; neither samples.
+5. Also recorded: node counts and op-type histograms of both decoders, ORT's op-type time split of our
+   decoder at 512 cached tokens, versions, thread settings and ``uptime`` before and after.
+
+Writes ``benchmarks/results/peer_genai.json`` and ``peer_genai.png``; prints a table.
+
+    python benchmarks/peer_genai.py [--threads 2] [--rounds 5] [--no-int4] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WORKER_OURS = ROOT / "benchmarks" / "peer_genai_worker_ours.py"
+WORKER_GENAI = ROOT / "benchmarks" / "peer_genai_worker_genai.py"
+DEFAULT_VENV = Path("/work/.venvs/genai")
+#: what the genai venv gets (torch pinned to the CPU wheel: a bare `torch` pulls a multi-GB CUDA build)
+GENAI_PACKAGES = ("torch==2.13.0", "onnxruntime-genai==0.18.*", "transformers", "onnx", "onnx_ir",
+                  # the control side (our code on genai's onnxruntime) needs these of ours
+                  "polygraphy", "pillow", "filelock", "psutil", "pydantic", "safetensors", "typer", "rich")
+#: (phase, n): prefill of n prompt tokens on an empty cache; one decode step at n cached tokens
+CASES: tuple[tuple[str, int], ...] = (("prefill", 16), ("prefill", 256), ("decode", 64), ("decode", 512))
+#: Qwen2Config field <- GLM-4.1V text_config field (same meaning)
+#: measuring sides: our export in the project venv, genai's model in its venv, and the control: our
+#: export and our code run in the genai venv (genai's onnxruntime version)
+CONTROL = "ours_genai_ort"
+SIDES = ("ours", "genai", CONTROL)
+QWEN2_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "vocab_size", "rms_norm_eps", "max_position_embeddings")
+
+
+# ------------------------------------------------------------------------------------------------
+# pure parts (tested without the genai venv)
+# ------------------------------------------------------------------------------------------------
+
+
+def case_name(phase: str, n: int) -> str:
+    return f"prefill {n}" if phase == "prefill" else f"decode @{n}"
+
+
+def qwen2_config(text: Mapping[str, Any]) -> dict[str, Any]:
+    """``Qwen2Config`` kwargs with the dims of a GLM-4.1V ``text_config`` (or a preset's ``text``).
+
+    ``rope_theta`` comes from ``rope_parameters`` (a saved config) or the flat field (a preset).
+    Everything that sets the bytes moved per token and the FLOPs per token is copied; the
+    GLM-only fields (partial rotary, M-RoPE sections) have no Qwen2 counterpart.
+    """
+    missing = [name for name in QWEN2_FIELDS if text.get(name) is None]
+    if missing:
+        raise ValueError(f"text config lacks {', '.join(missing)} (a preset's vocab_size comes from its checkpoint)")
+    rope = text.get("rope_parameters") or {}
+    theta = rope.get("rope_theta", text.get("rope_theta"))
+    config: dict[str, Any] = {name: text[name] for name in QWEN2_FIELDS}
+    config.update(rope_theta=float(theta), hidden_act=text.get("hidden_act", "silu"), tie_word_embeddings=False,
+                  use_sliding_window=False, torch_dtype="float32")
+    eos = text.get("eos_token_id")
+    if eos is not None:
+        first = eos[0] if isinstance(eos, list) else eos
+        config.update(eos_token_id=eos, bos_token_id=text.get("bos_token_id", first),
+                      pad_token_id=text.get("pad_token_id", first))
+    return config
+
+
+def builder_command(python: Path | str, hf_dir: Path | str, out_dir: Path | str, precision: str,
+                    cache_dir: Path | str) -> list[str]:
+    """genai's own model builder, CPU execution provider."""
+    if precision not in ("fp32", "int4"):
+        raise ValueError(f"precision {precision!r}: this benchmark builds fp32 and int4")
+    return [str(python), "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(out_dir),
+            "-p", precision, "-e", "cpu", "-c", str(cache_dir)]
+
+
+def venv_commands(venv: Path) -> list[list[str]]:
+    """Create ``venv`` and install the genai side into it (nothing goes into the project's venv)."""
+    return [[sys.executable, "-m", "venv", str(venv)],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *GENAI_PACKAGES]]
+
+
+def side_order(round_index: int, sides: Sequence[str]) -> list[str]:
+    """Round-robin: each round (and case) starts with the next side, so no side always runs first."""
+    shift = round_index % len(sides)
+    return list(sides[shift:]) + list(sides[:shift])
+
+
+def median_ms(samples_s: Sequence[float]) -> float:
+    return statistics.median(samples_s) * 1e3
+
+
+def _paired(rounds: Sequence[Mapping[str, Any]], key: str, side: str) -> list[float]:
+    """Per round: genai's round median / ``side``'s round median (rounds where both ran)."""
+    return [median_ms(r[f"genai/{key}"]) / median_ms(r[f"{side}/{key}"]) for r in rounds
+            if f"{side}/{key}" in r and f"genai/{key}" in r]
+
+
+def summarize(rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per (variant, case): median over rounds of each side's round median and the paired speed-ups.
+
+    ``rounds[i]`` maps ``"<side>/<variant>/<case>"`` to that round's per-call seconds. ``speedup`` is
+    ours against genai; ``speedup_same_ort`` is the control side (our graph and code on genai's
+    onnxruntime) against genai, which takes the two onnxruntime versions out of the comparison.
+    """
+    keys = list(dict.fromkeys(key.split("/", 1)[1] for r in rounds for key in r))  # measurement order
+    rows = []
+    for key in keys:
+        variant, case = key.split("/", 1)
+        row: dict[str, Any] = {"variant": variant, "case": case, "rounds": 0}
+        for side in SIDES:
+            medians = [median_ms(r[f"{side}/{key}"]) for r in rounds if f"{side}/{key}" in r]
+            row[f"{side}_ms"] = round(statistics.median(medians), 3) if medians else None
+            row["rounds"] = max(row["rounds"], len(medians))
+        paired, control = _paired(rounds, key, "ours"), _paired(rounds, key, CONTROL)
+        row.update(speedup=round(statistics.median(paired), 3) if paired else None,
+                   speedup_min=round(min(paired), 3) if paired else None,
+                   speedup_max=round(max(paired), 3) if paired else None,
+                   speedup_same_ort=round(statistics.median(control), 3) if control else None)
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: Any, spec: str, suffix: str = "") -> str:
+    return "n/a" if value is None else format(value, spec) + suffix
+
+
+def table_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown table of :func:`summarize` rows (the README / report form)."""
+    lines = ["| variant | case | ours ms | genai ms | ours speed / genai (range) | ours on genai's ORT: ms, "
+             "speed / genai | rounds |", "|---|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        speed = "n/a" if row["speedup"] is None else \
+            f"{row['speedup']:.2f}x ({row['speedup_min']:.2f}-{row['speedup_max']:.2f})"
+        control = f"{_fmt(row.get(f'{CONTROL}_ms'), '.2f')}, {_fmt(row.get('speedup_same_ort'), '.2f', 'x')}"
+        lines.append(f"| {row['variant']} | {row['case']} | {_fmt(row['ours_ms'], '.2f')} | "
+                     f"{_fmt(row['genai_ms'], '.2f')} | {speed} | {control} | {row['rounds']} |")
+    return lines
+
+
+def op_histogram(op_types: Sequence[str], top: int = 10) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for op in op_types:
+        counts[op] = counts.get(op, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return {"nodes": len(op_types), "op_types": len(counts), "top": dict(ranked[:top])}
+
+
+# ------------------------------------------------------------------------------------------------
+# setup: venv, models
+# ------------------------------------------------------------------------------------------------
+
+
+def run(command: Sequence[str], log: Path, **kwargs: Any) -> int:
+    """Run a setup command with its output in ``log``; a failure stops the benchmark."""
+    print("$", " ".join(command), flush=True)
+    with log.open("a") as handle:
+        code = subprocess.call(list(command), stdout=handle, stderr=subprocess.STDOUT, **kwargs)
+    return code
+
+
+def checked(command: Sequence[str], log: Path, **kwargs: Any) -> None:
+    if run(command, log, **kwargs) != 0:
+        sys.exit(f"failed: {' '.join(command)} (see {log})")
+
+
+def ensure_venv(venv: Path, log: Path) -> Path:
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import onnxruntime_genai, transformers, onnx_ir, torch, polygraphy, psutil"]
+    if python.is_file() and subprocess.call(probe, stderr=subprocess.DEVNULL) == 0:
+        return python
+    for command in venv_commands(venv)[0 if not python.is_file() else 1:]:
+        checked(command, log)
+    return python
+
+
+def source_stamp() -> str:
+    """Git tree id of ``trt_pipeline/`` plus uncommitted changes: the export is re-made when it moves."""
+    tree = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD:trt_pipeline"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "trt_pipeline"], capture_output=True,
+                           text=True)
+    return tree.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "trt_pipeline.cli", *args]
+
+
+def int4_available() -> bool:
+    """Whether this checkout's CLI has ``precision int4``."""
+    help_text = subprocess.run(cli("precision", "--help"), capture_output=True, text=True,
+                               env={**ours_env(), "COLUMNS": "200"}).stdout
+    return any(line.strip("│ ").startswith("int4") for line in help_text.splitlines())
+
+
+def ensure_ours(work: Path, args: argparse.Namespace, log: Path) -> dict[str, Any]:
+    """Checkpoint + export (+ int4) of the small preset; reused while the package source is unchanged."""
+    checkpoint, out, stamp_file = work / "checkpoint", work / "export", work / "export.stamp"
+    if not (checkpoint / "config.json").is_file():
+        checked(cli("init-checkpoint", "--preset", "small", "--out", str(checkpoint), "--overwrite"), log, env=ours_env())
+    stamp = source_stamp()
+    previous = stamp_file.read_text().strip() if stamp_file.is_file() else None
+    if args.fresh or not (out / "export.json").is_file() or previous != stamp:
+        shutil.rmtree(out, ignore_errors=True)
+        checked(cli("export", str(checkpoint), "--out", str(out), "--max-seq", "256", "--max-kv", str(args.max_kv),
+                    "--no-validate", *args.export_arg), log, env=ours_env())
+        stamp_file.write_text(stamp + "\n")
+    variants, notes = ["fp32"], []
+    if args.no_int4:
+        notes.append("ours int4: skipped (--no-int4)")
+    elif not int4_available():
+        notes.append("ours int4: skipped, this checkout has no `autoglm-trt precision int4` command")
+    else:
+        if not (out / "onnx" / "int4" / "decoder.onnx").is_file():
+            code = run(cli("precision", "int4", str(out)), log, env=ours_env())
+            if code != 0:
+                notes.append(f"ours int4: `autoglm-trt precision int4` exited {code} (see {log})")
+        if (out / "onnx" / "int4" / "decoder.onnx").is_file():
+            variants.append("int4")
+    return {"checkpoint": checkpoint, "out": out, "variants": variants, "notes": notes, "source_stamp": stamp}
+
+
+def ensure_genai(work: Path, python: Path, checkpoint: Path, variants: Sequence[str], log: Path) -> dict[str, Path]:
+    """Qwen2 checkpoint with our text dims, then genai's builder per precision."""
+    hf = work / "qwen2"
+    text = json.loads((checkpoint / "config.json").read_text())["text_config"]
+    spec = {"config": qwen2_config(text), "seed": 0, "tokenizer_dir": str(checkpoint)}
+    spec_file = work / "qwen2_spec.json"
+    if not (hf / "config.json").is_file() or not spec_file.is_file() or json.loads(spec_file.read_text()) != spec:
+        work.mkdir(parents=True, exist_ok=True)
+        spec_file.write_text(json.dumps(spec, indent=2))
+        shutil.rmtree(hf, ignore_errors=True)
+        checked([str(python), str(WORKER_GENAI), "make-qwen2", str(spec_file), str(hf)], log)
+        for variant in variants:
+            shutil.rmtree(work / f"genai-{variant}", ignore_errors=True)
+    models = {}
+    for variant in variants:
+        out = work / f"genai-{variant}"
+        if not (out / "genai_config.json").is_file():
+            checked(builder_command(python, hf, out, variant, work / "builder-cache"), log)
+        models[variant] = out
+    return models
+
+
+# ------------------------------------------------------------------------------------------------
+# workers and interleaved rounds
+# ------------------------------------------------------------------------------------------------
+
+
+def ours_env() -> dict[str, str]:
+    """This checkout first on the path (the editable install may point at another tree)."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+
+
+class Worker:
+    """A long-lived measuring process: one JSON request per line in, one JSON answer per line out."""
+
+    def __init__(self, name: str, command: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.stderr = log.open("a")
+        self.process = subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.stderr, text=True, bufsize=1, env=dict(env or os.environ))
+
+    def ask(self, cmd: str, **fields: Any) -> Any:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"cmd": cmd, **fields}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            sys.exit(f"worker {self.name} died during {cmd!r} (see {self.stderr.name})")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            sys.exit(f"worker {self.name}: {cmd} failed: {answer['error']} (see {self.stderr.name})")
+        return answer.get("result")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.ask("quit")
+            self.process.wait(timeout=60)
+        self.stderr.close()
+
+
+def iterations_for(phase: str, n: int, args: argparse.Namespace) -> tuple[int, int]:
+    """(timed calls, warm-up calls) per measurement of one case in one round."""
+    if phase == "prefill":
+        return (args.iterations, 1) if n <= 64 else (max(args.iterations // 2, 2), 1)
+    return args.iterations, 2
+
+
+def run_rounds(workers: Mapping[str, Worker], variants: Mapping[str, Sequence[str]],
+               args: argparse.Namespace) -> list[dict[str, list[float]]]:
+    """``args.rounds`` rounds; each measures every (variant, case) on every side, sides alternating."""
+    rounds = []
+    all_variants = sorted({v for vs in variants.values() for v in vs})
+    for index in range(args.rounds):
+        started = time.perf_counter()
+        measured: dict[str, list[float]] = {}
+        for variant in all_variants:
+            for phase, n in CASES:
+                timed, warmup = iterations_for(phase, n, args)
+                for side in side_order(index + CASES.index((phase, n)), list(workers)):
+                    if variant in variants[side]:
+                        measured[f"{side}/{variant}/{case_name(phase, n)}"] = workers[side].ask(
+                            "measure", variant=variant, phase=phase, n=n, iterations=timed, warmup=warmup)
+        rounds.append(measured)
+        print(f"round {index + 1}/{args.rounds}: {time.perf_counter() - started:.0f} s, "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+    return rounds
+
+
+def node_counts(models: Mapping[str, Path]) -> dict[str, Any]:
+    """Top-level node count and op-type histogram of each decoder graph (weights not loaded)."""
+    import onnx
+
+    result = {}
+    for name, path in models.items():
+        graph = onnx.load(str(path), load_external_data=False).graph
+        result[name] = {"path": str(path), **op_histogram([node.op_type for node in graph.node])}
+    return result
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+# ------------------------------------------------------------------------------------------------
+# results
+# ------------------------------------------------------------------------------------------------
+
+
+def plot(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
+    """Speed of ours over genai per case (bar: median, whisker: min..max round), and the control side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in rows if row["speedup"] is not None]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    xs = list(range(len(rows)))
+    values = [row["speedup"] for row in rows]
+    errors = [[v - row["speedup_min"] for v, row in zip(values, rows)],
+              [row["speedup_max"] - v for v, row in zip(values, rows)]]
+    ax.bar([x - 0.2 for x in xs], values, width=0.4, yerr=errors, capsize=4, label="ours (project venv ORT)",
+           color=["tab:green" if v >= 1 else "tab:red" for v in values])
+    control = [row.get("speedup_same_ort") or 0.0 for row in rows]
+    if any(control):
+        ax.bar([x + 0.2 for x in xs], control, width=0.4, color="tab:gray", label="ours on genai's ORT (control)")
+    for x, row in zip(xs, rows):
+        ax.text(x - 0.2, row["speedup_max"] + 0.02, f"{row['speedup']:.2f}x\n{row['ours_ms']:.1f} vs\n"
+                f"{row['genai_ms']:.1f} ms", ha="center", va="bottom", fontsize=7)
+    ax.axhline(1.0, color="black", linewidth=1)
+    ax.axhline(1.1, color="gray", linestyle="--", linewidth=1, label="issue 16 target at decode @512 (1.1x)")
+    ax.set_xticks(xs, [f"{row['variant']}\n{row['case']}" for row in rows], fontsize=8)
+    ax.set_ylabel("speed / genai speed (genai ms / ms)")
+    ax.set_ylim(0, max([*values, *control, *[r["speedup_max"] for r in rows], 1.1]) * 1.3)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ("variant", "case", "ours ms", "genai ms", "ours/genai speed", "range", "ours@genai-ORT ms",
+               "its speed / genai", "rounds")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("variant", "case") else "right")
+    for row in rows:
+        spread = "" if row["speedup"] is None else f"{row['speedup_min']:.2f}-{row['speedup_max']:.2f}"
+        table.add_row(row["variant"], row["case"], _fmt(row["ours_ms"], ".2f"), _fmt(row["genai_ms"], ".2f"),
+                      _fmt(row["speedup"], ".2f", "x"), spread, _fmt(row.get(f"{CONTROL}_ms"), ".2f"),
+                      _fmt(row.get("speedup_same_ort"), ".2f", "x"), str(row["rounds"]))
+    Console(width=max(Console().width, 150)).print(table)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "engines" / "peer-genai", help="models and logs")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the genai venv (created when missing)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads on both sides (inter-op: 1)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=8, help="timed calls per case per round (prefill 256: half)")
+    parser.add_argument("--max-kv", type=int, default=1024, help="our export's past_sequence_length max = genai max_length")
+    parser.add_argument("--export-arg", action="append", default=[], help="extra `autoglm-trt export` argument")
+    parser.add_argument("--no-int4", action="store_true", help="fp32 only")
+    parser.add_argument("--no-control", action="store_true",
+                        help="skip the control side (our export and code on genai's onnxruntime, in its venv)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the ORT op-type profile of our decoder")
+    parser.add_argument("--fresh", action="store_true", help="re-export ours even when the source is unchanged")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    return parser.parse_args(argv)
+
+
+def start_workers(args: argparse.Namespace, python: Path, ours: Mapping[str, Any],
+                  genai: Mapping[str, Path]) -> tuple[dict[str, Worker], dict[str, Any]]:
+    """Both workers, every variant loaded (load time is not measured)."""
+    log = args.work / "workers.log"
+    workers = {"ours": Worker("ours", [sys.executable, str(WORKER_OURS)], log, env=ours_env()),
+               "genai": Worker("genai", [str(python), str(WORKER_GENAI), "serve"], log)}
+    if not args.no_control:
+        workers[CONTROL] = Worker(CONTROL, [str(python), str(WORKER_OURS)], log, env=ours_env())
+    loaded: dict[str, Any] = {side: {} for side in workers}
+    for side in set(workers) - {"genai"}:
+        for variant in ours["variants"]:
+            loaded[side][variant] = workers[side].ask("load", variant=variant, out_dir=str(ours["out"]),
+                                                      threads=args.threads)
+    for variant, model_dir in genai.items():
+        loaded["genai"][variant] = workers["genai"].ask("load", variant=variant, model_dir=str(model_dir),
+                                                        max_length=args.max_kv, threads=args.threads)
+    return workers, loaded
+
+
+def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str, Path], loaded: Mapping[str, Any],
+           measured: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything peer_genai.json holds."""
+    rows = summarize(measured["rounds"])
+    graphs = {f"ours {v}": Path(ours["out"]) / "onnx" / v / "decoder.onnx" for v in ours["variants"]}
+    graphs.update({f"genai {v}": path / "model.onnx" for v, path in genai.items()})
+    return {
+        "command": "python benchmarks/peer_genai.py " + " ".join(sys.argv[1:]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "speedup_definition": "genai_ms / ours_ms (> 1: ours faster); median over rounds of the per-round "
+                              "ratio of the two sides' round medians",
+        "threads": {"intra_op": args.threads, "inter_op": 1, "both_sides": True},
+        "rounds": args.rounds, "iterations_per_case_per_round": args.iterations, "max_kv": args.max_kv,
+        "cases": [case_name(*case) for case in CASES],
+        "load": {"before": measured["load_before"], "after": measured["load_after"],
+                 "note": "2 cores shared with other sessions: absolute ms are noisy, ratios come from "
+                         "interleaved rounds"},
+        "versions": measured["versions"],
+        "ours": {"export": str(ours["out"]), "variants": list(ours["variants"]), "source_stamp": ours["source_stamp"],
+                 "timed_through": "trt_pipeline.bench.backends.OrtBackend (ORT session + DecoderStepper host work)",
+                 "loaded": loaded["ours"]},
+        "control": {"side": CONTROL, "what": "our export through the same OrtBackend code, run in the genai venv "
+                    "(its onnxruntime version); speedup_same_ort = genai_ms / its ms", "measured": CONTROL in loaded},
+        "genai": {"models": {v: str(p) for v, p in genai.items()}, "checkpoint": "Qwen2ForCausalLM, random weights, "
+                  "small preset text dims (see qwen2_spec.json beside the models)",
+                  "timed_through": "onnxruntime_genai.Generator.append_tokens (rewind_to between calls)",
+                  "loaded": loaded["genai"]},
+        "notes": list(ours["notes"]),
+        "table": rows,
+        "table_markdown": table_lines(rows),
+        "nodes": node_counts(graphs),
+        "ours_decode_profile": measured.get("profile"),
+        "all_rounds": measured["rounds"],
+    }
+
+
+def measure_all(args: argparse.Namespace, python: Path, ours: Mapping[str, Any],
+                genai: Mapping[str, Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+    workers, loaded = start_workers(args, python, ours, genai)
+    try:
+        measured: dict[str, Any] = {"load_before": uptime()}
+        print(measured["load_before"], flush=True)
+        measured["versions"] = {**workers["ours"].ask("versions"), **workers["genai"].ask("versions")}
+        if CONTROL in workers:
+            measured["versions"]["onnxruntime (control side)"] = workers[CONTROL].ask("versions")["onnxruntime (ours)"]
+        variants = {side: list(genai) if side == "genai" else list(ours["variants"]) for side in workers}
+        measured["rounds"] = run_rounds(workers, variants, args)
+        measured["load_after"] = uptime()
+        if not args.no_profile:
+            measured["profile"] = workers["ours"].ask("profile", variant="fp32", context=512, steps=20)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return measured, loaded
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = args.work / "setup.log"
+    python = ensure_venv(args.venv, log)
+    ours = ensure_ours(args.work, args, log)
+    checkpoint = Path(ours["checkpoint"])
+    genai = ensure_genai(args.work, python, checkpoint, ["fp32"] + ([] if args.no_int4 else ["int4"]), log)
+    measured, loaded = measure_all(args, python, ours, genai)
+    result = record(args, ours, genai, loaded, measured)
+    args.results.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = args.results / "peer_genai.json", args.results / "peer_genai.png"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    title = (f"autoglm-trt vs onnxruntime-genai {measured['versions'].get('onnxruntime-genai')}, small-preset text "
+             f"dims, {args.threads} threads each, median of {args.rounds} interleaved rounds")
+    plot(result["table"], png_path, title)
+    print_table(result["table"], title)
+    for note in result["notes"]:
+        print("note:", note)
+    print("nodes:", {name: entry["nodes"] for name, entry in result["nodes"].items()})
+    print(f"load before: {measured['load_before']}\nload after:  {measured['load_after']}")
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
