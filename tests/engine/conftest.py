@@ -186,7 +186,7 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
     for name in (
         "MemoryPoolType", "TensorIOMode", "DataType", "HardwareCompatibilityLevel", "ProfilingVerbosity",
         "LayerInformationFormat", "ILogger", "Logger", "IProgressMonitor", "Dims", "nptype",
-        "ExecutionContextAllocationStrategy",
+        "ExecutionContextAllocationStrategy", "DeviceType",
     ):
         setattr(trt, name, getattr(lean, name))
     minor = int(version.split(".")[1])
@@ -237,12 +237,69 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
     if major < 11:
         trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
 
+    trt.LayerType = enum.IntEnum("LayerType", [
+        "ELEMENTWISE", "MATRIX_MULTIPLY", "CONCATENATION", "SHUFFLE", "SOFTMAX", "CAST", "REDUCE", "SHAPE",
+        "QUANTIZE", "DEQUANTIZE"])
+    layer_types = {"QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "MatMul": "MATRIX_MULTIPLY",
+                   "Concat": "CONCATENATION", "Softmax": "SOFTMAX", "Cast": "CAST", "ReduceSum": "REDUCE",
+                   "Reshape": "SHUFFLE", "Transpose": "SHUFFLE", "Unsqueeze": "SHUFFLE"}
+    trt_dtypes = {1: lean.DataType.FLOAT, 10: lean.DataType.HALF, 7: lean.DataType.INT64, 6: lean.DataType.INT32,
+                  9: lean.DataType.BOOL, 3: lean.DataType.INT8}
+
+    class ITensor:
+        """What Polygraphy's profile code reads of a network input: name, shape (-1 dynamic), dtype."""
+
+        __slots__ = ("name", "shape", "dtype", "is_shape_tensor")
+
+        def __init__(self, value_info: Any) -> None:
+            tensor_type = value_info.type.tensor_type
+            self.name = value_info.name
+            self.shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
+            self.dtype = trt_dtypes[tensor_type.elem_type]
+            self.is_shape_tensor = False
+
+    class ILayer:
+        __slots__ = ("name", "type", "precision_is_set")
+
+        def __init__(self, node: Any) -> None:
+            self.name, self.type = node.name, trt.LayerType[layer_types.get(node.op_type, "ELEMENTWISE")]
+            self.precision_is_set = False
+
     class INetworkDefinition:
-        __slots__ = ("flags", "parsed_from")
+        """Inputs and layers appear when an ONNX model is parsed into it (what the builder-side code reads)."""
+
+        __slots__ = ("flags", "parsed_from", "_inputs", "_layers")
 
         def __init__(self, flags: int) -> None:
             self.flags = flags
             self.parsed_from: str | None = None
+            self._inputs: list[ITensor] = []
+            self._layers: list[ILayer] = []
+
+        def populate(self, model: Any) -> None:
+            initializers = {init.name for init in model.graph.initializer}
+            self._inputs = [ITensor(v) for v in model.graph.input if v.name not in initializers]
+            self._layers = [ILayer(node) for node in model.graph.node]
+
+        @property
+        def num_inputs(self) -> int:
+            return len(self._inputs)
+
+        def get_input(self, index: int) -> ITensor:
+            return self._inputs[index]
+
+        @property
+        def num_layers(self) -> int:
+            return len(self._layers)
+
+        def get_layer(self, index: int) -> ILayer:
+            return self._layers[index]
+
+        def __iter__(self) -> Any:
+            return iter(self._layers)
+
+        def __len__(self) -> int:
+            return len(self._layers)
 
     class OnnxParser:
         __slots__ = ("network", "logger", "_errors")
@@ -259,12 +316,13 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
             if not isinstance(model, str):
                 raise TypeError("parse_from_file(model: str)")
             try:
-                onnx.load(model, load_external_data=True)  # external data resolved relative to the file
+                proto = onnx.load(model, load_external_data=True)  # external data resolved relative to the file
             except Exception as error:
                 self._errors = [FakeParserError(trt.ErrorCode.MODEL_DESERIALIZE_FAILED, str(error), -1, "", "")]
                 return False
             self._errors = list(state.parse_errors)
             self.network.parsed_from = model
+            self.network.populate(proto)
             return not self._errors
 
         def parse(self, model: bytes, path: str | None = None) -> bool:
@@ -286,6 +344,16 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
             "_progress_monitor", "flags_set", "pools", "profiles", "timing_cache", "_int8_calibrator",
             "calibration_profile", "ignore_mismatch_used",
         )
+        #: TensorRT's default pool limits when none was set (the workspace default is the device memory).
+        DEFAULT_POOL = 24 << 30
+
+        @property
+        def DLA_core(self) -> int:  # noqa: N802 - TensorRT's name; -1: no DLA
+            return -1
+
+        @property
+        def default_device_type(self) -> Any:
+            return lean.DeviceType.GPU
 
         def __init__(self) -> None:
             self._builder_optimization_level = 3
@@ -308,7 +376,8 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
             self.pools[pool] = int(pool_size)
 
         def get_memory_pool_limit(self, pool: Any) -> int:
-            return self.pools[pool]
+            check_enum(pool, trt.MemoryPoolType, "get_memory_pool_limit(pool)")
+            return self.pools.get(pool, self.DEFAULT_POOL)
 
         def set_flag(self, flag: Any) -> None:
             check_enum(flag, trt.BuilderFlag, "set_flag(flag)")
@@ -478,6 +547,12 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
             summary = {"onnx": Path(network.parsed_from).name, "flags": network.flags, "profiles": len(config.profiles)}
             return FakeHostMemory(b"FAKE-ENGINE" + json.dumps(summary).encode())
 
+    def init_libnvinfer_plugins(logger: Any, namespace: str) -> bool:
+        if not isinstance(logger, trt.ILogger) or not isinstance(namespace, str):
+            raise TypeError("init_libnvinfer_plugins(logger: ILogger, namespace: str)")
+        return True
+
+    trt.init_libnvinfer_plugins = init_libnvinfer_plugins
     trt.Builder = Builder
     trt.OnnxParser = OnnxParser
     trt.INetworkDefinition = INetworkDefinition

@@ -3,15 +3,23 @@
 One call: :func:`build_engines` (``autoglm-trt build DIR ...``). Per component it
 
 1. parses ``DIR/onnx/PRECISION/COMPONENT.onnx`` (external weights are found next to it) into a
-   strongly typed network (``OnnxParser.parse_from_file``); parser errors become an
+   strongly typed network with Polygraphy's ONNX network loader; parser errors become an
    :class:`~trt_pipeline.errors.OnnxModelError` listing node names and operators;
-2. adds the optimization profiles of :mod:`trt_pipeline.engine.profiles`;
-3. sets the workspace pool limit, builder optimization level, detailed profiling verbosity (for the
-   engine inspector), hardware/version compatibility, a timing cache loaded from and saved back to
-   a file, and a progress monitor feeding a rich progress bar;
-4. on TensorRT 10.x with ``--legacy-precision-flags``: a weakly typed network from the fp32 ONNX
-   with ``BuilderFlag.FP16``/``INT8`` and an INT8 calibrator that replays the calibration cache;
-5. writes ``DIR/engines/COMPONENT.PRECISION.engine`` atomically and its manifest beside it.
+2. makes the builder config with Polygraphy's ``CreateConfig``: the optimization profiles of
+   :mod:`trt_pipeline.engine.profiles`, the workspace pool limit, builder optimization level, detailed
+   profiling verbosity (for the engine inspector), hardware/version compatibility and a progress
+   monitor feeding a rich progress bar;
+3. on TensorRT 10.x with ``--legacy-precision-flags``: a weakly typed network from the fp32 ONNX
+   with ``BuilderFlag.FP16``/``INT8`` and an INT8 calibrator that replays the calibration cache
+   (also through ``CreateConfig``);
+4. attaches a timing cache loaded from a file, builds with Polygraphy's ``EngineBytesFromNetwork``
+   and saves the timing cache back (ours: :func:`load_timing_cache` says why);
+5. writes ``DIR/engines/COMPONENT.PRECISION.engine`` atomically and its manifest beside it (ours:
+   :func:`build_component` says why not ``SaveEngine``).
+
+What Polygraphy calls on TensorRT is in ``polygraphy/backend/trt/{loader,config,profile,util}.py``
+(Polygraphy 0.53.6); :mod:`trt_pipeline.engine.polygraphy_trt` points those loaders at the context's
+TensorRT module and this process's TensorRT logger.
 
 The builder-side TensorRT classes (Builder, INetworkDefinition, OnnxParser, IBuilderConfig) cannot
 be imported on the CPU machines this project is developed on; every call made on them below follows
@@ -53,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_pipeline.artifacts import OutputLayout, atomic_path, sha256_file, tool_versions
-from trt_pipeline.engine.trt_logger import LogCapture, capture_log, make_logger, process_logger
+from trt_pipeline.engine.trt_logger import LogCapture, capture_log, make_logger  # noqa: F401 - make_logger re-exported
 from trt_pipeline.engine.manifest import EngineManifest, manifest_path_for, write_manifest
 from trt_pipeline.engine.options import (
     HARDWARE_COMPAT,
@@ -71,6 +79,7 @@ from trt_pipeline.engine.profiles import (
     read_onnx_inputs,
     validate_profiles,
 )
+from trt_pipeline.engine.polygraphy_trt import polygraphy_on, polygraphy_profile
 from trt_pipeline.engine.tensorrt_import import TensorRTContext, require_tensorrt, select_device
 from trt_pipeline.quantize.calibration_cache import retarget_calibration_cache
 from trt_pipeline.errors import ConfigError, OnnxModelError, PipelineError
@@ -201,18 +210,23 @@ def _call_or_none(obj: Any, name: str) -> Any:
         return None
 
 
-def parse_onnx(trt: Any, builder: Any, log: LogCapture, onnx_path: Path, *, network_flags: int) -> tuple[Any, Any]:
-    """Create a network and parse ``onnx_path`` into it (external data resolved relative to the file).
+def parse_onnx(trt: Any, log: LogCapture, onnx_path: Path, *, strongly_typed: bool) -> tuple[Any, Any, Any]:
+    """Polygraphy's ONNX network loader, with parser errors that name the failing nodes.
+
+    ``polygraphy.backend.trt.loader.BaseNetworkFromOnnx`` creates the Builder (on the process logger),
+    the network (``STRONGLY_TYPED`` creation flag when ``strongly_typed``), loads the plugin library and
+    creates the ``OnnxParser``. Parsing is what ``NetworkFromOnnxPath`` does (``parse_from_file``, so that
+    external data is found next to the model), except for the error path: ``NetworkFromOnnxPath`` logs the
+    parser errors and raises a generic "Could not parse ONNX correctly"; here they become an
+    :class:`OnnxModelError` listing node names and operators.
 
     Returns:
-        ``(network, parser)``; the parser must outlive the network's use in the build.
-
-    Raises:
-        OnnxModelError: with one line per parser error (node names and operators).
+        ``(builder, network, parser)``; the parser must outlive the network's use in the build.
     """
-    network = builder.create_network(network_flags)
-    parser = trt.OnnxParser(network, process_logger(trt))
-    if not parser.parse_from_file(str(onnx_path)):
+    from polygraphy.backend.trt.loader import BaseNetworkFromOnnx
+
+    builder, network, parser = BaseNetworkFromOnnx(strongly_typed=strongly_typed)()
+    if not parser.parse_from_file(str(onnx_path)) or int(parser.num_errors):
         lines = parser_errors(parser) or log.errors[-5:] or ["no details reported"]
         raise OnnxModelError(
             f"TensorRT could not parse {onnx_path} ({len(lines)} error(s)): " + "; ".join(lines),
@@ -220,21 +234,7 @@ def parse_onnx(trt: Any, builder: Any, log: LogCapture, onnx_path: Path, *, netw
             hint="the named node uses an operator or attribute this TensorRT does not support; try a newer TensorRT "
             "or check the ONNX with ONNX Runtime (`autoglm-trt` verified it there)",
         )
-    return network, parser
-
-
-def add_profiles(builder: Any, config: Any, profiles: Sequence[Profile]) -> list[Any]:
-    """``IOptimizationProfile.set_shape(input, min, opt, max)`` per input; ``add_optimization_profile``."""
-    created = []
-    for profile in profiles:
-        trt_profile = builder.create_optimization_profile()
-        for name, rng in profile.shapes.items():
-            trt_profile.set_shape(name, rng.min, rng.opt, rng.max)
-        index = config.add_optimization_profile(trt_profile)
-        if index is not None and int(index) < 0:
-            raise ConfigError(f"TensorRT rejected optimization profile {profile.name}: {profile.to_json()}")
-        created.append(trt_profile)
-    return created
+    return builder, network, parser
 
 
 @dataclass
@@ -250,6 +250,13 @@ def load_timing_cache(config: Any, path: Path) -> TimingCacheState:
 
     A cache from another GPU/TensorRT (``set_timing_cache(..., ignore_mismatch=False)`` returns False)
     or an unreadable file is replaced by an empty cache, with a note; it only costs build time.
+
+    Why not Polygraphy's ``CreateConfig(load_timing_cache=)`` / ``EngineBytesFromNetwork(save_timing_cache=)``:
+    ``CreateConfig`` ignores ``set_timing_cache``'s False (a cache from another GPU or TensorRT is then
+    silently not used), an unreadable file raises out of the build, and the save merges the old file back
+    with ``combine(..., ignore_mismatch=True)`` and writes it in place. Here a mismatched or corrupt cache
+    is dropped with a note, never merged back, and the file is replaced atomically. ``CreateConfig``
+    has already attached an empty cache; the one set here replaces it.
     """
     state = TimingCacheState(path=path)
     blob = b""
@@ -322,11 +329,10 @@ def make_cache_calibrator(trt: Any, cache: bytes) -> Any:
     return CacheCalibrator()
 
 
-def apply_legacy_precision(
-    trt: Any, config: Any, precision: str, *, calibration_cache: Path | None, calibration_profile: Any,
-    trt_version: str | None = None,
+def legacy_precision(
+    trt: Any, precision: str, *, calibration_cache: Path | None, trt_version: str | None = None,
 ) -> tuple[list[str], Any]:
-    """TensorRT 10.x only: FP16/INT8 builder flags (+ calibrator from the cache for INT8).
+    """TensorRT 10.x only: the FP16/INT8 builder flags to ask ``CreateConfig`` for, and the INT8 calibrator.
 
     The cache's header names the TensorRT release it is for (``TRT-100300-EntropyCalibration2``); a
     TensorRT that finds another release there may ignore the cache and then "calibrate" with no
@@ -336,20 +342,12 @@ def apply_legacy_precision(
     Returns:
         ``(flag names, calibrator or None)``; the caller keeps the calibrator alive until the build ends.
     """
-    flags = ["FP16"]
-    calibrator = None
-    config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        if calibration_cache is None:
-            raise ConfigError("--int8 --legacy-precision-flags needs the INT8 calibration cache")
-        config.set_flag(trt.BuilderFlag.INT8)
-        flags.append("INT8")
-        cache = retarget_calibration_cache(calibration_cache.read_bytes(), trt_version or str(trt.__version__))
-        calibrator = make_cache_calibrator(trt, cache)
-        config.int8_calibrator = calibrator
-        if calibration_profile is not None:
-            config.set_calibration_profile(calibration_profile)
-    return flags, calibrator
+    if precision != "int8":
+        return ["FP16"], None
+    if calibration_cache is None:
+        raise ConfigError("--int8 --legacy-precision-flags needs the INT8 calibration cache")
+    cache = retarget_calibration_cache(calibration_cache.read_bytes(), trt_version or str(trt.__version__))
+    return ["FP16", "INT8"], make_cache_calibrator(trt, cache)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,35 +388,91 @@ def component_calibration_cache(shared: Path | None, component: str) -> Path | N
 
 
 def configure_builder(
-    ctx: TensorRTContext, builder: Any, cfg: BuildConfig, profiles: Sequence[Profile], *, calibration_cache: Path | None
-) -> tuple[Any, list[str], tuple[Any, ...]]:
-    """The ``IBuilderConfig`` of one build: workspace, opt level, compatibility, profiles, legacy precision.
+    ctx: TensorRTContext, builder: Any, network: Any, cfg: BuildConfig, profiles: Sequence[Profile], *,
+    calibration_cache: Path | None, progress_monitor: Any,
+) -> tuple[Any, list[str], Any]:
+    """The ``IBuilderConfig`` of one build, made by Polygraphy's ``CreateConfig``.
+
+    ``CreateConfig`` sets the profiles (ours, converted to Polygraphy profiles), the workspace pool
+    limit, builder optimization level, detailed profiling verbosity (for the engine inspector),
+    hardware/version compatibility, the progress monitor and, on the TensorRT 10.x legacy path, the
+    FP16/INT8 flags plus the calibrator (only when the network has no Q/DQ layers) with its calibration
+    profile. TF32 is cleared (Polygraphy's default; trtexec gets ``--noTF32`` to match), so FP32 layers
+    compute in FP32 as the ONNX Runtime and transformers references do.
 
     Returns:
-        ``(config, builder flag names, objects TensorRT only holds raw pointers to)``: the caller keeps
-        the last item alive until the build returned (the calibrator and the profiles).
+        ``(config, builder flag names for the manifest, calibrator or None)``: the caller keeps the
+        calibrator alive until the build returned (TensorRT holds a raw pointer to it).
+
+    Raises:
+        ConfigError: TensorRT kept fewer optimization profiles than were given (one was invalid).
     """
+    from polygraphy.backend.trt import CreateConfig
+
     trt = ctx.trt
-    config = builder.create_builder_config()
-    builder_flags: list[str] = []
-    if cfg.workspace is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace)
-    config.builder_optimization_level = cfg.opt_level
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if cfg.hardware_compat != "none":
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_COMPAT[cfg.hardware_compat])
-    if cfg.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-        builder_flags.append("VERSION_COMPATIBLE")
-    trt_profiles = add_profiles(builder, config, profiles)
-    calibrator = None
+    builder_flags: list[str] = ["VERSION_COMPATIBLE"] if cfg.version_compatible else []
+    legacy_flags, calibrator = ([], None)
     if cfg.legacy_precision_flags:
-        legacy_flags, calibrator = apply_legacy_precision(
-            trt, config, cfg.precision, calibration_cache=calibration_cache, calibration_profile=trt_profiles[0],
-            trt_version=str(ctx.version),
+        legacy_flags, calibrator = legacy_precision(
+            trt, cfg.precision, calibration_cache=calibration_cache, trt_version=str(ctx.version))
+    hardware = None if cfg.hardware_compat == "none" else getattr(
+        trt.HardwareCompatibilityLevel, HARDWARE_COMPAT[cfg.hardware_compat])
+    config = CreateConfig(
+        profiles=[polygraphy_profile(p) for p in profiles],
+        memory_pool_limits=None if cfg.workspace is None else {trt.MemoryPoolType.WORKSPACE: cfg.workspace},
+        builder_optimization_level=cfg.opt_level,
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
+        hardware_compatibility_level=hardware,
+        version_compatible=cfg.version_compatible,
+        progress_monitor=progress_monitor,
+        fp16="FP16" in legacy_flags,
+        int8="INT8" in legacy_flags,
+        calibrator=calibrator,
+    )(builder, network)
+    if int(config.num_optimization_profiles) != len(profiles):
+        raise ConfigError(
+            f"TensorRT kept {config.num_optimization_profiles} of {len(profiles)} optimization profiles: "
+            + "; ".join(f"{p.name}: {p.to_json()}" for p in profiles))
+    return config, builder_flags + legacy_flags, calibrator
+
+
+def _build_plan(
+    plan: ComponentPlan, cfg: BuildConfig, ctx: TensorRTContext, *, calibration_cache: Path | None, progress: Any,
+    echo: Any,
+) -> tuple[Any, list[str], TimingCacheState, float]:
+    """Parse, configure and build one engine with Polygraphy's loaders; returns the serialized plan.
+
+    ``EngineBytesFromNetwork`` runs ``build_serialized_network``. Its ``save_timing_cache`` is not used:
+    see :func:`load_timing_cache` for why the timing cache stays ours.
+    """
+    from polygraphy.backend.trt import EngineBytesFromNetwork
+    from polygraphy.exception import PolygraphyException
+
+    trt, source = ctx.trt, plan.source
+    strongly_typed = bool(ctx.shim.network_flags(trt, strongly_typed=cfg.strongly_typed))
+    with polygraphy_on(trt), capture_log(trt, echo=echo) as log:
+        builder, network, parser = parse_onnx(trt, log, source.onnx_path, strongly_typed=strongly_typed)
+        monitor = make_progress_monitor(trt, progress)
+        config, builder_flags, calibrator = configure_builder(
+            ctx, builder, network, cfg, plan.profiles, calibration_cache=calibration_cache, progress_monitor=monitor)
+        cache_state = load_timing_cache(config, cfg.timing_cache_path)
+        started = time.perf_counter()
+        try:
+            serialized = EngineBytesFromNetwork((builder, network, parser), config=config)()
+        except PolygraphyException:
+            serialized = None
+        seconds = time.perf_counter() - started
+    if monitor.cancelled:
+        raise PipelineError(f"build of {plan.engine_path.name} was cancelled", path=plan.engine_path)
+    if serialized is None:
+        raise PipelineError(
+            f"TensorRT could not build {plan.engine_path.name} from {source.onnx_path}: {log.details()}",
+            path=source.onnx_path,
+            hint="if the log mentions memory, lower --max-shapes or raise --workspace; see the TensorRT messages above",
         )
-        builder_flags += legacy_flags
-    return config, builder_flags, (calibrator, trt_profiles)
+    save_timing_cache(config, cache_state)
+    del parser, network, calibrator  # released only after the build returned
+    return serialized, builder_flags, cache_state, seconds
 
 
 def build_component(
@@ -431,37 +485,21 @@ def build_component(
     progress: Any,
     echo: Any = None,
 ) -> BuildResult:
-    """Build one engine (see module docstring) and write it plus its manifest atomically."""
-    trt, shim = ctx.trt, ctx.shim
+    """Build one engine (see module docstring) and write it plus its manifest atomically.
+
+    The plan (``IHostMemory``) is written here rather than with Polygraphy's ``SaveEngine``: that loader
+    takes a deserialized ``ICudaEngine`` (a second copy of the engine on the device and the host, just to
+    save it) and writes the file in place, so an interrupted save would leave a truncated engine where the
+    manifest check expects a whole one.
+    """
     source = plan.source
     select_device(ctx.gpu.device_index)
-    logger = process_logger(trt)
-    with capture_log(trt, echo=echo) as log:
-        builder = trt.Builder(logger)
-        network_flags = shim.network_flags(trt, strongly_typed=cfg.strongly_typed)
-        network, parser = parse_onnx(trt, builder, log, source.onnx_path, network_flags=network_flags)
-        config, builder_flags, keep_alive = configure_builder(
-            ctx, builder, cfg, plan.profiles, calibration_cache=calibration_cache)
-        cache_state = load_timing_cache(config, cfg.timing_cache_path)
-        monitor = make_progress_monitor(trt, progress)
-        config.progress_monitor = monitor
-        started = time.perf_counter()
-        serialized = builder.build_serialized_network(network, config)
-        seconds = time.perf_counter() - started
-    if monitor.cancelled:
-        raise PipelineError(f"build of {plan.engine_path.name} was cancelled", path=plan.engine_path)
-    if serialized is None:
-        raise PipelineError(
-            f"TensorRT could not build {plan.engine_path.name} from {source.onnx_path}: {log.details()}",
-            path=source.onnx_path,
-            hint="if the log mentions memory, lower --max-shapes or raise --workspace; see the TensorRT messages above",
-        )
-    save_timing_cache(config, cache_state)
-
+    serialized, builder_flags, cache_state, seconds = _build_plan(
+        plan, cfg, ctx, calibration_cache=calibration_cache, progress=progress, echo=echo)
     with atomic_path(plan.engine_path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(memoryview(serialized))
-    del parser, network, keep_alive, serialized  # released only after the engine exists
+    del serialized
     engine_size = plan.engine_path.stat().st_size
     out_dir = cfg.out_dir
     manifest = EngineManifest(

@@ -12,6 +12,13 @@ failure 5). Here:
 * older TensorRT (buffer only): the file is memory-mapped (clean, reclaimable page-cache pages,
   not an anonymous copy).
 
+Why not Polygraphy's ``FileReader`` (``polygraphy/backend/trt/file_reader.py``, used by
+``EngineFromPath``): it prefers the older ``IStreamReader`` whenever the module has it (TensorRT 10.x),
+answers each ``read`` with as many bytes as TensorRT asks for (no bound on the host buffer), its
+``seek`` returns the new position rather than the success flag ``IStreamReaderV2.seek`` returns, and
+it has no fallback for a TensorRT without stream readers and no digest. Here reads are capped at
+:data:`CHUNK`, 10.3-10.6 get the memory map, and the digest is checked first.
+
 API: ``IStreamReaderV2.read(num_bytes, stream) -> bytes`` and ``seek(offset, SeekPosition) -> bool``
 (TensorRT Python API, ``tensorrt.IStreamReaderV2`` docstring, 10.7+ and 11.x);
 ``Runtime.deserialize_cuda_engine`` accepts either a buffer or a stream reader.

@@ -21,6 +21,24 @@ tensors out), so Polygraphy's ``Comparator.run`` and the generic generation loop
   context). Graphs are kept in a small LRU. Useful when the same decode shape repeats (benchmarks,
   fixed-length decode); a growing KV cache gives a new shape every step.
 
+Why this is not Polygraphy's ``TrtRunner`` over ``EngineFromPath`` (the builder does use Polygraphy's
+loaders, see :mod:`trt_pipeline.engine.builder`); each point is something the pipeline needs and
+Polygraphy 0.53.6 (``polygraphy/backend/trt/{runner,loader,file_reader}.py``) does not do:
+
+* the manifest and sha256 are checked before TensorRT sees a byte; ``EngineFromPath`` deserializes
+  whatever file it is given and sets ``engine_host_code_allowed = True`` for every plan, here only
+  for plans whose manifest says they are version compatible (host code embedded in the plan runs);
+* the plan is streamed in bounded chunks (:mod:`trt_pipeline.runtime.plan_stream` says why not
+  Polygraphy's ``FileReader``);
+* the profile is chosen per call from the input shapes (prefill / decode / append); ``TrtRunner`` keeps
+  one profile until ``set_profile`` is called;
+* decode steps can be replayed as CUDA graphs over runner-owned static buffers, one execution context
+  per captured shape; ``TrtRunner`` has no graphs and hands outputs to an ``IOutputAllocator`` that
+  reallocates during execution, which a captured graph cannot contain;
+* device memory comes from torch or from cuda-python (Jetson without a CUDA build of PyTorch) with
+  every allocation released per call (counted in the tests); ``TrtRunner`` uses Polygraphy's ctypes
+  CUDA wrapper and keeps its buffers for the runner's life.
+
 References: IExecutionContext / ICudaEngine / Runtime in the TensorRT Python API
 (https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/ExecutionContext.html),
 Polygraphy's TrtRunner (NVIDIA/TensorRT tools/Polygraphy/polygraphy/backend/trt/runner.py),
