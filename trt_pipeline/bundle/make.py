@@ -84,8 +84,10 @@ def readme(target: BundleTarget, precision: str, commands: str) -> str:
 
 {"Jetson memory is shared by CPU and GPU: close other processes during the build; the workspace is " + target.workspace + "." if target.jetson else ""}
 
-Without the Python stack, `build.sh` runs these trtexec commands (one --min/--opt/--maxShapes triple per
-optimization profile: prefill, decode, append for the decoder):
+Without the Python stack, `build.sh` runs these trtexec commands (one `--profile=N` followed by its
+--min/--opt/--maxShapes triple per optimization profile: prefill, decode, append for the decoder). They
+only use flags that trtexec of TensorRT {target.tensorrt} documents (NVIDIA/TensorRT
+samples/common/sampleOptions.cpp; the releases are named in `trt_pipeline/bundle/trtexec.py`).
 
 ```
 {commands}
@@ -108,8 +110,7 @@ def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, prec
     export = dest / EXPORT_SUBDIR
     copy_export(out_dir, export, precision)
     cfg = BuildConfig(export, precision=precision, workspace=parse_workspace(target.workspace))
-    commands = format_commands(trtexec_commands(plan_build(cfg), cfg, root=dest,
-                                                strongly_typed_flag=target.trtexec_strongly_typed_flag))
+    commands = format_commands(trtexec_commands(plan_build(cfg), cfg, root=dest, tensorrt=target.tensorrt))
     (dest / "constraints.txt").write_text("\n".join(target.constraints) + "\n", encoding="utf-8")
     (dest / "build.sh").write_text(build_script(target, precision, commands), encoding="utf-8")
     (dest / "build.sh").chmod(0o755)

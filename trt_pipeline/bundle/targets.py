@@ -19,7 +19,7 @@ class BundleTarget:
 
     name: str
     description: str
-    tensorrt: str  # the TensorRT release line expected there, e.g. "10.3"
+    tensorrt: str  # the TensorRT line expected there, e.g. "10.3" (a key of bundle.trtexec.TENSORRT_LINES)
     cuda_major: int
     constraints: tuple[str, ...]  # pip constraints for that TensorRT / CUDA
     install: str  # how autoglm-trt gets onto it
@@ -29,11 +29,6 @@ class BundleTarget:
     @property
     def tensorrt_major(self) -> int:
         return int(self.tensorrt.split(".")[0])
-
-    @property
-    def trtexec_strongly_typed_flag(self) -> bool:
-        """10.x trtexec builds weakly typed networks unless given ``--stronglyTyped``; 11.x is always strongly typed."""
-        return self.tensorrt_major < 11
 
 
 TARGETS: dict[str, BundleTarget] = {
