@@ -227,3 +227,31 @@ def test_inspect_and_generate_cli(gpu_export):
     generated = runner.invoke(app, ["generate", str(gpu_export), "--backend", "trt", "--precision", "fp16",
                                     "-p", "Open the settings app", "--max-new-tokens", "4", "--json"])
     assert generated.exit_code == 0, generated.output
+
+
+def test_generated_trtexec_commands_build_on_this_gpu(gpu_export, tmp_path):
+    """`build --print-trtexec` / bundle build.sh commands run under this TensorRT's real trtexec: every
+    profile lands in the engine (the flags were checked against sampleOptions.cpp; this checks trtexec)."""
+    import subprocess
+
+    import tensorrt as trt
+
+    from trt_pipeline.bundle.trtexec import trtexec_commands
+    from trt_pipeline.engine.builder import plan_build
+    from trt_pipeline.engine.options import BuildConfig
+    from trt_pipeline.engine.trt_logger import process_logger
+
+    trtexec = shutil.which("trtexec") or "/usr/src/tensorrt/bin/trtexec"
+    if not Path(trtexec).is_file():
+        pytest.skip("no trtexec on this machine (the NVIDIA TensorRT image has /usr/src/tensorrt/bin/trtexec)")
+    precision_variant(gpu_export, "fp16")
+    cfg = BuildConfig(gpu_export, precision="fp16", workspace=1 << 30, engines_dir=tmp_path / "engines",
+                      timing_cache=tmp_path / "timing.cache")
+    plan = plan_build(cfg)
+    (tmp_path / "engines").mkdir()
+    runtime = trt.Runtime(process_logger(trt))
+    for component, argv in zip(plan.components, trtexec_commands(plan, cfg, tensorrt=trt.__version__.split(".")[0])):
+        result = subprocess.run([trtexec, *argv[1:]], capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        engine = runtime.deserialize_cuda_engine(component.engine_path.read_bytes())
+        assert engine is not None and engine.num_optimization_profiles == len(component.profiles)
