@@ -133,6 +133,7 @@ class FakeState:
         self.timing_blobs: dict[int, bytes] = {}
         self.progress_calls: list[tuple] = []
         self.runtime: Any = None
+        self.invalid_profiles: set[int] = set()  # indices add_optimization_profile refuses (returns -1)
 
 
 class FakeHostMemory(bytes):
@@ -391,6 +392,9 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
             return flag in self.flags_set
 
         def add_optimization_profile(self, profile: Any) -> int:
+            if len(self.profiles) in state.invalid_profiles:
+                state.invalid_profiles.discard(len(self.profiles))
+                return -1  # TensorRT: "-1 if the profile is invalid", and the profile is not added
             self.profiles.append(profile)
             return len(self.profiles) - 1
 

@@ -319,3 +319,31 @@ def test_build_errors_reach_the_message_of_the_build_that_failed(export_dir, fak
     fake_trt._state.build_result = None
     with pytest.raises(PipelineError, match="out of memory in tactic 7"):
         run_build(export_dir, fake_trt, precision="fp16")
+
+
+def test_a_profile_tensorrt_refuses_is_a_config_error(export_dir, fake_trt, run_build):
+    fake_trt._state.invalid_profiles = {1}  # the decoder's decode profile (the vision encoder has one)
+    with pytest.raises(ConfigError, match="TensorRT kept 2 of 3 optimization profiles: prefill"):
+        run_build(export_dir, fake_trt, precision="fp16", components=("decoder",))
+    assert not list((export_dir / "engines").glob("*.engine"))
+
+
+def test_what_polygraphy_cannot_do_is_a_typed_build_error(export_dir, fake_trt, run_build, monkeypatch):
+    """CreateConfig turns a missing TensorRT attribute into a PolygraphyException: the build reports it typed."""
+    monkeypatch.delattr(fake_trt.IBuilderConfig, "builder_optimization_level")
+    with pytest.raises(PipelineError, match="could not build vision_encoder.fp16.engine.*Polygraphy: "
+                                            "builder_optimization_level in CreateConfig is not available"):
+        run_build(export_dir, fake_trt, precision="fp16")
+    assert not list((export_dir / "engines").glob("*.engine"))
+
+
+def test_builds_go_through_polygraphys_loaders(export_dir, fake_trt, run_build, monkeypatch):
+    """CreateConfig and EngineBytesFromNetwork are what configure and build (spied, not replaced)."""
+    import polygraphy.backend.trt as polygraphy_trt
+
+    seen = []
+    for name in ("CreateConfig", "EngineBytesFromNetwork"):
+        original = getattr(polygraphy_trt, name)
+        monkeypatch.setattr(polygraphy_trt, name, lambda *a, _o=original, _n=name, **k: seen.append(_n) or _o(*a, **k))
+    run_build(export_dir, fake_trt, precision="fp16")
+    assert seen == ["CreateConfig", "EngineBytesFromNetwork"] * 2

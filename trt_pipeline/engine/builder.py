@@ -450,23 +450,24 @@ def _build_plan(
 
     trt, source = ctx.trt, plan.source
     strongly_typed = bool(ctx.shim.network_flags(trt, strongly_typed=cfg.strongly_typed))
+    serialized, polygraphy_error, started = None, "", time.perf_counter()
     with polygraphy_on(trt), capture_log(trt, echo=echo) as log:
         builder, network, parser = parse_onnx(trt, log, source.onnx_path, strongly_typed=strongly_typed)
         monitor = make_progress_monitor(trt, progress)
-        config, builder_flags, calibrator = configure_builder(
-            ctx, builder, network, cfg, plan.profiles, calibration_cache=calibration_cache, progress_monitor=monitor)
-        cache_state = load_timing_cache(config, cfg.timing_cache_path)
-        started = time.perf_counter()
-        try:
+        try:  # Polygraphy reports what it cannot do (or a failed build) as PolygraphyException
+            config, builder_flags, calibrator = configure_builder(
+                ctx, builder, network, cfg, plan.profiles, calibration_cache=calibration_cache, progress_monitor=monitor)
+            cache_state = load_timing_cache(config, cfg.timing_cache_path)
+            started = time.perf_counter()
             serialized = EngineBytesFromNetwork((builder, network, parser), config=config)()
-        except PolygraphyException:
-            serialized = None
+        except PolygraphyException as error:
+            polygraphy_error = f" (Polygraphy: {str(error).strip()})"
         seconds = time.perf_counter() - started
     if monitor.cancelled:
         raise PipelineError(f"build of {plan.engine_path.name} was cancelled", path=plan.engine_path)
     if serialized is None:
         raise PipelineError(
-            f"TensorRT could not build {plan.engine_path.name} from {source.onnx_path}: {log.details()}",
+            f"TensorRT could not build {plan.engine_path.name} from {source.onnx_path}: {log.details()}{polygraphy_error}",
             path=source.onnx_path,
             hint="if the log mentions memory, lower --max-shapes or raise --workspace; see the TensorRT messages above",
         )
