@@ -306,7 +306,10 @@ def make_cache_calibrator(trt: Any, cache: bytes) -> Any:
     """TensorRT 10.x ``IInt8EntropyCalibrator2`` that supplies no batches and replays ``cache``.
 
     This is what trtexec's ``--int8 --calib=FILE`` does: with a cache and no data, the builder takes
-    the scales from the cache.
+    the scales from the cache. ``CreateConfig`` attaches it (and the calibration profile). Not
+    Polygraphy's ``Calibrator``: it needs a data loader, treats an empty one as a critical error each
+    time TensorRT asks for a batch, and reads the cache file as it is, whereas the header must first be
+    retargeted to the installed release (:func:`legacy_precision`).
     """
 
     class CacheCalibrator(trt.IInt8EntropyCalibrator2):
