@@ -298,7 +298,8 @@ class Worker:
         self.process = subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.stderr, text=True, bufsize=1, env=dict(env or os.environ))
 
-    def ask(self, cmd: str, **fields: Any) -> Any:
+    def ask(self, cmd: str, *, optional: bool = False, **fields: Any) -> Any:
+        """The answer's result; a failed command stops the benchmark unless ``optional`` (then: the error)."""
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(json.dumps({"cmd": cmd, **fields}) + "\n")
         self.process.stdin.flush()
@@ -306,6 +307,8 @@ class Worker:
         if not line:
             sys.exit(f"worker {self.name} died during {cmd!r} (see {self.stderr.name})")
         answer = json.loads(line)
+        if not answer["ok"] and optional:
+            return {"error": answer["error"]}
         if not answer["ok"]:
             sys.exit(f"worker {self.name}: {cmd} failed: {answer['error']} (see {self.stderr.name})")
         return answer.get("result")
@@ -483,9 +486,28 @@ def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str
         "table": rows,
         "table_markdown": table_lines(rows),
         "nodes": node_counts(graphs),
+        "nodes_onnxruntime_optimized": measured.get("graph_stats"),
         "ours_decode_profile": measured.get("profile"),
         "all_rounds": measured["rounds"],
     }
+
+
+def optimized_graph_stats(workers: Mapping[str, Worker], ours: Mapping[str, Any],
+                          genai: Mapping[str, Path]) -> dict[str, Any]:
+    """Decoder node counts as exported and as each side's onnxruntime runs them (after its optimizer).
+
+    genai's graph (contrib ops) is read by the control worker, which has genai's onnxruntime.
+    """
+    stats: dict[str, Any] = {}
+    for variant in ours["variants"]:
+        path = Path(ours["out"]) / "onnx" / variant / "decoder.onnx"
+        stats[f"ours {variant}"] = workers["ours"].ask("graph_stats", optional=True, path=str(path))
+    for variant, model_dir in genai.items():
+        if CONTROL not in workers:
+            stats[f"genai {variant}"] = {"error": "needs the control worker (--no-control was given)"}
+            continue
+        stats[f"genai {variant}"] = workers[CONTROL].ask("graph_stats", optional=True, path=str(model_dir / "model.onnx"))
+    return stats
 
 
 def measure_all(args: argparse.Namespace, python: Path, ours: Mapping[str, Any],
@@ -502,6 +524,7 @@ def measure_all(args: argparse.Namespace, python: Path, ours: Mapping[str, Any],
         measured["load_after"] = uptime()
         if not args.no_profile:
             measured["profile"] = workers["ours"].ask("profile", variant="fp32", context=512, steps=20)
+        measured["graph_stats"] = optimized_graph_stats(workers, ours, genai)
     finally:
         for worker in workers.values():
             worker.close()
@@ -528,6 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in result["notes"]:
         print("note:", note)
     print("nodes:", {name: entry["nodes"] for name, entry in result["nodes"].items()})
+    optimized = result["nodes_onnxruntime_optimized"] or {}
+    print("nodes after ORT's optimizer:", {name: entry.get("onnxruntime_optimized", entry).get("nodes", "n/a")
+                                           for name, entry in optimized.items()})
     print(f"load before: {measured['load_before']}\nload after:  {measured['load_after']}")
     print(f"wrote {json_path} and {png_path}")
     return 0

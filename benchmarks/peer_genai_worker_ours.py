@@ -14,6 +14,8 @@ measures on main: IO binding, thread settings and graph changes land here withou
     filled to ``n`` tokens (put back to ``n`` after every step);
 ``{"cmd": "profile", "variant", "context": 512, "steps": 20}``
     ONNX Runtime's own profiler over ``steps`` decode steps at ``context``: time per op type;
+``{"cmd": "graph_stats", "path": ...}``
+    node counts as exported and after ONNX Runtime's optimizer (``trt_pipeline.bench.graph_stats``);
 ``{"cmd": "versions"}``, ``{"cmd": "quit"}``.
 """
 
@@ -139,6 +141,19 @@ class OursSide:
                         "last `steps` decode runs per op type (the cache fill before them is left out)"}
 
 
+def optimized_nodes(path: str) -> dict[str, Any]:
+    """Node counts of a graph as written and after this venv's ONNX Runtime optimizer.
+
+    Runs in either venv: genai's graph has contrib ops that only an onnxruntime loads, so the
+    orchestrator asks the control worker (genai's onnxruntime) for genai's graph.
+    """
+    from trt_pipeline.bench.graph_stats import graph_stats
+
+    stats = graph_stats(path)
+    return {kind: {"nodes": entry["nodes"], "top": dict(list(entry["ops"].items())[:10])}
+            for kind, entry in stats.items()}
+
+
 def versions() -> dict[str, str]:
     import onnxruntime
 
@@ -153,7 +168,8 @@ def serve() -> None:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     side = OursSide()
-    handlers = {"load": side.load, "measure": side.measure, "profile": side.profile, "versions": versions}
+    handlers = {"load": side.load, "measure": side.measure, "profile": side.profile, "versions": versions,
+                "graph_stats": optimized_nodes}
     for line in sys.stdin:
         request = json.loads(line)
         command = request.pop("cmd")
