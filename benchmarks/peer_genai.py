@@ -58,6 +58,11 @@ GENAI_PACKAGES = ("torch==2.13.0", "onnxruntime-genai==0.18.*", "transformers", 
                   "polygraphy", "pillow", "filelock", "psutil", "pydantic", "safetensors", "typer", "rich")
 #: (phase, n): prefill of n prompt tokens on an empty cache; one decode step at n cached tokens
 CASES: tuple[tuple[str, int], ...] = (("prefill", 16), ("prefill", 256), ("decode", 64), ("decode", 512))
+#: ``precision int4`` as genai's builder quantizes by default (every MatMul incl. the LM head, 32-weight
+#: blocks), in the ONNX Runtime flavour (fp32 activations: fuses into MatMulNBits); no held-out gate
+INT4_MATCHING_GENAI = ["--activations", "fp32", "--block-size", "32", "--quantize-lm-head", "--no-evaluate"]
+#: fallback when that is refused: our defaults in the ONNX Runtime flavour
+INT4_ORT_DEFAULTS = ["--activations", "fp32", "--no-evaluate"]
 #: Qwen2Config field <- GLM-4.1V text_config field (same meaning)
 GENAI_LOGITS_NOTE = ("genai's prefill computes logits for every prompt position (its builder's default, no "
                      "prune_lm_head); ours for the last one: at vocab 2304 the LM head is ~2 % of a prompt token's FLOPs")
@@ -247,13 +252,26 @@ def ensure_ours(work: Path, args: argparse.Namespace, log: Path) -> dict[str, An
     elif not int4_available():
         notes.append("ours int4: skipped, this checkout has no `autoglm-trt precision int4` command")
     else:
-        if not (out / "onnx" / "int4" / "decoder.onnx").is_file():
-            code = run(cli("precision", "int4", str(out)), log, env=ours_env())
-            if code != 0:
-                notes.append(f"ours int4: `autoglm-trt precision int4` exited {code} (see {log})")
+        notes += ensure_int4(out, args, log)
         if (out / "onnx" / "int4" / "decoder.onnx").is_file():
             variants.append("int4")
     return {"checkpoint": checkpoint, "out": out, "variants": variants, "notes": notes, "source_stamp": stamp}
+
+
+def ensure_int4(out: Path, args: argparse.Namespace, log: Path) -> list[str]:
+    """``precision int4`` with genai's quantization scope (``--int4-arg`` replaces it); notes say what ran."""
+    made = out / "onnx" / "int4" / "int4_args.json"
+    if (out / "onnx" / "int4" / "decoder.onnx").is_file() and made.is_file():
+        return [f"ours int4: `autoglm-trt precision int4 {' '.join(json.loads(made.read_text()))}` (reused)"]
+    notes = []
+    for extra in ([args.int4_arg] if args.int4_arg else [INT4_MATCHING_GENAI, INT4_ORT_DEFAULTS]):
+        shutil.rmtree(out / "onnx" / "int4", ignore_errors=True)
+        code = run(cli("precision", "int4", str(out), *extra), log, env=ours_env())
+        if code == 0:
+            made.write_text(json.dumps(extra))
+            return [*notes, f"ours int4: `autoglm-trt precision int4 {' '.join(extra)}`"]
+        notes.append(f"ours int4: `autoglm-trt precision int4 {' '.join(extra)}` exited {code} (see {log})")
+    return notes
 
 
 def ensure_genai(work: Path, python: Path, checkpoint: Path, variants: Sequence[str], log: Path) -> dict[str, Path]:
@@ -428,6 +446,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-kv", type=int, default=1024, help="our export's past_sequence_length max = genai max_length")
     parser.add_argument("--export-arg", action="append", default=[], help="extra `autoglm-trt export` argument")
     parser.add_argument("--no-int4", action="store_true", help="fp32 only")
+    parser.add_argument("--int4-arg", action="append", default=[],
+                        help="`precision int4` argument replacing the defaults (genai's scope), repeatable")
     parser.add_argument("--no-control", action="store_true",
                         help="skip the control side (our export and code on genai's onnxruntime, in its venv)")
     parser.add_argument("--no-profile", action="store_true", help="skip the ORT op-type profile of our decoder")

@@ -126,3 +126,12 @@ def test_genai_worker_answers_versions_in_its_venv():
     assert answers[1] == {"ok": False, "error": "ValueError: unknown command 'nope'"}
     assert answers[2] == {"ok": True} and done.returncode == 0
     assert sys.executable != str(peer.DEFAULT_VENV / "bin" / "python")
+
+
+def test_int4_arguments_are_options_of_precision_int4():
+    if not peer.int4_available():
+        pytest.skip("this checkout has no `autoglm-trt precision int4` (the benchmark then skips ours int4)")
+    help_text = subprocess.run(peer.cli("precision", "int4", "--help"), capture_output=True, text=True,
+                               env={**peer.ours_env(), "COLUMNS": "250"}).stdout
+    for flag in [a for a in peer.INT4_MATCHING_GENAI + peer.INT4_ORT_DEFAULTS if a.startswith("--")]:
+        assert flag in help_text, flag
