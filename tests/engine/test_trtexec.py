@@ -88,6 +88,7 @@ def test_flags_a_release_lacks_are_refused(export_dir):
         trtexec_commands(plan_build(legacy), legacy, tensorrt="11")
     argv = trtexec_commands(plan_build(legacy), legacy, tensorrt="10.3")[1]
     assert "--fp16" in argv and "--int8" in argv and any(a.startswith("--calib=") for a in argv)
+    assert "--calibProfile=2" in argv  # the decoder's last profile, as CreateConfig calibrates
 
 
 def test_the_table_names_its_source_and_covers_every_target():

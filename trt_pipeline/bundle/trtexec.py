@@ -88,7 +88,7 @@ FLAG_SYNTAX: dict[str, str | None] = {
     "--profilingVerbosity": r"layer_names_only|detailed|none", "--device": r"\d+",
     "--hardwareCompatibilityLevel": r"none|ampere\+|sameComputeCapability",
     "--skipInference": None, "--noTF32": None, "--stronglyTyped": None, "--versionCompatible": None,
-    "--fp16": None, "--int8": None,
+    "--fp16": None, "--int8": None, "--calibProfile": r"\d+",
 }
 
 #: Every flag :func:`trtexec_commands` may emit, on any TensorRT line.
@@ -143,8 +143,8 @@ def _rel(path: Path, root: Path | None) -> str:
         return str(path)
 
 
-def _build_flags(cfg: BuildConfig, plan: BuildPlan, tensorrt: str, root: Path | None) -> list[str]:
-    """The flags shared by every engine of the build (after ONNX, engine path and profiles)."""
+def _build_flags(cfg: BuildConfig, plan: BuildPlan, tensorrt: str, root: Path | None, profiles: int) -> list[str]:
+    """The flags of one engine after its ONNX, engine path and ``profiles`` profiles."""
     argv = [f"--memPoolSize=workspace:{pool_size(cfg.workspace)}"] if cfg.workspace is not None else []
     argv += [f"--timingCacheFile={_rel(cfg.timing_cache_path, root)}", f"--builderOptimizationLevel={cfg.opt_level}",
              "--profilingVerbosity=detailed", "--noTF32", "--skipInference"]
@@ -157,7 +157,8 @@ def _build_flags(cfg: BuildConfig, plan: BuildPlan, tensorrt: str, root: Path | 
     if cfg.legacy_precision_flags:  # TensorRT 10.x weakly typed path from the fp32 ONNX
         argv.append("--fp16")
         if cfg.precision == "int8" and plan.inputs.calibration_cache is not None:
-            argv += ["--int8", f"--calib={_rel(plan.inputs.calibration_cache, root)}"]
+            # the Python build calibrates on the last profile (Polygraphy's CreateConfig); trtexec's default is 0
+            argv += ["--int8", f"--calib={_rel(plan.inputs.calibration_cache, root)}", f"--calibProfile={profiles - 1}"]
     elif int(tensorrt.split(".")[0]) < 11:  # 10.x: weakly typed unless asked; 11.x: always strongly typed
         argv.append("--stronglyTyped")
     return argv
@@ -177,7 +178,7 @@ def trtexec_commands(plan: BuildPlan, cfg: BuildConfig, *, tensorrt: str,
                 f"--saveEngine={_rel(component.engine_path, root)}"]
         for index, profile in enumerate(component.profiles):
             argv += [f"--profile={index}", *(f"--{kind}Shapes={shape_spec(profile, kind)}" for kind in ("min", "opt", "max"))]
-        argv += _build_flags(cfg, plan, tensorrt, root)
+        argv += _build_flags(cfg, plan, tensorrt, root, len(component.profiles))
         check_argv(argv, tensorrt)
         commands.append(argv)
     return commands
