@@ -347,3 +347,16 @@ def test_builds_go_through_polygraphys_loaders(export_dir, fake_trt, run_build, 
         monkeypatch.setattr(polygraphy_trt, name, lambda *a, _o=original, _n=name, **k: seen.append(_n) or _o(*a, **k))
     run_build(export_dir, fake_trt, precision="fp16")
     assert seen == ["CreateConfig", "EngineBytesFromNetwork"] * 2
+
+
+def test_polygraphy_uses_the_contexts_tensorrt_and_logger_only_inside_the_build(fake_trt):
+    """polygraphy_on points Polygraphy's lazy `tensorrt` and its TRT_LOGGER at the context, then restores them."""
+    from polygraphy.backend.trt import loader, util as trt_util
+
+    from trt_pipeline.engine.polygraphy_trt import polygraphy_on
+    from trt_pipeline.engine.trt_logger import process_logger
+
+    before = (loader.trt.__dict__.get("module"), trt_util.TRT_LOGGER)
+    with polygraphy_on(fake_trt):
+        assert loader.trt.Builder is fake_trt.Builder and trt_util.get_trt_logger() is process_logger(fake_trt)
+    assert (loader.trt.__dict__.get("module"), trt_util.TRT_LOGGER) == before
