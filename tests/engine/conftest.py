@@ -718,15 +718,21 @@ def toy_vision_model() -> Any:
 def write_export_dir(
     root: Path,
     *,
-    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+    precisions: Sequence[str] | None = None,
     external_data: bool = False,
     calibration_cache: bool = True,
     dims: dict | None = None,
 ) -> Path:
-    """A fake ``autoglm-trt export`` output folder (docs/artifacts.md) with tiny real ONNX files."""
+    """A fake ``autoglm-trt export`` output folder (docs/artifacts.md) with tiny real ONNX files.
+
+    ``precisions``: the ONNX variant folders to write; default every precision the build accepts.
+    """
     import onnx
 
     from trt_pipeline.artifacts import sha256_file, write_json_atomic
+    from trt_pipeline.config.build import PRECISIONS
+
+    precisions = tuple(PRECISIONS) if precisions is None else precisions
 
     root.mkdir(parents=True, exist_ok=True)
     models = {"vision_encoder": (toy_vision_model, vision_io), "decoder": (toy_decoder_model, decoder_io)}

@@ -21,7 +21,7 @@ from trt_pipeline.bundle.trtexec import (
     pool_size,
     trtexec_commands,
 )
-from trt_pipeline.config.build import parse_shapes
+from trt_pipeline.config.build import PRECISIONS, parse_shapes
 from trt_pipeline.engine.builder import plan_build
 from trt_pipeline.engine.options import BuildConfig
 from trt_pipeline.errors import ConfigError
@@ -41,7 +41,7 @@ def split(argv: list[str]) -> list[tuple[str, str | None]]:
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("precision", [p for p in PRECISIONS if p != "fp32"])  # int4 too, once it exists
 @pytest.mark.parametrize("variant", range(len(VARIANTS)))
 def test_every_emitted_flag_is_documented_for_the_targets_tensorrt(export_dir, target, precision, variant):
     tensorrt = TARGETS[target].tensorrt
