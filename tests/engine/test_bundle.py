@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trt_pipeline.bundle.make import make_bundle
+from trt_pipeline.bundle.targets import BUNDLE_PRECISIONS
 from trt_pipeline.bundle.trtexec import TRTEXEC_FLAGS
 from trt_pipeline.bundle.verify import BundleIntegrityError, verify_bundle
 from trt_pipeline.cli import app
@@ -172,3 +173,17 @@ def test_bundle_never_replaces_what_it_did_not_write(export, tmp_path, kind):
     assert str(target) in result.output and "Traceback" not in result.output
     assert (target.read_bytes() if kind == "file" else _tree_digest(target)) == before
     assert not target.with_name(target.name + ".tar").exists()
+
+
+@pytest.mark.parametrize("precision", BUNDLE_PRECISIONS)
+def test_bundle_ships_every_registered_precision(export, tmp_path, precision):
+    """Every ONNX variant `autoglm-trt precision` makes (int4 too, once registered) can be bundled."""
+    made = make_bundle(export, "jetson-orin-jp6", tmp_path / "bundle", precision=precision)
+    assert {f"export/onnx/{precision}/{c}.onnx" for c in ("vision_encoder", "decoder")} <= set(made.files)
+    assert [c[1] for c in commands_of(made.path)] == [f"--onnx=export/onnx/{precision}/vision_encoder.onnx",
+                                                      f"--onnx=export/onnx/{precision}/decoder.onnx"]
+    assert f"--{precision}" in (made.path / "build.sh").read_text()
+    result = CliRunner().invoke(app, ["bundle", str(export), "--target", "x86-trt11", "--precision", precision,
+                                      "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert "fp32" not in BUNDLE_PRECISIONS

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trt_pipeline.artifacts.layout import OutputLayout
-from trt_pipeline.bundle.targets import BundleTarget, get_target
+from trt_pipeline.bundle.targets import BUNDLE_PRECISIONS, BundleTarget, get_target
 from trt_pipeline.bundle.trtexec import format_commands, trtexec_commands
 from trt_pipeline.bundle.verify import SUMS_FILE, write_sums
 from trt_pipeline.config.build import parse_workspace
@@ -21,7 +21,6 @@ from trt_pipeline.errors import ConfigError
 
 #: The export copy inside a bundle (build.sh builds ``EXPORT_SUBDIR/<engines>``).
 EXPORT_SUBDIR = "export"
-BUNDLE_PRECISIONS = ("fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,8 @@ def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, prec
     """
     out_dir, dest, target = Path(out_dir), Path(dest), get_target(target_name)
     if precision not in BUNDLE_PRECISIONS:
-        raise ConfigError(f"--precision {precision!r}: a bundle carries fp16 or int8 ONNX")
+        raise ConfigError(f"--precision {precision!r}: a bundle carries one of {', '.join(BUNDLE_PRECISIONS)} (the ONNX "
+                          "variant made by `autoglm-trt precision`)")
     if dest.exists():
         raise ConfigError(f"{dest} already exists", path=dest, hint="choose another --out or remove it")
     dest.mkdir(parents=True)

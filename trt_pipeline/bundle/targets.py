@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trt_pipeline.config.build import PRECISIONS
 from trt_pipeline.errors import ConfigError
+
+#: The ONNX variants a bundle can ship: every registered precision but the fp32 export itself.
+BUNDLE_PRECISIONS: tuple[str, ...] = tuple(p for p in PRECISIONS if p != "fp32")
 
 
 @dataclass(frozen=True)

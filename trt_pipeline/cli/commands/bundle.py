@@ -8,14 +8,13 @@ from typing import Annotated
 
 import typer
 
-from trt_pipeline.bundle.targets import TARGETS
+from trt_pipeline.bundle.targets import BUNDLE_PRECISIONS, TARGETS
 
 TargetChoice = Enum("TargetChoice", {name.replace("-", "_"): name for name in TARGETS}, type=str)
 
 
-class BundlePrecision(str, Enum):
-    fp16 = "fp16"
-    int8 = "int8"
+#: ``--precision`` choices: the bundle's precisions (every registered one but fp32).
+BundlePrecision = Enum("BundlePrecision", {p: p for p in BUNDLE_PRECISIONS}, type=str)
 
 
 def bundle_command(
@@ -25,7 +24,7 @@ def bundle_command(
     precision: Annotated[BundlePrecision, typer.Option("--precision", help="ONNX variant to ship.")] = BundlePrecision.fp16,
     out: Annotated[Path | None, typer.Option("--out", help="Bundle folder to create (a .tar is written beside it).")] = None,
 ) -> None:
-    """`bundle OUT --target T [--precision fp16|int8] --out BUNDLE` makes a bundle; `bundle verify BUNDLE` checks it."""
+    """`bundle OUT --target T [--precision P] --out BUNDLE` makes a bundle; `bundle verify BUNDLE` checks it."""
     from trt_pipeline.errors import ConfigError
 
     if source == "verify":
