@@ -61,3 +61,21 @@ def test_token_agreement_per_position_and_first_token():
     assert agreement.token_agreement == pytest.approx(5 / 8)
     assert agreement.first_token_agreement == pytest.approx(2 / 3)
     assert agreement.exact_match_rate == 0.0 and agreement.passed  # threshold 0: reported, not gated
+
+
+def test_teacher_forced_agreement_arithmetic():
+    agreement = TokenAgreement("ort-int8", "int8", 0.0)
+    # a flip at step 1 ends the exact match, but teacher forcing scores each step on its own
+    agreement.add("a", [1, 2, 3, 4], [1, 9, 9, 9], teacher_forced=[1, 9, 3, 4])  # 3 of 4
+    agreement.add("b", [5, 6], [5, 6], teacher_forced=[5, 6])  # 2 of 2
+    agreement.add("c", [7, 8, 9], [0], teacher_forced=[0, 8, 0])  # 1 of 3
+    assert agreement.teacher_forced_agreement == pytest.approx(6 / 9)
+    assert agreement.exact_match_rate == pytest.approx(1 / 3)
+    rows = agreement.to_dict()["per_prompt"]
+    assert [r["teacher_forced_matches"] for r in rows] == [3, 2, 1]
+    assert agreement.to_dict()["teacher_forced_agreement"] == pytest.approx(6 / 9)
+    with pytest.raises(ValueError, match="2 teacher-forced predictions for 3"):
+        agreement.add("d", [1, 2, 3], [1, 2, 3], teacher_forced=[1, 2])
+    unmeasured = TokenAgreement("ort-int8", "int8", 0.0)
+    unmeasured.add("a", [1], [1])
+    assert unmeasured.teacher_forced_agreement is None and unmeasured.to_dict()["per_prompt"][0]["teacher_forced"] is None

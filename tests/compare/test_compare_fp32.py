@@ -26,6 +26,7 @@ def test_fp32_passes_with_full_token_agreement(fp32_report):
         tokens = fp32_report.token_agreement(backend)
         assert tokens.prompts == 3 and tokens.exact_match_rate == 1.0 and tokens.mean_first_divergence is None
         assert tokens.candidate == tokens.reference and all(len(row) == 16 for row in tokens.reference)
+        assert tokens.teacher_forced == tokens.reference and tokens.teacher_forced_agreement == 1.0
     logits = fp32_report.stats("ort-fp32", "logits")
     assert logits.max_abs < 1e-4 and logits.cosine > 0.99999
     assert {g.metric for g in logits.gates} == {"atol", "cosine"}
@@ -62,7 +63,8 @@ def test_report_files_hold_the_numbers(fp32_report):
     assert {s["backend"] for s in data["skipped"]} == {"ort-fp16", "ort-int8"}
     markdown = files["md"].read_text()
     assert "PASSED" in markdown and f"{logits['max_abs']:.3g}" in markdown
-    assert "| ort-fp32 | 3/3 (100.0%)" in markdown
+    assert "| ort-fp32 | 3/3 (100.0%) | 100.0% |" in markdown
+    assert tokens["ort-fp32"]["teacher_forced_agreement"] == 1.0
     assert "skipped:" in markdown and "onnx/int8 not found; run `autoglm-trt precision int8`" in markdown
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (fp32_report.report_dir / "compare_polygraphy" / "decoder.ort-fp32.json").is_file()

@@ -34,6 +34,12 @@ Why these numbers:
   calibration falls far below it). Half of the held-out prompts must still produce exactly the
   same tokens as the reference; below that, INT8 changes the agent's actions too often to ship.
 
+Token gates assume a trained checkpoint: random weights have flat next-token distributions (median
+top-1/top-2 logit margin ~0.1 on the tiny preset), where any perturbation flips near-ties. CI and the
+token-agreement tests use the ``trained`` fixture (``init-checkpoint --preset trained``, margin ~5.8).
+Besides the gated exact-match rate, ``compare`` and ``precision`` report teacher-forced agreement
+(:mod:`trt_pipeline.accuracy.tokens`).
+
 Overrides use keys ``PRECISION.GROUP.METRIC`` (``fp16.logits.cosine=0.999``; ``off`` removes a gate)
 and ``PRECISION.tokens`` (:func:`with_overrides`), as ``compare --tol`` and ``[compare]`` accept them.
 """

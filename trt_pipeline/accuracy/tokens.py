@@ -12,7 +12,14 @@ candidate's generated token ids (cut after the first EOS); this class does the a
   mean common-prefix length;
 * **token agreement**: matching positions / compared positions, where a prompt contributes the
   longer of its two lengths (missing positions count as mismatches);
-* **first-token agreement**: share of prompts whose first token agrees (prefill quality alone).
+* **first-token agreement**: share of prompts whose first token agrees (prefill quality alone);
+* **teacher-forced agreement** (when the caller adds the candidate's teacher-forced predictions):
+  the candidate predicts each next token given the *reference's* prefix (one prefill of the
+  reference sequence, argmax at every position,
+  :func:`~trt_pipeline.models.glm4v.generation.teacher_forced_tokens`); matching positions /
+  reference tokens. Greedy sequences diverge for good after the first flipped near-tie, so the
+  exact rate says how often the agent's action changes, while the teacher-forced rate says how
+  often a single step is wrong, independent of where the first flip happened.
 """
 
 from __future__ import annotations
@@ -34,7 +41,15 @@ def first_divergence(reference: Sequence[int], candidate: Sequence[int]) -> int 
 
 #: the scalar results of a :class:`TokenAgreement`, in report order
 SUMMARY_FIELDS = ("backend", "precision", "prompts", "exact_matches", "exact_match_rate", "token_agreement",
-                  "first_token_agreement", "mean_first_divergence", "mean_common_prefix", "threshold", "passed")
+                  "teacher_forced_agreement", "first_token_agreement", "mean_first_divergence", "mean_common_prefix",
+                  "threshold", "passed")
+
+
+def teacher_forced_matches(reference: Sequence[int], predicted: Sequence[int]) -> int:
+    """Positions where the teacher-forced prediction equals the reference token."""
+    if len(predicted) != len(reference):
+        raise ValueError(f"{len(predicted)} teacher-forced predictions for {len(reference)} reference tokens")
+    return sum(a == b for a, b in zip(reference, predicted))
 
 
 @dataclass
@@ -47,11 +62,17 @@ class TokenAgreement:
     ids: list[str] = field(default_factory=list)
     reference: list[list[int]] = field(default_factory=list)
     candidate: list[list[int]] = field(default_factory=list)
+    #: per prompt, the candidate's argmax after each reference prefix (None: not measured)
+    teacher_forced: list[list[int] | None] = field(default_factory=list)
 
-    def add(self, prompt_id: str, reference: Sequence[int], candidate: Sequence[int]) -> None:
+    def add(self, prompt_id: str, reference: Sequence[int], candidate: Sequence[int],
+            teacher_forced: Sequence[int] | None = None) -> None:
+        if teacher_forced is not None:
+            teacher_forced_matches(reference, teacher_forced)  # same length, or ValueError
         self.ids.append(prompt_id)
         self.reference.append(list(reference))
         self.candidate.append(list(candidate))
+        self.teacher_forced.append(None if teacher_forced is None else list(teacher_forced))
 
     @property
     def divergences(self) -> list[int | None]:
@@ -86,6 +107,16 @@ class TokenAgreement:
         return same / compared if compared else 1.0
 
     @property
+    def teacher_forced_agreement(self) -> float | None:
+        """Reference tokens the candidate predicts given the reference prefix / reference tokens
+        (None unless every prompt has teacher-forced predictions)."""
+        if not self.teacher_forced or any(t is None for t in self.teacher_forced):
+            return None
+        total = sum(len(r) for r in self.reference)
+        same = sum(teacher_forced_matches(r, t) for r, t in zip(self.reference, self.teacher_forced))
+        return same / total if total else 1.0
+
+    @property
     def first_token_agreement(self) -> float:
         agree = sum(bool(r) and bool(c) and r[0] == c[0] for r, c in zip(self.reference, self.candidate))
         return agree / self.prompts if self.prompts else 1.0
@@ -106,10 +137,11 @@ class TokenAgreement:
         return {
             **{name: getattr(self, name) for name in SUMMARY_FIELDS},
             "per_prompt": [
-                {"id": i, "first_divergence": d, "reference": r, "candidate": c}
-                for i, d, r, c in zip(self.ids, self.divergences, self.reference, self.candidate)
+                {"id": i, "first_divergence": d, "reference": r, "candidate": c, "teacher_forced": t,
+                 "teacher_forced_matches": None if t is None else teacher_forced_matches(r, t)}
+                for i, d, r, c, t in zip(self.ids, self.divergences, self.reference, self.candidate, self.teacher_forced)
             ],
         }
 
 
-__all__ = ["TokenAgreement", "first_divergence"]
+__all__ = ["TokenAgreement", "first_divergence", "teacher_forced_matches"]

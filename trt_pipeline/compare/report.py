@@ -47,6 +47,8 @@ METRIC_DEFINITIONS = {
     "exact_match_rate": "share of held-out prompts whose greedy tokens equal transformers' exactly (gated)",
     "first_divergence": "0-based index of the first differing token (None: identical)",
     "mean_common_prefix": "mean number of leading tokens equal to transformers'",
+    "teacher_forced_agreement": "share of transformers' tokens the backend predicts given transformers' prefix "
+                                "(teacher forcing: one prefill of the reference sequence, argmax per position)",
 }
 
 #: log10 |error| histogram bins (errors below 1e-12, including exact zeros, land in the first bin).
@@ -241,12 +243,14 @@ def render_markdown(report: CompareReport) -> str:
             f"## Tokens: greedy, {settings.get('max_new_tokens')} new tokens, {settings.get('prompts')} held-out prompts, "
             "vs transformers `generate`",
             "",
-            "| backend | exact match | mean first divergence | mean common prefix | gate | result |",
-            "|---|---:|---:|---:|---|---|",
+            "| backend | exact match | teacher-forced | mean first divergence | mean common prefix | gate | result |",
+            "|---|---:|---:|---:|---:|---|---|",
         ]
         for t in report.tokens:
+            forced = t.teacher_forced_agreement
             lines.append(
                 f"| {t.backend} | {t.exact_matches}/{t.prompts} ({t.exact_match_rate:.1%}) | "
+                f"{'n/a' if forced is None else f'{forced:.1%}'} | "
                 f"{_num(t.mean_first_divergence)} | {t.mean_common_prefix:.2f} | >= {t.threshold:.0%} | "
                 f"{'pass' if t.passed else '**FAIL**'} |"
             )

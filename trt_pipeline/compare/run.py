@@ -193,11 +193,11 @@ def _compare_tokens(
         if set(backend.components) != {"vision_encoder", "decoder"}:
             report.notes.append(f"token check skipped for {backend.name}: it lacks a component")
             continue
-        rows = backend_tokens(assets, backend.runner("vision_encoder"), backend.runner("decoder"),
-                              processing, heldout, cfg.max_new_tokens)
+        rows, forced = backend_tokens(assets, backend.runner("vision_encoder"), backend.runner("decoder"),
+                                      processing, heldout, cfg.max_new_tokens, references=expected)
         report.tokens.append(TokenAgreement(backend.name, backend.precision,
                                             cfg.gates(backend.precision).token_exact_match,
-                                            ids, expected, rows))
+                                            ids, expected, rows, forced))
         progress.advance(task)
 
 
@@ -287,7 +287,9 @@ def _log_summary(report: CompareReport) -> None:
                              f"cos {min(r.cosine for r in group_rows):.6f}")
         tokens = report.token_agreement(backend["name"])
         if tokens is not None:
-            parts.append(f"tokens {tokens.exact_matches}/{tokens.prompts}")
+            forced = tokens.teacher_forced_agreement
+            parts.append(f"tokens {tokens.exact_matches}/{tokens.prompts}, teacher-forced "
+                         + ("n/a" if forced is None else f"{forced:.1%}"))
         ok = all(r.passed for r in rows) and (tokens is None or tokens.passed)
         log(f"compare {backend['name']}: {'pass' if ok else 'FAIL'} ({'; '.join(parts)})")
     log(f"compare report: {report.files.get('markdown')}")

@@ -4,6 +4,8 @@ For every held-out prompt (with its image) the reference generates ``N`` tokens 
 ``generate(do_sample=False)`` (what ``autoglm-trt generate --backend torch`` does); every candidate
 backend generates with :func:`~trt_pipeline.models.glm4v.generation.greedy_generate` over its runners
 (what ``--backend torch-export/ort/trt`` do). Rows are cut after the first EOS like ``generate``.
+Each candidate also predicts every reference token given the reference's prefix (teacher forcing,
+:func:`~trt_pipeline.models.glm4v.generation.teacher_forced_tokens`): one prefill per prompt.
 
 The arithmetic (exact-match rate, first divergence, common prefix) and the gate are
 :class:`trt_pipeline.accuracy.tokens.TokenAgreement`'s; this module only produces the sequences.
@@ -36,22 +38,28 @@ def reference_tokens(model: Any, processing: Any, heldout: Sequence[Any], max_ne
 
 
 def backend_tokens(
-    assets: Any, vision_runner: Any, decoder_runner: Any, processing: Any, heldout: Sequence[Any], max_new_tokens: int
-) -> list[list[int]]:
-    """``greedy_generate`` over one backend's runners (activated once for all prompts)."""
+    assets: Any, vision_runner: Any, decoder_runner: Any, processing: Any, heldout: Sequence[Any], max_new_tokens: int,
+    references: Sequence[Sequence[int]] | None = None,
+) -> tuple[list[list[int]], list[list[int]] | None]:
+    """``greedy_generate`` over one backend's runners (activated once for all prompts), and with
+    ``references`` (one row per prompt) the backend's teacher-forced predictions of each row."""
     from trt_pipeline.generate import _strip_after_eos
-    from trt_pipeline.models.glm4v.generation import greedy_generate
+    from trt_pipeline.models.glm4v.generation import greedy_generate, teacher_forced_tokens
 
     eos = processing.eos_token_ids
-    rows = []
+    rows: list[list[int]] = []
+    forced: list[list[int]] | None = None if references is None else []
     with contextlib.ExitStack() as stack:
         for runner in (vision_runner, decoder_runner):
             stack.enter_context(runner)
-        for entry in heldout:
+        for index, entry in enumerate(heldout):
             result = greedy_generate(assets, vision_runner, decoder_runner, entry.inputs, max_new_tokens,
                                      eos_token_ids=eos, pad_token_id=processing.pad_token_id)
             rows.append(_strip_after_eos(result.token_lists()[0], eos))
-    return rows
+            if forced is not None and references is not None:
+                forced.append(teacher_forced_tokens(assets, vision_runner, decoder_runner, entry.inputs,
+                                                    references[index]))
+    return rows, forced
 
 
 __all__ = ["backend_tokens", "reference_tokens"]

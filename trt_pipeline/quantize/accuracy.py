@@ -16,7 +16,8 @@ for logits ``top1_agreement`` (share of positions whose argmax equals the refere
 teacher-forced). Generation (``tokens``): greedy decoding of ``max_new_tokens`` with the full host
 loop, fp32 vs variant ONNX on each held-out prompt, summarised by
 :class:`~trt_pipeline.accuracy.tokens.TokenAgreement` (exact-match rate, token agreement,
-first-token agreement, first divergence).
+first-token agreement, first divergence) and the variant's teacher-forced agreement (each fp32
+token predicted from the fp32 prefix).
 
 Gates: the precision's rows of the one gate table (:data:`trt_pipeline.accuracy.gates.DEFAULT_GATES`,
 the same limits ``compare`` applies against transformers) on every output group, with
@@ -249,8 +250,9 @@ def token_agreement(
     out_dir: Path, folder: Path, reader: Any, max_new_tokens: int, progress: Any = None, task: Any = None,
     precision: str = "",
 ) -> dict[str, Any]:
-    """Greedy generation with fp32 vs variant ONNX runners on every held-out prompt."""
-    from trt_pipeline.models.glm4v.generation import greedy_generate
+    """Greedy generation with fp32 vs variant ONNX runners on every held-out prompt, and the variant's
+    teacher-forced predictions of the fp32 sequence."""
+    from trt_pipeline.models.glm4v.generation import greedy_generate, teacher_forced_tokens
     from trt_pipeline.runtime.onnxruntime_runner import onnx_path, ort_runner
 
     processing, assets = reader.processing, reader.assets
@@ -270,7 +272,8 @@ def token_agreement(
         ref, act = (greedy_generate(assets, vision, decoder, sample.inputs, max_new_tokens, eos_token_ids=eos,
                                     pad_token_id=processing.pad_token_id).token_lists()[0]
                     for vision, decoder in (fp32, variant))
-        agreement.add(sample.id, ref, act)
+        forced = teacher_forced_tokens(assets, variant[0], variant[1], sample.inputs, ref)
+        agreement.add(sample.id, ref, act, forced)
         if progress is not None:
             progress.advance(task)
     return {"max_new_tokens": max_new_tokens, **agreement.to_dict()}

@@ -216,7 +216,9 @@ def _finish(target: Path, precision: str, report: dict[str, Any] | None, seconds
     if metrics.get("image_features"):
         parts.append(f"vision cosine {metrics['image_features']['cosine_min']:.7f}")
     if tokens:
-        parts.append(f"token agreement {tokens['token_agreement']:.3f}")
+        forced = tokens.get("teacher_forced_agreement")
+        parts.append(f"tokens exact {tokens['exact_matches']}/{tokens['prompts']}, teacher-forced "
+                     + ("n/a" if forced is None else f"{forced:.1%}"))
     log(f"{precision} variant written to {target} in {seconds:.1f} s: " + ", ".join(parts))
     if not report["passed"]:
         raise accuracy_error(report, target / ACCURACY_FILE)

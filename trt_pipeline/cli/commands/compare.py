@@ -10,9 +10,14 @@ import typer
 from trt_pipeline.cli.options import ExportDir, MaxNewTokens, ReferenceCheckpoint, Verify, split_list, tolerance_pairs
 
 
+def _forced(tokens: object) -> str:
+    forced = tokens.teacher_forced_agreement
+    return "" if forced is None else f" ({forced:.0%} teacher-forced)"
+
+
 def _passed_line(result: object) -> str:
     compared = ", ".join(b["name"] for b in result.backends)
-    tokens = (f", tokens {', '.join(f'{t.backend} {t.exact_match_rate:.0%}' for t in result.tokens)}"
+    tokens = (f", tokens {', '.join(f'{t.backend} {t.exact_match_rate:.0%}' + _forced(t) for t in result.tokens)}"
               if result.tokens else "")
     return (f"compare passed: {compared} vs transformers ({len(result.tensors)} output checks{tokens}); "
             f"report: {result.files.get('markdown')}")

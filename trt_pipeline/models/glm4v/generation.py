@@ -129,3 +129,41 @@ def greedy_generate(
                 break
             step = decoder.decode(token)
     return GenerationResult(torch.stack(tokens, dim=1), step_logits, image_features)
+
+
+def teacher_forced_tokens(
+    assets: HostAssets,
+    vision_runner: Any,
+    decoder_runner: Any,
+    inputs: MultimodalInputs,
+    reference: Sequence[int],
+    chunk_size: int | None = None,
+    contract: ExportContract | None = None,
+) -> list[int]:
+    """The decoder's argmax at each step of ``reference`` given the prompt and the reference's prefix.
+
+    One prefill of prompt + ``reference[:-1]`` (a batch of one) with logits at the positions that
+    predict each reference token: ``out[i]`` is what the decoder picks after ``reference[:i]``.
+    Unlike greedy generation an early flip does not change the later inputs, so the share of
+    ``out[i] == reference[i]`` measures each step's quality on its own (teacher forcing).
+    """
+    if inputs.input_ids.shape[0] != 1:
+        raise ValueError(f"teacher forcing takes one prompt at a time, got a batch of {inputs.input_ids.shape[0]}")
+    if not reference:
+        return []
+    forced = torch.tensor([list(reference[:-1])], dtype=torch.long)
+    ones = torch.ones_like(forced)
+    extended = MultimodalInputs(torch.cat([inputs.input_ids, forced], 1), torch.cat([inputs.attention_mask, ones], 1),
+                                torch.cat([inputs.mm_token_type_ids, torch.zeros_like(forced)], 1),
+                                inputs.pixel_values, inputs.image_grid_thw)
+    prompt = inputs.input_ids.shape[1]
+    if contract is not None:
+        contract.check_request(1, prompt, len(reference))
+    with contextlib.ExitStack() as stack:
+        for runner in (vision_runner, decoder_runner):
+            if runner is not None and not runner.is_active:
+                stack.enter_context(runner)
+        image_features = encode_images(assets, vision_runner, inputs)
+        decoder = DecoderStepper(assets, decoder_runner, chunk_size=chunk_size, contract=contract)
+        step = decoder.prefill_prompt(extended, image_features, logits=range(prompt - 1, prompt - 1 + len(reference)))
+    return step.logits[0].argmax(dim=-1).tolist()
