@@ -57,10 +57,10 @@ def apply_partial_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) 
 def head_rotary_tables(cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-step tables over the whole head: cos padded with 1, sin signed (-s, +s per pair) and padded with 0.
 
-    Built once per forward from the host's ``[B, 1, S, rotary_dim]`` tables, so that every layer's
-    rotary is ``x * cos + swap_pairs(x) * sin`` (:func:`apply_head_rotary`): three element-wise
-    ops and a pair swap over the whole head, no slicing into rotary/pass-through halves, no
-    concatenation back, no negation per layer. The pass-through channels see ``x * 1 + y * 0``,
+    Built once per forward from the host's tables (``[B, S, 1, rotary_dim]`` in the decoder), so
+    that every layer's rotary is ``x * cos + swap_pairs(x) * sin`` (:func:`apply_head_rotary`):
+    three element-wise ops and a pair swap over the whole head, no slicing into rotary/pass-through
+    halves, no concatenation back, no negation per layer. The pass-through channels see ``x * 1 + y * 0``,
     which is exact. The sign pattern comes from the tables themselves (no constant tensor), so a
     weight-free (meta-device) trace has nothing to materialise.
     """
@@ -74,7 +74,7 @@ def head_rotary_tables(cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> t
 
 
 def apply_head_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """Interleaved partial rotary of x [B, H, S, D] with :func:`head_rotary_tables`' [B, 1, S, D] tables.
+    """Interleaved partial rotary of x [..., D] with :func:`head_rotary_tables`' tables (broadcastable to x).
 
     ``swap_pairs`` turns (x0, x1) into (x1, x0) with one reversed slice on a trailing axis of 2;
     multiplied by the signed sin it gives GLM's (-x1, x0) rotation."""
@@ -88,20 +88,19 @@ def grouped_query_attention(
     """GQA without repeating K/V: query [B, H, S, D] against key/value [B, kv, T, D].
 
     Query heads ``kv * groups + g`` share KV head ``kv`` (transformers' ``repeat_kv`` order), so the
-    query reshapes to ``[B, kv, groups * S, D]`` and each KV head runs one matmul for its whole
-    group: K/V are read once per KV head instead of being expanded to every query head (the
-    Expand + copy the previous graph paid per layer and step, growing with context). ``bias`` is
-    ``[B, 1, 1, S, T]``; scores are viewed ``[B, kv, groups, S, T]`` for it and for the fp32
-    softmax (as transformers' eager path). Returns ``[B, H, S, D]``.
+    query is viewed ``[B, kv, groups, S, D]`` and multiplied with key/value viewed
+    ``[B, kv, 1, T, D]``: the matmul broadcasts each KV head over its group, and K/V are read in
+    place instead of being expanded to every query head (the Expand + copy the previous graph paid
+    per layer and step, growing with context). No reshape touches the key axis T, so the graph
+    needs no per-layer shape arithmetic for it. ``bias`` is ``[B, 1, 1, S, T]``; the softmax runs
+    in fp32 as transformers' eager path. Returns ``[B, H, S, D]``.
     """
     b, heads, s, d = query.shape
     kv = key.shape[1]
-    groups = heads // kv
-    scores = torch.matmul(query.reshape(b, kv, groups * s, d), key.transpose(2, 3)) * scaling
-    scores = scores.unflatten(2, (groups, s)) + bias
+    grouped = query.reshape(b, kv, heads // kv, s, d)
+    scores = torch.matmul(grouped, key.unsqueeze(2).transpose(3, 4)) * scaling + bias
     weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    out = torch.matmul(weights.flatten(2, 3), value)  # [B, kv, groups * S, D]
-    return out.reshape(b, heads, s, d)
+    return torch.matmul(weights, value.unsqueeze(2)).reshape(b, heads, s, d)
 
 
 def causal_padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
@@ -140,12 +139,12 @@ class TextAttention(nn.Module):
         past_key: torch.Tensor,
         past_value: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, S, hidden]; cos/sin from :func:`head_rotary_tables`; bias [B, 1, 1, S, T]."""
+        """x [B, S, hidden]; cos/sin [B, S, 1, D] from :func:`head_rotary_tables`; bias [B, 1, 1, S, T]."""
         b, s, _ = x.shape
         heads = self.num_heads + self.num_kv_heads
-        # query and key heads go through one reshape, one transpose and one rotary (same tables)
-        qk = torch.cat([self.q_proj(x), self.k_proj(x)], dim=-1).view(b, s, heads, self.head_dim).transpose(1, 2)
-        q, k = apply_head_rotary(qk, cos, sin).split([self.num_heads, self.num_kv_heads], dim=1)
+        # query and key heads go through one rotary (same tables, [B, S, 1, D]) and one transpose
+        qk = torch.cat([self.q_proj(x), self.k_proj(x)], dim=-1).view(b, s, heads, self.head_dim)
+        q, k = apply_head_rotary(qk, cos, sin).transpose(1, 2).split([self.num_heads, self.num_kv_heads], dim=1)
         v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
         key = torch.cat([past_key.to(k.dtype), k], dim=2)
         value = torch.cat([past_value.to(v.dtype), v], dim=2)
@@ -241,8 +240,8 @@ class TextDecoder(nn.Module):
         x = inputs_embeds
         bias = causal_padding_bias(attention_mask, x.shape[1], x.dtype).unsqueeze(1)  # [B, 1, 1, S, T]
         # the host computes the tables in fp32; transformers then casts them to the model dtype
-        cos, sin = head_rotary_tables(rope_cos.unsqueeze(1).to(x.dtype), rope_sin.unsqueeze(1).to(x.dtype),
-                                      self.dims.head_dim)
+        cos, sin = head_rotary_tables(rope_cos.unsqueeze(2).to(x.dtype), rope_sin.unsqueeze(2).to(x.dtype),
+                                      self.dims.head_dim)  # [B, S, 1, D]: rotary runs before the head transpose
         presents: list[torch.Tensor] = []
         for index, layer in enumerate(self.language_model.layers):
             x, key, value = layer(x, cos, sin, bias, past_key_values[2 * index], past_key_values[2 * index + 1])
