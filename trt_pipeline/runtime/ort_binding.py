@@ -50,10 +50,15 @@ class BufferPool:
         dtype = np.dtype(dtype)
         buffers = self._buffers.setdefault(name, [np.empty(0, dtype)])
         counts = [sys.getrefcount(buffer) for buffer in buffers]
-        for buffer, count in zip(buffers[1:], counts[1:]):
-            if count <= counts[0] and buffer.dtype == dtype and buffer.size >= size:
+        free = [buffer for buffer, count in zip(buffers[1:], counts[1:]) if count <= counts[0]]
+        for buffer in free:
+            if buffer.dtype == dtype and buffer.size >= size:
                 return buffer[:size].reshape(shape)
-        # headroom so a cache growing by one position per step keeps fitting the same buffer
+        # a growing cache outgrew the free buffers: release them, take one with headroom so the
+        # next steps (one position more each) keep fitting it
+        released = {id(buffer) for buffer in free}
+        buffers[:] = [buffer for buffer in buffers if id(buffer) not in released]
+        del free
         buffer = np.empty(max(size + size // 4, 1), dtype)
         buffers.append(buffer)
         return buffer[:size].reshape(shape)
