@@ -49,19 +49,20 @@ class SequenceCache:
         return int(self.kv[0].shape[2]) if self.kv else 0
 
 
-def ort_runners(out_dir: Path, precision: str) -> tuple[Any, Any]:
+def ort_runners(out_dir: Path, precision: str, ort: Any = None) -> tuple[Any, Any]:
+    """``ort``: the ONNX Runtime session settings (``OrtSettings``: threads, IO binding); None: defaults."""
     from trt_pipeline.runtime.onnxruntime_runner import ort_component_runners
 
-    return ort_component_runners(out_dir, precision)
+    return ort_component_runners(out_dir, precision, settings=ort)
 
 
-def trt_runners(out_dir: Path, precision: str) -> tuple[Any, Any]:
+def trt_runners(out_dir: Path, precision: str, ort: Any = None) -> tuple[Any, Any]:
     from trt_pipeline.runtime.tensorrt_runner import trt_component_runners
 
     return trt_component_runners(out_dir, precision)  # TensorRTUnavailableError without TensorRT/GPU
 
 
-def torch_runners(out_dir: Path, precision: str) -> tuple[Any, Any]:
+def torch_runners(out_dir: Path, precision: str, ort: Any = None) -> tuple[Any, Any]:
     from trt_pipeline.generate import require_checkpoint, resolve_source
     from trt_pipeline.models.glm4v.model import Glm4vExportModel
     from trt_pipeline.runtime.torch_runner import torch_component_runners
@@ -73,8 +74,9 @@ def torch_runners(out_dir: Path, precision: str) -> tuple[Any, Any]:
     return torch_component_runners(Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype))
 
 
-#: backend name -> (OUT, precision) -> (vision runner, decoder runner). Add a runtime here.
-RUNNER_FACTORIES: dict[str, Callable[[Path, str], tuple[Any, Any]]] = {
+#: backend name -> (OUT, precision, ONNX Runtime settings) -> (vision runner, decoder runner). Add a
+#: runtime here (the ONNX Runtime settings are ignored by the other runtimes).
+RUNNER_FACTORIES: dict[str, Callable[[Path, str, Any], tuple[Any, Any]]] = {
     "ort": ort_runners,
     "trt": trt_runners,
     "torch": torch_runners,
@@ -115,7 +117,7 @@ class ServeEngine:
 
     @classmethod
     def load(cls, out_dir: Path | str, backend: str = "ort", precision: str = "fp32",
-             prefill_chunk: int | None = None) -> ServeEngine:
+             prefill_chunk: int | None = None, ort: Any = None) -> ServeEngine:
         from trt_pipeline.generate import export_contract
         from trt_pipeline.models.glm4v.generation import HostAssets
 
@@ -123,7 +125,7 @@ class ServeEngine:
             raise ConfigError(f"unknown backend {backend!r}; choose from {sorted(RUNNER_FACTORIES)}.")
         out_dir = Path(out_dir)
         contract = export_contract(out_dir)
-        vision, decoder = RUNNER_FACTORIES[backend](out_dir, precision)
+        vision, decoder = RUNNER_FACTORIES[backend](out_dir, precision, ort)
         engine = cls(HostAssets.from_export_dir(out_dir), vision, decoder, contract, backend, precision, prefill_chunk)
         for runner in (vision, decoder):
             if not runner.is_active:

@@ -31,6 +31,7 @@ class ServeConfig:
     max_queue: int = 64
     prefix_cache_entries: int = 8  # 0 disables KV reuse across requests
     prefill_chunk: int | None = None  # prompt tokens per decoder call between decode steps (None: default)
+    ort: Any = None  # ONNX Runtime session settings (runtime.onnxruntime_runner.OrtSettings); None: defaults
     media: MediaPolicy = field(default_factory=MediaPolicy)
 
 
@@ -85,7 +86,7 @@ def load_model(config: ServeConfig, metrics: ServeMetrics) -> ServedModel:
 
     source = resolve_source(config.out)
     out_dir = require_export(source, config.backend)
-    engine = ServeEngine.load(out_dir, config.backend, config.precision, config.prefill_chunk)
+    engine = ServeEngine.load(out_dir, config.backend, config.precision, config.prefill_chunk, config.ort)
     processing = Glm4vProcessing(source.hf_dir, max_pixels=source.max_pixels)
     eos = processing.eos_token_ids
     cache = PrefixCache(config.prefix_cache_entries) if config.prefix_cache_entries > 0 else None

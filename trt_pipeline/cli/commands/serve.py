@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from trt_pipeline.cli.options import OnnxPrecision
+from trt_pipeline.cli.options import InterOpThreads, IoBinding, OnnxPrecision, OrtExecutionMode, Threads
 
 
 def serve_command(
@@ -24,11 +24,18 @@ def serve_command(
     allowed_media_path: Annotated[
         Optional[list[str]], typer.Option("--allowed-media-path", help="Prefix of file paths / http URLs images may come from.")
     ] = None,
+    threads: Threads = None,
+    inter_op_threads: InterOpThreads = None,
+    ort_execution_mode: OrtExecutionMode = "sequential",
+    io_binding: IoBinding = True,
 ) -> None:
     """Serve OUT over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health, /metrics)."""
     from trt_pipeline.serve import serve
     from trt_pipeline.serve.chat import MediaPolicy
+    from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
     from trt_pipeline.serve.model import ServeConfig
 
     media = MediaPolicy(max_pixels=max_pixels, allowed_prefixes=tuple(allowed_media_path or ()))
-    serve(ServeConfig(out, backend, precision, host, port, served_model_name, api_key, max_queue, prefix_cache, media))
+    ort = OrtSettings(threads, inter_op_threads, ort_execution_mode, io_binding=io_binding)
+    serve(ServeConfig(out, backend, precision, host, port, served_model_name, api_key, max_queue, prefix_cache,
+                      media=media, ort=ort))
