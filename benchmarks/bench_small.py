@@ -52,7 +52,8 @@ def headline(report: dict) -> dict:
     prefill_ms = {name: {row["length"]: row["p50_ms"] for row in entry["prefill"]}
                   for name, entry in report["backends"].items() if entry.get("status") == "ok"}
     return {
-        "bandwidth_gbps": report["bandwidth"]["best_gbps"],
+        "bandwidth_gbps": report["config"].get("roofline_bandwidth_gbps", report["bandwidth"]["best_gbps"]),
+        "clock": report["config"].get("clock", "wall"),
         "threads": report["config"]["threads"],
         "onnxruntime": report["config"].get("onnxruntime"),
         "decode_p50_ms": decode,
@@ -155,6 +156,9 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true", help="re-create the checkpoint and the export")
     parser.add_argument("--no-precision", action="store_true", help="do not make/bench the fp16 and int8 variants")
     parser.add_argument("--no-io-binding", action="store_true", help="ONNX Runtime without IO binding (plain run)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: CPU time of the one measuring thread (needs --threads 1), against one thread's "
+                             "bandwidth; stays comparable when other processes load the machine")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--decode-steps", type=int, default=32)
     args = parser.parse_args()
@@ -166,7 +170,8 @@ def main() -> int:
     out, export_cfg, backends, timings = prepare(args.work, args.fresh, not args.no_precision)
     cfg = BenchConfig(backends=tuple(backends), prompt_lengths=(16, 64, 256), context_lengths=(64, 256, 512),
                       iterations=args.iterations, decode_steps=args.decode_steps, warmup=3, threads=args.threads,
-                      isolate=True, bandwidth_mib=512, bandwidth_repeats=5, io_binding=not args.no_io_binding)
+                      isolate=True, bandwidth_mib=512, bandwidth_repeats=5, io_binding=not args.no_io_binding,
+                      clock=args.clock)
     load_before = os.getloadavg()
     report = bench(out, cfg).to_dict()
     record = {

@@ -85,3 +85,23 @@ def test_bench_config_validation():
         BenchConfig(context_lengths=(0,))
     with pytest.raises(ConfigError):
         BenchConfig(threads=0)
+
+
+def test_cpu_clock_does_not_count_time_off_the_cpu() -> None:
+    """``clock="cpu"`` times the calling thread's CPU: a sleep (the core held by someone else) is not counted."""
+    import time
+
+    wall = time_call(lambda: time.sleep(0.03), warmup=0, iterations=2)
+    cpu = time_call(lambda: time.sleep(0.03), warmup=0, iterations=2, clock="cpu")
+    assert wall.p(50) >= 0.03
+    assert cpu.p(50) < 0.01
+
+
+def test_cpu_clock_needs_one_thread() -> None:
+    from trt_pipeline.config import BenchConfig
+    from trt_pipeline.errors import ConfigError
+
+    assert BenchConfig(clock="cpu", threads=1).clock == "cpu"
+    for bad in ({"clock": "cpu", "threads": 2}, {"clock": "cpu"}, {"clock": "gpu", "threads": 1}):
+        with pytest.raises(ConfigError):
+            BenchConfig(**bad)

@@ -155,6 +155,7 @@ class BenchConfig:
     threads: int | None = None
     inter_op_threads: int | None = 1  # ONNX Runtime inter-op threads (sequential execution: unused)
     io_binding: bool = True  # ONNX Runtime outputs into reused buffers (runtime/ort_binding.py)
+    clock: str = "wall"  # wall | cpu (CPU time of the one measuring thread: needs threads = 1; bench/measure.py)
     isolate: bool = True  # each backend in its own child process (clean peak RSS per backend)
     bandwidth_mib: int = 256
     bandwidth_repeats: int = 5
@@ -170,6 +171,10 @@ class BenchConfig:
         _check_at_least(self, 0, "warmup", "image_patches", prefix="bench ")
         _check_at_least(self, 1, "batch_size", "iterations", "decode_steps", "bandwidth_mib", "bandwidth_repeats",
                         "threads", "inter_op_threads", prefix="bench ")
+        if self.clock not in ("wall", "cpu"):
+            raise ConfigError(f"bench clock must be wall or cpu, got {self.clock!r}.")
+        if self.clock == "cpu" and self.threads != 1:
+            raise ConfigError("bench --clock cpu times the CPU of the one calling thread: pass --threads 1.")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

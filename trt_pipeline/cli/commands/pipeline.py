@@ -54,6 +54,8 @@ def bench_command(
     isolate: Annotated[Optional[bool], typer.Option("--isolate/--no-isolate", help="Each backend in its own process (clean peak RSS).")] = None,
     inter_op_threads: Annotated[Optional[int], typer.Option("--inter-op-threads", help="ONNX Runtime inter-op threads (default 1).")] = None,
     io_binding: Annotated[Optional[bool], typer.Option("--io-binding/--no-io-binding", help="ONNX Runtime outputs into reused buffers (default on).")] = None,
+    clock: Annotated[Optional[str], typer.Option("--clock", help="wall (elapsed) or cpu (CPU time of the one "
+                                                 "measuring thread, needs --threads 1; robust on a loaded machine).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Take [bench] from this pipeline.toml (options override it).")] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -68,7 +70,7 @@ def bench_command(
         "prompt_lengths": int_list(prompt_lengths), "context_lengths": int_list(context_lengths),
         "iterations": iterations, "decode_steps": decode_steps, "warmup": warmup, "threads": threads,
         "batch_size": batch_size, "image_patches": image_patches, "isolate": isolate,
-        "inter_op_threads": inter_op_threads, "io_binding": io_binding,
+        "inter_op_threads": inter_op_threads, "io_binding": io_binding, "clock": clock,
     }
     report = bench(folder, dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None}))
     if as_json:
