@@ -229,7 +229,7 @@ def bench(out_dir: Path | str, cfg: BenchConfig = BenchConfig(), show_progress: 
     for note in notes:
         log(f"bench: {note}")
     log(f"bench: measuring memory bandwidth ({cfg.bandwidth_mib} MiB arrays, best of {cfg.bandwidth_repeats})")
-    bandwidth = measure_bandwidth(cfg.bandwidth_mib, cfg.bandwidth_repeats, threads)
+    bandwidth = measure_bandwidth(cfg.bandwidth_mib, cfg.bandwidth_repeats, threads, clock=cfg.clock)
     log(f"bench: memory bandwidth {bandwidth.best_gbps:.1f} GB/s (copy {bandwidth.copy_gbps_1t:.1f}/{bandwidth.copy_gbps:.1f}, "
         f"read {bandwidth.read_gbps_1t:.1f}/{bandwidth.read_gbps:.1f} GB/s with 1/{threads} threads); threads pinned to {threads}")
     report = BenchReport(out_dir, {**cfg.to_dict(), "threads": threads, "onnxruntime": ort_settings(cfg, threads),
