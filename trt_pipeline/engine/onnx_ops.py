@@ -77,11 +77,11 @@ TARGETS: dict[str, TensorRTTarget] = {
     target.name: target
     for target in (
         TensorRTTarget("trt-10.3", "TensorRT 10.3 (JetPack 6)", 20, _TRT_10_3,
-                       "onnx/onnx-tensorrt 10.1-GA docs/operators.md + CHANGELOG.md 10.2/10.3"),
+                       "onnx-tensorrt branch 10.1-GA: docs/operators.md + CHANGELOG.md 10.2/10.3"),
         TensorRTTarget("trt-10.15", "TensorRT 10.15 (newest 10.x, desktop)", 24, _TRT_10_3 | _ADDED_BY_10_15,
-                       "onnx/onnx-tensorrt main docs/operators.md (10.15 GA)"),
+                       "onnx-tensorrt branch main: docs/operators.md (10.15 GA)"),
         TensorRTTarget("trt-11", "TensorRT 11.x", 24, _TRT_10_3 | _ADDED_BY_10_15 | _ADDED_BY_11,
-                       "onnx/onnx-tensorrt 10.15 table + 11.2 release notes (DFT)"),
+                       "onnx-tensorrt 10.15 table + 11.2 release notes (DFT)"),
     )
 }
 
