@@ -14,7 +14,9 @@ class RMSNorm(nn.Module):
     the pattern ONNX Runtime's ``SimplifiedLayerNormFusion`` turns into one
     ``SimplifiedLayerNormalization`` kernel; transformers' ``x * rsqrt(...)`` exports as
     Sqrt + Reciprocal + Mul, which it does not fuse. Every TensorRT version parses these ops
-    (opset 23 ``RMSNormalization`` needs TensorRT >= 10.15, not JetPack 6's 10.3).
+    (opset 23 ``RMSNormalization`` needs TensorRT >= 10.15, not JetPack 6's 10.3). Exports in fp16 /
+    bf16 (``--dtype``) keep the ``rsqrt`` spelling (see ``forward``); fp16 made from the fp32 export
+    by AutoCast carries the fusable form.
     """
 
     def __init__(self, hidden_size: int, eps: float) -> None:
@@ -26,7 +28,13 @@ class RMSNorm(nn.Module):
         input_dtype = hidden_states.dtype
         hidden_states = hidden_states.to(torch.float32)
         variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states / torch.sqrt(variance + self.variance_epsilon)
+        if input_dtype == torch.float32:
+            hidden_states = hidden_states / torch.sqrt(variance + self.variance_epsilon)
+        else:
+            # fp16/bf16 exports keep transformers' spelling: wrapped in Casts, the fusable form was
+            # fused by ONNX Runtime in the exported graph but not in its onnxsim'd twin (or the other
+            # way round), which moved the fp16 logits by an ulp (2.4e-4) and failed the simplify check
+            hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
         return self.weight * hidden_states.to(input_dtype)
 
 
