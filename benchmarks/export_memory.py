@@ -20,6 +20,7 @@ loads transformers' model as a second copy by design and is measured separately 
 
     python benchmarks/export_memory.py [--cases small,1b] [--work engines/export-memory] [--keep]
     python benchmarks/export_memory.py --preset phone-9b [--layers 2 --vision-layers 2] [--cap 6G]
+        (init + export under 6G, validate (twin) under 12G, checks; see export_memory_phone9b.py)
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ import torch, onnx, numpy  # imports are part of the baseline, not of the export
 from trt_pipeline.bench.memory import RssSampler, current_rss_bytes, peak_rss_bytes
 from trt_pipeline.config import ExportConfig
 import trt_pipeline.export.exporter as exporter
+import trt_pipeline.export.writer as writer
 import trt_pipeline.export.onnx_export as onnx_export
 import trt_pipeline.graph.simplify as simplify
 import trt_pipeline.models.glm4v.model as model_module
@@ -83,15 +85,15 @@ def wrap(owner, name, label):
     setattr(owner, name, wrapper)
 
 wrap(model_module.Glm4vExportModel, "from_pretrained", "load checkpoint")
-wrap(exporter, "_save_tables", "host tables")
+wrap(writer, "_save_tables", "host tables")
 wrap(onnx_export, "export_component", lambda module, spec, *a, **k: f"export {spec.name}: other")
 wrap(torch.onnx, "export", lambda *a, **k: current[0].split(":")[0] + ": torch.onnx.export (dynamo)")
 wrap(torch.onnx.ONNXProgram, "save", lambda *a, **k: current[0].split(":")[0] + ": ONNXProgram.save")
 wrap(onnx_export, "rename_dims", lambda *a, **k: current[0].split(":")[0] + ": rename dims")
 wrap(onnx_export, "check_and_infer", lambda *a, **k: current[0].split(":")[0] + ": checker + shape inference")
 wrap(simplify, "simplify_model", lambda path, *a, **k: f"onnxsim {path.name}")
-wrap(exporter, "sha256_file", "hashing")
-wrap(exporter, "sha256_tree", "hashing")
+wrap(writer, "sha256_file", "hashing")
+wrap(writer, "sha256_tree", "hashing")
 if validate:
     import trt_pipeline.export.validate as validate_module
     wrap(validate_module, "validate", "validation (transformers reference + ORT)")
@@ -153,6 +155,8 @@ def main() -> int:
     parser.add_argument("--cap", default="6G", help="memcap limit for --preset")
     parser.add_argument("--layers", type=int, help="--preset: text layers (default: all 40)")
     parser.add_argument("--vision-layers", type=int, help="--preset: vision layers (default: all 24)")
+    parser.add_argument("--record", type=Path, help="--preset: record a run made by hand in this folder "
+                                                     "(ck/, ex/, init.log, export.log, validate.log) instead of running")
     args = parser.parse_args()
     if args.preset:
         sys.path.insert(0, str(Path(__file__).resolve().parent))

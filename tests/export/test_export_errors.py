@@ -49,10 +49,10 @@ def test_range_beyond_max_position_embeddings(tiny_checkpoint, tmp_path):
 
 
 def test_not_enough_disk(tiny_checkpoint, tmp_path, monkeypatch):
-    import trt_pipeline.export.exporter as exporter
+    import trt_pipeline.export.writer as writer
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(exporter.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(writer.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
     result = run_export([str(tiny_checkpoint), "--out", str(tmp_path / "out")])
     assert result.exit_code == 8
     assert "not enough free disk" in result.output

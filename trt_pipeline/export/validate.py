@@ -31,7 +31,7 @@ import torch
 from trt_pipeline.accuracy.gates import DEFAULT_GATES, OutputGate, PrecisionGates
 from trt_pipeline.accuracy.metrics import TensorMetrics, tensor_metrics
 from trt_pipeline.artifacts import ExportManifest, OutputLayout, read_export_manifest, write_json_atomic
-from trt_pipeline.errors import AtolError
+from trt_pipeline.errors import AtolError, OnnxModelError
 from trt_pipeline.models.glm4v import host
 from trt_pipeline.progress import log, progress_bar
 
@@ -41,7 +41,7 @@ class PointResult:
     """Metrics of one output at one grid point and the limits it is checked against (None: not gated)."""
 
     component: str
-    point: dict[str, int]
+    point: dict[str, Any]
     output: str
     max_abs: float
     cosine: float
@@ -65,10 +65,16 @@ class ValidationReport:
     results: list[PointResult] = field(default_factory=list)
     backend: str = "onnxruntime-cpu"
     reference_dtype: str = "float32"
+    #: "full": the export itself was run; "twin": its layer-truncated twin (export/twin_validate.py)
+    mode: str = "full"
+    #: how the mode was chosen, and for a twin: its shapes, the structural and hash checks
+    details: dict[str, Any] = field(default_factory=dict)
+    #: failures that are not a number over a tolerance (a twin whose structure differs from the export)
+    failures: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        return all(r.passed for r in self.results) and not self.failures
 
     def __bool__(self) -> bool:  # truthy on pass, like Polygraphy's results
         return self.passed
@@ -79,16 +85,19 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "precision": self.precision,
+            "mode": self.mode,
             "backend": self.backend,
             "reference_dtype": self.reference_dtype,
             "passed": self.passed,
             "worst_max_abs": {c: self.worst(c) for c in sorted({r.component for r in self.results})},
             "results": [{**asdict(r), "passed": r.passed} for r in self.results],
+            "failures": self.failures,
+            **self.details,
         }
 
 
 def _result(
-    component: str, point: dict[str, int], output: str, metrics: TensorMetrics, gate: OutputGate,
+    component: str, point: dict[str, Any], output: str, metrics: TensorMetrics, gate: OutputGate,
     drift: float | None = None,
 ) -> PointResult:
     gate = _drift_gate(gate, drift)
@@ -277,6 +286,7 @@ def validate(
     max_points: int | None = None,
     *,
     verify: bool = True,
+    details: dict[str, Any] | None = None,
 ) -> ValidationReport:
     """Compare ``OUT/onnx/PRECISION`` with transformers over the export's dim grid.
 
@@ -302,7 +312,7 @@ def validate(
     gates = validation_gates(precision if dtype == "float32" else "fp32", atol_logits, atol_vision)
     report = ValidationReport(precision, reference_dtype=dtype,
                               backend="torch-export modules (ORT CPU lacks bf16 kernels)" if dtype == "bfloat16"
-                              else "onnxruntime-cpu")
+                              else "onnxruntime-cpu", details=dict(details or {}))
     decoder_points = list(itertools.product(
         ranges["batch_size"].grid(), ranges["sequence_length"].grid(), ranges["past_sequence_length"].grid()
     ))
@@ -324,16 +334,21 @@ def validate(
                     report.results += validate_decoder_point(
                         reference, assets, runner, batch, seq, past, gates, seed, fp32_reference)
                     progress.advance(task)
-    _write_and_check(report, out_dir, precision)
+    write_and_check(report, out_dir, precision)
     return report
 
 
-def _write_and_check(report: ValidationReport, out_dir: Path, precision: str) -> None:
+def write_and_check(report: ValidationReport, out_dir: Path, precision: str) -> None:
+    """Write ``reports/validation[-PRECISION].json``, log the worst errors, raise AtolError on a failure."""
     report_path = OutputLayout(out_dir).validation_report_for(precision)
     write_json_atomic(report_path, report.to_dict())
     for component in sorted({r.component for r in report.results}):
-        log(f"validate {precision} {component} ({report.backend} vs transformers {report.reference_dtype}): worst max abs error {report.worst(component):.3g} "
+        log(f"validate {precision} [{report.mode}] {component} ({report.backend} vs transformers {report.reference_dtype}): "
+            f"worst max abs error {report.worst(component):.3g} "
             f"over {sum(1 for r in report.results if r.component == component)} checks")
+    if report.failures:
+        raise OnnxModelError(f"{len(report.failures)} structural check(s) failed; first: {report.failures[0]}",
+                             path=report_path, hint="re-export: the ONNX is not what this code and checkpoint make.")
     failures = [r for r in report.results if not r.passed]
     if failures:
         worst = max(failures, key=lambda r: r.max_abs / r.atol if r.atol else 1 - r.cosine)

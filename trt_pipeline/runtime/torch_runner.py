@@ -33,7 +33,9 @@ class TorchModuleRunner(BaseRunner):
         meta = TensorMetadata()
         for tensor in self.spec.inputs:
             shape = [d if isinstance(d, int) else None for d in tensor.shape]
-            meta.add(tensor.name, dtype=np.dtype(tensor.dtype), shape=shape)
+            # numpy has no bfloat16: a bf16 module is fed float32 (exact for bf16 values) and casts itself
+            dtype = np.float32 if tensor.dtype == "bfloat16" else np.dtype(tensor.dtype)
+            meta.add(tensor.name, dtype=dtype, shape=shape)
         return meta
 
     @torch.no_grad()

@@ -91,11 +91,14 @@ def validate_command(
     atol_logits: Annotated[float, typer.Option("--atol-logits")] = 1e-4,
     atol_vision: Annotated[float, typer.Option("--atol-vision")] = 1e-5,
     verify: Verify = True,
+    twin: Annotated[Optional[bool], typer.Option("--twin/--full", help=(
+        "Validate a 2-layer twin of the model plus a layer-by-layer structure and hash check of the export "
+        "(--twin), or the whole export (--full) [default: twin when the whole would not fit in memory]."))] = None,
 ) -> None:
-    """ONNX Runtime (CPU) vs transformers over every dynamic axis (min / interior / max)."""
+    """ONNX Runtime (CPU) vs transformers over every dynamic axis (min / interior / max), or on the twin."""
     from trt_pipeline.artifacts import read_export_manifest
     from trt_pipeline.errors import CheckpointError
-    from trt_pipeline.export.validate import validate
+    from trt_pipeline.export.twin_validate import validate_export
 
     manifest = read_export_manifest(folder)
     source = checkpoint or manifest.checkpoint_path
@@ -103,9 +106,10 @@ def validate_command(
         raise CheckpointError(f"{manifest.path} names no source checkpoint.", path=manifest.path,
                               hint="pass --checkpoint with the checkpoint folder the export was made from.")
     precision = precision or manifest.precision
-    report = validate(folder, source, precision=precision, atol_logits=atol_logits, atol_vision=atol_vision,
-                      verify=verify)
-    typer.echo(f"validation passed: {len(report.results)} checks, report in {folder / 'reports'}")
+    mode = None if twin is None else ("twin" if twin else "full")
+    report = validate_export(folder, source, precision=precision, mode=mode, atol_logits=atol_logits,
+                             atol_vision=atol_vision, verify=verify)
+    typer.echo(f"validation passed ({report.mode}): {len(report.results)} checks, report in {folder / 'reports'}")
 
 
 def generate_command(
