@@ -65,6 +65,7 @@ def test_validated_against_transformers_in_the_same_dtype(dtype_export):
     folder = {"auto": "bf16", "float16": "fp16"}[requested]
     report = json.loads((out / "reports" / f"validation-{folder}.json").read_text())
     assert report["passed"] and report["reference_dtype"] == {"bf16": "bfloat16", "fp16": "float16"}[folder]
+    assert report["mode"] == "full" and report["plan"]["mode"] == "full"  # tiny fits: the export itself ran
     for result in report["results"]:
         drift = result["reference_drift"]
         # transformers itself moves when run in bf16/fp16 (so the check is not vacuous) ...

@@ -135,12 +135,3 @@ def test_plan_chooses_twin_when_the_model_does_not_fit(three_layer, monkeypatch)
     plan = plan_validation(checkpoint, "bfloat16")
     assert plan.mode == "twin" and plan.needed_bytes > plan.available_bytes and "twin" in plan.reason
     assert plan_validation(checkpoint, "bfloat16", "full").mode == "full"  # the override wins
-
-
-def test_full_mode_says_so(three_layer, tmp_path):
-    checkpoint, out = three_layer
-    copy = tmp_path / "out"
-    shutil.copytree(out, copy)
-    report = validate_export(copy, checkpoint, "bf16", mode="full", show_progress=False, verify=False)
-    saved = json.loads((copy / "reports" / "validation-bf16.json").read_text())
-    assert report.mode == "full" and saved["mode"] == "full" and saved["plan"]["mode"] == "full" and saved["passed"]

@@ -48,6 +48,8 @@ class GraphLayers:
     on that layer's graph inputs, which the exporter places outside the layer's scope)."""
 
     groups: dict[Group, list[tuple]] = field(default_factory=dict)
+    #: digest -> (op, attributes, inputs) of each shape-arithmetic value (see ``_is_shape_arithmetic``)
+    shape_keys: dict[str, tuple] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
@@ -127,22 +129,59 @@ def graph_layers(path: Path | str, weights: set[str] | None = None) -> GraphLaye
                        folder=path.parent)
     context.weights = weights if weights is not None else {n for n in context.inits if "." in n}
     outputs = {o.name for o in graph.output}
-    groups = _assign_groups(graph.node, {})
-    for node, group in zip(graph.node, groups):
+    nodes = [node for node in graph.node if not _is_shape_arithmetic(node, graph, context)]
+    groups = _assign_groups(nodes, {})
+    for node, group in zip(nodes, groups):
         index = context.sizes.get(group, 0)
         for slot, value in enumerate(node.output):
             context.place[value] = (group, index, slot)
         context.ops[(group, index)] = node.op_type
         context.sizes[group] = index + 1
-    result = GraphLayers()
-    for node, group in zip(graph.node, groups):
-        refs = tuple(context.describe(value, group) for value in node.input)
-        if node.op_type in COMMUTATIVE and node.domain == "":  # symbolic-dim order varies: Add(s, p) / Add(p, s)
-            refs = tuple(sorted(refs, key=repr))
+    result = GraphLayers(shape_keys=context.shape_keys)
+    for node, group in zip(nodes, groups):
+        refs = _ordered(node, tuple(context.describe(value, group) for value in node.input))
         outs = tuple(_strip_layer(o, group) if o in outputs else "" for o in node.output)
         attrs = tuple(sorted(_attribute(a, path.parent) for a in node.attribute))
         result.groups.setdefault(group, []).append((node.op_type, node.domain, attrs, refs, outs))
     return result
+
+
+def _ordered(node: Any, refs: tuple) -> tuple:
+    """Inputs of a commutative op sorted: the tracer orders symbolic sizes by symbol name (Add(s, p) / Add(p, s))."""
+    return tuple(sorted(refs, key=repr)) if node.op_type in COMMUTATIVE and node.domain == "" else refs
+
+
+def _input_dims(graph: Any, name: str) -> tuple:
+    for value in graph.input:
+        if value.name == name:
+            return tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim)
+    return ()
+
+
+def _is_shape_arithmetic(node: Any, graph: Any, context: _Context) -> bool:
+    """Shape of a graph input, or an op on only such values and constants: described by value.
+
+    The tracer reads a symbolic size from whichever input carries it (the batch size from
+    ``attention_mask`` in one graph, from ``past_key_values.39.key`` in another with more layers)
+    and deduplicates such reads across layers, so these nodes are compared by what they compute:
+    op, attributes and the symbolic dims (or constants) they start from, never by position."""
+    folder = context.folder
+    attrs = tuple(sorted(_attribute(a, folder) for a in node.attribute))
+    if node.op_type == "Shape" and node.input[0] in context.inputs:
+        dims, slices = _input_dims(graph, node.input[0]), dict(attrs)
+        key: tuple = ("Shape", dims[slices.get("start", 0): slices.get("end", len(dims))])
+    elif node.input and all(v in context.shape_values or (v in context.inits and v not in context.weights)
+                            for v in node.input) and any(v in context.shape_values for v in node.input):
+        refs = tuple(context.shape_values.get(v) or ("const", *_tensor_digest(context.inits[v], folder))
+                     for v in node.input)
+        key = (node.op_type, node.domain, attrs, _ordered(node, refs))
+    else:
+        return False
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    context.shape_keys[digest] = key
+    for slot, value in enumerate(node.output):
+        context.shape_values[value] = ("shape arithmetic", digest, slot)
+    return True
 
 
 @dataclass
@@ -156,11 +195,15 @@ class _Context:
     place: dict[str, tuple[Group, int, int]] = field(default_factory=dict)  # value -> (group, index, slot)
     sizes: dict[Group, int] = field(default_factory=dict)
     ops: dict[tuple[Group, int], str] = field(default_factory=dict)
+    shape_values: dict[str, tuple] = field(default_factory=dict)  # value -> its description by value
+    shape_keys: dict[str, tuple] = field(default_factory=dict)  # digest -> what it computes (for messages)
 
     def describe(self, value: str, group: Group) -> tuple:
         """Where one node input comes from, without names (see the module docstring)."""
         if value == "":
             return ("none",)
+        if value in self.shape_values:
+            return self.shape_values[value]
         if value in self.place:
             source, index, slot = self.place[value]
             op = self.ops[(source, index)]
