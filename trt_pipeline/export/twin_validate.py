@@ -44,7 +44,7 @@ def validate_export(
 
     out_dir, checkpoint = Path(out_dir), Path(checkpoint)
     manifest = read_export_manifest(out_dir)
-    plan = plan_validation(checkpoint, reference_dtype(manifest, precision), mode)
+    plan = plan_validation(checkpoint, reference_dtype(manifest, precision), mode, bool(manifest.raw.get("streamed")))
     log(f"validate: {plan.mode} ({plan.reason})")
     if plan.mode == "full":
         return validate(out_dir, checkpoint, precision, atol_logits, atol_vision, show_progress, verify=verify,
