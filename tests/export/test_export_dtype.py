@@ -72,3 +72,16 @@ def test_validated_against_transformers_in_the_same_dtype(dtype_export):
         assert drift > 1e-4, result
         # ... and the export stays within 2x that drift of transformers in the same dtype
         assert result["max_abs"] <= max(2 * drift, 1e-4), result
+
+
+def test_greedy_tokens_agree_with_transformers_in_the_same_dtype(dtype_export, bf16_checkpoint):
+    """32 greedy tokens on held-out prompts (with their images): the bf16 export (its traced modules:
+    ORT CPU has no bf16 kernels) and the fp16 export (ORT) against transformers in bf16 / fp16."""
+    from trt_pipeline.export.dtype_tokens import same_dtype_tokens
+
+    requested, out = dtype_export
+    agreement = same_dtype_tokens(out, bf16_checkpoint, max_new_tokens=32, max_items=4)
+    assert agreement.prompts == 4 and agreement.backend == {"auto": "torch-export-bf16", "float16": "ort-fp16"}[requested]
+    assert all(len(row) > 0 for row in agreement.reference)  # something was generated
+    assert agreement.first_token_agreement == 1.0, agreement.to_dict()
+    assert agreement.token_agreement >= 0.9, agreement.to_dict()

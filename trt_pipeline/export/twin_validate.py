@@ -151,7 +151,7 @@ def structural_checks(out_dir: Path, twin_out: Path, checkpoint: Path, manifest:
         structure[component] = compare_to_twin(graph_layers(full_path), graph_layers(twin_path))
         hashes[component] = verify_initializer_hashes(full_path, checkpoint)
         hashes[component]["differ"] = hashes[component]["differ"][:10]
-        log(f"validate [twin] {component}: {structure[component]['layers']} layers "
+        log(f"validate (twin) {component}: {structure[component]['layers']} layers "
             f"{'identical to' if structure[component]['identical'] else 'DIFFERENT from'} the twin's; "
             f"{hashes[component]['checked']}/{hashes[component]['expected']} initializers hashed, "
             f"{'all equal' if hashes[component]['equal'] else 'MISMATCH'}")
@@ -166,13 +166,13 @@ def _twin_numbers(twin_ck: Path, exports: dict[str, Path], dtype: str, shapes: T
     dims = load_dims(twin_ck)
     fp32_gates = validation_gates("fp32", atol_logits, atol_vision)
     reference32 = reference_outputs(twin_ck, "float32", dims, shapes)
-    log("validate [twin]: transformers fp32 done")
+    log("validate (twin): transformers fp32 done")
     results = compare(reference32, export_outputs(exports["float32"], "fp32", "float32", twin_ck, shapes, reference32),
                       shapes, fp32_gates, "float32")
-    log("validate [twin]: fp32 export done")
+    log("validate (twin): fp32 export done")
     if dtype != "float32":
         reference = reference_outputs(twin_ck, dtype, dims, shapes)
-        log(f"validate [twin]: transformers {dtype} done")
+        log(f"validate (twin): transformers {dtype} done")
         actual = export_outputs(exports[dtype], PRECISION_OF[dtype], dtype, twin_ck, shapes, reference)
         results += compare(reference, actual, shapes, fp32_gates, dtype, drift=reference32)
     return results

@@ -343,7 +343,7 @@ def write_and_check(report: ValidationReport, out_dir: Path, precision: str) -> 
     report_path = OutputLayout(out_dir).validation_report_for(precision)
     write_json_atomic(report_path, report.to_dict())
     for component in sorted({r.component for r in report.results}):
-        log(f"validate {precision} [{report.mode}] {component} ({report.backend} vs transformers {report.reference_dtype}): "
+        log(f"validate {precision} ({report.mode}) {component} ({report.backend} vs transformers {report.reference_dtype}): "
             f"worst max abs error {report.worst(component):.3g} "
             f"over {sum(1 for r in report.results if r.component == component)} checks")
     if report.failures:
