@@ -73,6 +73,7 @@ def validate_twin(
                           path=manifest.path, hint=f"validate --precision {manifest.precision}, or --full.")
     shapes = shapes or default_shapes(manifest)
     dtype = manifest.dtype
+    _check_twin_disk(out_dir, checkpoint, layers, dtype)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.twin-", dir=out_dir.resolve().parent))
     timings: dict[str, float] = {}
     try:
@@ -90,6 +91,17 @@ def validate_twin(
     report.failures = structure_failures(checks)
     write_and_check(report, out_dir, precision)
     return report
+
+
+def _check_twin_disk(out_dir: Path, checkpoint: Path, layers: int, dtype: str) -> None:
+    """The twin checkpoint, its export in ``dtype`` and its fp32 export go beside OUT: refuse early
+    (DiskSpaceError, exit 8) when they do not fit."""
+    from trt_pipeline.export.twin import twin_entries
+    from trt_pipeline.export.writer import check_disk_space
+
+    twin_bytes = sum(e.nbytes for e in twin_entries(checkpoint, layers).values())
+    itemsize = {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+    check_disk_space(out_dir.resolve(), int(twin_bytes * (2 + 4 / itemsize) * 1.05))
 
 
 def default_shapes(manifest: Any) -> TwinShapes:
