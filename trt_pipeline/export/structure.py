@@ -67,25 +67,40 @@ def _scope_group(node: Any) -> Group:
 
 
 def _assign_groups(nodes: Any, place_group: dict[str, Group]) -> list[Group]:
-    """Layer scope first; an unscoped node reading one layer's graph input (or a node of that layer's
-    prelude) belongs to that layer's prelude; what is left is ``rest``."""
+    """Layer scope first. An unscoped node belongs to layer i's *prelude* when it reads layer i's graph
+    input (``past_key_values.i.*``) or a node of that prelude, or when every tensor it reads comes from
+    layer i alone (e.g. a ``Split`` of a layer's output that the tracer placed outside the layer's
+    scope); what is left is ``rest``."""
     groups = []
     for node in nodes:
         group = _scope_group(node)
         if group == REST:
-            preludes = set()
-            for value in node.input:
-                source = place_group.get(value)
-                if source is not None and source[0] == "pre":
-                    preludes.add(source[1])
-                elif source is None and LAYER_NAME.search(value):
-                    preludes.add(int(LAYER_NAME.search(value).group(1)))
-            if len(preludes) == 1:
-                group = ("pre", preludes.pop())
+            group = _prelude(node, place_group)
         for value in node.output:
             place_group[value] = group
         groups.append(group)
     return groups
+
+
+def _prelude(node: Any, place_group: dict[str, Group]) -> Group:
+    named, produced, from_rest = set(), set(), False
+    for value in node.input:
+        source = place_group.get(value)
+        if source is None:
+            match = LAYER_NAME.search(value)
+            if match:
+                named.add(int(match.group(1)))
+        elif source == REST:
+            from_rest = True
+        elif source[0] == "pre":
+            named.add(source[1])
+        else:
+            produced.add(source[1])
+    if len(named) == 1 and not produced:
+        return ("pre", named.pop())
+    if len(named | produced) == 1 and not from_rest:
+        return ("pre", (named | produced).pop())
+    return REST
 
 
 def _strip_layer(name: str, group: Group) -> str:
