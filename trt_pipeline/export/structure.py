@@ -68,21 +68,25 @@ def _scope_group(node: Any) -> Group:
 
 def _assign_groups(nodes: Any, place_group: dict[str, Group]) -> list[Group]:
     """Layer scope first. An unscoped node belongs to layer i's *prelude* when it reads layer i's graph
-    input (``past_key_values.i.*``) or a node of that prelude, or when every tensor it reads comes from
-    layer i alone (e.g. a ``Split`` of a layer's output that the tracer placed outside the layer's
-    scope); what is left is ``rest``."""
+    input (``past_key_values.i.*``) or a node of that prelude, or when it reads from layer i alone and
+    only layer i reads its outputs (a ``Split`` of a layer's tensor that the tracer placed outside the
+    layer's scope); what is left is ``rest``."""
+    readers: dict[str, list[Any]] = {}
+    for node in nodes:
+        for value in node.input:
+            readers.setdefault(value, []).append(node)
     groups = []
     for node in nodes:
         group = _scope_group(node)
         if group == REST:
-            group = _prelude(node, place_group)
+            group = _prelude(node, place_group, lambda n: {_scope_group(c) for o in n.output for c in readers.get(o, [])})
         for value in node.output:
             place_group[value] = group
         groups.append(group)
     return groups
 
 
-def _prelude(node: Any, place_group: dict[str, Group]) -> Group:
+def _prelude(node: Any, place_group: dict[str, Group], consumers: Any) -> Group:
     named, produced, from_rest = set(), set(), False
     for value in node.input:
         source = place_group.get(value)
@@ -98,7 +102,7 @@ def _prelude(node: Any, place_group: dict[str, Group]) -> Group:
             produced.add(source[1])
     if len(named) == 1 and not produced:
         return ("pre", named.pop())
-    if len(named | produced) == 1 and not from_rest:
+    if len(named | produced) == 1 and not from_rest and consumers(node) == {("layer", next(iter(named | produced)))}:
         return ("pre", (named | produced).pop())
     return REST
 
