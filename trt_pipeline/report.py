@@ -202,9 +202,23 @@ def _precision_section(out_dir: Path) -> list[str]:
             lines += [_table(["component", "precision", "file", "sha256"],
                              [[n, c.get("precision", folder.name), f"`{c.get('file')}`", f"`{str(c.get('sha256', ''))[:16]}...`"]
                               for n, c in comps.items()]), ""]
+        if isinstance(manifest.get("search"), dict):
+            lines += _search_lines(manifest["search"], f"../{layout.rel(folder)}")
         if isinstance(accuracy, dict):
             lines += _accuracy_tables(accuracy)
     return (["## Precision variants", ""] + lines) if lines else []
+
+
+def _search_lines(search: dict[str, Any], folder: str) -> list[str]:
+    """``--target-token-agreement``: groups kept in high precision, per-group sensitivity, the chart."""
+    kept = search.get("kept_high_precision", [])
+    rows = [[r.get("group"), r.get("kl"), r.get("p99_rel"), r.get("top1_agreement"),
+             "high precision" if r.get("group") in kept else "int8"] for r in search.get("sensitivity", [])]
+    return [f"Sensitivity search: {len(kept)}/{len(rows)} decoder node groups kept in high precision, "
+            f"teacher-forced agreement {search.get('teacher_forced_agreement')} "
+            f"(target {search.get('target_token_agreement')}).", "",
+            _table(["group", "KL (only this group int8)", "p99 rel", "top-1", "precision"], rows), "",
+            f"![sensitivity]({folder}/{search.get('chart')})", ""]
 
 
 def _compare_section(out_dir: Path) -> list[str]:

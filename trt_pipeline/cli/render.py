@@ -147,6 +147,12 @@ def precision_lines(folder: Path, manifest: dict[str, Any]) -> list[str]:
             details.append(f"{len(entry['nodes_quantized'])} node(s) quantized, {len(excluded or {})} excluded"
                            + (f": {', '.join(list(excluded)[:8])}" if excluded else ""))
         lines.append(f"{name} [{entry['precision']}]: " + "; ".join(details))
+    search = manifest.get("search")
+    if search:
+        kept = search["kept_high_precision"]
+        lines.append(f"search: {len(kept)}/{len(search['order'])} decoder node group(s) kept in high precision "
+                     f"({', '.join(kept) or 'none'}): teacher-forced agreement {search['teacher_forced_agreement']:.4f} "
+                     f">= {search['target_token_agreement']:g}; chart {search['chart']}")
     lines.append(f"written to {folder} (manifest.json, accuracy.json)")
     return lines
 

@@ -293,6 +293,21 @@ class Fp16Config:
         return to_dict(self)
 
 
+def _check_int8_search(cfg: Any) -> None:
+    """``--target-token-agreement`` needs a held-out set and an int8 decoder; alpha lies in [0, 1]."""
+    target = cfg.target_token_agreement
+    if target is not None:
+        if not 0.0 < target <= 1.0:
+            raise ConfigError(f"--target-token-agreement must lie in (0, 1], got {target}.")
+        if not cfg.evaluate:
+            raise ConfigError("--target-token-agreement needs the held-out set: drop --no-evaluate.")
+        if cfg.components.get("decoder") != "int8":
+            raise ConfigError("--target-token-agreement searches the decoder's INT8 exclusions: it needs "
+                              "--decoder-precision int8.")
+    if not 0.0 <= cfg.smooth_alpha <= 1.0:
+        raise ConfigError(f"--smooth-alpha must lie in [0, 1], got {cfg.smooth_alpha}.")
+
+
 @dataclass(frozen=True, config=STAGE_CONFIG)
 class Int8Config:
     """Options of ``autoglm-trt precision int8`` (``[int8]`` in pipeline.toml).
@@ -306,6 +321,11 @@ class Int8Config:
     ``high_precision_dtype``: dtype of everything not quantized. ``trt_version`` names the
     TensorRT 10 release in the legacy ``calibration.cache`` header. Gate: ``min_cosine`` on the
     decoder logits and the vision features vs the fp32 ONNX.
+    ``target_token_agreement``: keep the fewest most INT8-sensitive decoder node groups in
+    ``high_precision_dtype`` so that the held-out teacher-forced agreement reaches it
+    (:mod:`trt_pipeline.quantize.int8_search`). ``smooth``: SmoothQuant-style scaling of the GEMM
+    inputs with strength ``smooth_alpha`` folded into the graph before calibration
+    (:mod:`trt_pipeline.quantize.smoothing`).
     """
 
     calib: Path | None = None
@@ -325,9 +345,13 @@ class Int8Config:
     max_new_tokens: int = 8
     min_cosine: float = 0.99
     evaluate: bool = True
+    target_token_agreement: float | None = None
+    smooth: bool = False
+    smooth_alpha: float = 0.5
 
     def __post_init__(self) -> None:
         _check_components(self.components)
+        _check_int8_search(self)
         bad = {c: p for c, p in self.components.items() if p not in COMPONENT_PRECISIONS}
         if bad:
             raise ConfigError(f"unknown component precision(s) {bad}; choose from {list(COMPONENT_PRECISIONS)}.")

@@ -99,9 +99,13 @@ def _cast_feed(session: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarra
     return out
 
 
-def _run(session: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    names = [o.name for o in session.get_outputs()]
+def run_feed(session: Any, feed: dict[str, np.ndarray], names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Outputs ``names`` (default: all) of an ONNX Runtime session as float32, feed cast to its input dtypes."""
+    names = list(names) if names is not None else [o.name for o in session.get_outputs()]
     return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, session.run(names, _cast_feed(session, feed)))}
+
+
+_run = run_feed
 
 
 # --- evaluation -----------------------------------------------------------------------------
@@ -279,4 +283,4 @@ def token_agreement(
     return {"max_new_tokens": max_new_tokens, **agreement.to_dict()}
 
 
-__all__ = ["ACCURACY_FILE", "evaluate_variant", "check_gates", "gates_for", "token_agreement"]
+__all__ = ["ACCURACY_FILE", "evaluate_variant", "check_gates", "gates_for", "run_feed", "token_agreement"]

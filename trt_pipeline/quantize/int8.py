@@ -34,6 +34,14 @@ QuantizeLinear/DequantizeLinear pairs in the ONNX graph. :func:`quantize_int8_fi
    ``scale = amax / 127.0`` as the hex of the float's bits); the version field is TensorRT's
    ``NV_TENSORRT_VERSION`` (major*10000 + minor*100 + patch from 10.0 on, e.g. ``100300``).
 
+**Calibrate once.** ModelOpt's ``quantize`` always runs ONNX Runtime's calibrator over the reader it is
+given (its ``_quantize_static`` has no way to take precomputed ranges) and only afterwards replaces
+the scales by the cache's. Handing it every calibration feed therefore calibrated the graph a second
+time for nothing. ModelOpt now gets the *first* feed only (its GEMV / shape heuristics need one
+prefill), the ranges come from :func:`calibrate_int8` once per graph, and an :class:`Int8Calibration`
+is reused by every quantization of the same graph (the sensitivity search quantizes the decoder
+many times: :mod:`trt_pipeline.quantize.sensitivity`).
+
 ``quantize_int8_file`` is path based (external data supported: the model is staged in a scratch
 folder with its ``.data`` file symlinked, ModelOpt writes its intermediates there, never next to
 the source); :func:`quantize_int8_model` is the ModelProto -> ModelProto form.
@@ -214,6 +222,50 @@ def collect_amax(
     return amax
 
 
+@dataclass
+class Int8Calibration:
+    """Activation ranges of one fp32 graph, measured once and reused by every quantization of it.
+
+    ``amax`` maps each candidate tensor (inputs/outputs of ``op_types`` nodes) to its symmetric
+    range; ``first_feed`` is what ModelOpt still runs (its shape heuristics need one prefill).
+    """
+
+    method: str
+    percentile: float | None
+    op_types: tuple[str, ...]
+    amax: dict[str, float]
+    first_feed: dict[str, np.ndarray]
+    feeds: int
+    seconds: float
+
+    @property
+    def ranged(self) -> dict[str, float]:
+        """Tensors with a non-zero range (the ones that can be quantized)."""
+        return {name: value for name, value in self.amax.items() if value > 0}
+
+
+def calibrate_int8(
+    src: Path | str,
+    feeds: Sequence[dict[str, np.ndarray]],
+    *,
+    method: str = "entropy",
+    percentile: float = 99.99,
+    op_types_to_quantize: Sequence[str] = DEFAULT_OP_TYPES,
+) -> Int8Calibration:
+    """The one calibration pass over ``feeds`` of the fp32 graph ``src`` (ONNX Runtime, CPU)."""
+    src = Path(src)
+    _check_quantize_args(src, feeds, method, percentile, "fp16")
+    start = time.perf_counter()
+    model = onnx.load(str(src), load_external_data=False)
+    tensors = float_activations(model, candidate_nodes(model, op_types_to_quantize))
+    amax = collect_amax(src, feeds, tensors, method, percentile)
+    return Int8Calibration(
+        method=method, percentile=percentile if method == "percentile" else None,
+        op_types=tuple(op_types_to_quantize), amax=amax, first_feed=dict(feeds[0]), feeds=len(feeds),
+        seconds=round(time.perf_counter() - start, 3),
+    )
+
+
 # --- quantization ---------------------------------------------------------------------------
 @dataclass
 class Int8Report:
@@ -230,6 +282,8 @@ class Int8Report:
     calibration_feeds: int = 0
     cache_scales: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    calibration_seconds: float = 0.0  # the one calibration pass (0 when a calibration was reused)
+    modelopt_seconds: float = 0.0  # Q/DQ placement + ModelOpt's one-feed shape run + precision conversion
 
     def to_dict(self, with_scales: bool = False) -> dict[str, Any]:
         data = asdict(self)
@@ -307,6 +361,8 @@ def _run_modelopt(
 ) -> None:
     """ModelOpt ONNX PTQ of ``staged`` into ``out`` with our ranges as its calibration cache.
 
+    ``feeds`` is the single feed ModelOpt still runs (GEMV detection; ORT's calibrator, whose ranges
+    the cache then replaces).
     Any ModelOpt failure becomes an :class:`OnnxModelError` naming ``src`` with the last log lines.
     """
     from modelopt.onnx.quantization import quantize
@@ -379,6 +435,11 @@ def _quantized_cache_scales(model: onnx.ModelProto, quantized: Sequence[str], ra
     return cache_scales
 
 
+def exact_pattern(name: str) -> str:
+    """A ModelOpt ``nodes_to_exclude`` pattern matching exactly ``name`` (it applies ``re.match``)."""
+    return re.escape(name) + "$"
+
+
 def quantize_int8_file(
     src: Path | str,
     dst: Path | str,
@@ -393,6 +454,7 @@ def quantize_int8_file(
     high_precision_dtype: str = "fp16",
     external_data: bool | None = None,
     log: io.StringIO | None = None,
+    calibration: Int8Calibration | None = None,
 ) -> Int8Report:
     """Quantize ``src`` (fp32 ONNX) into ``dst`` with explicit Q/DQ; calibration on CPU.
 
@@ -402,9 +464,12 @@ def quantize_int8_file(
         method: ``entropy`` | ``max`` | ``percentile`` (activation range per tensor).
         percentile: the percentile of |x| used by ``percentile``.
         op_types_to_quantize: candidate op types (W8A8 on MatMul/Gemm by default).
-        op_types_to_exclude / nodes_to_exclude: op types / node-name regexes left unquantized.
+        op_types_to_exclude / nodes_to_exclude: op types / node-name regexes left unquantized
+            (:func:`exact_pattern` for exact names).
         disable_mha_qdq: leave attention BMMs (Q·K^T, P·V) unquantized.
         high_precision_dtype: ``fp16`` (TensorRT strongly typed deployment) or ``fp32``.
+        calibration: ranges of ``src`` from :func:`calibrate_int8` (reused, ``feeds`` then unused
+            but for ModelOpt's first feed); None calibrates here.
 
     Returns an :class:`Int8Report`; ``report.cache_scales`` maps fp32 tensor names to the
     scales of the quantized nodes' inputs and outputs (for :func:`write_calibration_cache`).
@@ -414,23 +479,25 @@ def quantize_int8_file(
     src, dst = Path(src), Path(dst)
     _check_quantize_args(src, feeds, method, percentile, high_precision_dtype)
     start = time.perf_counter()
+    reused = calibration is not None
+    calibration = _calibration_for(src, feeds, calibration, method, percentile, op_types_to_quantize)
     model = onnx.load(str(src), load_external_data=False)
     candidates = candidate_nodes(model, op_types_to_quantize)
-    tensors = float_activations(model, candidates)
+    ranged = calibration.ranged
     dst.parent.mkdir(parents=True, exist_ok=True)
     external = has_external_data(src) if external_data is None else external_data
+    modelopt_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".int8.", dir=dst.parent) as scratch:
         scratch_dir = Path(scratch)
         staged = stage_model(src, scratch_dir / "src")
-        amax = collect_amax(staged, feeds, tensors, method, percentile, stage=False)
-        ranged = {name: value for name, value in amax.items() if value > 0}
         cache = write_calibration_cache(scratch_dir / "ranges.cache", {k: v / 127.0 for k, v in ranged.items()})
         out = scratch_dir / "out" / dst.name
         out.parent.mkdir()
         _run_modelopt(
-            src, staged, out, feeds, cache, method=method, op_types_to_quantize=op_types_to_quantize,
-            op_types_to_exclude=op_types_to_exclude, nodes_to_exclude=nodes_to_exclude,
-            disable_mha_qdq=disable_mha_qdq, high_precision_dtype=high_precision_dtype, external=external, log=log,
+            src, staged, out, [calibration.first_feed], cache, method=method,
+            op_types_to_quantize=op_types_to_quantize, op_types_to_exclude=op_types_to_exclude,
+            nodes_to_exclude=nodes_to_exclude, disable_mha_qdq=disable_mha_qdq,
+            high_precision_dtype=high_precision_dtype, external=external, log=log,
         )
         quantized = onnx.load(str(out), load_external_data=False)
         _move_model(out, dst, external)
@@ -445,10 +512,26 @@ def quantize_int8_file(
                                           disable_mha_qdq),
         qdq_counts=qdq_counts(quantized),
         calibrated_tensors=len(ranged),
-        calibration_feeds=len(feeds),
+        calibration_feeds=calibration.feeds,
         cache_scales=_quantized_cache_scales(model, names, ranged),
         seconds=round(time.perf_counter() - start, 3),
+        calibration_seconds=0.0 if reused else calibration.seconds,
+        modelopt_seconds=round(time.perf_counter() - modelopt_start, 3),
     )
+
+
+def _calibration_for(src: Path, feeds: Sequence[dict[str, np.ndarray]], calibration: Int8Calibration | None,
+                     method: str, percentile: float, op_types: Sequence[str]) -> Int8Calibration:
+    """``calibration`` when given (checked to match the options), else the one pass over ``feeds``."""
+    if calibration is None:
+        return calibrate_int8(src, feeds, method=method, percentile=percentile, op_types_to_quantize=op_types)
+    if calibration.method != method or tuple(op_types) != calibration.op_types:
+        raise ConfigError(
+            f"the calibration passed for {src} was made with method {calibration.method!r} over "
+            f"{list(calibration.op_types)}, not {method!r} over {list(op_types)}.",
+            hint="calibrate again with calibrate_int8(...) using the same options.",
+        )
+    return calibration
 
 
 def _move_model(src: Path, dst: Path, external: bool) -> None:
@@ -480,7 +563,10 @@ def quantize_int8_model(
 
 __all__ = [
     "METHODS",
+    "Int8Calibration",
     "Int8Report",
+    "calibrate_int8",
+    "exact_pattern",
     "collect_amax",
     "feed_list_reader",
     "hex_to_scale",

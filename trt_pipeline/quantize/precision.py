@@ -59,6 +59,7 @@ from trt_pipeline.progress import log, progress_bar
 TOOLS = ("onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "onnx-graphsurgeon", "polygraphy",
          "numpy", "torch", "transformers")
 CALIB_SPLIT, HELDOUT_SPLIT = "calib", "heldout"
+SENSITIVITY_CHART = "sensitivity.png"
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -291,10 +292,13 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
 
     Components get the precision ``cfg.components`` names (int8 / fp16 AutoCast / fp32 copy).
     Writes ``calibration.cache`` (+ per-component caches) for legacy TensorRT 10 implicit-INT8 builds.
+    With ``cfg.target_token_agreement`` the decoder keeps its most INT8-sensitive node groups in
+    high precision until the held-out agreement reaches the target
+    (:mod:`~trt_pipeline.quantize.int8_search`; ``sensitivity.png`` beside the manifest); an
+    unreachable target raises AccuracyError and leaves no folder.
     """
-    from trt_pipeline.graph.autocast import autocast_file
     from trt_pipeline.quantize.accuracy import gates_for
-    from trt_pipeline.quantize.int8 import quantize_int8_file, write_calibration_cache
+    from trt_pipeline.quantize.int8 import write_calibration_cache
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -302,47 +306,71 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("int8")
     report = None
-    fp16 = cfg.fp16_config()
     with atomic_output_dir(target) as tmp:
         entries: dict[str, Any] = {}
         caches: dict[str, dict[str, float]] = {}
         with progress_bar(show_progress) as progress:
             task = progress.add_task("int8", total=len(components))
             for component in components:
-                precision = cfg.components[component]
-                src = layout.onnx_path("fp32", component)
-                dst = tmp / onnx_file_name(component)
-                progress.update(task, description=f"{precision} {component}")
-                extra: dict[str, Any]
-                if precision == "int8":
-                    result = quantize_int8_file(
-                        src, dst, calib.feeds(component), method=cfg.method, percentile=cfg.percentile,
-                        op_types_to_quantize=cfg.op_types_to_quantize, op_types_to_exclude=cfg.op_types_to_exclude,
-                        nodes_to_exclude=cfg.nodes_to_exclude, disable_mha_qdq=cfg.disable_mha_qdq,
-                        high_precision_dtype=cfg.high_precision_dtype,
-                    )
-                    caches[component] = result.cache_scales
-                    extra = {"nodes_quantized": result.nodes_quantized, "nodes_excluded": result.nodes_excluded,
-                             "qdq_counts": result.qdq_counts, "int8": result.to_dict()}
-                elif precision == "fp16":
-                    auto = autocast_file(src, dst, calib.feeds(component), keep_io_types=fp16.keep_io_types,
-                                         data_max=fp16.data_max, init_max=fp16.init_max)
-                    extra = {"nodes_kept_fp32": auto.nodes_kept_fp32, "autocast": auto.to_dict()}
-                else:
-                    _copy_model(src, dst)
-                    extra = {}
-                entries[component] = {**_component_entry(tmp, component, precision), **extra}
+                progress.update(task, description=f"{cfg.components[component]} {component}")
+                entries[component] = _int8_folder_component(out_dir, component, tmp, calib, heldout, cfg, caches)
                 progress.advance(task)
         data = _base_manifest("int8", "int8-ptq", cfg, hashes, calib, heldout, calib_dir, heldout_dir)
         data["method"] = cfg.method
         data["components"] = entries
         if caches:
             data["calibration_cache"] = _write_caches(tmp, caches, cfg.trt_version, write_calibration_cache)
+        search = entries.get("decoder", {}).pop("search", None)
+        if search is not None:
+            data["search"] = {**search, "chart": _sensitivity_chart(tmp, search, cfg.target_token_agreement)}
         report = _evaluate(out_dir, "int8", tmp, heldout, cfg, gates_for("int8", cfg.min_cosine))
         data["accuracy"] = _accuracy_summary(report)
         data["seconds"] = round(time.perf_counter() - start, 3)
         write_json_atomic(tmp / PRECISION_MANIFEST, data)
     return _finish(target, "int8", report, time.perf_counter() - start)
+
+
+def _int8_folder_component(out_dir: Path, component: str, tmp: Path, calib: Any, heldout: Any, cfg: Int8Config,
+                           caches: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """One component of the int8 folder at its configured precision; its manifest entry."""
+    import tempfile
+
+    from trt_pipeline.graph.autocast import autocast_file
+    from trt_pipeline.quantize.int8_search import HeldoutReference, quantize_int8_component
+
+    layout = OutputLayout(out_dir)
+    precision = cfg.components[component]
+    src, dst = layout.onnx_path("fp32", component), tmp / onnx_file_name(component)
+    if precision == "int8":
+        reference = HeldoutReference(out_dir, heldout, cfg.max_new_tokens) if heldout is not None else None
+        vision = tmp / onnx_file_name("vision_encoder")
+        with tempfile.TemporaryDirectory(prefix=".int8-work.", dir=tmp.parent) as scratch:
+            result, extra = quantize_int8_component(
+                component, src, dst, calib.feeds(component), cfg, Path(scratch), reference=reference,
+                vision_variant=vision if vision.is_file() else layout.onnx_path("fp32", "vision_encoder"))
+        if cfg.smooth:  # scales of the smoothed graph: no legacy cache for the unsmoothed fp32 ONNX
+            extra["legacy_calibration_cache"] = "not written: --smooth changes the graph the scales belong to"
+        else:
+            caches[component] = result.cache_scales
+        return {**_component_entry(tmp, component, precision), "nodes_quantized": result.nodes_quantized,
+                "nodes_excluded": result.nodes_excluded, "qdq_counts": result.qdq_counts, "int8": result.to_dict(),
+                **extra}
+    if precision == "fp16":
+        fp16 = cfg.fp16_config()
+        auto = autocast_file(src, dst, calib.feeds(component), keep_io_types=fp16.keep_io_types,
+                             data_max=fp16.data_max, init_max=fp16.init_max)
+        return {**_component_entry(tmp, component, precision), "nodes_kept_fp32": auto.nodes_kept_fp32,
+                "autocast": auto.to_dict()}
+    _copy_model(src, dst)
+    return _component_entry(tmp, component, precision)
+
+
+def _sensitivity_chart(folder: Path, search: dict[str, Any], target: float | None) -> str:
+    """``sensitivity.png`` (per-group KL, kept groups marked) in ``folder``; its file name."""
+    from trt_pipeline.quantize.sensitivity import GroupSensitivity, sensitivity_chart
+
+    results = [GroupSensitivity(**row) for row in search["sensitivity"]]
+    return sensitivity_chart(folder / SENSITIVITY_CHART, results, search["kept_high_precision"], target).name
 
 
 def _write_caches(folder: Path, caches: dict[str, dict[str, float]], trt_version: str, writer: Any) -> dict[str, Any]:

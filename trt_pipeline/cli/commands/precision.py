@@ -89,12 +89,19 @@ def precision_int8_command(
     trt_version: Annotated[str, typer.Option("--trt-version", help="TensorRT 10 release named in calibration.cache's header.")] = "10.3.0",
     evaluate: Evaluate = True,
     min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate: worst held-out cosine of every output (logits, vision features, KV cache).")] = 0.99,
+    target_token_agreement: Annotated[Optional[float], typer.Option("--target-token-agreement", help="Keep the most INT8-sensitive decoder node groups in high precision until the held-out teacher-forced token agreement reaches this (0-1].")] = None,
+    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="SmoothQuant-style per-channel scaling of GEMM inputs folded into the weights before calibration.")] = False,
+    smooth_alpha: Annotated[float, typer.Option("--smooth-alpha", help="Smoothing strength: s = max|X|^a / max|W|^(1-a).")] = 0.5,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Greedy tokens per held-out prompt for the token agreement.")] = 8,
     as_json: AsJson = False,
 ) -> None:
     """INT8 via ModelOpt ONNX PTQ (explicit Q/DQ, calibrated on CPU): OUT/onnx/fp32 -> OUT/onnx/int8.
 
     Also writes calibration.cache for TensorRT 10 implicit-INT8 builds. Gate on the held-out set vs
     the fp32 ONNX: cosine >= 0.99 on every output (the int8 rows of the gate table; exit 5 otherwise).
+    With --target-token-agreement T the decoder's node groups are ranked by INT8 sensitivity and the
+    fewest most sensitive ones stay in high precision so that the held-out teacher-forced agreement
+    reaches T (exit 5 and no folder when T cannot be reached).
     """
     from trt_pipeline.config import Int8Config
     from trt_pipeline.quantize.precision import make_int8
@@ -105,5 +112,7 @@ def precision_int8_command(
         components={"vision_encoder": vision_precision, "decoder": decoder_precision},
         nodes_to_exclude=tuple(exclude_nodes or ()), disable_mha_qdq=not quantize_attention,
         high_precision_dtype=high_precision, trt_version=trt_version, evaluate=evaluate, min_cosine=min_cosine,
+        target_token_agreement=target_token_agreement, smooth=smooth, smooth_alpha=smooth_alpha,
+        max_new_tokens=max_new_tokens,
     )
     _print_summary(make_int8(folder, cfg), as_json)
