@@ -9,7 +9,7 @@ prefix), exact greedy sequences (exact-match rate, token agreement) and logits m
     autoglm-trt export CHECKPOINT --out WORK/export --max-seq S --max-kv K --no-validate
     autoglm-trt precision int8 WORK/export --max-new-tokens 32                          # plain
     autoglm-trt precision int8 WORK/export --max-new-tokens 32 --smooth                 # + smoothing
-    autoglm-trt precision int8 WORK/export --max-new-tokens 32 --target-token-agreement 0.9
+    autoglm-trt precision int8 WORK/export --max-new-tokens 32 --target-token-agreement T   # per --targets
 
 Calibration time: ``precision int8 --no-evaluate`` (quantization only) with the code of
 ``--before-commit`` (ModelOpt re-calibrated over every feed after our own pass) and with this tree
@@ -45,7 +45,10 @@ def uptime() -> str:
 
 
 def run(args: list[str], log: list[dict[str, Any]], pythonpath: Path = REPO, ok: tuple[int, ...] = (0, 5)) -> float:
-    """``autoglm-trt ARGS`` with ``pythonpath`` first on the path; records command, exit code, seconds."""
+    """``autoglm-trt ARGS`` with ``pythonpath`` first on the path; records command, exit code, seconds.
+
+    A failure (exit 5: a gate, or an unreachable target) stays in the log with its stderr tail.
+    """
     exe = Path(sys.executable).with_name("autoglm-trt")
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     start = time.perf_counter()
@@ -137,11 +140,12 @@ def main() -> None:
     parser.add_argument("--max-seq", type=int, default=384)
     parser.add_argument("--max-kv", type=int, default=512)
     parser.add_argument("--calib-samples", type=int, default=16)
-    parser.add_argument("--heldout-samples", type=int, default=8)
+    parser.add_argument("--heldout-samples", type=int, default=28, help="28 = every held-out prompt (26 image, 2 text)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--target", type=float, default=0.9)
+    parser.add_argument("--targets", default="0.9,0.99", help="--target-token-agreement values, one run each")
+    parser.add_argument("--targets-vision-fp16", default="0.99", help="the same with --vision-precision fp16")
     parser.add_argument("--before-commit", default="8b8edf2")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     export, log = args.work / "export", []
     args.work.mkdir(parents=True, exist_ok=True)
@@ -151,10 +155,18 @@ def main() -> None:
     common = ["precision", "int8", str(export), "--calib-samples", str(args.calib_samples), "--heldout-samples",
               str(args.heldout_samples), "--max-new-tokens", str(args.max_new_tokens)]
     variants = {}
-    for name, extra in (("int8", []), ("int8+smooth", ["--smooth"]),
-                        (f"int8 target {args.target:g}", ["--target-token-agreement", str(args.target)])):
+    runs = [("int8", []), ("int8+smooth", ["--smooth"])]
+    runs += [(f"int8 target {t}", ["--target-token-agreement", t]) for t in args.targets.split(",") if t]
+    runs += [(f"int8 target {t}, vision fp16", ["--target-token-agreement", t, "--vision-precision", "fp16"])
+             for t in args.targets_vision_fp16.split(",") if t]
+    for name, extra in runs:
+        shutil.rmtree(export / "onnx" / "int8", ignore_errors=True)  # a failed run must not read an older folder
         run(common + extra, log)
-        variants[name] = figures(export, args.heldout_samples, args.max_new_tokens, args.out.with_suffix(".png"))
+        if not (export / "onnx" / "int8" / "manifest.json").is_file():
+            variants[name] = {"exit_code": log[-1]["exit_code"], "error": log[-1].get("stderr_tail")}
+            continue
+        chart = args.out.with_name(f"{args.out.stem}.{name.replace(' ', '_').replace(',', '')}.png")
+        variants[name] = figures(export, args.heldout_samples, args.max_new_tokens, chart)
     with tempfile.TemporaryDirectory(prefix="int8-before.") as scratch:
         calibrate_once = timing(export, old_tree(args.before_commit, Path(scratch)), args.repeats,
                                 args.calib_samples, log)

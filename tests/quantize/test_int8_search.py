@@ -166,3 +166,38 @@ def test_target_options_are_checked() -> None:
         Int8Config(target_token_agreement=0.9, components={"vision_encoder": "int8", "decoder": "fp16"})
     with pytest.raises(ConfigError, match="smooth-alpha"):
         Int8Config(smooth_alpha=1.5)
+
+
+def test_calibrate_once(tiny_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One calibration pass serves several quantizations; ModelOpt itself only sees one feed."""
+    from onnx import numpy_helper
+
+    from trt_pipeline.quantize import int8
+    from trt_pipeline.quantize.calibration_reader import CalibrationReader
+    from trt_pipeline.quantize.dataset import load_split
+    from trt_pipeline.quantize.precision import calibration_folders
+
+    calib_dir, _ = calibration_folders(None)
+    feeds = CalibrationReader(tiny_export, load_split(calib_dir), 6).feeds("decoder")
+    src = tiny_export / "onnx" / "fp32" / "decoder.onnx"
+    seen: list[int] = []
+    original = int8.feed_list_reader
+    monkeypatch.setattr(int8, "feed_list_reader", lambda data: (seen.append(len(data)), original(data))[1])
+    calibration = int8.calibrate_int8(src, feeds, method="max")
+    assert calibration.feeds == len(feeds) >= 6 and calibration.seconds > 0
+    reports = [int8.quantize_int8_file(src, tmp_path / f"d{i}.onnx", feeds, method="max", calibration=calibration)
+               for i in range(2)]
+    assert seen == [1, 1]  # ModelOpt's internal calibrator ran on one feed, not len(feeds)
+    assert all(r.calibration_seconds == 0 and r.calibration_feeds == len(feeds) for r in reports)
+    assert (tmp_path / "d0.onnx").read_bytes() == (tmp_path / "d1.onnx").read_bytes()
+    model = onnx.load(str(tmp_path / "d0.onnx"))
+    inits = {t.name: t for t in model.graph.initializer}
+    checked = 0
+    for node in model.graph.node:  # every activation Q/DQ scale is our max / 127 (fp16-rounded)
+        if node.op_type == "QuantizeLinear" and node.input[0] in calibration.ranged and node.input[1] in inits:
+            scale = float(numpy_helper.to_array(inits[node.input[1]]))
+            assert scale == pytest.approx(calibration.ranged[node.input[0]] / 127.0, rel=1e-3)
+            checked += 1
+    assert checked >= 5
+    with pytest.raises(int8.ConfigError, match="calibration passed"):
+        int8.quantize_int8_file(src, tmp_path / "x.onnx", feeds, method="entropy", calibration=calibration)

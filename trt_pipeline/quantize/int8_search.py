@@ -17,7 +17,10 @@ Steps (all on a CPU, calibration done once):
    a passing k. Agreement is not strictly monotone in k, so the result is the smallest passing k
    the bisection meets (``log2(groups)`` candidates), not a global optimum over all 2^groups subsets.
 
-The chosen candidate's file becomes the variant's decoder (no re-quantization).
+The chosen candidate's file becomes the variant's decoder (no re-quantization). Kept groups run in
+``--high-precision`` (fp16 by default, recorded as ``kept_dtype``): that is what a strongly typed
+TensorRT engine runs for every unquantized op and fp16 is token-identical to fp32 on the fixtures,
+so fp32 (``--high-precision fp32``) would only cost bandwidth; ``fp32`` remains for fp32 deployments.
 """
 
 from __future__ import annotations
@@ -170,6 +173,7 @@ class SearchResult:
     kept: list[str]
     tried: dict[int, float]
     agreement: float
+    kept_dtype: str
     sensitivity_seconds: float
     search_seconds: float
 
@@ -184,6 +188,7 @@ class SearchResult:
                                "only that group quantized, rest fp32",
             "order": self.order,
             "kept_high_precision": self.kept,
+            "kept_dtype": self.kept_dtype,
             "kept_fraction": len(self.kept) / count if count else 0.0,
             "tried": {str(k): v for k, v in sorted(self.tried.items())},
             "teacher_forced_agreement": self.agreement,
@@ -235,20 +240,24 @@ def search_decoder_int8(
         reports[k] = quantize_int8_file(src, path, feeds, **options, calibration=calibration,
                                         high_precision_dtype=high_precision_dtype,
                                         nodes_to_exclude=user_excluded + excluded)
-        return reference.teacher_forced(vision_variant, path).agreement
+        score = reference.teacher_forced(vision_variant, path).agreement
+        if score < target:  # a failing candidate is never chosen: free its disk space now
+            _remove_model(path)
+        return score
 
     k, tried = fewest_groups(len(order), agreement, target)
     _move_candidate(scratch / f"candidate.{k}.onnx", dst)
     result = SearchResult(
         target=target, metric="teacher-forced token agreement vs the fp32 ONNX greedy continuation (held-out)",
         groups=[g.to_dict() for g in groups], sensitivity=[r.to_dict() for r in sensitivity], order=order,
-        kept=order[:k], tried=tried, agreement=tried[k], sensitivity_seconds=sensitivity_seconds,
+        kept=order[:k], tried=tried, agreement=tried[k], kept_dtype=high_precision_dtype,
+        sensitivity_seconds=sensitivity_seconds,
         search_seconds=round(time.perf_counter() - start, 3),
     )
     return reports[k], result
 
 
-def quantize_options(cfg: Any) -> dict[str, Any]:
+def options_of(cfg: Any) -> dict[str, Any]:
     """:func:`~trt_pipeline.quantize.int8.quantize_int8_file` options of an ``Int8Config`` (dtype aside)."""
     return {"method": cfg.method, "percentile": cfg.percentile, "op_types_to_quantize": tuple(cfg.op_types_to_quantize),
             "op_types_to_exclude": tuple(cfg.op_types_to_exclude), "nodes_to_exclude": tuple(cfg.nodes_to_exclude),
@@ -276,7 +285,7 @@ def quantize_int8_component(
     from trt_pipeline.quantize.int8 import calibrate_int8, quantize_int8_file
     from trt_pipeline.quantize.smoothing import smooth_file
 
-    options, extra = quantize_options(cfg), {}
+    options, extra = options_of(cfg), {}
     if cfg.smooth:
         smoothed = scratch / f"{component}.smoothed.onnx"
         extra["smoothing"] = smooth_file(src, smoothed, feeds, cfg.smooth_alpha).to_dict()
@@ -294,7 +303,15 @@ def quantize_int8_component(
         report = quantize_int8_file(src, dst, feeds, **options, high_precision_dtype=cfg.high_precision_dtype,
                                     calibration=calibration)
     report.calibration_seconds = calibration.seconds
+    report.seconds = round(report.seconds + calibration.seconds, 3)  # the one calibration pass included
     return report, extra
+
+
+def _remove_model(path: Path) -> None:
+    from trt_pipeline.artifacts.layout import external_data_path
+
+    path.unlink(missing_ok=True)
+    external_data_path(path).unlink(missing_ok=True)
 
 
 def _move_candidate(src: Path, dst: Path) -> None:
@@ -313,4 +330,4 @@ def _move_candidate(src: Path, dst: Path) -> None:
 
 
 __all__ = ["HeldoutReference", "SearchResult", "TARGET_FLAG", "TeacherForced", "fewest_groups",
-           "quantize_int8_component", "quantize_options", "search_decoder_int8"]
+           "options_of", "quantize_int8_component", "search_decoder_int8"]
