@@ -6,62 +6,22 @@ Open-AutoGLM agent does; every server here runs the ORT backend of ``tiny_export
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from serve_helpers import API_KEY
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from trt_pipeline.serve.launch import ThreadedServer
 
 
-class RunningServer:
-    """uvicorn serving one app in a background thread."""
+class RunningServer(ThreadedServer):
+    """A server of the tests: clients carry the tests' API key unless told otherwise."""
 
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.app = app
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120.0) -> RunningServer:
-        import httpx
-
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server did not become healthy")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-    def client(self, **kwargs: Any) -> Any:
-        from openai import OpenAI
-
-        return OpenAI(base_url=f"{self.url}/v1", api_key=kwargs.pop("api_key", API_KEY), max_retries=0, **kwargs)
+    def client(self, api_key: str = API_KEY, **kwargs: Any) -> Any:
+        return super().client(api_key=api_key, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,9 @@ def serve_command(
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="Require `Authorization: Bearer KEY`.")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Waiting requests beyond the batch; more get 429.")] = 64,
     prefix_cache: Annotated[int, typer.Option("--prefix-cache", help="Conversations whose KV is kept for reuse (0: off).")] = 8,
+    prefill_chunk: Annotated[Optional[int], typer.Option(
+        "--prefill-chunk", min=1, help="Prompt tokens per decoder call between two decode steps of the running "
+        "replies (default 512, at most the export's sequence_length).")] = None,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Largest image accepted (width x height); larger: 413.")] = 5_000_000,
     allowed_media_path: Annotated[
         Optional[list[str]], typer.Option("--allowed-media-path", help="Prefix of file paths / http URLs images may come from.")
@@ -38,4 +41,4 @@ def serve_command(
     media = MediaPolicy(max_pixels=max_pixels, allowed_prefixes=tuple(allowed_media_path or ()))
     ort = OrtSettings(threads, inter_op_threads, ort_execution_mode, io_binding=io_binding)
     serve(ServeConfig(out, backend, precision, host, port, served_model_name, api_key, max_queue, prefix_cache,
-                      media=media, ort=ort))
+                      prefill_chunk=prefill_chunk, media=media, ort=ort))
