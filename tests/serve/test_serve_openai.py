@@ -164,3 +164,25 @@ def test_prefix_reuse_equals_from_scratch(server: Any, server_no_reuse: Any) -> 
     assert response.usage.prompt_tokens_details.cached_tokens > 0
     assert scratch_response.usage.prompt_tokens_details.cached_tokens == 0
     assert response.usage.prompt_tokens == scratch_response.usage.prompt_tokens
+
+
+def test_five_step_agent_replay_reuses_the_prefix_and_equals_from_scratch(server: Any, server_no_reuse: Any) -> None:
+    """Open-AutoGLM's pattern: every step resends the conversation with the previous screenshot dropped
+    (its text kept) and a new one added; each reply equals the no-reuse server's, steps 2-5 reuse KV."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are a phone agent."}]
+    previous_cached = 0
+    for step in range(5):
+        if step:
+            messages[-2]["content"] = [part for part in messages[-2]["content"] if part["type"] == "text"]
+        messages.append({"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": png_data_url(color=(50 * step, 120, 10))}},
+            {"type": "text", "text": f"Next {step}."}]})
+        reused, response = chat(server, messages, max_tokens=4)  # 5 steps fit the tiny export's 130 tokens
+        scratch, scratch_response = chat(server_no_reuse, messages, max_tokens=4)
+        assert reused == scratch, step
+        assert scratch_response.usage.prompt_tokens_details.cached_tokens == 0
+        cached = response.usage.prompt_tokens_details.cached_tokens
+        if step:  # the system prompt and the earlier turns come from the cache, more at every step
+            assert previous_cached < cached < response.usage.prompt_tokens, (step, cached)
+        previous_cached = cached
+        messages.append({"role": "assistant", "content": reused})
