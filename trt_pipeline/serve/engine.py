@@ -159,7 +159,8 @@ class ServeEngine:
         return CacheState(dict(zip(self.past_names, kv)), torch.ones(1, length, dtype=torch.long),
                           torch.tensor([next_position], dtype=torch.long))
 
-    def extend(self, state: CacheState, embeds: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, CacheState]:
+    def extend(self, state: CacheState, embeds: torch.Tensor,
+               positions: torch.Tensor) -> tuple[torch.Tensor, CacheState]:
         """Append ``embeds`` [S, hidden] at M-RoPE ``positions`` [3, S] in ONE call; -> (last logits [vocab], state)."""
         if embeds.shape[0] < 1:
             raise PipelineError("a prefill segment needs at least one token.")
