@@ -49,6 +49,8 @@ OrtExecutionMode = Annotated[str, typer.Option(
     "--ort-execution-mode", help="ONNX Runtime execution mode: sequential or parallel.")]
 IoBinding = Annotated[bool, typer.Option(
     "--io-binding/--no-io-binding", help="ONNX Runtime outputs written into reused buffers (IO binding).")]
+OrtSpinning = Annotated[bool, typer.Option(
+    "--ort-spinning/--no-ort-spinning", help="ONNX Runtime worker threads busy-wait between runs (off: they sleep).")]
 
 # --- output ----------------------------------------------------------------------------------------
 AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]

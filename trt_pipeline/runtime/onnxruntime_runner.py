@@ -33,7 +33,11 @@ class OrtSettings:
     per physical core; inter: only used in ``parallel`` mode). ``optimization``: the graph
     optimisation level (``all`` includes the layout and contrib-op fusions, e.g.
     SimplifiedLayerNormalization). ``io_binding``: outputs written into reused buffers
-    (:mod:`~trt_pipeline.runtime.ort_binding`) instead of per-call allocations.
+    (:mod:`~trt_pipeline.runtime.ort_binding`) instead of per-call allocations. ``spinning``:
+    whether intra-op worker threads busy-wait for work (ONNX Runtime's default) or sleep
+    (``session.intra_op.allow_spinning`` 0); on a host whose cores are shared (a server whose other
+    threads do work between runs, a loaded machine) spinning threads burn the CPU time the others
+    need: a small-preset decode step measured 150 ms spinning vs 68 ms not, on 2 cores at load 20.
     """
 
     intra_op_threads: int | None = None
@@ -41,6 +45,7 @@ class OrtSettings:
     execution_mode: str = "sequential"
     optimization: str = "all"
     io_binding: bool = True
+    spinning: bool = True
 
     def __post_init__(self) -> None:
         for name in ("intra_op_threads", "inter_op_threads"):
@@ -64,6 +69,8 @@ class OrtSettings:
             options.intra_op_num_threads = self.intra_op_threads
         if self.inter_op_threads:
             options.inter_op_num_threads = self.inter_op_threads
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if self.execution_mode == "parallel"
                                   else ort.ExecutionMode.ORT_SEQUENTIAL)
         options.graph_optimization_level = {

@@ -57,7 +57,8 @@ def describe(config: ServeConfig, engine: ServeEngine) -> str:
             f"{config.precision}; profiles ({contract.source.name}): batch <= {contract.max_batch}, decoder call "
             f"<= {contract.max_chunk} tokens (prefill chunks of {engine.prefill_chunk}), prompt + reply <= "
             f"{contract.max_sequence} tokens, image tokens {contract.min_image_tokens}..{contract.max_image_tokens}; "
-            f"queue <= {config.max_queue}, prefix cache {config.prefix_cache_entries} entries")
+            f"queue <= {config.max_queue}, prefix cache {config.prefix_cache_entries} entries"
+            + (f"; ONNX Runtime {config.ort.to_dict()}" if config.ort is not None and config.backend == "ort" else ""))
 
 
 def preflight(config: ServeConfig) -> None:

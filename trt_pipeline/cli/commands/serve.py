@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from trt_pipeline.cli.options import InterOpThreads, IoBinding, OnnxPrecision, OrtExecutionMode, Threads
+from trt_pipeline.cli.options import InterOpThreads, IoBinding, OnnxPrecision, OrtExecutionMode, OrtSpinning, Threads
 
 
 def serve_command(
@@ -31,14 +31,16 @@ def serve_command(
     inter_op_threads: InterOpThreads = None,
     ort_execution_mode: OrtExecutionMode = "sequential",
     io_binding: IoBinding = True,
+    ort_spinning: OrtSpinning = False,
 ) -> None:
     """Serve OUT over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health, /metrics)."""
+    from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
     from trt_pipeline.serve import serve
     from trt_pipeline.serve.chat import MediaPolicy
-    from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
     from trt_pipeline.serve.model import ServeConfig
 
     media = MediaPolicy(max_pixels=max_pixels, allowed_prefixes=tuple(allowed_media_path or ()))
-    ort = OrtSettings(threads, inter_op_threads, ort_execution_mode, io_binding=io_binding)
+    # spinning off by default: the server's own threads (HTTP, sampling) need the cores between runs
+    ort = OrtSettings(threads, inter_op_threads, ort_execution_mode, io_binding=io_binding, spinning=ort_spinning)
     serve(ServeConfig(out, backend, precision, host, port, served_model_name, api_key, max_queue, prefix_cache,
                       prefill_chunk=prefill_chunk, media=media, ort=ort))
