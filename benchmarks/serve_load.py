@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,23 +119,17 @@ def timed_request(client: Any, messages: list[dict[str, Any]], max_tokens: int) 
 
 def run_level(server: Any, seeds: list[int], clients: int, max_tokens: int) -> tuple[float, list[dict]]:
     """One request per seed from ``clients`` threads, back to back; -> (wall seconds, results with their seed)."""
-    results: list[dict[str, Any]] = []
-    lock = threading.Lock()
+    from concurrent.futures import ThreadPoolExecutor
 
-    def worker(index: int) -> None:
+    def worker(index: int) -> list[dict[str, Any]]:
         client = server.client()
-        for seed in seeds[index::clients]:
-            result = timed_request(client, agent_request(seed), max_tokens)
-            with lock:
-                results.append({**result, "seed": seed})
+        return [{**timed_request(client, agent_request(seed), max_tokens), "seed": seed}
+                for seed in seeds[index::clients]]
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - start, results
+    with ThreadPoolExecutor(clients) as pool:
+        parts = list(pool.map(worker, range(clients)))  # a failed request raises here, not in a thread
+    return time.perf_counter() - start, [result for part in parts for result in part]
 
 
 def summarize(clients: int, walls: list[float], results: list[dict[str, Any]]) -> dict[str, Any]:
