@@ -27,7 +27,7 @@ Steps (the export is reused when its ranges match, unless ``--fresh``):
 Writes ``benchmarks/results/serve_load_PRESET.json`` (with ``uptime`` before and after: the machine
 is shared) and ``.png``. Exits 1 when a concurrent reply differs from its sequential run.
 
-    python benchmarks/serve_load.py [--preset small] [--rounds 2] [--requests 8] [--max-tokens 48]
+    python benchmarks/serve_load.py [--preset small] [--rounds 2] [--requests 8] [--max-tokens 128]
 """
 
 from __future__ import annotations
@@ -287,14 +287,18 @@ def main() -> int:
     parser.add_argument("--clients", default="1,4,8")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of every level")
     parser.add_argument("--requests", type=int, default=8, help="requests per level and round")
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--max-tokens", type=int, default=128, help="reply length of the load levels "
+                        "(agent replies are ~100-300 tokens)")
     parser.add_argument("--replays", type=int, default=2, help="5-step agent conversations for prefix reuse")
+    parser.add_argument("--replay-max-tokens", type=int, default=48, help="reply length in the agent replay "
+                        "(5 steps of replies must fit the export's 1024-token cache)")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args()
     out = prepare_export(args.preset, args.fresh)
     RESULTS.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"preset": args.preset, "precision": "fp32", "cpu_count": os.cpu_count(),
-                              "uptime_before": uptime(), "max_tokens": args.max_tokens, "rounds": args.rounds,
+                              "uptime_before": uptime(), "max_tokens": args.max_tokens,
+                              "replay_max_tokens": args.replay_max_tokens, "rounds": args.rounds,
                               "requests_per_level_and_round": args.requests, "export_ranges": EXPORT_RANGES}
     started = time.perf_counter()
     log = out.parent / "server.log"
@@ -303,7 +307,7 @@ def main() -> int:
                          args.max_tokens)
         load.update(identity_check(scratch, load.pop("last_round_concurrent"), args.max_tokens))
         report["load"] = load
-        report["prefix_reuse"] = prefix_reuse(server, scratch, 5, args.replays, args.max_tokens)
+        report["prefix_reuse"] = prefix_reuse(server, scratch, 5, args.replays, args.replay_max_tokens)
     report["uptime_after"], report["seconds"] = uptime(), round(time.perf_counter() - started, 1)
     path = RESULTS / f"serve_load_{args.preset}.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
