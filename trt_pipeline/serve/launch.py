@@ -104,7 +104,7 @@ class ServerProcess(_Endpoint):
         self.process: subprocess.Popen | None = None
         self._sink: Any = None
 
-    def start(self, timeout: float = 300.0) -> ServerProcess:
+    def start(self, timeout: float = 900.0) -> ServerProcess:  # model load on a loaded 2-core host took > 300 s
         self._sink = open(self.log, "ab") if self.log else None  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(self.command, stdout=self._sink or subprocess.DEVNULL,
                                         stderr=subprocess.STDOUT, env=self.env)
