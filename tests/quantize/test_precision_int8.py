@@ -14,6 +14,7 @@ from onnx import numpy_helper
 
 from trt_pipeline.artifacts import read_json, sha256_file
 from trt_pipeline.config import Int8Config
+from trt_pipeline.runtime.onnxruntime_runner import session
 
 
 def _copy_export(src: Path, dst: Path) -> Path:
@@ -113,7 +114,12 @@ def test_calibration_cache_format_and_scales(int8_export: Path) -> None:
 
 
 def test_cache_helpers_round_trip(tmp_path: Path) -> None:
-    from trt_pipeline.quantize.int8 import read_calibration_cache, scale_to_hex, trt_version_number, write_calibration_cache
+    from trt_pipeline.quantize.int8 import (
+        read_calibration_cache,
+        scale_to_hex,
+        trt_version_number,
+        write_calibration_cache,
+    )
 
     assert scale_to_hex(1.0) == "3f800000" and scale_to_hex(0.125) == "3e000000"
     assert trt_version_number("10.3.0") == 100300 and trt_version_number("8.6.1") == 8601
@@ -173,7 +179,6 @@ def test_per_component_precision(tiny_export: Path, tmp_path: Path) -> None:
 
 def test_external_data_models(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """Weights in .onnx.data files (what > 2 GB models need) go through AutoCast and PTQ via the path APIs."""
-    import onnxruntime as ort
 
     from trt_pipeline.config import ExportConfig, Fp16Config
     from trt_pipeline.export.exporter import export
@@ -196,7 +201,9 @@ def test_external_data_models(tiny_checkpoint: Path, tmp_path: Path) -> None:
         assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
         assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no scratch left behind
         assert read_json(folder / "manifest.json")["calibration"]["images_dropped"] > 0
-        ort.InferenceSession(str(folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
+        # through the package's one session maker: plain ORT 1.24 crashes on a --no-simplify fp16 graph
+        # in SimplifiedLayerNormFusion (see onnxruntime_runner.UNSAFE_ON_HALF_GRAPHS)
+        assert session(folder / "decoder.onnx").get_inputs()
 
 
 def test_modelproto_wrappers(int8_export: Path) -> None:

@@ -40,10 +40,12 @@ def same_dtype_tokens(
     assets = HostAssets.from_export_dir(out_dir)
     runners = [component_runner(out_dir, manifest.precision, manifest.dtype, checkpoint, component)
                for component in ("vision_encoder", "decoder")]
-    rows = backend_tokens(assets, *runners, processing, heldout, max_new_tokens)
+    rows, forced = backend_tokens(assets, *runners, processing, heldout, max_new_tokens, references=expected)
     backend = "torch-export" if manifest.dtype == "bfloat16" else "ort"
-    return TokenAgreement(f"{backend}-{manifest.precision}", manifest.precision, threshold,
-                          [h.id for h in heldout], expected, rows)
+    agreement = TokenAgreement(f"{backend}-{manifest.precision}", manifest.precision, threshold)
+    for item, reference, candidate, teacher_forced in zip(heldout, expected, rows, forced or [], strict=True):
+        agreement.add(item.id, reference, candidate, teacher_forced)
+    return agreement
 
 
 __all__ = ["same_dtype_tokens"]
