@@ -11,6 +11,7 @@ fp32          image_features    1e-5             0.99999     -            100 %
 fp32          logits, present   1e-4             0.99999     -
 fp16          all               -                0.9999      1e-2         90 %
 int8          all               -                0.99        -            50 %
+int4          all               -                0.99        -            50 %
 ============  ================  ===============  ==========  ===========  ======================
 
 Why these numbers:
@@ -33,6 +34,9 @@ Why these numbers:
   ~1 % of their scale; only cosine >= 0.99 is gated (a broken scale, a missing Q/DQ pair or a bad
   calibration falls far below it). Half of the held-out prompts must still produce exactly the
   same tokens as the reference; below that, INT8 changes the agent's actions too often to ship.
+* **int4** (weight-only, block-quantized weights, fp16 activations) perturbs the logits about as much
+  as W8A8 on a trained model (AWQ keeps the salient channels), so it gets the int8 limits: a
+  wrong block scale or a transposed weight falls far below cosine 0.99.
 
 Token gates assume a trained checkpoint: random weights have flat next-token distributions (median
 top-1/top-2 logit margin ~0.1 on the tiny preset), where any perturbation flips near-ties. CI and the
@@ -53,9 +57,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from trt_pipeline.errors import ConfigError
+from trt_pipeline.precisions import PRECISIONS
 
-#: Precisions that have gates (the folders ``OUT/onnx/PRECISION``), in report order.
-GATED_PRECISIONS = ("fp32", "fp16", "int8")
+#: Precisions that have gates (the folders ``OUT/onnx/PRECISION``), in report order: every name of
+#: the one precision registry (:mod:`trt_pipeline.precisions`).
+GATED_PRECISIONS = PRECISIONS
 
 #: Output groups with their own gates: the vision encoder's output, the decoder's logits and its
 #: KV-cache outputs (every ``present.{i}.key|value``).
@@ -137,6 +143,12 @@ DEFAULT_GATES: dict[str, PrecisionGates] = {
         token_exact_match=0.9,
     ),
     "int8": PrecisionGates(
+        image_features=OutputGate(cosine=0.99),
+        logits=OutputGate(cosine=0.99),
+        present=OutputGate(cosine=0.99),
+        token_exact_match=0.5,
+    ),
+    "int4": PrecisionGates(
         image_features=OutputGate(cosine=0.99),
         logits=OutputGate(cosine=0.99),
         present=OutputGate(cosine=0.99),

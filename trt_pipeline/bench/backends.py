@@ -41,6 +41,7 @@ import numpy as np
 
 from trt_pipeline.artifacts import OutputLayout, read_export_manifest
 from trt_pipeline.errors import ConfigError
+from trt_pipeline.precisions import PRECISIONS as REGISTERED_PRECISIONS
 
 StepFn = Callable[[], Any]
 
@@ -348,7 +349,7 @@ BACKENDS: dict[str, type[Backend]] = {
     "trt": TensorRTBackend,
 }
 PRECISION_FAMILIES = ("ort", "trt")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = REGISTERED_PRECISIONS
 
 
 def parse_backend(name: str) -> tuple[type[Backend], str | None]:

@@ -146,6 +146,8 @@ def precision_lines(folder: Path, manifest: dict[str, Any]) -> list[str]:
         if entry.get("nodes_quantized") is not None:
             details.append(f"{len(entry['nodes_quantized'])} node(s) quantized, {len(excluded or {})} excluded"
                            + (f": {', '.join(list(excluded)[:8])}" if excluded else ""))
+        if entry.get("int4"):
+            details.append(_int4_details(entry["int4"]))
         lines.append(f"{name} [{entry['precision']}]: " + "; ".join(details))
     search = manifest.get("search")
     if search:
@@ -155,6 +157,16 @@ def precision_lines(folder: Path, manifest: dict[str, Any]) -> list[str]:
                      f">= {search['target_token_agreement']:g}; chart {search['chart']}")
     lines.append(f"written to {folder} (manifest.json, accuracy.json)")
     return lines
+
+
+def _int4_details(int4: dict[str, Any]) -> str:
+    """Method actually used (and why AWQ fell back), block size, activations, weight bytes."""
+    text = (f"{int4['method_used']} ({int4['modelopt_method']}), block {int4['block_size']}, "
+            f"{int4['activations']} activations, opset {int4['opset_from']} -> {int4['opset']}, "
+            f"weights {int4['weight_bytes']['total'] / 1e6:.2f} MB")
+    if int4.get("fallback_reason"):
+        text += f"; fell back from {int4['method']} to rtn: {int4['fallback_reason']}"
+    return text
 
 
 def precision_json(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:

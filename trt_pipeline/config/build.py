@@ -18,8 +18,7 @@ from pydantic.dataclasses import dataclass
 
 from trt_pipeline.config.base import STAGE_CONFIG, to_dict
 from trt_pipeline.errors import ConfigError
-
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+from trt_pipeline.precisions import PRECISIONS, check_precision
 
 #: ``--hardware-compat`` value -> ``trt.HardwareCompatibilityLevel`` member name.
 HARDWARE_COMPAT: dict[str, str] = {
@@ -83,9 +82,9 @@ def parse_shapes(text: str | None, *, option: str = "--shapes") -> dict[str, tup
     return out
 
 
-def resolve_precision(*, fp16: bool = False, int8: bool = False, fp32: bool = False) -> str:
-    """The single precision chosen with ``--fp16`` / ``--int8`` / ``--fp32`` (default fp32, as trtexec)."""
-    chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
+def resolve_precision(*, fp16: bool = False, int8: bool = False, fp32: bool = False, int4: bool = False) -> str:
+    """The single precision chosen with ``--fp16`` / ``--int8`` / ``--int4`` / ``--fp32`` (default fp32, as trtexec)."""
+    chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("int4", int4), ("fp32", fp32)) if flag]
     if len(chosen) > 1:
         raise ConfigError(f"choose one precision, got {' and '.join('--' + c for c in chosen)}")
     return chosen[0] if chosen else "fp32"
@@ -138,9 +137,10 @@ class BuildStageConfig(BuildOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        bad = [p for p in self.precisions if p not in PRECISIONS]
-        if bad or not self.precisions:
-            raise ConfigError(f"[build] precisions {list(self.precisions)}: choose from fp32, fp16, int8.")
+        if not self.precisions:
+            raise ConfigError(f"[build] precisions is empty: choose from {', '.join(PRECISIONS)}.")
+        for precision in self.precisions:
+            check_precision(precision, PRECISIONS, option="[build] precisions entry")
 
     def options(self) -> BuildOptions:
         """The build options alone (without ``precisions``)."""

@@ -26,6 +26,7 @@ from trt_pipeline.accuracy.gates import (
 )
 from trt_pipeline.config.base import STAGE_CONFIG, to_dict
 from trt_pipeline.errors import ConfigError
+from trt_pipeline.precisions import check_precision
 
 #: Precision folders ``OUT/onnx/PRECISION`` that ``autoglm-trt compare`` knows (in report order);
 #: the gate table itself is :data:`trt_pipeline.accuracy.gates.DEFAULT_GATES`.
@@ -209,11 +210,10 @@ class CompareConfig:
     def __post_init__(self) -> None:
         if self.precisions is not None:
             precisions = tuple(dict.fromkeys(p.strip() for p in self.precisions if p.strip()))
-            unknown = [p for p in precisions if p not in COMPARE_PRECISIONS]
-            if unknown or not precisions:
-                raise ConfigError(
-                    f"unknown precision(s) {unknown or list(self.precisions)}; choose from {', '.join(COMPARE_PRECISIONS)}."
-                )
+            if not precisions:
+                raise ConfigError(f"no precision given; choose from {', '.join(COMPARE_PRECISIONS)}.")
+            for precision in precisions:
+                check_precision(precision, COMPARE_PRECISIONS, option="compare precision")
             object.__setattr__(self, "precisions", precisions)
         _check_at_least(self, 1, "max_items", "max_new_tokens")
         if not 0.0 < self.quantile < 1.0:

@@ -35,12 +35,14 @@ from trt_pipeline.config.build import (
     OPT_LEVEL_RANGE,
     PRECISIONS,
     BuildOptions,
+    check_precision,
     parse_shapes,
     parse_workspace,
     resolve_precision,
 )
 from trt_pipeline.engine.profiles import ShapeOverrides
 from trt_pipeline.errors import ConfigError, OnnxModelError
+from trt_pipeline.precisions import MIN_TENSORRT_MAJOR
 
 DEFAULT_TIMING_CACHE_NAME = TIMING_CACHE
 CALIBRATION_CACHE_NAME = CALIBRATION_CACHE
@@ -91,8 +93,7 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision, PRECISIONS)
         lo, hi = OPT_LEVEL_RANGE
         if isinstance(self.opt_level, bool) or not isinstance(self.opt_level, int) or not lo <= self.opt_level <= hi:
             raise ConfigError(f"--opt-level {self.opt_level!r} must be an integer from {lo} to {hi}")
@@ -106,6 +107,11 @@ class BuildConfig:
             raise ConfigError(
                 "--legacy-precision-flags selects how FP16/INT8 are obtained (builder flags instead of the "
                 "fp16/int8 ONNX); it needs --fp16 or --int8"
+            )
+        if self.legacy_precision_flags and self.precision == "int4":
+            raise ConfigError(
+                "--legacy-precision-flags has no INT4 builder flag: INT4 weights exist only as the int4 ONNX "
+                "variant's block-quantized DequantizeLinear nodes; drop the flag (--int4 builds strongly typed)"
             )
         if self.timing_cache is not None:
             object.__setattr__(self, "timing_cache", Path(self.timing_cache))
@@ -302,6 +308,13 @@ def validate_for_tensorrt(cfg: BuildConfig, shim: Any, gpu: Any, *, jetson: bool
 
     if cfg.legacy_precision_flags and not shim.legacy_precision_flags:
         raise ConfigError(shim.legacy_refusal())
+    needed = MIN_TENSORRT_MAJOR[cfg.precision]
+    if shim.version.major < needed:
+        raise ConfigError(
+            f"--{cfg.precision} needs TensorRT >= {needed} (block-quantized INT4 DequantizeLinear, strongly typed); "
+            f"this is TensorRT {shim.version}",
+            hint=f"build on TensorRT {needed}.x or newer (JetPack 6 ships 10.3), or build --fp16 / --int8 here",
+        )
     level = HARDWARE_COMPAT[cfg.hardware_compat]
     if cfg.hardware_compat != "none" and level not in shim.hardware_compat_levels:
         available = ", ".join(k for k, v in HARDWARE_COMPAT.items() if v in shim.hardware_compat_levels) or "none"

@@ -372,6 +372,64 @@ def _sensitivity_chart(folder: Path, search: dict[str, Any], target: float | Non
     results = [GroupSensitivity(**row) for row in search["sensitivity"]]
     return sensitivity_chart(folder / SENSITIVITY_CHART, results, search["kept_high_precision"], target).name
 
+# --- int4 -----------------------------------------------------------------------------------
+def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) -> Path:
+    """Weight-only INT4 (ModelOpt AWQ / RTN, :mod:`trt_pipeline.quantize.int4`) into ``OUT/onnx/int4``.
+
+    Components get the precision ``cfg.components`` names (int4 / fp16 AutoCast / fp32 copy; the
+    vision encoder is fp16 by default). Same inputs, manifest, evaluation and gates as int8.
+    """
+    from trt_pipeline.config.int4 import Int4Config
+    from trt_pipeline.quantize.accuracy import gates_for
+
+    cfg = cfg if cfg is not None else Int4Config()
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
+    layout = OutputLayout(out_dir)
+    target = layout.onnx_dir("int4")
+    with atomic_output_dir(target) as tmp:
+        entries: dict[str, Any] = {}
+        with progress_bar(show_progress) as progress:
+            task = progress.add_task("int4", total=len(components))
+            for component in components:
+                progress.update(task, description=f"{cfg.components[component]} {component}")
+                entries[component] = _int4_component(out_dir, tmp, component, cfg, calib)
+                progress.advance(task)
+        data = _base_manifest("int4", "int4-weight-only", cfg, hashes, calib, heldout, calib_dir, heldout_dir)
+        data["method"] = cfg.method
+        data["components"] = entries
+        report = _evaluate(out_dir, "int4", tmp, heldout, cfg, gates_for("int4", cfg.min_cosine))
+        data["accuracy"] = _accuracy_summary(report)
+        data["seconds"] = round(time.perf_counter() - start, 3)
+        write_json_atomic(tmp / PRECISION_MANIFEST, data)
+    return _finish(target, "int4", report, time.perf_counter() - start)
+
+
+def _int4_component(out_dir: Path, folder: Path, component: str, cfg: Any, calib: Any) -> dict[str, Any]:
+    """One component of the int4 folder: INT4 weights, an fp16 AutoCast or an fp32 copy; its manifest entry."""
+    from trt_pipeline.graph.autocast import autocast_file
+    from trt_pipeline.quantize.int4 import quantize_int4_file
+
+    precision = cfg.components[component]
+    src = OutputLayout(out_dir).onnx_path("fp32", component)
+    dst = folder / onnx_file_name(component)
+    extra: dict[str, Any] = {}
+    if precision == "int4":
+        inputs = read_export_manifest(out_dir).components[component].inputs
+        result = quantize_int4_file(src, dst, calib.feeds(component), inputs=inputs, method=cfg.method,
+                                    block_size=cfg.block_size, activations=cfg.activations,
+                                    quantize_lm_head=cfg.quantize_lm_head, nodes_to_exclude=cfg.nodes_to_exclude,
+                                    opset=cfg.opset)
+        extra = {"nodes_quantized": result.nodes_quantized, "nodes_excluded": result.nodes_excluded,
+                 "int4": result.to_dict()}
+    elif precision == "fp16":
+        auto = autocast_file(src, dst, calib.feeds(component), keep_io_types=True)
+        extra = {"nodes_kept_fp32": auto.nodes_kept_fp32, "autocast": auto.to_dict()}
+    else:
+        _copy_model(src, dst)
+    return {**_component_entry(folder, component, precision), **extra}
+
 
 def _write_caches(folder: Path, caches: dict[str, dict[str, float]], trt_version: str, writer: Any) -> dict[str, Any]:
     """``COMPONENT.calibration.cache`` per component + the merged ``calibration.cache`` (collisions dropped)."""
@@ -405,4 +463,4 @@ def _copy_model(src: Path, dst: Path) -> None:
         shutil.copy2(data, external_data_path(dst))
 
 
-__all__ = ["CALIBRATION_CACHE", "calibration_folders", "make_fp16", "make_int8"]
+__all__ = ["CALIBRATION_CACHE", "calibration_folders", "make_fp16", "make_int4", "make_int8"]

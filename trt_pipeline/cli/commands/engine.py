@@ -29,6 +29,7 @@ def build_command(
     src: ExportDir,
     fp16: Annotated[bool, typer.Option("--fp16", help="Compile the fp16 ONNX variant (strongly typed).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Compile the int8 (Q/DQ) ONNX variant (strongly typed).")] = False,
+    int4: Annotated[bool, typer.Option("--int4", help="Compile the int4 weight-only ONNX variant (TensorRT >= 10, strongly typed).")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Compile the fp32 ONNX (the default, as trtexec).")] = False,
     workspace: Workspace = None,
     opt_level: OptLevel = DEFAULT_OPT_LEVEL,
@@ -57,7 +58,7 @@ def build_command(
         opt_shapes=opt_shapes, max_shapes=max_shapes, hardware_compat=HardwareCompatChoice(hardware_compat).value,
         version_compatible=version_compatible, legacy_precision_flags=legacy_precision_flags,
     )
-    cfg = BuildConfig.from_build_options(src, resolve_precision(fp16=fp16, int8=int8, fp32=fp32), options)
+    cfg = BuildConfig.from_build_options(src, resolve_precision(fp16=fp16, int8=int8, fp32=fp32, int4=int4), options)
     if print_trtexec:
         from trt_pipeline.bundle.trtexec import print_trtexec as trtexec_text
 

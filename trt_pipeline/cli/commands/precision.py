@@ -22,7 +22,7 @@ from trt_pipeline.cli.options import (
 
 precision_app = typer.Typer(
     name="precision",
-    help="Make FP16 (AutoCast) or INT8 (calibrated explicit Q/DQ) ONNX variants of an export, validated on CPU.",
+    help="Make FP16 (AutoCast), INT8 (calibrated explicit Q/DQ) or INT4 (weight-only AWQ) ONNX variants of an export, validated on CPU.",
     no_args_is_help=True,
 )
 
@@ -116,3 +116,40 @@ def precision_int8_command(
         max_new_tokens=max_new_tokens,
     )
     _print_summary(make_int8(folder, cfg), as_json)
+
+
+@precision_app.command("int4")
+def precision_int4_command(
+    folder: ExportDir,
+    calib: Calib = None,
+    method: Annotated[str, typer.Option("--method", help="awq (AWQ-lite scale search; falls back to rtn, saying why, when it cannot run) | awq-clip | rtn.")] = "awq",
+    block_size: Annotated[int, typer.Option("--block-size", help="Weight rows per INT4 scale: a power of two >= 16 dividing every quantized K.")] = 128,
+    activations: Annotated[str, typer.Option("--activations", help="fp16 (TensorRT, strongly typed) | fp32 (ONNX Runtime CPU: fuses into MatMulNBits).")] = "fp16",
+    quantize_lm_head: Annotated[bool, typer.Option("--quantize-lm-head/--no-quantize-lm-head", help="Also quantize the LM head (kept in floating point by default).")] = False,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset of the int4 graphs (>= 21: DequantizeLinear block_size); a lower export is upgraded and checked.")] = 21,
+    calib_samples: CalibSamples = 16,
+    heldout_samples: HeldoutSamples = 8,
+    vision_precision: Annotated[str, typer.Option("--vision-precision", help="vision_encoder in the int4 folder: fp16 | fp32 | int4.")] = "fp16",
+    decoder_precision: Annotated[str, typer.Option("--decoder-precision", help="decoder in the int4 folder: int4 | fp16 | fp32.")] = "int4",
+    exclude_nodes: ExcludeNodes = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Greedy tokens per held-out prompt in the token agreement check.")] = 8,
+    evaluate: Evaluate = True,
+    min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", help="Gate: worst held-out cosine of every output (default: the gate table's int4 rows, 0.99).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Weight-only INT4 via ModelOpt (AWQ / RTN, block-quantized DequantizeLinear, opset 21): OUT/onnx/fp32 -> OUT/onnx/int4.
+
+    The vision encoder stays fp16 by default. Gate on the held-out set vs the fp32 ONNX: the int4 rows
+    of the gate table (cosine >= 0.99 on every output; exit 5 otherwise, the folder is kept).
+    """
+    from trt_pipeline.config.int4 import Int4Config
+    from trt_pipeline.quantize.precision import make_int4
+
+    cfg = Int4Config(
+        calib=calib, method=method, block_size=block_size, activations=activations,
+        quantize_lm_head=quantize_lm_head, nodes_to_exclude=tuple(exclude_nodes or ()), opset=opset,
+        calib_samples=calib_samples, heldout_samples=heldout_samples,
+        components={"vision_encoder": vision_precision, "decoder": decoder_precision},
+        max_new_tokens=max_new_tokens, evaluate=evaluate, min_cosine=min_cosine,
+    )
+    _print_summary(make_int4(folder, cfg), as_json)

@@ -1,0 +1,396 @@
+"""INT4 weight-only quantization (AWQ / RTN) by ModelOpt ONNX: an fp32 graph -> block-quantized INT4 weights.
+
+What LLM decoders ship on Jetson and phones is weight-only INT4 (TensorRT Edge-LLM, TensorRT-LLM,
+onnxruntime-genai): a decode step is memory-bound, so storing the linear weights in 4 bits cuts the
+bytes read per token by ~4x against fp16 while the activations stay in floating point.
+:func:`quantize_int4_file` does it in ONNX, on a CPU:
+
+1. **Opset.** Block quantization is ``DequantizeLinear(block_size=B, axis=0)`` with an int4 weight
+   and one scale per block of ``B`` rows (opset 21). A graph below the requested opset (>= 21) is
+   upgraded with ``onnx.version_converter`` and checked to give the same outputs as the original on
+   one calibration feed; if the converter fails (or changes the outputs) the export is refused,
+   naming its opset and ``autoglm-trt export --opset 21``.
+2. **Block size.** One size for every quantized MatMul: a power of two >= 16 (ONNX Runtime's
+   ``MatMulNBits`` needs that) dividing every quantized weight's reduction dim ``K``. A size that
+   does not divide some ``K`` (the tiny preset's 64-wide vision tower vs 128) is refused with the
+   matrix, its ``K`` and the largest size that fits them all.
+3. **Weights.** ModelOpt ``modelopt.onnx.quantization.int4.quantize`` on the fp32 graph:
+   ``awq`` = AWQ-lite (activation-aware per-channel scales searched on the calibration
+   activations, folded into the preceding op or a ``Mul``), ``awq-clip`` = ModelOpt's AWQ weight
+   clipping search, ``rtn`` = round to nearest. AWQ concatenates the calibration activations of
+   all feeds, so it gets equal-length prefill feeds (:func:`awq_feeds`: the common length that keeps
+   the most tokens). If AWQ cannot run (no such feed, or ModelOpt's AWQ raises), the stage falls
+   back to RTN, logs why and records ``fallback_reason`` in the report; never silently.
+   The LM head stays in floating point unless asked (the AWQ recipe's default: it sets the logits
+   every greedy step compares).
+4. **Activations.** ``fp16`` (default, TensorRT): the non-quantized part is AutoCast to fp16 as
+   the fp16 variant is (float32 graph I/O), the int4 scales become fp16, so a strongly typed engine
+   runs fp16 GEMMs on int4 weights. ``fp32``: ONNX Runtime on CPUs, whose ``DQMatMulToMatMulNBits``
+   fusion turns each ``DequantizeLinear(int4) -> MatMul`` into ``com.microsoft.MatMulNBits`` only
+   for float32 MatMuls on the CPU provider (fp16 MatMuls there get Casts inserted and stay unfused);
+   :func:`ort_fused_matmuls` checks it.
+
+The output graph holds only standard ONNX ops (DequantizeLinear, MatMul, Mul, Cast...): TensorRT
+parses it; ``MatMulNBits`` exists only inside ONNX Runtime's optimized session.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trt_pipeline.config.int4 import INT4_MIN_BLOCK_SIZE as MIN_BLOCK_SIZE
+from trt_pipeline.config.int4 import INT4_MIN_OPSET as MIN_OPSET
+from trt_pipeline.config.int4 import check_block_size, check_opset
+from trt_pipeline.errors import CalibrationError, ConfigError, OnnxModelError
+from trt_pipeline.progress import log as log_line
+from trt_pipeline.quantize.int8 import feed_list_reader, stage_model
+
+#: ``--method`` -> ModelOpt ``calibration_method``.
+METHODS: dict[str, str] = {"awq": "awq_lite", "awq-clip": "awq_clip", "rtn": "rtn_dq"}
+ACTIVATIONS = ("fp16", "fp32")
+DEFAULT_BLOCK_SIZE = 128
+#: Export dims that are a prefill feed's sequence axis (``past_sequence_length`` is 0 there).
+SEQUENCE_DIMS = ("sequence_length", "total_sequence_length")
+
+
+# --- checks ---------------------------------------------------------------------------------
+def opset_of(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+@dataclass(frozen=True)
+class WeightMatMul:
+    """A MatMul whose second input is a 2-D weight initializer ``[K, N]`` (an INT4 candidate)."""
+
+    name: str
+    weight: str
+    k: int
+    n: int
+
+
+def weight_matmuls(model: onnx.ModelProto) -> list[WeightMatMul]:
+    """The MatMuls ModelOpt can quantize: activation x 2-D initializer (same rule as ModelOpt's search)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.input[0] in inits or node.input[1] not in inits:
+            continue
+        dims = list(inits[node.input[1]].dims)
+        if len(dims) == 2:
+            found.append(WeightMatMul(node.name, node.input[1], dims[0], dims[1]))
+    return found
+
+
+def lm_head_names(model: onnx.ModelProto, matmuls: Sequence[WeightMatMul]) -> list[str]:
+    """The MatMul(s) producing the vocabulary logits: weight N equal to the ``logits`` output's last dim."""
+    logits = next((o for o in model.graph.output if o.name == "logits"), None)
+    if logits is None:
+        return []
+    last = logits.type.tensor_type.shape.dim[-1]
+    return [m.name for m in matmuls if last.HasField("dim_value") and m.n == last.dim_value]
+
+
+def check_block_fits(matmuls: Sequence[WeightMatMul], block_size: int, path: Path) -> None:
+    """Every quantized weight's K must be a multiple of the block size; else name the matrix and a size that fits."""
+    bad = [m for m in matmuls if m.k % block_size]
+    if not bad:
+        return
+    fits = [b for b in (1024, 512, 256, 128, 64, 32, 16) if all(m.k % b == 0 for m in matmuls)]
+    first = bad[0]
+    hint = (f"pass --block-size {fits[0]} (the largest power of two >= {MIN_BLOCK_SIZE} dividing every K)"
+            if fits else "no power-of-two block size >= 16 divides every K; keep this component in fp16")
+    raise ConfigError(
+        f"--block-size {block_size} does not divide the reduction dim K={first.k} of MatMul {first.name!r} "
+        f"(weight {first.weight} [{first.k}, {first.n}]) in {path}"
+        + (f", nor {len(bad) - 1} other matrices" if len(bad) > 1 else "") + ".",
+        path=path, hint=hint)
+
+
+# --- opset upgrade --------------------------------------------------------------------------
+def upgrade_opset(src: Path, dst: Path, opset: int, feed: dict[str, np.ndarray] | None) -> int:
+    """Write ``src`` at ``opset`` to ``dst`` (checked equal on ``feed``); returns ``src``'s opset.
+
+    Raises OnnxModelError naming the file's opset and the export flag when the converter fails or
+    the converted graph computes something else.
+    """
+    from trt_pipeline.graph.autocast import has_external_data, save_model
+
+    model = onnx.load(str(src))
+    current = opset_of(model)
+    hint = (f"re-export with `autoglm-trt export CHECKPOINT --out OUT --opset {opset}` (the export is opset "
+            f"{current}; INT4 needs DequantizeLinear with block_size, opset >= {MIN_OPSET}).")
+    if current >= opset:
+        save_model(model, dst, has_external_data(src))
+        return current
+    try:
+        upgraded = onnx.version_converter.convert_version(model, opset)
+    except Exception as error:  # the converter raises assorted RuntimeError/ValidationError
+        raise OnnxModelError(f"{src} is opset {current} and onnx cannot upgrade it to opset {opset}: {error}",
+                             path=src, hint=hint) from error
+    save_model(upgraded, dst, has_external_data(src))
+    if feed is not None:
+        _check_same_outputs(src, dst, feed, hint)
+    return current
+
+
+def _check_same_outputs(src: Path, dst: Path, feed: dict[str, np.ndarray], hint: str) -> None:
+    from trt_pipeline.runtime.onnxruntime_runner import session
+
+    before, after = session(src), session(dst)
+    names = [o.name for o in before.get_outputs()]
+    for name, a, b in zip(names, before.run(names, feed), after.run(names, feed)):
+        scale = float(np.max(np.abs(a))) or 1.0
+        if a.shape != b.shape or float(np.max(np.abs(a - b), initial=0.0)) > 1e-5 * scale:
+            raise OnnxModelError(f"{src} upgraded to opset {opset_of(onnx.load(str(dst), load_external_data=False))} "
+                                 f"computes another `{name}` than the original.", path=src, hint=hint)
+
+
+# --- AWQ calibration feeds ------------------------------------------------------------------
+def awq_feeds(feeds: Sequence[dict[str, np.ndarray]], inputs: Sequence[Any]) -> tuple[list[dict[str, np.ndarray]], int]:
+    """Equal-length prefill feeds for AWQ (it concatenates every feed's activations), and that length.
+
+    Prefill feeds (no past) are cut to the common length ``L`` that keeps the most tokens
+    (``L x feeds at least L long``); a causal decoder's first ``L`` positions do not depend on the
+    rest. Logits are asked for position ``L - 1`` only. Decode feeds (one token, a filled cache)
+    are not used. Returns ``([], 0)`` when no prefill feed exists.
+    """
+    shapes = {spec.name: list(spec.shape) for spec in inputs}
+    seq_input = next((n for n, s in shapes.items() if "sequence_length" in s), None)
+    past = [n for n, s in shapes.items() if "past_sequence_length" in s]
+    prefill = [f for f in feeds if seq_input in f and all(f[n].shape[shapes[n].index("past_sequence_length")] == 0
+                                                          for n in past if n in f)]
+    if not prefill:
+        return [], 0
+    axis = shapes[seq_input].index("sequence_length")
+    lengths = sorted({f[seq_input].shape[axis] for f in prefill})
+    length = max(lengths, key=lambda n: (n * sum(f[seq_input].shape[axis] >= n for f in prefill), n))
+    return [_crop(f, shapes, length) for f in prefill if f[seq_input].shape[axis] >= length], length
+
+
+def _crop(feed: dict[str, np.ndarray], shapes: dict[str, list[Any]], length: int) -> dict[str, np.ndarray]:
+    out = {}
+    for name, value in feed.items():
+        dims = shapes.get(name, [])
+        for axis, dim in enumerate(dims):
+            if dim in SEQUENCE_DIMS:
+                value = np.take(value, np.arange(length), axis=axis)
+        if dims == ["num_logits"]:
+            value = np.asarray([length - 1], dtype=value.dtype)
+        out[name] = np.ascontiguousarray(value)
+    return out
+
+
+# --- quantization ---------------------------------------------------------------------------
+@dataclass
+class Int4Report:
+    """What the INT4 stage did to one graph (the precision manifest's ``int4`` entry)."""
+
+    method: str
+    method_used: str
+    modelopt_method: str
+    block_size: int
+    activations: str
+    opset_from: int
+    opset: int
+    fallback_reason: str | None = None
+    nodes_quantized: list[str] = field(default_factory=list)
+    nodes_excluded: dict[str, str] = field(default_factory=dict)  # name -> reason
+    awq_calibration: dict[str, int] | None = None
+    weight_bytes: dict[str, int] = field(default_factory=dict)
+    ops: dict[str, int] = field(default_factory=dict)
+    autocast: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _modelopt_int4(staged: Path, method: str, feeds: Sequence[dict[str, np.ndarray]], block_size: int,
+                   exclude: Sequence[str], external: bool, log: io.StringIO | None) -> onnx.ModelProto:
+    """One ModelOpt INT4 run; ModelOpt's own exceptions propagate (the caller decides on a fallback)."""
+    import re
+
+    from modelopt.onnx.quantization.int4 import quantize
+
+    from trt_pipeline.graph.autocast import quiet_modelopt
+
+    with quiet_modelopt(log):
+        return quantize(
+            str(staged), calibration_method=METHODS[method],
+            calibration_data_reader=feed_list_reader(feeds) if feeds else None,
+            calibration_eps=["cpu"], use_external_data_format=external, block_size=block_size,
+            nodes_to_exclude=[f"{re.escape(name)}$" for name in exclude] or None, log_level="WARNING",
+        )
+
+
+def _quantize_weights(src: Path, staged: Path, method: str, feeds: Sequence[dict[str, np.ndarray]], inputs: Any,
+                      block_size: int, exclude: Sequence[str], external: bool,
+                      log: io.StringIO | None) -> tuple[onnx.ModelProto, str, str | None, dict[str, int] | None]:
+    """(model, method used, fallback reason, AWQ feed summary): AWQ, else RTN with the reason logged."""
+    reason, awq = None, None
+    if method != "rtn":
+        chosen, length = awq_feeds(feeds, inputs)
+        awq = {"feeds": len(chosen), "tokens_per_feed": length, "feeds_given": len(feeds)}
+        if chosen:
+            try:
+                return _modelopt_int4(staged, method, chosen, block_size, exclude, external, log), method, None, awq
+            except Exception as error:  # ModelOpt's AWQ raises assorted ValueError/RuntimeError/LinAlgError
+                reason = f"ModelOpt {METHODS[method]} failed: {type(error).__name__}: {error}"
+        else:
+            reason = "no prefill calibration feed (AWQ needs prompt activations)"
+        log_line(f"int4 {src.name}: {method} not possible ({reason}); falling back to rtn (round to nearest)")
+    try:
+        model = _modelopt_int4(staged, "rtn", [], block_size, exclude, external, log)
+    except Exception as error:
+        raise OnnxModelError(f"ModelOpt INT4 quantization failed on {src}: {type(error).__name__}: {error}",
+                             path=src, hint="inspect the graph's MatMul weights; keep this component in fp16.") from error
+    return model, "rtn", reason, awq
+
+
+def weight_bytes(model: onnx.ModelProto) -> dict[str, int]:
+    """Bytes of the initializers by element type (int4 counted as half a byte per element)."""
+    sizes: Counter = Counter()
+    for tensor in model.graph.initializer:
+        count = int(np.prod(tensor.dims)) if tensor.dims else 1
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        name = onnx.TensorProto.DataType.Name(tensor.data_type).lower()
+        bits = 4 if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) else 8 * np.dtype(dtype).itemsize
+        sizes[name] += (count * bits + 7) // 8
+    return {**dict(sorted(sizes.items())), "total": int(sum(sizes.values()))}
+
+
+def dq_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMuls whose weight comes from a block-quantized int4 DequantizeLinear."""
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    int4 = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+    dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) in int4}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in dq]
+
+
+def _exclusions(model: onnx.ModelProto, matmuls: Sequence[WeightMatMul], quantize_lm_head: bool,
+                nodes_to_exclude: Sequence[str]) -> dict[str, str]:
+    """Candidate MatMuls left in floating point, with the reason (for the manifest)."""
+    import re
+
+    reasons = {}
+    if not quantize_lm_head:
+        reasons.update({name: "LM head kept in floating point (--quantize-lm-head to quantize it)"
+                        for name in lm_head_names(model, matmuls)})
+    for m in matmuls:
+        if m.name not in reasons and any(re.match(p, m.name) for p in nodes_to_exclude):
+            reasons[m.name] = "excluded by --exclude-nodes"
+    return reasons
+
+
+def _check_args(src: Path, feeds: Sequence[Any], method: str, activations: str, block_size: int, opset: int) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"unknown --method {method!r}; choose from {', '.join(METHODS)}.")
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"unknown --activations {activations!r}; choose from {', '.join(ACTIVATIONS)}.")
+    check_block_size(block_size)
+    check_opset(opset)
+    if not src.is_file():
+        raise OnnxModelError(f"{src} not found.", path=src, hint="run `autoglm-trt export` first.")
+    if not feeds:
+        raise CalibrationError(f"no calibration feeds for {src}.", hint="check the calibration split.")
+
+
+def quantize_int4_file(
+    src: Path | str,
+    dst: Path | str,
+    feeds: Sequence[dict[str, np.ndarray]],
+    *,
+    inputs: Sequence[Any] = (),
+    method: str = "awq",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    activations: str = "fp16",
+    quantize_lm_head: bool = False,
+    nodes_to_exclude: Sequence[str] = (),
+    opset: int = MIN_OPSET,
+    log: io.StringIO | None = None,
+) -> Int4Report:
+    """INT4 weight-only quantization of ``src`` (fp32 ONNX) into ``dst``; see the module docstring.
+
+    Args:
+        feeds: calibration feeds (``CalibrationReader.feeds(component)``): AWQ's activations, the
+            opset upgrade's check and AutoCast's reference run.
+        inputs: the component's input specs from export.json (their dim names find the sequence axis
+            to cut AWQ's feeds to one length).
+        method: ``awq`` | ``awq-clip`` | ``rtn``. activations: ``fp16`` (TensorRT) | ``fp32`` (ORT CPU).
+        nodes_to_exclude: node-name regexes left in floating point.
+    """
+    from trt_pipeline.graph.autocast import autocast_file, has_external_data, save_model
+
+    src, dst = Path(src), Path(dst)
+    _check_args(src, feeds, method, activations, block_size, opset)
+    start = time.perf_counter()
+    model = onnx.load(str(src), load_external_data=False)
+    matmuls = weight_matmuls(model)
+    excluded = _exclusions(model, matmuls, quantize_lm_head, nodes_to_exclude)
+    targets = [m for m in matmuls if m.name not in excluded]
+    if not targets:
+        raise ConfigError(f"{src} has no MatMul with a 2-D weight left to quantize ({len(matmuls)} candidates, "
+                          f"{len(excluded)} excluded).", path=src)
+    check_block_fits(targets, block_size, src)
+    external = has_external_data(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".int4.", dir=dst.parent) as scratch:
+        staged = stage_model(src, Path(scratch) / "src")
+        upgraded = Path(scratch) / "opset" / src.name
+        opset_from = upgrade_opset(staged, upgraded, opset, feeds[0])
+        quantized, used, reason, awq = _quantize_weights(src, upgraded, method, feeds, inputs, block_size,
+                                                         list(excluded), external, log)
+        auto = None
+        if activations == "fp16":
+            weights_only = Path(scratch) / "int4" / dst.name
+            save_model(quantized, weights_only, external)
+            auto = autocast_file(weights_only, dst, feeds, keep_io_types=True, log=log).to_dict()
+        else:
+            save_model(quantized, dst, external)
+    final = onnx.load(str(dst), load_external_data=False)
+    return Int4Report(
+        method=method, method_used=used, modelopt_method=METHODS[used], block_size=block_size,
+        activations=activations, opset_from=opset_from, opset=opset_of(final), fallback_reason=reason,
+        nodes_quantized=dq_matmuls(final), nodes_excluded=excluded, awq_calibration=awq,
+        weight_bytes=weight_bytes(final), ops=dict(Counter(n.op_type for n in final.graph.node).most_common()),
+        autocast=auto, seconds=round(time.perf_counter() - start, 3),
+    )
+
+
+# --- ONNX Runtime's 4-bit kernel --------------------------------------------------------------
+def ort_fused_matmuls(path: Path | str, optimized: Path | str | None = None) -> dict[str, int]:
+    """Op counts of ONNX Runtime's optimized CPU graph of ``path`` (``MatMulNBits``, remaining DQ/MatMul).
+
+    The session is created with every graph optimization (as the runners do) and its optimized model
+    written to ``optimized`` (default: a scratch file), which is what ORT executes.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix=".ort-opt.", dir=path.parent) as scratch:
+        target = Path(optimized) if optimized is not None else Path(scratch) / "optimized.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(target)
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(target), load_external_data=False).graph
+        counts = Counter(n.op_type for n in graph.node)
+    return {"MatMulNBits": counts["MatMulNBits"], "DequantizeLinear": counts["DequantizeLinear"],
+            "MatMul": counts["MatMul"], "Cast": counts["Cast"]}
+
+
+__all__ = [
+    "ACTIVATIONS", "DEFAULT_BLOCK_SIZE", "METHODS", "MIN_OPSET", "Int4Report", "WeightMatMul", "awq_feeds",
+    "check_block_fits", "check_block_size", "check_opset", "dq_matmuls", "lm_head_names", "ort_fused_matmuls",
+    "quantize_int4_file", "upgrade_opset", "weight_bytes", "weight_matmuls",
+]
