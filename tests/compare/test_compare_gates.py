@@ -100,7 +100,7 @@ def test_config_validation_and_overrides():
     assert cfg.gates("fp16").present.p99_rel == 0.05 and cfg.gates("fp16").logits.p99_rel == 0.01
     assert cfg.gates("int8").token_exact_match == 0.25
     assert cfg.gates("fp32").image_features.atol is None
-    assert CompareConfig().requested_precisions == ("fp32", "fp16", "int8") and not CompareConfig().explicit_precisions
+    assert CompareConfig().requested_precisions == ("fp32", "fp16", "int8", "int4") and not CompareConfig().explicit_precisions
     for bad in ({"fp16.logits.rtol": 1}, {"bf16.logits.cosine": 1}, {"fp16.tokens.x": 1}, {"fp16.logits.cosine": "high"}):
         with pytest.raises(ConfigError):
             CompareConfig(tolerances=bad)

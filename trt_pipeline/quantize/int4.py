@@ -70,7 +70,7 @@ def opset_of(model: onnx.ModelProto) -> int:
 
 @dataclass(frozen=True)
 class WeightMatMul:
-    """A MatMul whose second input is a 2-D weight initializer ``[K, N]`` (an INT4 candidate)."""
+    """A MatMul (or Gemm) whose second input is a 2-D weight initializer, reduction dim K (an INT4 candidate)."""
 
     name: str
     weight: str
@@ -79,15 +79,17 @@ class WeightMatMul:
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[WeightMatMul]:
-    """The MatMuls ModelOpt can quantize: activation x 2-D initializer (same rule as ModelOpt's search)."""
+    """The GEMMs ModelOpt can quantize: activation x 2-D initializer (same rule as ModelOpt's search)."""
     inits = {t.name: t for t in model.graph.initializer}
     found = []
     for node in model.graph.node:
-        if node.op_type != "MatMul" or node.input[0] in inits or node.input[1] not in inits:
+        if node.op_type not in ("MatMul", "Gemm") or node.input[0] in inits or node.input[1] not in inits:
             continue
         dims = list(inits[node.input[1]].dims)
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
         if len(dims) == 2:
-            found.append(WeightMatMul(node.name, node.input[1], dims[0], dims[1]))
+            k, n = (dims[1], dims[0]) if trans_b else (dims[0], dims[1])
+            found.append(WeightMatMul(node.name, node.input[1], k, n))
     return found
 
 
@@ -108,7 +110,8 @@ def check_block_fits(matmuls: Sequence[WeightMatMul], block_size: int, path: Pat
     fits = [b for b in (1024, 512, 256, 128, 64, 32, 16) if all(m.k % b == 0 for m in matmuls)]
     first = bad[0]
     hint = (f"pass --block-size {fits[0]} (the largest power of two >= {MIN_BLOCK_SIZE} dividing every K)"
-            if fits else "no power-of-two block size >= 16 divides every K; keep this component in fp16")
+            if fits else "no power-of-two block size >= 16 divides every K; keep this component in fp16 or leave "
+                         "the matrices whose K does not fit in floating point (--exclude-nodes REGEX)")
     raise ConfigError(
         f"--block-size {block_size} does not divide the reduction dim K={first.k} of MatMul {first.name!r} "
         f"(weight {first.weight} [{first.k}, {first.n}]) in {path}"

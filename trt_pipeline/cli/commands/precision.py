@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from trt_pipeline.cli.options import (
     AsJson,
@@ -20,8 +22,21 @@ from trt_pipeline.cli.options import (
     split_list,
 )
 
+class PrecisionGroup(TyperGroup):
+    """``precision NAME``: an unknown NAME is a ConfigError listing the valid names (the one registry)."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple:
+        from trt_pipeline.precisions import DERIVED_PRECISIONS, check_precision
+
+        name = args[0] if args else None
+        if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
+            check_precision(name, DERIVED_PRECISIONS, option="precision")
+        return super().resolve_command(ctx, args)
+
+
 precision_app = typer.Typer(
     name="precision",
+    cls=PrecisionGroup,
     help="Make FP16 (AutoCast), INT8 (calibrated explicit Q/DQ) or INT4 (weight-only AWQ) ONNX variants of an export, validated on CPU.",
     no_args_is_help=True,
 )
