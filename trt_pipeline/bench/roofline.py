@@ -25,6 +25,8 @@ from typing import Any
 #: ONNX TensorProto data type -> bytes per element (sub-byte types rounded up per element).
 ONNX_DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2,
                     17: 1, 18: 1, 19: 1, 20: 1, 21: 1, 22: 1, 23: 1}
+#: UINT4 / INT4: packed two per byte.
+ONNX_4BIT_DTYPES = (21, 22)
 
 
 def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, context: int, batch: int = 1, dtype_bytes: int = 4) -> int:
@@ -87,6 +89,8 @@ def onnx_weight_bytes(path: Path | str) -> int:
         count = 1
         for dim in tensor.dims:
             count *= int(dim)
+        if int(tensor.data_type) in ONNX_4BIT_DTYPES:  # two weights per byte (block-quantized INT4)
+            return (count + 1) // 2
         return count * ONNX_DTYPE_BYTES.get(int(tensor.data_type), 4)
 
     total = sum(tensor_bytes(t) for t in model.graph.initializer)

@@ -213,7 +213,7 @@ class CompareConfig:
             if not precisions:
                 raise ConfigError(f"no precision given; choose from {', '.join(COMPARE_PRECISIONS)}.")
             for precision in precisions:
-                check_precision(precision, COMPARE_PRECISIONS, option="compare precision")
+                check_precision(precision, COMPARE_PRECISIONS)
             object.__setattr__(self, "precisions", precisions)
         _check_at_least(self, 1, "max_items", "max_new_tokens")
         if not 0.0 < self.quantile < 1.0:
