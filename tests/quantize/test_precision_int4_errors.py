@@ -108,7 +108,7 @@ def test_unknown_precision_names_list_the_valid_names() -> None:
         BuildConfig(out_dir=Path("."), precision="int3")
     with pytest.raises(ConfigError, match="ort-int4"):
         parse_backend("ort-int3")
-    with pytest.raises(ConfigError, match="decoder precision in onnx/int4 'int8' is not available here; valid names: fp32, fp16, int4"):
+    with pytest.raises(ConfigError, match="decoder precision in the int4 folder 'int8' is not available here; valid names: fp32, fp16, int4"):
         Int4Config(components={"decoder": "int8"})
     assert PRECISIONS == ("fp32", "fp16", "int8", "int4")
 

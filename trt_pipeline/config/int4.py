@@ -69,7 +69,7 @@ class Int4Config:
     def __post_init__(self) -> None:
         _check_components(self.components)
         for component, precision in self.components.items():
-            check_precision(precision, INT4_COMPONENT_PRECISIONS, option=f"{component} precision in onnx/int4")
+            check_precision(precision, INT4_COMPONENT_PRECISIONS, option=f"{component} precision in the int4 folder")
         object.__setattr__(self, "components", {c: self.components[c] for c in COMPONENTS if c in self.components})
         if self.method not in INT4_METHODS:
             raise ConfigError(f"unknown --method {self.method!r}; choose from {', '.join(INT4_METHODS)}.")
