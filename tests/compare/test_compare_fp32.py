@@ -60,7 +60,7 @@ def test_report_files_hold_the_numbers(fp32_report):
     assert {g["metric"]: g["limit"] for g in logits["gates"]} == {"atol": 1e-4, "cosine": 0.99999}
     tokens = {t["backend"]: t for t in data["tokens"]["backends"]}
     assert tokens["ort-fp32"]["exact_match_rate"] == 1.0 and len(tokens["ort-fp32"]["per_prompt"]) == 3
-    assert {s["backend"] for s in data["skipped"]} == {"ort-fp16", "ort-int8"}
+    assert {s["backend"] for s in data["skipped"]} == {"ort-fp16", "ort-int8", "ort-int4"}
     markdown = files["md"].read_text()
     assert "PASSED" in markdown and f"{logits['max_abs']:.3g}" in markdown
     assert "| ort-fp32 | 3/3 (100.0%) | 100.0% |" in markdown
