@@ -163,3 +163,39 @@ def test_int4_manifest_and_weight_bytes(int4_export: Path) -> None:
     quantized = sum(int(np.prod(fp32[weights[n]].dims)) for n in entry["nodes_quantized"])
     assert int4["weight_bytes"]["int4"] == quantized // 2  # 4 bits per weight, no padding
     assert entry["sha256"] == sha256_file(int4_export / "onnx" / "int4" / "decoder.onnx")
+
+
+def _gemm_graph(path: Path) -> dict[str, np.ndarray]:
+    """x[n, 64] -> Gemm(transB, bias) -> Gemm(no trans, no bias) -> MatMul -> y; returns a feed."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.standard_normal((48, 64)).astype(np.float32), "b1": rng.standard_normal(48).astype(np.float32),
+               "w2": rng.standard_normal((48, 64)).astype(np.float32), "w3": rng.standard_normal((64, 32)).astype(np.float32)}
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"], name="g1", transB=1),
+             helper.make_node("Gemm", ["h1", "w2"], ["h2"], name="g2"),
+             helper.make_node("MatMul", ["h2", "w3"], ["y"], name="m3")]
+    graph = helper.make_graph(nodes, "gemms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32])],
+                              [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return {"x": rng.standard_normal((5, 64)).astype(np.float32)}
+
+
+def test_gemms_become_matmuls_that_ort_fuses(tmp_path: Path) -> None:
+    """Exports write biased linears as Gemm; ORT only fuses DequantizeLinear -> MatMul into MatMulNBits."""
+    from trt_pipeline.quantize.int4 import ort_fused_matmuls, quantize_int4_file
+    from trt_pipeline.runtime.onnxruntime_runner import session
+
+    feed = _gemm_graph(tmp_path / "gemm.onnx")
+    report = quantize_int4_file(tmp_path / "gemm.onnx", tmp_path / "out" / "gemm.onnx", [feed], method="rtn",
+                                activations="fp32", block_size=16)
+    assert report.nodes_quantized == ["g1", "g2", "m3"] and report.opset_from == 18 and report.opset == 21
+    model = onnx.load(str(tmp_path / "out" / "gemm.onnx"))
+    ops = Counter(n.op_type for n in model.graph.node)
+    assert ops == {"DequantizeLinear": 3, "MatMul": 3, "Add": 1, "Unsqueeze": 1, "Squeeze": 1}
+    assert ort_fused_matmuls(tmp_path / "out" / "gemm.onnx")["MatMulNBits"] == 3
+    ref = session(tmp_path / "gemm.onnx").run(["y"], feed)[0]
+    act = session(tmp_path / "out" / "gemm.onnx").run(["y"], feed)[0]
+    cosine = float(np.sum(ref * act) / np.linalg.norm(ref) / np.linalg.norm(act))
+    assert 0.98 < cosine < 0.99999  # 4-bit weights: close, not identical

@@ -55,7 +55,7 @@ def test_an_export_that_cannot_be_upgraded_to_opset_21_is_refused(export: Path, 
 
 
 def test_an_upgrade_that_changes_the_outputs_is_refused(export: Path, tmp_path: Path, monkeypatch) -> None:
-    from trt_pipeline.quantize.int4 import upgrade_opset
+    from trt_pipeline.quantize.int4 import prepare_graph
 
     real = onnx.version_converter.convert_version
 
@@ -67,7 +67,7 @@ def test_an_upgrade_that_changes_the_outputs_is_refused(export: Path, tmp_path: 
 
     monkeypatch.setattr(onnx.version_converter, "convert_version", wrong)
     with pytest.raises(OnnxModelError, match="computes another"):
-        upgrade_opset(export / FP32_DECODER, tmp_path / "up.onnx", 21, _one_feed(export)[0])
+        prepare_graph(export / FP32_DECODER, tmp_path / "up.onnx", 21, _one_feed(export)[0])
 
 
 def test_block_size_must_be_a_power_of_two_of_at_least_16() -> None:

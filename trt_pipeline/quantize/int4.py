@@ -36,11 +36,12 @@ parses it; ``MatMulNBits`` exists only inside ONNX Runtime's optimized session.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class WeightMatMul:
     weight: str
     k: int
     n: int
+    op_type: str = "MatMul"
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[WeightMatMul]:
@@ -89,7 +91,7 @@ def weight_matmuls(model: onnx.ModelProto) -> list[WeightMatMul]:
         trans_b = any(a.name == "transB" and a.i for a in node.attribute)
         if len(dims) == 2:
             k, n = (dims[1], dims[0]) if trans_b else (dims[0], dims[1])
-            found.append(WeightMatMul(node.name, node.input[1], k, n))
+            found.append(WeightMatMul(node.name, node.input[1], k, n, node.op_type))
     return found
 
 
@@ -120,11 +122,60 @@ def check_block_fits(matmuls: Sequence[WeightMatMul], block_size: int, path: Pat
 
 
 # --- opset upgrade --------------------------------------------------------------------------
-def upgrade_opset(src: Path, dst: Path, opset: int, feed: dict[str, np.ndarray] | None) -> int:
-    """Write ``src`` at ``opset`` to ``dst`` (checked equal on ``feed``); returns ``src``'s opset.
+def gemms_to_matmuls(model: onnx.ModelProto, names: Sequence[str]) -> int:
+    """Rewrite the Gemms ``names`` (2-D weight, alpha = beta = 1, no transA) as MatMul (+ Add of C).
 
-    Raises OnnxModelError naming the file's opset and the export flag when the converter fails or
-    the converted graph computes something else.
+    ONNX Runtime fuses ``DequantizeLinear(int4) -> MatMul`` into ``MatMulNBits`` but has no such
+    fusion for Gemm; TensorRT parses both. A ``transB`` weight is stored transposed (``[K, N]``) so the
+    block axis is 0 as for the MatMuls. With a bias, the MatMul runs on ``Unsqueeze(A, 0)`` and is
+    squeezed before the Add: ORT's ``MatMulAddFusion`` (basic level, before the QDQ fusions) turns a
+    2-D MatMul + Add back into a Gemm, which then stays unfused (measured, ORT 1.24). Returns how
+    many Gemms were rewritten.
+    """
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    wanted, done = set(names), 0
+    for index, node in enumerate(list(model.graph.node)):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.name not in wanted or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            continue
+        weight = node.input[1]
+        if attrs.get("transB", 0):
+            transposed = numpy_helper.to_array(inits[weight]).T.copy()
+            weight = f"{node.input[1]}_transposed_for_{node.name}"
+            model.graph.initializer.append(numpy_helper.from_array(transposed, weight))
+        new = _matmul_nodes(model, node, weight)
+        model.graph.node.remove(node)
+        for offset, made in enumerate(new):
+            model.graph.node.insert(index + done + offset, made)
+        done += 1
+    return done
+
+
+def _matmul_nodes(model: onnx.ModelProto, gemm: onnx.NodeProto, weight: str) -> list[onnx.NodeProto]:
+    """MatMul(A, weight) for ``gemm``; with a bias C: Unsqueeze -> MatMul -> Squeeze -> Add(C)."""
+    from onnx import numpy_helper
+
+    make, out = onnx.helper.make_node, gemm.output[0]
+    if len(gemm.input) < 3 or not gemm.input[2]:
+        return [make("MatMul", [gemm.input[0], weight], [out], name=gemm.name)]
+    axes = "int4_gemm_rewrite_axis0"
+    if axes not in {t.name for t in model.graph.initializer}:
+        model.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), axes))
+    return [make("Unsqueeze", [gemm.input[0], axes], [f"{out}_a3d"], name=f"{gemm.name}_unsqueeze"),
+            make("MatMul", [f"{out}_a3d", weight], [f"{out}_p3d"], name=gemm.name),
+            make("Squeeze", [f"{out}_p3d", axes], [f"{out}_p"], name=f"{gemm.name}_squeeze"),
+            make("Add", [f"{out}_p", gemm.input[2]], [out], name=f"{gemm.name}_bias")]
+
+
+def prepare_graph(src: Path, dst: Path, opset: int, feed: dict[str, np.ndarray] | None,
+                  gemms: Sequence[str] = ()) -> int:
+    """Write ``src`` at ``opset`` with ``gemms`` as MatMuls to ``dst`` (checked equal on ``feed``).
+
+    Returns ``src``'s opset. Raises OnnxModelError naming the file's opset and the export flag when
+    the converter fails or the rewritten graph computes something else.
     """
     from trt_pipeline.graph.autocast import has_external_data, save_model
 
@@ -132,16 +183,15 @@ def upgrade_opset(src: Path, dst: Path, opset: int, feed: dict[str, np.ndarray] 
     current = opset_of(model)
     hint = (f"re-export with `autoglm-trt export CHECKPOINT --out OUT --opset {opset}` (the export is opset "
             f"{current}; INT4 needs DequantizeLinear with block_size, opset >= {MIN_OPSET}).")
-    if current >= opset:
-        save_model(model, dst, has_external_data(src))
-        return current
-    try:
-        upgraded = onnx.version_converter.convert_version(model, opset)
-    except Exception as error:  # the converter raises assorted RuntimeError/ValidationError
-        raise OnnxModelError(f"{src} is opset {current} and onnx cannot upgrade it to opset {opset}: {error}",
-                             path=src, hint=hint) from error
-    save_model(upgraded, dst, has_external_data(src))
-    if feed is not None:
+    if current < opset:
+        try:
+            model = onnx.version_converter.convert_version(model, opset)
+        except Exception as error:  # the converter raises assorted RuntimeError/ValidationError
+            raise OnnxModelError(f"{src} is opset {current} and onnx cannot upgrade it to opset {opset}: {error}",
+                                 path=src, hint=hint) from error
+    changed = gemms_to_matmuls(model, gemms) > 0 or current < opset
+    save_model(model, dst, has_external_data(src))
+    if changed and feed is not None:
         _check_same_outputs(src, dst, feed, hint)
     return current
 
@@ -218,6 +268,44 @@ class Int4Report:
         return asdict(self)
 
 
+class _HostArray(np.ndarray):
+    """A numpy array answering cupy's ``.get()`` (device -> host copy) with itself."""
+
+    def get(self) -> np.ndarray:
+        return np.asarray(self)
+
+
+class _NumpyAsCupy:
+    """numpy, except that ``asarray`` returns :class:`_HostArray` (see :func:`_cpu_awq_fusion_fix`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    @staticmethod
+    def asarray(value: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        return np.asarray(value, *args, **kwargs).view(_HostArray)
+
+
+@contextlib.contextmanager
+def _cpu_awq_fusion_fix() -> Iterator[None]:
+    """Work around ModelOpt 0.47's AWQ-lite on CPU: folding the AWQ scales into a preceding
+    Mul-with-weight (an RMSNorm's gain) calls cupy's ``.get()`` on a numpy array
+    (``modelopt/onnx/quantization/int4.py``, ``numpy_helper.from_array(new_tensor.get(), ...)``), so
+    AWQ-lite fails on every model whose norms have real weights when no CUDA device is present. While
+    ModelOpt runs without cupy, its ``np`` module gets an ``asarray`` whose arrays answer ``.get()``."""
+    import modelopt.onnx.quantization.int4 as modelopt_int4
+
+    if modelopt_int4.has_cupy:
+        yield
+        return
+    saved = modelopt_int4.np
+    modelopt_int4.np = _NumpyAsCupy()
+    try:
+        yield
+    finally:
+        modelopt_int4.np = saved
+
+
 def _modelopt_int4(staged: Path, method: str, feeds: Sequence[dict[str, np.ndarray]], block_size: int,
                    exclude: Sequence[str], external: bool, log: io.StringIO | None) -> onnx.ModelProto:
     """One ModelOpt INT4 run; ModelOpt's own exceptions propagate (the caller decides on a fallback)."""
@@ -227,7 +315,7 @@ def _modelopt_int4(staged: Path, method: str, feeds: Sequence[dict[str, np.ndarr
 
     from trt_pipeline.graph.autocast import quiet_modelopt
 
-    with quiet_modelopt(log):
+    with quiet_modelopt(log), _cpu_awq_fusion_fix():
         return quantize(
             str(staged), calibration_method=METHODS[method],
             calibration_data_reader=feed_list_reader(feeds) if feeds else None,
@@ -277,7 +365,7 @@ def dq_matmuls(model: onnx.ModelProto) -> list[str]:
     inits = {t.name: t.data_type for t in model.graph.initializer}
     int4 = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
     dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) in int4}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in dq]
+    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in dq]
 
 
 def _exclusions(model: onnx.ModelProto, matmuls: Sequence[WeightMatMul], quantize_lm_head: bool,
@@ -350,7 +438,8 @@ def quantize_int4_file(
     with tempfile.TemporaryDirectory(prefix=".int4.", dir=dst.parent) as scratch:
         staged = stage_model(src, Path(scratch) / "src")
         upgraded = Path(scratch) / "opset" / src.name
-        opset_from = upgrade_opset(staged, upgraded, opset, feeds[0])
+        gemms = [m.name for m in targets if m.op_type == "Gemm"]
+        opset_from = prepare_graph(staged, upgraded, opset, feeds[0], gemms)
         quantized, used, reason, awq = _quantize_weights(src, upgraded, method, feeds, inputs, block_size,
                                                          list(excluded), external, log)
         auto = None
@@ -394,6 +483,6 @@ def ort_fused_matmuls(path: Path | str, optimized: Path | str | None = None) -> 
 
 __all__ = [
     "ACTIVATIONS", "DEFAULT_BLOCK_SIZE", "METHODS", "MIN_OPSET", "Int4Report", "WeightMatMul", "awq_feeds",
-    "check_block_fits", "check_block_size", "check_opset", "dq_matmuls", "lm_head_names", "ort_fused_matmuls",
-    "quantize_int4_file", "upgrade_opset", "weight_bytes", "weight_matmuls",
+    "check_block_fits", "check_block_size", "check_opset", "dq_matmuls", "gemms_to_matmuls", "lm_head_names",
+    "ort_fused_matmuls", "prepare_graph", "quantize_int4_file", "weight_bytes", "weight_matmuls",
 ]
