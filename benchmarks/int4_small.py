@@ -86,15 +86,10 @@ def decode_feed(out: Path, context: int, rng: np.random.Generator) -> dict[str, 
 
 
 def make_session(path: Path, threads: int):
-    import onnxruntime as ort
+    """The runners' session with ``autoglm-trt bench``'s settings (full optimisation, 1 inter-op thread)."""
+    from trt_pipeline.runtime.onnxruntime_runner import OrtSettings, session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return session(path, settings=OrtSettings(intra_op_threads=threads, inter_op_threads=1))
 
 
 def interleaved_decode(out: Path, paths: dict[str, Path], contexts: list[int], threads: int, rounds: int,

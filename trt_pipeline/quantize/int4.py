@@ -463,18 +463,16 @@ def quantize_int4_file(
 def ort_fused_matmuls(path: Path | str, optimized: Path | str | None = None) -> dict[str, int]:
     """Op counts of ONNX Runtime's optimized CPU graph of ``path`` (``MatMulNBits``, remaining DQ/MatMul).
 
-    The session is created with every graph optimization (as the runners do) and its optimized model
-    written to ``optimized`` (default: a scratch file), which is what ORT executes.
+    The session is the runners' own (:func:`~trt_pipeline.runtime.onnxruntime_runner.session`) at the
+    ``extended`` level (every fusion but the hardware-specific layout ones, so the saved graph is
+    portable) and its optimized model is written to ``optimized`` (default: a scratch file).
     """
-    import onnxruntime as ort
+    from trt_pipeline.runtime.onnxruntime_runner import OrtSettings, session
 
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix=".ort-opt.", dir=path.parent) as scratch:
         target = Path(optimized) if optimized is not None else Path(scratch) / "optimized.onnx"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(target)
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session(path, settings=OrtSettings(optimization="extended"), optimized_model_path=target)
         graph = onnx.load(str(target), load_external_data=False).graph
         counts = Counter(n.op_type for n in graph.node)
     return {"MatMulNBits": counts["MatMulNBits"], "DequantizeLinear": counts["DequantizeLinear"],

@@ -20,6 +20,7 @@ from typing import Any
 from trt_pipeline.artifacts.manifests import verified_onnx
 from trt_pipeline.errors import ConfigError, OnnxModelError
 from trt_pipeline.precisions import PRECISIONS  # noqa: F401 - re-exported: the one registry
+
 EXECUTION_MODES = ("sequential", "parallel")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
