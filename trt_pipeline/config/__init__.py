@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from trt_pipeline.config.build import BuildOptions, BuildStageConfig
+from trt_pipeline.config.int4 import Int4Config
 from trt_pipeline.config.pipeline import (
     PIPELINE_DEFAULTS,
     PIPELINE_STAGES,
@@ -47,6 +48,7 @@ __all__ = [
     "DimRange",
     "ExportConfig",
     "Fp16Config",
+    "Int4Config",
     "Int8Config",
     "PipelineConfig",
     "SimplifyConfig",
