@@ -94,6 +94,24 @@ samples/common/sampleOptions.cpp; the releases are named in `trt_pipeline/bundle
 """
 
 
+def refuse_unparseable(out_dir: Path, target: BundleTarget, precision: str) -> None:
+    """Refuse (before writing anything) a variant whose graphs the target's ONNX parser cannot take.
+
+    E.g. INT4's block-quantized ``DequantizeLinear`` needs opset 21, while TensorRT 10.3 (JetPack 6)
+    documents opset <= 20 (engine/onnx_ops.py): the board's build would fail after the copy.
+    """
+    from trt_pipeline.engine.onnx_ops import TARGETS as PARSE_TABLES
+    from trt_pipeline.engine.onnx_ops import check_model
+
+    table = PARSE_TABLES[target.parse_table]
+    for graph in sorted(OutputLayout(out_dir).onnx_dir(precision).glob("*.onnx")):
+        check = check_model(graph, targets=(target.parse_table,))[0]
+        if not check:
+            raise ConfigError(
+                f"{check.describe()} ({table.description}, the oldest TensorRT of {target.name})",
+                path=graph, hint=f"bundle another precision for {target.name}, or pick a target with a newer TensorRT")
+
+
 def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, precision: str = "fp16") -> Bundle:
     """Write the bundle folder ``dest`` and ``dest.tar``.
 
@@ -106,6 +124,7 @@ def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, prec
                           "variant made by `autoglm-trt precision`)")
     if dest.exists():
         raise ConfigError(f"{dest} already exists", path=dest, hint="choose another --out or remove it")
+    refuse_unparseable(out_dir, target, precision)
     dest.mkdir(parents=True)
     export = dest / EXPORT_SUBDIR
     copy_export(out_dir, export, precision)

@@ -29,6 +29,7 @@ class BundleTarget:
     install: str  # how autoglm-trt gets onto it
     workspace: str  # default builder workspace (Jetson memory is shared with the CPU)
     jetson: bool
+    parse_table: str = "trt-10.3"  # engine.onnx_ops target of the OLDEST TensorRT this target allows
 
     @property
     def tensorrt_major(self) -> int:
@@ -43,7 +44,7 @@ TARGETS: dict[str, BundleTarget] = {
     "jetson-thor-jp7": BundleTarget(
         "jetson-thor-jp7", "Jetson Thor, JetPack 7.2.2+", "11.4", 13,
         ("tensorrt>=11.4,<11.5", "cuda-python>=13.0,<14"),
-        "pip install -c constraints.txt 'autoglm-trt[cuda13]'  (TensorRT from JetPack)", "4GiB", True),
+        "pip install -c constraints.txt 'autoglm-trt[cuda13]'  (TensorRT from JetPack)", "4GiB", True, "trt-11"),
     "x86-trt10": BundleTarget(
         "x86-trt10", "x86-64 + NVIDIA GPU, TensorRT 10.x wheels (CUDA 12, driver >= 525.60.13)", "10", 12,
         ("tensorrt-cu12>=10.3,<11", "cuda-python>=12.6,<13"),
@@ -51,7 +52,7 @@ TARGETS: dict[str, BundleTarget] = {
     "x86-trt11": BundleTarget(
         "x86-trt11", "x86-64 + NVIDIA GPU, TensorRT 11.x wheels (CUDA 13, driver >= 580)", "11", 13,
         ("tensorrt-cu13>=11.0,<12", "cuda-python>=13.0,<14"),
-        "pip install -c constraints.txt 'autoglm-trt[gpu-cu13]'", "8GiB", False),
+        "pip install -c constraints.txt 'autoglm-trt[gpu-cu13]'", "8GiB", False, "trt-11"),
 }
 
 
