@@ -27,7 +27,12 @@ def streamed(tiny_checkpoint, tmp_path_factory):
 
 @pytest.mark.parametrize("component", ["vision_encoder", "decoder"])
 def test_streamed_equals_in_memory_on_onnxruntime(streamed, compare_export, component):
-    sessions = [ort.InferenceSession(str(folder / "onnx" / "fp32" / f"{component}.onnx"),
+    # ONNX Runtime's own fusions off: the two graphs are simplified differently (with and without the
+    # weights), so ORT may fuse the RMSNorm in one and not the other (1.7e-6 apart); what is checked
+    # here is the exported graphs, not ORT's choice of kernels
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sessions = [ort.InferenceSession(str(folder / "onnx" / "fp32" / f"{component}.onnx"), sess_options=options,
                                      providers=["CPUExecutionProvider"]) for folder in (compare_export, streamed)]
     for seed, sizes in enumerate([
         {"num_patches": 16, "batch_size": 2, "sequence_length": 5, "past_sequence_length": 3, "total_sequence_length": 8},
