@@ -20,6 +20,7 @@ import enum
 import inspect
 import json
 import re
+import sys
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -831,3 +832,43 @@ def fakes() -> types.SimpleNamespace:
         read_address=read_address,
         write_address=write_address,
     )
+
+
+class OrinCudart:
+    """cuda.bindings.runtime as cuda-python has it on a Jetson Orin (JetPack 6, CUDA 12.6): what
+    doctor and require_tensorrt see on a JetPack without CUDA PyTorch."""
+
+
+    class Props:
+        name = b"Orin\x00\x00"
+        major, minor = 8, 7
+        totalGlobalMem = 64 << 30
+        integrated = 1
+
+    def __init__(self) -> None:
+        self.devices: list[int] = []
+
+    def cudaGetDeviceCount(self):  # noqa: N802
+        return (0, 1)
+
+    def cudaGetDeviceProperties(self, index):  # noqa: N802
+        return (0, self.Props())
+
+    def cudaRuntimeGetVersion(self):  # noqa: N802
+        return (0, 12060)
+
+    def cudaSetDevice(self, index):  # noqa: N802
+        self.devices.append(index)
+        return (0,)
+
+
+@pytest.fixture
+def orin_cuda_python(monkeypatch) -> OrinCudart:
+    """Installs a fake ``cuda.bindings.runtime`` of a Jetson Orin in sys.modules; returns it."""
+    cudart = OrinCudart()
+    package = types.ModuleType("cuda.bindings")
+    package.runtime = cudart
+    monkeypatch.setitem(sys.modules, "cuda", types.ModuleType("cuda"))
+    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
+    return cudart

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 
 from typer.testing import CliRunner
 
@@ -24,25 +23,17 @@ def test_doctor_on_this_machine_says_there_is_no_gpu_and_exits_6():
     assert report["exit_code"] == 6 and {c["name"]: c["ok"] for c in report["checks"]}["run"] is False
 
 
-def _install_orin(monkeypatch, fake_trt, tmp_path):
-    from test_tensorrt_missing import OrinCudart
-
-    cudart = OrinCudart()
+def _install_orin(monkeypatch, fake_trt, cudart, tmp_path):
     cudart.cudaDriverGetVersion = lambda: (0, 12060)
-    package = types.ModuleType("cuda.bindings")
-    package.runtime = cudart
-    monkeypatch.setitem(sys.modules, "cuda", types.ModuleType("cuda"))
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
     monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
     proc = tmp_path / "version"
     proc.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for aarch64  540.4.0\n")
     monkeypatch.setattr(doctor, "DRIVER_PROC_FILE", proc)
 
 
-def test_doctor_on_a_jetson_with_cuda_python_and_cpu_torch(monkeypatch, fake_trt, tmp_path):
+def test_doctor_on_a_jetson_with_cuda_python_and_cpu_torch(monkeypatch, fake_trt, orin_cuda_python, tmp_path):
     """JetPack TensorRT + cuda-python: build and run pass, CUDA graphs fail (they need CUDA PyTorch)."""
-    _install_orin(monkeypatch, fake_trt, tmp_path)
+    _install_orin(monkeypatch, fake_trt, orin_cuda_python, tmp_path)
     report = doctor.diagnose()
     status = {c.name: c.ok for c in report.checks}
     assert status == {"TensorRT": True, "CUDA (cuda-python)": True, "NVIDIA driver": True, "GPU": True,

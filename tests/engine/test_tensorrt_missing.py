@@ -65,43 +65,10 @@ def test_tensorrt_present_but_no_gpu(monkeypatch, no_gpu, fake_trt):
         require_tensorrt()
 
 
-class OrinCudart:
-    """cuda.bindings.runtime as cuda-python has it on a Jetson Orin (JetPack 6, CUDA 12.6)."""
-
-    class Props:
-        name = b"Orin\x00\x00"
-        major, minor = 8, 7
-        totalGlobalMem = 64 << 30
-        integrated = 1
-
-    def __init__(self) -> None:
-        self.devices: list[int] = []
-
-    def cudaGetDeviceCount(self):  # noqa: N802
-        return (0, 1)
-
-    def cudaGetDeviceProperties(self, index):  # noqa: N802
-        return (0, self.Props())
-
-    def cudaRuntimeGetVersion(self):  # noqa: N802
-        return (0, 12060)
-
-    def cudaSetDevice(self, index):  # noqa: N802
-        self.devices.append(index)
-        return (0,)
-
-
-def test_jetson_gpu_is_found_through_cuda_python_without_cuda_torch(monkeypatch, fake_trt):
+def test_jetson_gpu_is_found_through_cuda_python_without_cuda_torch(monkeypatch, fake_trt, orin_cuda_python):
     """Review failure 4: JetPack has TensorRT and CUDA but no CUDA torch; cuda-python (the `cuda12`
     extra) is enough for detect_gpu, device selection and therefore `build`."""
-    import types
-
-    cudart = OrinCudart()
-    package = types.ModuleType("cuda.bindings")
-    package.runtime = cudart
-    monkeypatch.setitem(sys.modules, "cuda", types.ModuleType("cuda"))
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
+    cudart = orin_cuda_python
     monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
     assert tensorrt_import._probe_torch(0) is None  # CPU-only torch here, as on a Jetson without the CUDA wheel
     ctx = require_tensorrt()
