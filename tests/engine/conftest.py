@@ -636,7 +636,6 @@ def vision_io() -> tuple[list[dict], list[dict]]:
         {"name": "rotary_cos", "dtype": "float32", "shape": [n, TOY["v_head"]]},
         {"name": "rotary_sin", "dtype": "float32", "shape": [n, TOY["v_head"]]},
         {"name": "position_embeddings", "dtype": "float32", "shape": [n, TOY["v_hidden"]]},
-        {"name": "attention_bias", "dtype": "float32", "shape": [n, n]},
     ]
     outputs = [{"name": "image_features", "dtype": "float32", "shape": ["num_image_tokens", TOY["out_hidden"]]}]
     return inputs, outputs
@@ -688,7 +687,7 @@ def toy_decoder_model(layers: int = TOY["layers"]) -> Any:
 
 
 def toy_vision_model() -> Any:
-    """image_features = reshape(softmax(h h^T + bias) h, [-1, 4*hidden]) @ Wm with h = px @ Wp + pos."""
+    """image_features = reshape(softmax(h h^T) h, [-1, 4*hidden]) @ Wm with h = px @ Wp + pos."""
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(1)
@@ -705,8 +704,7 @@ def toy_vision_model() -> Any:
         helper.make_node("Concat", ["rotary_cos", "rotary_sin"], ["rot"], axis=-1, name="rot_concat"),
         helper.make_node("Mul", ["h1", "rot"], ["h"], name="rot_mul"),
         helper.make_node("Transpose", ["h"], ["hT"], perm=[1, 0], name="h_transpose"),
-        helper.make_node("MatMul", ["h", "hT"], ["scores0"], name="scores"),
-        helper.make_node("Add", ["scores0", "attention_bias"], ["scores"], name="bias_add"),
+        helper.make_node("MatMul", ["h", "hT"], ["scores"], name="scores"),
         helper.make_node("Softmax", ["scores"], ["attn"], axis=-1, name="softmax"),
         helper.make_node("MatMul", ["attn", "h"], ["ctx"], name="attn_out"),
         helper.make_node("Reshape", ["ctx", "merge_shape"], ["merged"], name="merge"),

@@ -219,7 +219,7 @@ def test_shape_overrides_reach_the_profiles(export_dir, fake_trt, run_build):
     run_build(export_dir, fake_trt, precision="fp16", shapes=BuildConfig.from_options(
         export_dir, max_shapes="inputs_embeds:2x256x8,pixel_values:512x12").shapes)
     vision_config, decoder_config = fake_trt._state.configs
-    assert set_shape_calls(vision_config.profiles[0])["attention_bias"][2] == (512, 512)
+    assert set_shape_calls(vision_config.profiles[0])["rotary_cos"][2] == (512, 4)
     prefill, decode, append = (set_shape_calls(p) for p in decoder_config.profiles)
     assert prefill["inputs_embeds"][2] == (2, 256, 8)
     assert decode["inputs_embeds"][2] == (2, 1, 8)

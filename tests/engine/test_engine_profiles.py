@@ -93,7 +93,8 @@ def test_vision_gets_one_profile_over_the_image_token_range(dims, vision_inputs)
     (image,) = derive_profiles("vision_encoder", vision_inputs, dims)
     assert image.name == "image"
     assert image.shapes["pixel_values"] == ShapeRange((16, 12), (256, 12), (1024, 12))
-    assert image.shapes["attention_bias"] == ShapeRange((16, 16), (256, 256), (1024, 1024))
+    assert image.shapes["position_embeddings"] == ShapeRange((16, 8), (256, 8), (1024, 8))
+    assert set(image.shapes) == {"pixel_values", "rotary_cos", "rotary_sin", "position_embeddings"}
 
 
 def test_output_only_dims_with_foreign_expressions_are_not_evaluated(dims, vision_inputs):
