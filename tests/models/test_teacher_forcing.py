@@ -115,3 +115,32 @@ def test_teacher_forcing_refuses_a_batch(trained_setup):
     with pytest.raises(ValueError, match="one prompt at a time"):
         teacher_forced_tokens(assets, vision, decoder, batch, [1, 2])
     assert teacher_forced_tokens(assets, vision, decoder, _inputs(processing, "Open WeChat", None), []) == []
+
+
+class RefusingRunner:
+    """A runner that fails the test if anything reaches it: the contract must refuse first."""
+
+    is_active = True
+
+    def get_input_metadata(self):
+        raise AssertionError("the runner was consulted before the contract refused the request")
+
+    def infer(self, feed, check_inputs=True):
+        raise AssertionError("the runner ran before the contract refused the request")
+
+
+def test_greedy_and_teacher_forcing_refuse_an_image_beyond_the_contract_before_running(trained_setup, tmp_path):
+    from trt_pipeline.errors import ShapeError
+    from trt_pipeline.models.glm4v.contract import ExportContract
+
+    assets, _, processing = trained_setup
+    inputs = _inputs(processing, PROMPTS[1][0], PROMPTS[1][1])
+    merge2 = assets.dims.vision.spatial_merge_size ** 2
+    image_tokens = int(inputs.image_grid_thw[0].prod()) // merge2
+    contract = ExportContract(tmp_path / "export.json", max_batch=1, max_chunk=4096, max_past=4096,
+                              min_image_tokens=1, max_image_tokens=image_tokens - 1)
+    refusing = RefusingRunner()
+    with pytest.raises(ShapeError, match=f"{image_tokens}.*at most {image_tokens - 1}"):
+        greedy_generate(assets, refusing, refusing, inputs, NEW_TOKENS, contract=contract)
+    with pytest.raises(ShapeError, match=f"{image_tokens}.*at most {image_tokens - 1}"):
+        teacher_forced_tokens(assets, refusing, refusing, inputs, [1, 2, 3], contract=contract)

@@ -10,7 +10,7 @@ mirrors transformers' ``generate(do_sample=False)``: finished rows keep receivin
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,29 @@ def prefill_embeddings(
     return FeedBuilder(assets).prompt_embeddings(inputs, image_features)
 
 
+@contextlib.contextmanager
+def activated(*runners: Any) -> Iterator[None]:
+    """Activate the runners that are not active yet (and only those) for the block: a caller that
+    keeps its runners active across many requests (serve, compare) pays no session set-up per call."""
+    with contextlib.ExitStack() as stack:
+        for runner in runners:
+            if runner is not None and not runner.is_active:
+                stack.enter_context(runner)
+        yield
+
+
+def check_against_contract(contract: ExportContract | None, assets: HostAssets, inputs: MultimodalInputs,
+                           new_tokens: int) -> None:
+    """Refuse, before any runner works, a request the export's limits cannot serve: batch, prompt +
+    new tokens, and each image's token count (ShapeError naming the limit)."""
+    if contract is None:
+        return
+    contract.check_request(int(inputs.input_ids.shape[0]), int(inputs.input_ids.shape[1]), new_tokens)
+    if inputs.image_grid_thw is not None:
+        merge2 = assets.dims.vision.spatial_merge_size ** 2
+        contract.check_image_tokens([int(g.prod()) // merge2 for g in inputs.image_grid_thw])
+
+
 def greedy_generate(
     assets: HostAssets,
     vision_runner: Any,
@@ -100,15 +123,8 @@ def greedy_generate(
     before the vision encoder or decoder runs.
     """
     batch = inputs.input_ids.shape[0]
-    if contract is not None:
-        contract.check_request(batch, int(inputs.input_ids.shape[1]), max_new_tokens)
-        if inputs.image_grid_thw is not None:
-            merge2 = assets.dims.vision.spatial_merge_size ** 2
-            contract.check_image_tokens([int(g.prod()) // merge2 for g in inputs.image_grid_thw])
-    with contextlib.ExitStack() as stack:
-        for runner in (vision_runner, decoder_runner):
-            if runner is not None and not runner.is_active:
-                stack.enter_context(runner)
+    check_against_contract(contract, assets, inputs, max_new_tokens)
+    with activated(vision_runner, decoder_runner):
         image_features = encode_images(assets, vision_runner, inputs)
         decoder = DecoderStepper(assets, decoder_runner, chunk_size=chunk_size, contract=contract)
         step = decoder.prefill_prompt(inputs, image_features)
@@ -157,12 +173,8 @@ def teacher_forced_tokens(
                                 torch.cat([inputs.mm_token_type_ids, torch.zeros_like(forced)], 1),
                                 inputs.pixel_values, inputs.image_grid_thw)
     prompt = inputs.input_ids.shape[1]
-    if contract is not None:
-        contract.check_request(1, prompt, len(reference))
-    with contextlib.ExitStack() as stack:
-        for runner in (vision_runner, decoder_runner):
-            if runner is not None and not runner.is_active:
-                stack.enter_context(runner)
+    check_against_contract(contract, assets, inputs, len(reference))
+    with activated(vision_runner, decoder_runner):
         image_features = encode_images(assets, vision_runner, inputs)
         decoder = DecoderStepper(assets, decoder_runner, chunk_size=chunk_size, contract=contract)
         step = decoder.prefill_prompt(extended, image_features, logits=range(prompt - 1, prompt - 1 + len(reference)))
