@@ -212,6 +212,7 @@ BACKENDS: dict[str, Callable[[Source, GenerateRequest, Any, Any], list[list[int]
 
 def generate(request: GenerateRequest) -> GenerateOutput:
     """Tokenize with the checkpoint's chat template/processor and generate greedily."""
+    from trt_pipeline.models.glm4v.generation import strip_after_eos
     from trt_pipeline.models.glm4v.processing import Glm4vProcessing
 
     if request.backend not in BACKENDS:
@@ -224,19 +225,9 @@ def generate(request: GenerateRequest) -> GenerateOutput:
     start = time.perf_counter()
     ids = BACKENDS[request.backend](source, request, processing, inputs)
     seconds = time.perf_counter() - start
-    ids = [_strip_after_eos(row, processing.eos_token_ids) for row in ids]
+    ids = [strip_after_eos(row, processing.eos_token_ids) for row in ids]
     precision = request.precision if request.backend in ("ort", "trt") else None
     return GenerateOutput(request.backend, precision, ids, [processing.decode(r) for r in ids], seconds)
-
-
-def _strip_after_eos(ids: Sequence[int], eos: Sequence[int]) -> list[int]:
-    """Cut a row after its first EOS (the rest is padding for finished rows)."""
-    out = []
-    for token in ids:
-        out.append(int(token))
-        if token in eos:
-            break
-    return out
 
 
 # --- multi-turn replay (``generate --conversation FILE.json``) ---------------------------------
@@ -285,6 +276,7 @@ def generate_conversation(request: GenerateRequest, conversation: Path | str) ->
     KV cache and append each turn to it (:class:`~trt_pipeline.models.glm4v.replay.PromptCache`).
     Later turns see the conversation's recorded assistant messages, not the generated replies.
     """
+    from trt_pipeline.models.glm4v.generation import strip_after_eos
     from trt_pipeline.models.glm4v.messages import load_conversation
     from trt_pipeline.models.glm4v.processing import Glm4vProcessing
 
@@ -308,7 +300,7 @@ def generate_conversation(request: GenerateRequest, conversation: Path | str) ->
     seconds = time.perf_counter() - start
     out = []
     for index, inputs, (ids, reused) in zip(turns, encoded, rows):
-        ids = _strip_after_eos(ids, eos)
+        ids = strip_after_eos(ids, eos)
         out.append(ConversationTurn(index, ids, processing.decode(ids), int(inputs.input_ids.shape[1]), reused))
     precision = request.precision if request.backend in ("ort", "trt") else None
     return ConversationOutput(request.backend, precision, out, seconds)

@@ -546,7 +546,7 @@ def test_device_index_selects_the_cuda_device_before_deserializing(setup, fakes,
     from trt_pipeline.engine import tensorrt_import
 
     cudart = FakeCudart()
-    monkeypatch.setattr(tensorrt_import, "_import_cudart", lambda: cudart)
+    monkeypatch.setattr(tensorrt_import, "import_cudart", lambda: cudart)
     ctx = dataclasses.replace(setup.ctx, gpu=dataclasses.replace(setup.ctx.gpu, device_index=2))
     fakes.implement(setup.trt._state.runtime.deserialize_cuda_engine,
                     lambda serialized_engine: (cudart.calls.append("deserialize"), setup.engine)[1])

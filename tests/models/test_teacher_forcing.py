@@ -67,12 +67,12 @@ def _inputs(processing, prompt: str, size):
 
 
 def _greedy(assets, vision, decoder, processing, inputs) -> list[int]:
-    from trt_pipeline.generate import _strip_after_eos
+    from trt_pipeline.models.glm4v.generation import strip_after_eos
 
     eos = processing.eos_token_ids
     result = greedy_generate(assets, vision, decoder, inputs, NEW_TOKENS, eos_token_ids=eos,
                              pad_token_id=processing.pad_token_id)
-    return _strip_after_eos(result.token_lists()[0], eos)
+    return strip_after_eos(result.token_lists()[0], eos)
 
 
 def test_same_model_predicts_its_own_greedy_tokens(trained_setup):

@@ -23,7 +23,7 @@ import torch
 @torch.no_grad()
 def reference_tokens(model: Any, processing: Any, heldout: Sequence[Any], max_new_tokens: int) -> list[list[int]]:
     """transformers ``generate(do_sample=False)``, one prompt at a time (as ``generate --backend torch``)."""
-    from trt_pipeline.generate import _strip_after_eos
+    from trt_pipeline.models.glm4v.generation import strip_after_eos
 
     eos = processing.eos_token_ids
     rows = []
@@ -33,7 +33,7 @@ def reference_tokens(model: Any, processing: Any, heldout: Sequence[Any], max_ne
             **inputs.hf_kwargs(), max_new_tokens=max_new_tokens, do_sample=False,
             eos_token_id=eos or None, pad_token_id=processing.pad_token_id,
         )
-        rows.append(_strip_after_eos(out[0, inputs.input_ids.shape[1]:].tolist(), eos))
+        rows.append(strip_after_eos(out[0, inputs.input_ids.shape[1]:].tolist(), eos))
     return rows
 
 
@@ -43,7 +43,7 @@ def backend_tokens(
 ) -> tuple[list[list[int]], list[list[int]] | None]:
     """``greedy_generate`` over one backend's runners (activated once for all prompts), and with
     ``references`` (one row per prompt) the backend's teacher-forced predictions of each row."""
-    from trt_pipeline.generate import _strip_after_eos
+    from trt_pipeline.models.glm4v.generation import strip_after_eos
     from trt_pipeline.models.glm4v.generation import greedy_generate, teacher_forced_tokens
 
     eos = processing.eos_token_ids
@@ -55,7 +55,7 @@ def backend_tokens(
         for index, entry in enumerate(heldout):
             result = greedy_generate(assets, vision_runner, decoder_runner, entry.inputs, max_new_tokens,
                                      eos_token_ids=eos, pad_token_id=processing.pad_token_id)
-            rows.append(_strip_after_eos(result.token_lists()[0], eos))
+            rows.append(strip_after_eos(result.token_lists()[0], eos))
             if forced is not None and references is not None:
                 forced.append(teacher_forced_tokens(assets, vision_runner, decoder_runner, entry.inputs,
                                                     references[index]))

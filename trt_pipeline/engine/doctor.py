@@ -92,7 +92,7 @@ def _cudart_version(cudart: Any, call: str) -> str | None:
 
 def check_cuda() -> tuple[Check, Check]:
     """(CUDA runtime via cuda-python, NVIDIA driver)."""
-    cudart = ti._import_cudart()
+    cudart = ti.import_cudart()
     if cudart is None:
         runtime = Check("CUDA (cuda-python)", False, "cuda-python is not installed",
                         "pip install 'autoglm-trt[cuda12]' (CUDA 12 driver) or '[cuda13]' (CUDA 13 driver)")

@@ -306,7 +306,8 @@ def _probe_torch(device_index: int) -> GpuInfo | None:
         return None
 
 
-def _import_cudart() -> Any | None:
+def import_cudart() -> Any | None:
+    """cuda-python's runtime module (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.8), None if absent."""
     for name in ("cuda.bindings.runtime", "cuda.cudart"):
         try:
             return importlib.import_module(name)
@@ -316,7 +317,7 @@ def _import_cudart() -> Any | None:
 
 
 def _probe_cuda_python(device_index: int) -> GpuInfo | None:
-    cudart = _import_cudart()
+    cudart = import_cudart()
     if cudart is None:
         return None
     try:
@@ -361,7 +362,7 @@ def detect_gpu(device_index: int = 0) -> GpuInfo:
 
 
 def _set_device_cuda_python(device_index: int) -> bool:
-    cudart = _import_cudart()
+    cudart = import_cudart()
     if cudart is None:
         return False
     (err,) = tuple(cudart.cudaSetDevice(device_index))[:1]

@@ -415,9 +415,9 @@ def default_backend(device_index: int = 0) -> Any:
             return TorchDeviceBackend(f"cuda:{device_index}")
     except ImportError:
         pass
-    from trt_pipeline.engine.tensorrt_import import INSTALL_HINT, _import_cudart
+    from trt_pipeline.engine.tensorrt_import import INSTALL_HINT, import_cudart
 
-    cudart = _import_cudart()
+    cudart = import_cudart()
     if cudart is not None:
         return CudaPythonDeviceBackend(cudart, device_index)
     raise TensorRTUnavailableError(

@@ -147,6 +147,16 @@ def greedy_generate(
     return GenerationResult(torch.stack(tokens, dim=1), step_logits, image_features)
 
 
+def strip_after_eos(ids: Sequence[int], eos: Sequence[int]) -> list[int]:
+    """Cut a row after its first EOS (what follows is padding for finished rows), keeping the EOS."""
+    out = []
+    for token in ids:
+        out.append(int(token))
+        if token in eos:
+            break
+    return out
+
+
 def teacher_forced_tokens(
     assets: HostAssets,
     vision_runner: Any,
