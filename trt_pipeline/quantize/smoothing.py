@@ -12,13 +12,20 @@ quantized per output channel and tolerate it: for an input ``X [.., C]`` of GEMM
 which is exact in real arithmetic. ModelOpt's ONNX quantizer has no SmoothQuant option (only
 its torch path does), so the fold is done here on the fp32 ONNX graph:
 
-* candidates are tensors produced by a ``Mul`` (the RMSNorm output ``x * rsqrt(..) [* gamma]`` feeding
-  q/k/v and gate_up, the final norm feeding the LM head, the SwiGLU product feeding down_proj) whose
-  every consumer is a MatMul with a 2-D weight initializer used by that MatMul alone;
-* ``1 / s`` goes into the Mul's per-channel constant operand (the RMSNorm weight ``gamma``) when
-  it has one used nowhere else, otherwise into a new ``Mul(X, 1/s)`` node (the exporter drops
-  ``gamma`` when it is all ones, as in random checkpoints; TensorRT fuses the extra scale into the
-  producer's pointwise kernel); ``s`` scales the rows of every consumer's weight;
+* candidates are tensors produced by a ``Mul`` or a ``Div`` (:data:`PRODUCERS`) whose every
+  consumer is a weighted GEMM, directly or through a ``Reshape`` that keeps the channel axis last
+  (a ``Shape`` of it may read it too).
+  In the exported decoder that is, per layer, the RMSNorm output ``x / sqrt(mean(x^2) + eps) * gamma``
+  (a ``Mul``; a ``Div`` when ``gamma`` is all ones and the exporter drops it, as in random
+  checkpoints) feeding q/k/v (biased ``Gemm`` s on the ``Reshape [-1, C]`` of it) and, after the
+  attention, gate_up (``MatMul``); the SwiGLU product (``Mul``) feeding down_proj; and the final
+  norm feeding the LM head: ``3 x layers + 1`` tensors, ``5 x layers + 1`` GEMMs. A weighted GEMM is
+  a MatMul (or a Gemm without ``transA``) whose 2-D weight initializer is used by it alone;
+* ``1 / s`` goes into a ``Mul`` producer's per-channel constant operand (the RMSNorm weight
+  ``gamma``) when it has one used nowhere else, otherwise into a new ``Mul(X, 1/s)`` node (TensorRT
+  fuses the extra scale into the producer's pointwise kernel; ONNX Runtime's RMSNorm fusion then
+  no longer covers that norm, which costs one extra elementwise op); ``s`` scales the weight's
+  reduction axis (rows, or columns of a ``transB`` Gemm);
 * ``max|X_c|`` is measured on ONNX Runtime over the calibration feeds (one pass, before the INT8
   calibration, which then sees the smoothed activations).
 
@@ -64,21 +71,69 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in model.graph.initializer}
 
 
+#: Ops whose output can be smoothed: the RMSNorm's last op (``* gamma``, or ``/ sqrt(..)`` without
+#: gamma) and the SwiGLU product.
+PRODUCERS = ("Mul", "Div")
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: int = 0) -> int:
+    return next((a.i for a in node.attribute if a.name == name), default)
+
+
+def _weighted_gemm(node: onnx.NodeProto, tensor: str, inits: dict[str, onnx.TensorProto],
+                   uses: dict[str, list[onnx.NodeProto]]) -> bool:
+    """``node`` = ``tensor @ W`` with a private 2-D initializer ``W`` (a MatMul, or a Gemm without transA)."""
+    if node.op_type not in ("MatMul", "Gemm") or node.input[0] != tensor or node.input[1] not in inits:
+        return False
+    if node.op_type == "Gemm" and _attribute(node, "transA"):
+        return False
+    return len(inits[node.input[1]].dims) == 2 and len(uses[node.input[1]]) == 1
+
+
+def reduction_dim(node: onnx.NodeProto) -> int:
+    """The weight axis that multiplies the input channels (0, or 1 for a ``transB`` Gemm)."""
+    return 1 if node.op_type == "Gemm" and _attribute(node, "transB") else 0
+
+
+def _channel_reshape(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    """A Reshape to ``[.., C]`` by a constant shape whose last entry is a real size (the channels stay last)."""
+    if node.op_type != "Reshape" or node.input[1] not in inits:
+        return False
+    shape = numpy_helper.to_array(inits[node.input[1]])
+    return shape.ndim == 1 and shape.size >= 1 and int(shape[-1]) > 0
+
+
+def _gemms_reading(tensor: str, inits: dict[str, onnx.TensorProto],
+                   uses: dict[str, list[onnx.NodeProto]]) -> list[onnx.NodeProto] | None:
+    """The weighted GEMMs reading ``tensor`` (directly or through a channel-keeping Reshape); None if
+    anything but those (and ``Shape``) reads it."""
+    gemms: list[onnx.NodeProto] = []
+    for reader in uses.get(tensor, []):
+        if reader.op_type == "Shape":  # reads the shape only (the Gemm path's reshape back to [B, S, N])
+            continue
+        if _weighted_gemm(reader, tensor, inits, uses):
+            gemms.append(reader)
+        elif _channel_reshape(reader, inits) and reader.input[0] == tensor:
+            inner = uses.get(reader.output[0], [])
+            if not inner or not all(_weighted_gemm(g, reader.output[0], inits, uses) for g in inner):
+                return None
+            gemms.extend(inner)
+        else:
+            return None
+    return gemms or None
+
+
 def smoothable_inputs(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    """Mul outputs read only by MatMuls with a private 2-D weight initializer: tensor -> those MatMuls."""
+    """:data:`PRODUCERS` outputs read only by weighted GEMMs (directly or through a Reshape): tensor -> GEMMs."""
     inits, uses = _initializers(model), consumers(model)
     outputs = {o.name for o in model.graph.output}
     found = {}
     for node in model.graph.node:
-        if node.op_type != "Mul" or node.output[0] in outputs:
+        if node.op_type not in PRODUCERS or node.output[0] in outputs:
             continue
-        readers = uses.get(node.output[0], [])
-        if readers and all(
-            r.op_type == "MatMul" and r.input[0] == node.output[0] and r.input[1] in inits
-            and len(inits[r.input[1]].dims) == 2 and len(uses[r.input[1]]) == 1
-            for r in readers
-        ):
-            found[node.output[0]] = readers
+        gemms = _gemms_reading(node.output[0], inits, uses)
+        if gemms:
+            found[node.output[0]] = gemms
     return found
 
 
@@ -112,9 +167,12 @@ def smoothing_scales(x_max: np.ndarray, weights: Sequence[np.ndarray], alpha: fl
 
 
 def _fold_into_producer(model: onnx.ModelProto, tensor: str, inverse: np.ndarray, uses: dict[str, list[onnx.NodeProto]]) -> bool:
-    """Multiply the producing Mul's private per-channel constant by ``inverse``; False when it has none."""
+    """Multiply the producing Mul's private per-channel constant by ``inverse``; False when it has none
+    (or the producer is a Div, whose operands divide)."""
     inits = _initializers(model)
     producer = next(n for n in model.graph.node if tensor in n.output)
+    if producer.op_type != "Mul":
+        return False
     for name in producer.input:
         init = inits.get(name)
         if init is not None and len(uses.get(name, [])) == 1 and list(init.dims) in ([inverse.size], [1, inverse.size],
@@ -126,14 +184,20 @@ def _fold_into_producer(model: onnx.ModelProto, tensor: str, inverse: np.ndarray
 
 
 def _insert_scale(model: onnx.ModelProto, tensor: str, inverse: np.ndarray, readers: Sequence[onnx.NodeProto]) -> None:
-    """``tensor`` -> ``Mul(tensor, 1/s)`` for ``readers``; the Mul goes right after the producer (topological)."""
+    """``tensor`` -> ``Mul(tensor, 1/s)`` for its ``readers`` (every direct consumer: GEMMs or Reshapes);
+    the Mul goes right after the producer (topological)."""
     scaled, constant = f"{tensor}_smoothed", f"{tensor}_smooth_inv_scale"
     model.graph.initializer.append(numpy_helper.from_array(inverse, constant))
     node = onnx.helper.make_node("Mul", [tensor, constant], [scaled], name=f"{tensor}_smooth")
     position = next(i for i, n in enumerate(model.graph.node) if tensor in n.output)
     model.graph.node.insert(position + 1, node)
     for reader in readers:
-        reader.input[0] = scaled
+        reader.input[0] = scaled  # readers read ``tensor`` as their first input (checked by smoothable_inputs)
+
+
+def _as_channels_first(node: onnx.NodeProto, weight: onnx.TensorProto) -> np.ndarray:
+    value = numpy_helper.to_array(weight).astype(np.float32)
+    return value.T if reduction_dim(node) else value
 
 
 def smooth_model(model: onnx.ModelProto, x_max: dict[str, np.ndarray], alpha: float) -> SmoothingReport:
@@ -145,15 +209,20 @@ def smooth_model(model: onnx.ModelProto, x_max: dict[str, np.ndarray], alpha: fl
     for tensor, readers in targets.items():
         if tensor not in x_max:
             continue
-        weights = [numpy_helper.to_array(inits[r.input[1]]).astype(np.float32) for r in readers]
+        # every weight as [C, N]: the reduction axis first (a transB Gemm stores [N, C])
+        weights = [_as_channels_first(r, inits[r.input[1]]) for r in readers]
+        if any(w.shape[0] != x_max[tensor].size for w in weights):
+            continue  # a Reshape changed the channel count: not a per-channel rescaling
         scale = smoothing_scales(x_max[tensor], weights, alpha)
         for reader, weight in zip(readers, weights):
-            inits[reader.input[1]].CopyFrom(numpy_helper.from_array(weight * scale[:, None], reader.input[1]))
+            scaled = weight * scale[:, None]
+            scaled = scaled.T if reduction_dim(reader) else scaled
+            inits[reader.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(scaled), reader.input[1]))
         inverse = (1.0 / scale).astype(np.float32)
         if _fold_into_producer(model, tensor, inverse, uses):
             report.folded_into_weight += 1
         else:
-            _insert_scale(model, tensor, inverse, readers)
+            _insert_scale(model, tensor, inverse, uses[tensor])
             report.inserted_mul += 1
         report.tensors.append(tensor)
         report.gemms += len(readers)
@@ -177,4 +246,4 @@ def smooth_file(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]], al
     return report
 
 
-__all__ = ["SmoothingReport", "channel_max", "smooth_file", "smooth_model", "smoothable_inputs", "smoothing_scales"]
+__all__ = ["PRODUCERS", "SmoothingReport", "channel_max", "smooth_file", "smooth_model", "smoothable_inputs", "smoothing_scales"]
