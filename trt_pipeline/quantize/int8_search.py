@@ -104,19 +104,10 @@ class HeldoutReference:
         return TeacherForced(hits / steps if steps else 1.0, steps, per_prompt)
 
     def _predictions(self, vision: Any, decoder: Any, inputs: Any, reference: Sequence[int]) -> list[int]:
-        import torch
+        """The candidate's teacher-forced argmaxes: the scorer ``precision``'s own evaluation reports."""
+        from trt_pipeline.models.glm4v.generation import teacher_forced_tokens
 
-        from trt_pipeline.models.glm4v.generation import encode_images
-        from trt_pipeline.models.glm4v.stepper import DecoderStepper
-
-        features = encode_images(self.reader.assets, vision, inputs) if vision is not None else None
-        stepper = DecoderStepper(self.reader.assets, decoder, chunk_size=self.chunk_size)
-        first = stepper.prefill_prompt(inputs, features, chunk_size=self.chunk_size)
-        predicted = [int(first.last_logits.argmax(-1)[0])]
-        if len(reference) > 1:
-            forced = stepper.prefill_tokens(torch.tensor([list(reference[:-1])]), logits="all")
-            predicted += [int(t) for t in forced.logits[0].argmax(-1)]
-        return predicted
+        return teacher_forced_tokens(self.reader.assets, vision, decoder, inputs, reference, chunk_size=self.chunk_size)
 
 
 @contextlib.contextmanager
