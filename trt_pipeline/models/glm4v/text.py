@@ -26,7 +26,8 @@ from trt_pipeline.models.glm4v.layers import RMSNorm, activation
 #: opset 23's RMSNormalization / RotaryEmbedding / Attention would need TensorRT >= 10.15 (10.14 for
 #: Attention), which JetPack 6 (10.3) does not have, so the same graph serves every target.
 DECODER_GRAPH = {
-    "attention": "grouped-query: queries reshaped into KV-head groups; K/V never repeated per query head",
+    "attention": "grouped-query: each KV head's query group as rows of one matmul ([B, kv, groups*S, D]); "
+                 "K/V never repeated per query head",
     "rms_norm": "x / sqrt(mean(x^2) + eps) * weight: ONNX Runtime fuses it into SimplifiedLayerNormalization",
     "rotary": "whole-head cos/signed-sin tables built once per step; per layer x*cos + swap_pairs(x)*sin "
               "over query and key heads together",
@@ -88,19 +89,23 @@ def grouped_query_attention(
     """GQA without repeating K/V: query [B, H, S, D] against key/value [B, kv, T, D].
 
     Query heads ``kv * groups + g`` share KV head ``kv`` (transformers' ``repeat_kv`` order), so the
-    query is viewed ``[B, kv, groups, S, D]`` and multiplied with key/value viewed
-    ``[B, kv, 1, T, D]``: the matmul broadcasts each KV head over its group, and K/V are read in
-    place instead of being expanded to every query head (the Expand + copy the previous graph paid
-    per layer and step, growing with context). No reshape touches the key axis T, so the graph
-    needs no per-layer shape arithmetic for it. ``bias`` is ``[B, 1, 1, S, T]``; the softmax runs
-    in fp32 as transformers' eager path. Returns ``[B, H, S, D]``.
+    query is viewed ``[B, kv, groups * S, D]``: every query row of a KV head's group is one more row
+    of ONE matmul against that head's keys/values (``[B, kv, T, D]``, read in place: no K/V copy per
+    query head). A broadcast ``[B, kv, groups, S, D] x [B, kv, 1, D, T]`` matmul instead runs one
+    small GEMM per query head, each streaming the head's keys again: 1.13x slower decode steps on the
+    small preset (ONNX Runtime CPU, 1 thread). Only the mask is added in the 5-D view
+    ``[B, kv, groups, S, T]`` (``bias`` is ``[B, 1, 1, S, T]``: never repeated per query head, which at
+    a 5k-token prefill over a 25k cache would be GBs); the views use -1 for T, so the graph needs no
+    per-layer shape arithmetic for the key axis. The softmax runs in fp32 as transformers' eager path.
+    Returns ``[B, H, S, D]``.
     """
     b, heads, s, d = query.shape
     kv = key.shape[1]
-    grouped = query.reshape(b, kv, heads // kv, s, d)
-    scores = torch.matmul(grouped, key.unsqueeze(2).transpose(3, 4)) * scaling + bias
+    groups = heads // kv
+    scores = torch.matmul(query.reshape(b, kv, groups * s, d), key.transpose(2, 3)) * scaling
+    scores = scores.view(b, kv, groups, s, -1) + bias
     weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    return torch.matmul(weights, value.unsqueeze(2)).reshape(b, heads, s, d)
+    return torch.matmul(weights.view(b, kv, groups * s, -1), value).reshape(b, heads, s, d)
 
 
 def causal_padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
