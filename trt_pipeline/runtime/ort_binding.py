@@ -21,6 +21,7 @@ encoder's ``num_image_tokens``) is bound to the CPU device and copied out after 
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import OrderedDict
@@ -46,7 +47,7 @@ class BufferPool:
 
     def take(self, name: str, shape: Sequence[int], dtype: Any) -> np.ndarray:
         """A C-contiguous ``shape`` view of a free buffer of ``dtype`` (a new one when none fits)."""
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         dtype = np.dtype(dtype)
         buffers = self._buffers.setdefault(name, [np.empty(0, dtype)])
         counts = [sys.getrefcount(buffer) for buffer in buffers]
@@ -80,16 +81,29 @@ def resolve_shape(dims: Sequence[Any], known: Mapping[str, int]) -> tuple[int, .
     return tuple(shape)
 
 
+def symbolic_axes(inputs: Sequence[Any]) -> list[tuple[str, list[tuple[int, str]]]]:
+    """(input name, [(axis index, axis name)]) of every input with symbolic axes (made once per session)."""
+    axes = [(node.name, [(index, dim) for index, dim in enumerate(node.shape) if isinstance(dim, str)])
+            for node in inputs]
+    return [(name, named) for name, named in axes if named]
+
+
 def input_axes(inputs: Sequence[Any], feed: Mapping[str, np.ndarray]) -> dict[str, int]:
     """Symbolic axis name -> size, read from the fed arrays' shapes."""
+    return known_axes(symbolic_axes(inputs), feed)
+
+
+def known_axes(axes: Sequence[tuple[str, Sequence[tuple[int, str]]]], feed: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Symbolic axis name -> size from :func:`symbolic_axes` and the fed arrays (first input naming it wins)."""
     known: dict[str, int] = {}
-    for node in inputs:
-        value = feed.get(node.name)
+    for name, named in axes:
+        value = feed.get(name)
         if value is None:
             continue
-        for dim, size in zip(node.shape, np.shape(value)):
-            if isinstance(dim, str):
-                known.setdefault(dim, int(size))
+        shape = value.shape
+        for index, dim in named:
+            if dim not in known and index < len(shape):
+                known[dim] = int(shape[index])
     return known
 
 
@@ -104,15 +118,19 @@ class BoundOrtRunner(OnnxrtRunner):
         self.pool = BufferPool()
         self._outputs = self.sess.get_outputs()
         self._inputs = self.sess.get_inputs()
+        self._axes = symbolic_axes(self._inputs)
 
     def infer_impl(self, feed_dict: Mapping[str, Any]) -> OrderedDict:
         from polygraphy import util
 
-        from onnxruntime import OrtValue
-
-        use_torch = any(util.array.is_torch(value) for value in feed_dict.values())
-        feed = {name: np.ascontiguousarray(util.array.to_numpy(value)) for name, value in feed_dict.items()}
-        known = input_axes(self._inputs, feed)
+        # numpy feeds (every stepper's) skip Polygraphy's per-array type dispatch: a decode step has
+        # ~30 inputs and 25 outputs, and host work per step is what separates a small model's step
+        # from the kernels' time
+        use_torch = not all(isinstance(value, np.ndarray) for value in feed_dict.values()) and any(
+            util.array.is_torch(value) for value in feed_dict.values())
+        feed = {name: np.ascontiguousarray(value if isinstance(value, np.ndarray) else util.array.to_numpy(value))
+                for name, value in feed_dict.items()}
+        known = known_axes(self._axes, feed)
         binding = self.binding
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
@@ -122,8 +140,9 @@ class BoundOrtRunner(OnnxrtRunner):
             if shape is None or node.type not in ORT_NUMPY_TYPES:
                 binding.bind_output(node.name, "cpu")
                 continue
-            pooled[node.name] = self.pool.take(node.name, shape, ORT_NUMPY_TYPES[node.type])
-            binding.bind_ortvalue_output(node.name, OrtValue.ortvalue_from_numpy(pooled[node.name]))
+            buffer = pooled[node.name] = self.pool.take(node.name, shape, ORT_NUMPY_TYPES[node.type])
+            # by pointer: no OrtValue per output and step (the pool keeps the buffer alive)
+            binding.bind_output(node.name, "cpu", 0, buffer.dtype.type, shape, buffer.ctypes.data)
         start = time.time()
         self.sess.run_with_iobinding(binding)
         self.inference_time = time.time() - start
@@ -141,4 +160,4 @@ class BoundOrtRunner(OnnxrtRunner):
         del self.binding, self.pool, self.sess
 
 
-__all__ = ["BoundOrtRunner", "BufferPool", "input_axes", "resolve_shape"]
+__all__ = ["BoundOrtRunner", "BufferPool", "input_axes", "known_axes", "resolve_shape", "symbolic_axes"]

@@ -99,6 +99,9 @@ class FeedBuilder:
         self.assets = assets
         self.dims = assets.dims
         self.input_dtypes = dict(input_dtypes) if input_dtypes is not None else None
+        # inputs declared floating point: the only ones :meth:`cast` converts (looked up per input and step)
+        self._float_inputs = {name: np.dtype(dtype) for name, dtype in (self.input_dtypes or {}).items()
+                              if np.issubdtype(dtype, np.floating)}
         self.reference_inputs = reference_inputs
         layers = self.dims.text.num_hidden_layers
         self.past_names, self.present_names = past_names(layers), present_names(layers)
@@ -113,10 +116,10 @@ class FeedBuilder:
 
     def cast(self, name: str, value: np.ndarray) -> np.ndarray:
         """``value`` in the runner's declared float dtype (float inputs only)."""
-        want = (self.input_dtypes or {}).get(name)
-        if want is not None and np.issubdtype(value.dtype, np.floating) and np.issubdtype(want, np.floating):
-            return value.astype(want, copy=False)
-        return value
+        want = self._float_inputs.get(name)
+        if want is None or value.dtype == want or value.dtype.kind != "f":
+            return value
+        return value.astype(want, copy=False)
 
     def _finish(self, feed: Mapping[str, np.ndarray]) -> OrderedDict:
         return OrderedDict((name, self.cast(name, value)) for name, value in feed.items() if self.accepts(name))
