@@ -38,6 +38,7 @@ import numpy as np
 import onnx
 
 from trt_pipeline.errors import OnnxModelError
+from trt_pipeline.graph.half_norms import reciprocal_norms
 
 TWO_GB = 2 * 1024**3
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -216,6 +217,7 @@ def autocast_file(
                 hint=f"last ModelOpt log lines:\n{tail}" if tail else "re-run with a smaller --calib-samples to debug.",
             ) from error
     external = external or sum(_tensor_bytes(t) for t in model.graph.initializer) > TWO_GB - 64 * 1024**2
+    reciprocal_norms(model)  # plain ONNX Runtime sessions load it (graph/half_norms.py)
     save_model(model, dst, external)
     report = summarize(model, classes, buffer.getvalue())
     report.reference_feeds = len(feeds or [])

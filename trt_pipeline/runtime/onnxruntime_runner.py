@@ -99,32 +99,6 @@ def onnx_path(out_dir: Path | str, precision: str, component: str, *, verify: bo
     return verified_onnx(out_dir, precision, component, verify=verify)
 
 
-# ONNX Runtime 1.24's SimplifiedLayerNormFusion crashes session creation ("GetIndexFromName ...
-# InsertedPrecisionFreeCast_...") on fp16/bf16 graphs whose norms are spelled in the fusable form
-# (the decoder's RMSNorm since the GQA graph): the CPU provider first wraps half-precision nodes in
-# its own Casts, and the fusion then looks up one of those inserted names. fp32 graphs keep the fusion
-# (it is a decode-speed win there); half-precision graphs run on CPU only for validation, so they
-# lose nothing that matters.
-UNSAFE_ON_HALF_GRAPHS = ("SimplifiedLayerNormFusion",)
-_HALF_TYPES = (10, 16)  # onnx.TensorProto.FLOAT16, BFLOAT16
-
-
-def has_half_precision_tensors(path: Path | str) -> bool:
-    """Whether the graph at ``path`` holds fp16/bf16 initializers or value infos (structure only:
-    external weights are not read; an unreadable file answers False and ONNX Runtime names it)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # corrupt/missing: the InferenceSession below raises the typed error
-        return False
-    graph = model.graph
-    if any(init.data_type in _HALF_TYPES for init in graph.initializer):
-        return True
-    values = [*graph.input, *graph.output, *graph.value_info]
-    return any(v.type.tensor_type.elem_type in _HALF_TYPES for v in values)
-
-
 def session(path: Path | str, threads: int | None = None, settings: OrtSettings | None = None,
             optimized_model_path: Path | str | None = None):
     """A CPU InferenceSession of ``settings`` (default: full graph optimisation; ``threads`` sets the
@@ -133,10 +107,10 @@ def session(path: Path | str, threads: int | None = None, settings: OrtSettings 
 
     settings = settings or OrtSettings(intra_op_threads=threads)
     options = settings.session_options(optimized_model_path)
-    disabled = list(UNSAFE_ON_HALF_GRAPHS) if has_half_precision_tensors(path) else []
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"],
-                                    disabled_optimizers=disabled)
+        # fp16 graphs need no disabled optimizer: AutoCast's output divides its norms by the root through
+        # Reciprocal, which ORT 1.24's crashing SimplifiedLayerNormFusion does not match (graph/half_norms.py)
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... classes
         raise OnnxModelError(
             f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0]}",
