@@ -65,25 +65,6 @@ def headline(report: dict) -> dict:
     }
 
 
-def trained_like_norms(checkpoint: Path, seed: int = 0) -> int:
-    """Set every all-ones RMSNorm weight of the checkpoint to ``1 + N(0, 0.1)``; returns how many changed."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    generator = torch.Generator().manual_seed(seed)
-    changed = 0
-    for shard in sorted(checkpoint.glob("*.safetensors")):
-        tensors = load_file(str(shard))
-        norms = [name for name, value in tensors.items()
-                 if "norm" in name and name.endswith(".weight") and value.dim() == 1 and bool((value == 1).all())]
-        for name in norms:
-            tensors[name] = (1 + 0.1 * torch.randn(tensors[name].shape, generator=generator)).to(tensors[name].dtype)
-        if norms:
-            save_file(tensors, str(shard), metadata={"format": "pt"})
-            changed += len(norms)
-    return changed
-
-
 def stale_export(out: Path, export_cfg: object) -> bool:
     """An export made with other ranges, or with a decoder graph other than the current code's."""
     from trt_pipeline.models.glm4v.text import DECODER_GRAPH
@@ -101,6 +82,7 @@ def prepare(work: Path, fresh: bool, precision: bool) -> tuple[Path, object, lis
     from trt_pipeline.config import ExportConfig
     from trt_pipeline.export.exporter import export
     from trt_pipeline.fixtures.checkpoint_factory import write_checkpoint
+    from trt_pipeline.fixtures.norms import trained_like_norms
 
     checkpoint, out = work / "checkpoint", work / "export"
     if fresh and work.exists():
