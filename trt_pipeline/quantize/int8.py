@@ -65,6 +65,7 @@ import numpy as np
 import onnx
 
 from trt_pipeline.errors import CalibrationError, ConfigError, OnnxModelError
+from trt_pipeline.graph.half_norms import reciprocal_norms
 from trt_pipeline.quantize.calibration_cache import (  # noqa: F401 - the cache format lives there
     CACHE_ALGORITHM,
     DEFAULT_TRT_VERSION,
@@ -535,17 +536,18 @@ def _calibration_for(src: Path, feeds: Sequence[dict[str, np.ndarray]], calibrat
 
 
 def _move_model(src: Path, dst: Path, external: bool) -> None:
-    """Move a saved model (and its data file, renamed to ``dst.name + '.data'``) to ``dst``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    model = onnx.load(str(src), load_external_data=False)
-    is_external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    if not is_external and not external:
-        shutil.move(str(src), str(dst))
-        return
-    full = onnx.load(str(src))
-    from trt_pipeline.graph.autocast import save_model
+    """Move a saved model (and its data file, renamed to ``dst.name + '.data'``) to ``dst``.
 
-    save_model(full, dst, external=True)
+    On the way its RMSNorms get the ``Reciprocal`` spelling (:mod:`trt_pipeline.graph.half_norms`):
+    ModelOpt's fp16 high-precision graph otherwise crashes plain ONNX Runtime sessions, as AutoCast's did.
+    """
+    from trt_pipeline.graph.autocast import has_external_data, save_model
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    is_external = has_external_data(src)
+    full = onnx.load(str(src))
+    reciprocal_norms(full)
+    save_model(full, dst, external=external or is_external)
 
 
 def quantize_int8_model(
