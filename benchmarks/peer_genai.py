@@ -366,7 +366,8 @@ def run_rounds(workers: Mapping[str, Worker], variants: Mapping[str, Sequence[st
                 for side in side_order(index + CASES.index((phase, n)), list(workers)):
                     if variant in variants[side]:
                         measured[f"{side}/{variant}/{case_name(phase, n)}"] = workers[side].ask(
-                            "measure", variant=variant, phase=phase, n=n, iterations=timed, warmup=warmup)
+                            "measure", variant=variant, phase=phase, n=n, iterations=timed, warmup=warmup,
+                            clock=args.clock)
         rounds.append(measured)
         print(f"round {index + 1}/{args.rounds}: {time.perf_counter() - started:.0f} s, "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
@@ -459,8 +460,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="skip the control side (our export and code on genai's onnxruntime, in its venv)")
     parser.add_argument("--no-profile", action="store_true", help="skip the ORT op-type profile of our decoder")
     parser.add_argument("--fresh", action="store_true", help="re-export ours even when the source is unchanged")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu (needs --threads 1): both sides timed in CPU time of the thread that runs the "
+                             "session, which a machine loaded by other processes does not inflate")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu times one thread: use it with --threads 1")
+    return args
 
 
 def start_workers(args: argparse.Namespace, python: Path, ours: Mapping[str, Any],
@@ -494,6 +501,7 @@ def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str
         "speedup_definition": "genai_ms / ours_ms (> 1: ours faster); median over rounds of the per-round "
                               "ratio of the two sides' round medians",
         "threads": {"intra_op": args.threads, "inter_op": 1, "both_sides": True},
+        "clock": "CPU time of the thread running the session" if args.clock == "cpu" else "wall",
         "rounds": args.rounds, "iterations_per_case_per_round": args.iterations, "max_kv": args.max_kv,
         "cases": [case_name(*case) for case in CASES],
         "load": {"before": measured["load_before"], "after": measured["load_after"],
@@ -572,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path, png_path = args.results / "peer_genai.json", args.results / "peer_genai.png"
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     title = (f"autoglm-trt vs onnxruntime-genai {measured['versions'].get('onnxruntime-genai')}, small-preset text "
-             f"dims, {args.threads} threads each, median of {args.rounds} interleaved rounds")
+             f"dims, {args.threads} threads each, {args.clock} clock, median of {args.rounds} interleaved rounds")
     plot(result["table"], png_path, title)
     print_table(result["table"], title)
     for note in result["notes"]:

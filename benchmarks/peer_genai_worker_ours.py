@@ -9,8 +9,8 @@ measures on main: IO binding, thread settings and graph changes land here withou
 
 ``{"cmd": "load", "variant": "fp32", "out_dir": ..., "threads": 2}``
     one backend per precision variant (``OUT/onnx/<variant>/decoder.onnx``);
-``{"cmd": "measure", "variant", "phase": "prefill"|"decode", "n", "iterations", "warmup"}``
-    per-call seconds: prefill of ``n`` prompt tokens on an empty cache, or one decode step on a cache
+``{"cmd": "measure", "variant", "phase": "prefill"|"decode", "n", "iterations", "warmup", "clock"}``
+    per-call seconds (``clock`` "cpu": CPU time of the calling thread): prefill of ``n`` prompt tokens on an empty cache, or one decode step on a cache
     filled to ``n`` tokens (put back to ``n`` after every step);
 ``{"cmd": "profile", "variant", "context": 512, "steps": 20}``
     ONNX Runtime's own profiler over ``steps`` decode steps at ``context``: time per op type;
@@ -112,14 +112,14 @@ class OursSide:
         self.out_dir, self.threads = Path(out_dir), threads
         return {"variant": variant, "weight_bytes": backend.weight_bytes, "notes": backend.notes}
 
-    def measure(self, variant: str, phase: str, n: int, iterations: int, warmup: int) -> list[float]:
+    def measure(self, variant: str, phase: str, n: int, iterations: int, warmup: int, clock: str = "wall") -> list[float]:
         from trt_pipeline.bench.measure import time_call
 
         backend = self.backends[variant]
         if phase == "prefill":
-            return time_call(backend.prefill_fn(n), warmup=warmup, iterations=iterations).samples_s
+            return time_call(backend.prefill_fn(n), warmup=warmup, iterations=iterations, clock=clock).samples_s
         step, after = backend.decode_fn(n)
-        return time_call(step, warmup=warmup, iterations=iterations, after=after).samples_s
+        return time_call(step, warmup=warmup, iterations=iterations, after=after, clock=clock).samples_s
 
     def profile(self, variant: str, context: int, steps: int) -> dict[str, Any]:
         """A second, profiled backend: ``steps`` decode steps at ``context``, op-type time split."""
