@@ -24,10 +24,20 @@ def valid_body(**overrides: Any) -> dict[str, Any]:
     return {"model": MODEL, "messages": agent_messages(1), "temperature": 0, "max_tokens": 4, **overrides}
 
 
+#: Where the server's files live: no error a client reads may name them (the server log does).
+SERVER_ROOTS = ("/tmp/", "/work/", "/home/", "/root/", "/usr/", "/etc/")
+
+
+def assert_no_server_path(message: str) -> None:
+    assert not any(root in message for root in SERVER_ROOTS), f"an error names a server path: {message}"
+
+
 def assert_error(response: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if code != "media_not_allowed":  # that refusal quotes the client's own URL back
+        assert_no_server_path(error["message"])
     if code is not None:
         assert error["code"] == code
     if param is not None:
@@ -76,7 +86,7 @@ def test_bad_input_gets_openai_error(server: Any, case: str) -> None:
     body, status, code, param = CASES[case]
     error = assert_error(post(server, body), status, code, param)
     if case == "prompt longer than the profiles":
-        assert "--max-kv" in error["message"] and "at most 128 (past_sequence_length" in error["message"]
+        assert "--max-kv" in error["message"] and "at most 128 (past_sequence_length in export.json)" in error["message"]
     assert_still_serving(server)
 
 
@@ -219,3 +229,137 @@ def test_schemathesis_chat_completions_no_5xx(server: Any) -> None:
     assert len(statuses) >= 30
     assert 200 in statuses, "no generated case reached generation"
     assert_still_serving(server)
+
+
+@pytest.fixture(scope="module")
+def image_limited_server(serve_config: Any, start_server: Any) -> Any:
+    """The tiny export with its image-token limit lowered to the default test image's token count
+    (the contract's 413 is unreachable through the tiny image processor, whose largest image fits)."""
+    from dataclasses import replace
+
+    from trt_pipeline.serve.chat import build_prompt
+    from trt_pipeline.serve.model import load_model
+    from trt_pipeline.serve.protocol import ChatCompletionRequest
+
+    def loader(metrics: Any) -> Any:
+        model = load_model(serve_config, metrics)
+        prompt = build_prompt(model.processing, ChatCompletionRequest(model=MODEL, messages=agent_messages(1)),
+                              serve_config.media)
+        (start, end), = prompt.image_runs
+        model.engine.contract = replace(model.contract, max_image_tokens=end - start)
+        return model
+
+    return start_server(serve_config, loader)
+
+
+def test_image_tokens_over_the_export_limit_get_413(image_limited_server: Any) -> None:
+    server = image_limited_server
+    limit = server.app.state.serve.model.contract.max_image_tokens
+    error = assert_error(post(server, valid_body(messages=user_with_image(png_data_url((280, 280))))), 413,
+                         "image_too_large", "messages")
+    assert f"serves at most {limit} (num_image_tokens in export.json)" in error["message"]
+    assert "--max-pixels / --max-image-tokens" in error["message"]
+    assert_still_serving(server)
+
+
+def test_queue_full_over_http_gets_429_then_serves(serve_config: Any, start_server: Any) -> None:
+    """The worker is held inside a prefill: one request runs, one waits (max_queue=1), the next gets 429."""
+    from dataclasses import replace
+
+    from trt_pipeline.serve.model import load_model
+
+    gate = threading.Event()
+
+    def loader(metrics: Any) -> Any:
+        model = load_model(replace(serve_config, max_queue=1), metrics)
+        extend = model.engine.extend
+
+        def held_extend(*args: Any) -> Any:
+            assert gate.wait(60), "the test never released the worker"
+            return extend(*args)
+
+        model.engine.extend = held_extend
+        return model
+
+    server = start_server(replace(serve_config, max_queue=1), loader)
+    replies: list[httpx.Response] = []
+    senders = [threading.Thread(target=lambda: replies.append(post(server, valid_body()))) for _ in range(2)]
+    try:
+        for sender, gauge in zip(senders, ("autoglm_prompt_tokens_total", "autoglm_num_requests_waiting")):
+            sender.start()  # the first is admitted (its prefill holds the worker), the second waits
+            deadline = time.monotonic() + 30
+            while metric(server, gauge) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        error = assert_error(post(server, valid_body()), 429, "queue_full")
+        assert error["type"] == "rate_limit_error" and "1 requests are already waiting" in error["message"]
+        assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "model": MODEL}
+    finally:
+        gate.set()
+        for sender in senders:
+            sender.join(120)
+    assert [r.status_code for r in replies] == [200, 200]
+    assert_still_serving(server)
+
+
+@pytest.fixture(scope="module")
+def failing_server(serve_config: Any, start_server: Any) -> Any:
+    """The real engine whose next decode step fails with an error naming the server's model file
+    (as ONNX Runtime's errors do); ``fail.set()`` arms one failure."""
+    from trt_pipeline.serve.model import load_model
+
+    fail = threading.Event()
+
+    def loader(metrics: Any) -> Any:
+        model = load_model(serve_config, metrics)
+        decode = model.engine.decode
+
+        def failing_decode(*args: Any) -> Any:
+            if fail.is_set():
+                fail.clear()
+                raise RuntimeError(f"[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION in {serve_config.out}/onnx/fp32/decoder.onnx")
+            return decode(*args)
+
+        model.engine.decode = failing_decode
+        return model
+
+    server = start_server(serve_config, loader)
+    server.fail = fail
+    return server
+
+
+def test_engine_failure_gets_500_without_server_paths(failing_server: Any) -> None:
+    server = failing_server
+    server.fail.set()
+    error = assert_error(post(server, valid_body(max_tokens=6)), 500, "internal_error")
+    assert error["type"] == "server_error" and "RuntimeError" in error["message"]
+    server.fail.set()
+    body = valid_body(max_tokens=6, stream=True)
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
+        assert response.status_code == 200  # the failure comes after the stream started: an SSE error event
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    failure = [event for event in events if '"error"' in event]
+    assert len(failure) == 1 and events[-1] == "[DONE]"
+    assert_no_server_path(failure[0])
+    assert str(failing_server.app.state.serve.config.out) not in failure[0]
+    assert_still_serving(server)
+
+
+def test_load_failure_is_reported_without_server_paths(serve_config: Any, tmp_path: Any) -> None:
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from trt_pipeline.errors import OnnxModelError
+    from trt_pipeline.serve.app import create_app
+
+    def broken_loader(metrics: Any) -> Any:
+        path = tmp_path / "onnx" / "fp32" / "decoder.onnx"
+        raise OnnxModelError(f"ONNX Runtime cannot load {path}: truncated", path=path, hint=f"re-export into {tmp_path}")
+
+    with TestClient(create_app(replace(serve_config, api_key=None), broken_loader)) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/health").json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/health").status_code == 503 and client.get("/health").json()["status"] == "error"
+        error = assert_error(client.post("/v1/chat/completions", json=valid_body()), 500, "internal_error")
+        assert error["message"] == "loading failed: ONNX Runtime cannot load <path>: truncated re-export into <path>"

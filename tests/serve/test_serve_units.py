@@ -229,6 +229,91 @@ def test_a_failing_request_gets_an_error_event_and_others_continue() -> None:
     request = GenerationRequest(prompt, sampler=None, max_tokens=4, assembler=None, emit=events.append)  # type: ignore[arg-type]
     scheduler.submit(request)
     scheduler._admit()
-    assert len(events) == 1 and isinstance(events[0], ErrorEvent) and "engine exploded" in events[0].message
+    assert len(events) == 1 and isinstance(events[0], ErrorEvent)
+    # the client learns what failed, not the engine's own text (it may name server files: that goes to the log)
+    assert events[0].message == "prefill failed: RuntimeError (details in the server log)"
     assert scheduler.running == [] and not scheduler.waiting
     assert 'autoglm_requests_total{outcome="error"} 1' in metrics.render()
+
+
+@pytest.fixture(scope="module")
+def fixture_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The byte-level BPE tokenizer of the checkpoint fixtures (GLM special tokens), as transformers loads it."""
+    from transformers import AutoTokenizer
+
+    from trt_pipeline.fixtures.tokenizer_factory import write_tokenizer
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    write_tokenizer(out, "tiny")
+    return AutoTokenizer.from_pretrained(str(out))
+
+
+def test_incremental_detokenization_equals_the_full_decode(fixture_tokenizer: Any) -> None:
+    """Token by token, the deltas add up to the full decode at every step where it is complete text,
+    including Chinese characters whose UTF-8 bytes are split over several byte-level tokens, special
+    tokens in the middle (skipped) and a reply cut inside a character (the full decode's U+FFFD at the end)."""
+    from trt_pipeline.serve.output import IncrementalDetokenizer, TextAssembler
+
+    tokenizer = fixture_tokenizer
+    texts = ["<think>打开设置</think><answer>do(action=\"Tap\", element=[500, 120])</answer>",
+             "点击 “微信” 图标。 Then swipe up  twice — 然后返回主屏幕 🙂", "  leading spaces\n\nand\ttabs "]
+    special = tokenizer.convert_tokens_to_ids("<|user|>")
+    split_chars = 0
+    for text in texts:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        ids = ids[:5] + [special] + ids[5:]
+        split_chars += sum(len(tokenizer.decode([i]).strip("\ufffd")) == 0 for i in ids)
+        for cut in (len(ids), len(ids) - 1):  # the whole reply, and one cut inside its last character
+            detok, sent = IncrementalDetokenizer(tokenizer), ""
+            for n in range(1, cut + 1):
+                sent += detok.update(ids[:n], final=n == cut)
+                full = tokenizer.decode(ids[:n], skip_special_tokens=True)
+                if not full.endswith("\ufffd"):
+                    assert sent == full, (n, sent, full)
+            assert sent == tokenizer.decode(ids[:cut], skip_special_tokens=True)
+        assembler = TextAssembler(tokenizer, stop=["</think>"])
+        streamed = ""
+        for n in range(1, len(ids) + 1):
+            streamed += assembler.update(ids[:n], final=n == len(ids))
+            if assembler.stopped:  # the scheduler finishes the request here
+                break
+        full = tokenizer.decode(ids, skip_special_tokens=True)
+        assert streamed == (full[:full.index("</think>")] if "</think>" in full else full)
+    assert split_chars >= 10, "the texts must split multi-byte characters over tokens"
+
+
+def test_incremental_detokenization_decodes_a_short_window(fixture_tokenizer: Any) -> None:
+    """Per token, the decoded ids stay a few tokens long however long the reply grows (the old full
+    re-decode was O(reply) per token)."""
+    from trt_pipeline.serve.output import IncrementalDetokenizer
+
+    class Counting:
+        def __init__(self) -> None:
+            self.decoded: list[int] = []
+
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            self.decoded.append(len(ids))
+            return fixture_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    ids = fixture_tokenizer.encode("open the settings app and turn on wifi " * 40, add_special_tokens=False)
+    counting = Counting()
+    detok = IncrementalDetokenizer(counting)
+    for n in range(1, len(ids) + 1):
+        detok.update(ids[:n])
+    assert len(ids) > 200 and max(counting.decoded) <= 4
+
+
+def test_client_errors_never_name_server_paths() -> None:
+    from trt_pipeline.errors import OnnxModelError, ShapeError
+    from trt_pipeline.serve.errors import APIError, public_message, redact_paths
+
+    assert redact_paths("ONNX Runtime cannot load /srv/m/onnx/fp32/decoder.onnx: bad (file: ~/x/export.json)") == \
+        "ONNX Runtime cannot load <path>: bad (file: <path>)"
+    for kept in ("see GET /v1/models.", "data:image/png;base64,AAA/BBB", "ratio 1/2, a/b", "http://example.com/a/b.png"):
+        assert redact_paths(kept) == kept
+    error = OnnxModelError("cannot load /srv/m/decoder.onnx", path="/srv/m/decoder.onnx", hint="re-export /srv/m")
+    assert public_message(error) == "cannot load <path> re-export <path>"
+    assert public_message(KeyError("/srv/m/secret")) == "KeyError (details in the server log)"
+    refusal = ShapeError("the batch is 9, but the export serves at most 8.", path="/srv/m/export.json")
+    assert public_message(refusal) == "the batch is 9, but the export serves at most 8."
+    assert APIError(500, "failed in /srv/m/onnx").body()["error"]["message"] == "failed in <path>"

@@ -52,8 +52,8 @@ class ServerState:
         try:
             self.model = self.loader(self.metrics)
         except Exception as error:  # reported by /health and the log; the process stays up to say so
-            log.exception("loading failed")
-            self.load_error = str(error)
+            log.exception("loading failed")  # the whole story (with paths) for the operator
+            self.load_error = errors.public_message(error)
 
     def ready_model(self) -> ServedModel:
         if self.model is None:
@@ -104,11 +104,6 @@ def _make_request(model: ServedModel, body: ChatCompletionRequest, prompt: Any,
     )
 
 
-def _explain(error: Exception) -> str:
-    """A typed pipeline error as one sentence for the client: what is wrong, then what to do."""
-    return " ".join(part for part in (getattr(error, "message", str(error)), getattr(error, "hint", None)) if part)
-
-
 def _check_prompt(model: ServedModel, prompt: Any) -> None:
     """The export's contract refuses what its profiles cannot run; its message names the limit and the flag."""
     from trt_pipeline.errors import ShapeError
@@ -116,11 +111,11 @@ def _check_prompt(model: ServedModel, prompt: Any) -> None:
     try:
         model.contract.check_image_tokens([end - start for start, end in prompt.image_runs])
     except ShapeError as error:
-        raise errors.APIError(413, _explain(error), param="messages", code="image_too_large") from None
+        raise errors.APIError(413, errors.public_message(error), param="messages", code="image_too_large") from None
     try:
         model.contract.check_request(1, len(prompt.token_ids), 1)
     except ShapeError as error:
-        raise errors.bad_request(f"the prompt has {len(prompt.token_ids)} tokens: {_explain(error)}",
+        raise errors.bad_request(f"the prompt has {len(prompt.token_ids)} tokens: {errors.public_message(error)}",
                                  param="messages", code="context_length_exceeded") from None
 
 

@@ -8,7 +8,31 @@ serving everyone else.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+#: An absolute (or ``~``) file path of two or more components; ``/v1/...`` routes are not paths.
+_PATH = re.compile(r"(?<![\w/.:~-])(?!/v1/)[~]?/(?:[^\s/'\"`()<>,;:]+/)+[^\s/'\"`()<>,;:]*")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every server file path replaced by ``<path>``.
+
+    Error texts of the layers below (ONNX Runtime, TensorRT, the pipeline's typed errors) name the
+    files they read, which tells a client where the server keeps its model; the full text goes to the
+    server log, the client gets this.
+    """
+    return _PATH.sub("<path>", text)
+
+
+def public_message(error: BaseException) -> str:
+    """What a client may read of ``error``: a pipeline error's message and hint (they say what to do),
+    otherwise only its type (the traceback is in the server log); server paths redacted either way."""
+    from trt_pipeline.errors import PipelineError
+
+    if isinstance(error, PipelineError):
+        return redact_paths(" ".join(part for part in (error.message, error.hint) if part))
+    return f"{type(error).__name__} (details in the server log)"
 
 
 class APIError(Exception):
@@ -31,7 +55,9 @@ class APIError(Exception):
         self.code = code
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        """The response body; the message never names a server path (:func:`redact_paths`)."""
+        return {"error": {"message": redact_paths(self.message), "type": self.type, "param": self.param,
+                          "code": self.code}}
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:

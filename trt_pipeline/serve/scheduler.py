@@ -28,7 +28,7 @@ from typing import Any
 
 from trt_pipeline.serve.batch import DecodeBatch
 from trt_pipeline.serve.engine import SequenceCache, ServeEngine
-from trt_pipeline.serve.errors import queue_full
+from trt_pipeline.serve.errors import public_message, queue_full
 from trt_pipeline.serve.metrics import ServeMetrics
 from trt_pipeline.serve.output import TextAssembler
 from trt_pipeline.serve.prefill import PrefillJob
@@ -141,7 +141,7 @@ class Scheduler:
             except Exception as error:  # engine failure: fail the batch, keep the server up
                 log.exception("decode step failed")
                 for request in self.batch.members:
-                    self._fail(request, f"generation failed: {error}")
+                    self._fail(request, f"generation failed: {public_message(error)}")
                 self.batch = DecodeBatch(self.engine)
             self.metrics.set_load(len(self.waiting), len(self.batch))
 
@@ -170,7 +170,7 @@ class Scheduler:
                 request.prefill = self._prefill_job(request)
             except Exception as error:  # this request fails alone; its client gets an error event
                 log.exception("prefill failed")
-                self._fail(request, f"prefill failed: {error}")
+                self._fail(request, f"prefill failed: {public_message(error)}")
                 continue
             self.prefilling.append(request)
 
@@ -202,7 +202,7 @@ class Scheduler:
             log.exception("prefill failed")
             if request in self.prefilling:
                 self.prefilling.remove(request)
-            self._fail(request, f"prefill failed: {error}")
+            self._fail(request, f"prefill failed: {public_message(error)}")
             return
         if reason is None:
             self.batch.join(request, cache)
@@ -218,7 +218,7 @@ class Scheduler:
             except Exception as error:  # e.g. sampling: fail this request, keep the batch going
                 log.exception("sampling failed")
                 self.batch.leave(request)
-                self._fail(request, f"sampling failed: {error}")
+                self._fail(request, f"sampling failed: {public_message(error)}")
                 continue
             if reason is not None:
                 self._finish(request, reason, self.batch.leave(request))

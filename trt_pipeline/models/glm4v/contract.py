@@ -53,8 +53,8 @@ class ExportContract:
 
     def _refuse(self, what: str, value: int, dim: str, limit: int, bound: str = "at most") -> ShapeError:
         return ShapeError(
-            f"{what} is {value}, but the export at {self.source.parent} serves {bound} {limit} "
-            f"({dim} in {self.source.name}).",
+            # the message names no server path (a server sends it to clients); ``path`` names the file
+            f"{what} is {value}, but the export serves {bound} {limit} ({dim} in {self.source.name}).",
             path=self.source,
             hint=f"re-export with a larger {FLAGS[dim]} (or a --workload that covers it), or shorten the request.",
         )
