@@ -317,3 +317,56 @@ def test_client_errors_never_name_server_paths() -> None:
     refusal = ShapeError("the batch is 9, but the export serves at most 8.", path="/srv/m/export.json")
     assert public_message(refusal) == "the batch is 9, but the export serves at most 8."
     assert APIError(500, "failed in /srv/m/onnx").body()["error"]["message"] == "failed in <path>"
+
+
+def test_incremental_penalties_equal_the_reference_formula() -> None:
+    """The sampler's running counts give bit-identical penalised logits to :func:`apply_penalties`
+    (the formula the penalty tests check against transformers), step by step over a growing reply."""
+    from trt_pipeline.serve.sampling import SamplingParams, TokenCounts, apply_penalties
+
+    rng = np.random.default_rng(0)
+    for params in (SamplingParams(frequency_penalty=0.2), SamplingParams(presence_penalty=-1.5, frequency_penalty=2.0),
+                   SamplingParams(repetition_penalty=1.3, frequency_penalty=0.2), SamplingParams(repetition_penalty=0.7),
+                   SamplingParams()):
+        prompt = rng.integers(0, 50, 30).tolist()
+        counts, output = TokenCounts(params, prompt), []
+        for _step in range(40):
+            logits = torch.from_numpy(rng.standard_normal(64).astype(np.float32) * 4)
+            assert torch.equal(counts.apply(logits, output), apply_penalties(logits, params, prompt, output))
+            output.append(int(rng.integers(0, 64)))
+
+
+def test_stream_sends_queued_tokens_as_one_chunk_and_arriving_ones_singly() -> None:
+    """Tokens already waiting when the event loop gets to the stream go out in one chunk (the loop fell
+    behind); tokens that arrive one by one go out one by one. The text is the same either way."""
+    import asyncio
+    import json
+
+    from trt_pipeline.serve.completion import stream_chunks
+    from trt_pipeline.serve.scheduler import DoneEvent, ErrorEvent, TextEvent
+
+    class Request:
+        def cancel(self) -> None:
+            pass
+
+    async def run(batches: list[list[Any]]) -> list[dict]:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def produce() -> None:
+            for batch in batches:
+                for event in batch:
+                    queue.put_nowait(event)
+                await asyncio.sleep(0.01)
+
+        producer = asyncio.create_task(produce())
+        lines = [line async for line in stream_chunks(Request(), queue, "m", False, False, lambda: None)]
+        await producer
+        return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+
+    done = DoneEvent("length", 3, 4, 0)
+    queued = asyncio.run(run([[TextEvent("a"), TextEvent("b"), TextEvent("c")], [TextEvent("d"), done]]))
+    assert [c["choices"][0]["delta"].get("content") for c in queued] == ["", "abc", "d", None]
+    single = asyncio.run(run([[TextEvent("a")], [TextEvent("b")], [TextEvent("c")], [done]]))
+    assert [c["choices"][0]["delta"].get("content") for c in single] == ["", "a", "b", "c", None]
+    failed = asyncio.run(run([[TextEvent("a"), ErrorEvent("generation failed: RuntimeError")]]))
+    assert failed[1]["choices"][0]["delta"]["content"] == "a" and failed[2]["error"]["code"] == "internal_error"

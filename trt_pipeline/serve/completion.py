@@ -46,6 +46,23 @@ async def collect(queue: asyncio.Queue, model: str, return_reasoning: bool) -> C
                           choices=[Choice(message=message, finish_reason=event.finish_reason)], usage=usage_of(event))
 
 
+async def _pending(queue: asyncio.Queue) -> tuple[str, DoneEvent | ErrorEvent | None]:
+    """The text of every event already queued (at least one awaited) and the end event if one came.
+
+    While the event loop keeps up this is one token per chunk; when it falls behind (many streams on
+    a loaded host) the tokens that queued meanwhile go out as one chunk, so the loop does one chunk's
+    work (JSON, socket write) instead of one per token and leaves the cores to the decode steps.
+    """
+    parts: list[str] = []
+    event = await queue.get()
+    while isinstance(event, TextEvent):
+        parts.append(event.text)
+        if queue.empty():
+            return "".join(parts), None
+        event = queue.get_nowait()
+    return "".join(parts), event
+
+
 def _sse(chunk: ChatCompletionChunk) -> str:
     return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
 
@@ -67,15 +84,14 @@ async def stream_chunks(generation: GenerationRequest, queue: asyncio.Queue, mod
     try:
         yield chunk(Delta(role="assistant", content=""))
         while True:
-            event = await queue.get()
-            if isinstance(event, ErrorEvent):
-                yield f"data: {json.dumps(errors.internal(event.message).body())}\n\n"
-                break
+            text, event = await _pending(queue)
             final = isinstance(event, DoneEvent)
-            text = "" if final else event.text
             reasoning, content = splitter.feed(text, final=final) if splitter else ("", text)
             if reasoning or content:
                 yield chunk(Delta(content=content or None, reasoning_content=reasoning or None))
+            if isinstance(event, ErrorEvent):
+                yield f"data: {json.dumps(errors.internal(event.message).body())}\n\n"
+                break
             if final:
                 yield chunk(Delta(), event.finish_reason)
                 if include_usage:

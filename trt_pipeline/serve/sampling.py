@@ -85,12 +85,51 @@ def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.
     return out
 
 
+class TokenCounts:
+    """Per-token output counts and the seen set (prompt + output) as dense vocab-sized tensors, updated
+    with each new token only: a step's penalties then cost a few vector ops instead of recounting
+    the whole reply in Python (the values equal :func:`apply_penalties`: a token never seen gets
+    ``- 0.0`` and stays as it was)."""
+
+    def __init__(self, params: SamplingParams, prompt_ids: Sequence[int]) -> None:
+        self.params = params
+        self.prompt_ids = list(prompt_ids)
+        self.counts: torch.Tensor | None = None
+        self.seen: torch.Tensor | None = None
+        self.counted = 0
+
+    def _update(self, vocab: int, output_ids: Sequence[int]) -> None:
+        if self.counts is None or self.counts.shape[0] != vocab or self.counted > len(output_ids):
+            self.counts, self.counted = torch.zeros(vocab, dtype=torch.float32), 0
+            self.seen = torch.zeros(vocab, dtype=torch.bool)
+            self.seen[torch.tensor([t for t in self.prompt_ids if 0 <= t < vocab], dtype=torch.long)] = True
+        new = torch.tensor([int(t) for t in output_ids[self.counted:]], dtype=torch.long)
+        self.counts.index_add_(0, new, torch.ones(len(new)))
+        self.seen[new] = True
+        self.counted = len(output_ids)
+
+    def apply(self, logits: torch.Tensor, output_ids: Sequence[int]) -> torch.Tensor:
+        """Penalised copy of 1-D ``logits`` (same result as :func:`apply_penalties`)."""
+        params = self.params
+        out = logits.float().clone()
+        if params.repetition_penalty == 1.0 and not (output_ids and (params.frequency_penalty or params.presence_penalty)):
+            return out
+        self._update(out.shape[0], output_ids)
+        if params.repetition_penalty != 1.0:
+            penalised = torch.where(out > 0, out / params.repetition_penalty, out * params.repetition_penalty)
+            out = torch.where(self.seen, penalised, out)
+        if output_ids and (params.frequency_penalty or params.presence_penalty):
+            out -= params.frequency_penalty * self.counts + params.presence_penalty * (self.counts > 0).float()
+        return out
+
+
 class Sampler:
     """Per-request token chooser; keeps its own generator so concurrent requests never share RNG state."""
 
     def __init__(self, params: SamplingParams, prompt_ids: Sequence[int]) -> None:
         self.params = params
         self.prompt_ids = list(prompt_ids)
+        self.penalties = TokenCounts(params, self.prompt_ids)
         self.generator = torch.Generator()
         if params.seed is not None:
             self.generator.manual_seed(int(params.seed) % (2**63))
@@ -98,7 +137,7 @@ class Sampler:
             self.generator.seed()
 
     def __call__(self, logits: torch.Tensor, output_ids: Sequence[int]) -> int:
-        scores = finite(apply_penalties(logits, self.params, self.prompt_ids, output_ids))
+        scores = finite(self.penalties.apply(logits, output_ids))
         if self.params.greedy:
             return int(scores.argmax())
         scores = filter_top_k_top_p(finite(scores / self.params.temperature), self.params.top_k, self.params.top_p)
