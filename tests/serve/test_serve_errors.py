@@ -204,7 +204,9 @@ def test_health_is_503_while_loading(serve_config: Any, start_server: Any) -> No
         assert client.post("/v1/chat/completions", json=valid_body()).status_code == 200
 
 
-def test_schemathesis_chat_completions_no_5xx(server: Any) -> None:
+def test_schemathesis_chat_completions_no_5xx(server: Any, record_property: Any) -> None:
+    """Generated from the server's own OpenAPI schema; the case count and statuses are printed
+    (``-s`` / ``-rA``) and recorded in the JUnit XML (``schemathesis_cases``)."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings
 
@@ -225,9 +227,12 @@ def test_schemathesis_chat_completions_no_5xx(server: Any) -> None:
         assert response.status_code < 500, response.text
 
     check()
-    print(f"schemathesis: {len(statuses)} cases, statuses {sorted(set(statuses))}")
+    by_status = {status: statuses.count(status) for status in sorted(set(statuses))}
+    print(f"schemathesis: {len(statuses)} cases generated, responses by status {by_status}")
+    record_property("schemathesis_cases", len(statuses))
+    record_property("schemathesis_statuses", by_status)
     assert len(statuses) >= 30
-    assert 200 in statuses, "no generated case reached generation"
+    assert statuses.count(200) >= 20, "too few generated cases reached generation"
     assert_still_serving(server)
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ImageURL(BaseModel):
@@ -34,20 +34,18 @@ class ImagePart(BaseModel):
 ContentPart = TextPart | ImagePart
 
 
-class ChatMessage(BaseModel):
-    """One turn. ``system``/``assistant`` content is text; ``user`` content may mix text and images."""
+NonEmptyText = Annotated[str, Field(min_length=1)]
+NonEmptyParts = Annotated[list[ContentPart], Field(min_length=1)]
+
+
+class _Message(BaseModel):
+    """One turn; a model per role so the OpenAPI schema states what each role needs (clients and
+    schema-driven fuzzers see the real constraints, not only the server's 422)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
+    content: NonEmptyText | NonEmptyParts | None = None
     name: str | None = None
-
-    @model_validator(mode="after")
-    def _content_present(self) -> ChatMessage:
-        if self.role != "assistant" and (self.content is None or len(self.content) == 0):
-            raise ValueError(f"a {self.role} message needs non-empty content")
-        return self
 
     def text_parts(self) -> list[str]:
         if self.content is None:
@@ -55,6 +53,25 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, str):
             return [self.content]
         return [part.text for part in self.content if isinstance(part, TextPart)]
+
+
+class SystemMessage(_Message):
+    role: Literal["system"]
+    content: NonEmptyText | NonEmptyParts
+
+
+class UserMessage(_Message):
+    role: Literal["user"]
+    content: NonEmptyText | NonEmptyParts
+
+
+class AssistantMessage(_Message):
+    """An earlier reply; its content may be absent (OpenAI: e.g. a tool-call turn)."""
+
+    role: Literal["assistant"]
+
+
+ChatMessage = Annotated[SystemMessage | UserMessage | AssistantMessage, Field(discriminator="role")]
 
 
 class StreamOptions(BaseModel):
