@@ -6,6 +6,8 @@ Steps (the export is reused when its ranges match, unless ``--fresh``):
 
 1. ``init-checkpoint --preset PRESET`` + ``export --max-batch 8 --max-seq 256 --max-kv 1024 --no-validate``
    into ``engines/bench-serve-PRESET/``;
+   Then the decode step of the server's engine alone, in this process (no HTTP, no sampling), at
+   batch 1/4/8 over the benchmark's prompts (``engine_step``: what batching can gain at most);
 2. two servers run as the real command, each in its own process on 127.0.0.1
    (:class:`~trt_pipeline.serve.launch.ServerProcess`): the measured one with its default options
    (prefix cache on) and a reference one with ``--prefix-cache 0``. This process is only the load
@@ -180,6 +182,54 @@ def load_test(server: Any, levels: list[int], rounds: int, requests: int, max_to
             "last_round_concurrent": [r for c in levels[1:] for r in results[c][-requests:]]}
 
 
+def engine_step_cost(out: Path, batches: list[int], rounds: int = 3, steps: int = 16) -> dict[str, Any]:
+    """One decode step of the server's engine outside the server (this process, no HTTP, no sampling):
+    the same ORT settings as ``serve`` (spinning off), the benchmark's agent prompts prefilled, then
+    ``steps`` steps per batch size, the sizes interleaved ``rounds`` times. What the server adds on top
+    is the difference to its inter-token latency."""
+    import torch
+
+    from trt_pipeline.models.glm4v.processing import Glm4vProcessing
+    from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
+    from trt_pipeline.serve.batch import DecodeBatch
+    from trt_pipeline.serve.chat import MediaPolicy, build_prompt
+    from trt_pipeline.serve.engine import ServeEngine
+    from trt_pipeline.serve.prefill import PrefillJob
+    from trt_pipeline.serve.protocol import ChatCompletionRequest
+
+    torch.set_num_threads(1)  # as the server process
+    engine = ServeEngine.load(out, "ort", "fp32", ort=OrtSettings(spinning=False))
+    processing = Glm4vProcessing(out / "hf")
+    prefilled = []
+    for seed in range(max(batches)):
+        prompt = build_prompt(processing, ChatCompletionRequest(model=MODEL, messages=agent_request(seed)), MediaPolicy())
+        job = PrefillJob(engine, prompt, None, 0)
+        while not job.advance():
+            pass
+        prefilled.append((job.cache(), int(job.logits.argmax())))
+    times: dict[int, list[float]] = {b: [] for b in batches}
+    try:
+        for _round in range(rounds):
+            for size in batches:
+                batch = DecodeBatch(engine)
+                for row in range(size):
+                    batch.join(row, prefilled[row][0])
+                tokens = [token for _cache, token in prefilled[:size]]
+                batch.step(tokens)  # the join's one-off rebuild
+                for _ in range(steps):
+                    start = time.perf_counter()
+                    tokens = batch.step(tokens).argmax(-1).tolist()
+                    times[size].append(time.perf_counter() - start)
+    finally:
+        engine.close()
+    median = {size: round(1000 * float(np.median(values)), 1) for size, values in times.items()}
+    return {"decode_step_ms_median": median, "decode_step_ms_p10": {
+                size: round(1000 * float(np.percentile(values, 10)), 1) for size, values in times.items()},
+            "step_cost_vs_batch_1": {size: round(median[size] / median[batches[0]], 2) for size in batches},
+            "ideal_speedup_vs_batch_1": {size: round(size * median[batches[0]] / median[size], 2) for size in batches},
+            "prompt_tokens": [cache.length for cache, _token in prefilled], "steps": steps, "rounds": rounds}
+
+
 def identity_check(scratch: Any, concurrent: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
     """Each concurrent reply against the same request sent alone, from scratch (no prefix reuse)."""
     mismatches = []
@@ -301,18 +351,24 @@ def main() -> int:
                               "replay_max_tokens": args.replay_max_tokens, "rounds": args.rounds,
                               "requests_per_level_and_round": args.requests, "export_ranges": EXPORT_RANGES}
     started = time.perf_counter()
+    levels = [int(c) for c in args.clients.split(",")]
+    report["engine_step"] = engine_step_cost(out, levels)
+    print(f"engine step alone: {report['engine_step']['decode_step_ms_median']} ms", flush=True)
+    report["uptime_after_engine_step"] = uptime()
     log = out.parent / "server.log"
     with ServerProcess(out, log=log) as server, ServerProcess(out, ["--prefix-cache", "0"], log=log) as scratch:
-        load = load_test(server, [int(c) for c in args.clients.split(",")], args.rounds, args.requests,
-                         args.max_tokens)
+        load = load_test(server, levels, args.rounds, args.requests, args.max_tokens)
         load.update(identity_check(scratch, load.pop("last_round_concurrent"), args.max_tokens))
         report["load"] = load
         report["prefix_reuse"] = prefix_reuse(server, scratch, 5, args.replays, args.replay_max_tokens)
+    step = report["engine_step"]["decode_step_ms_median"]
+    report["itl_p50_minus_engine_step_ms"] = {  # what the server adds to a step (sampling, HTTP, prefill turns)
+        level["clients"]: round(level["itl_p50_ms"] - step[level["clients"]], 1) for level in load["levels"]}
     report["uptime_after"], report["seconds"] = uptime(), round(time.perf_counter() - started, 1)
     path = RESULTS / f"serve_load_{args.preset}.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     plot(report, path.with_suffix(".png"))
-    print(json.dumps({"speedup": report["load"]["speedup_vs_1_client"],
+    print(json.dumps({"speedup": report["load"]["speedup_vs_1_client"], "engine_step_ms": step,
                       "identical": report["load"]["identical_to_sequential"],
                       "reuse": report["prefix_reuse"]["ttft_ms_steps_2_to_5_mean"],
                       "saved": report["prefix_reuse"]["prefill_tokens_saved"]}))
