@@ -114,6 +114,19 @@ def implement(method: Any, fn: Callable[..., Any]) -> None:
     method.side_effect = run
 
 
+def execution_context(*, set_profile: Callable[..., Any], set_input_shape: Callable[..., Any],
+                      set_tensor_address: Callable[..., Any], get_tensor_shape: Callable[..., Any],
+                      execute: Callable[..., Any]) -> Any:
+    """A strict autospec of the real ``IExecutionContext`` whose runtime calls do what the test says."""
+    context = strict_autospec(lean.IExecutionContext)
+    implement(context.set_optimization_profile_async, set_profile)
+    implement(context.set_input_shape, set_input_shape)
+    implement(context.set_tensor_address, set_tensor_address)
+    implement(context.get_tensor_shape, get_tensor_shape)
+    implement(context.execute_async_v3, execute)
+    return context
+
+
 # --------------------------------------------------------------------------------------------
 # builder-side fakes (TensorRT 10.x / 11.x Python API)
 # --------------------------------------------------------------------------------------------
@@ -816,6 +829,7 @@ def fakes() -> types.SimpleNamespace:
         lean=lean,
         strict_autospec=strict_autospec,
         implement=implement,
+        execution_context=execution_context,
         doc_signatures=doc_signatures,
         make_fake_tensorrt=make_fake_tensorrt,
         fake_context=fake_context,

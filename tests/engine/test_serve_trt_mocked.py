@@ -48,7 +48,6 @@ def _onnx_engine(fakes: Any, onnx_path: Path, profiles: Any) -> tuple[Any, list[
     runs: list[str] = []
 
     def make_context(*args: Any, **kwargs: Any) -> Any:
-        context = fakes.strict_autospec(lean.IExecutionContext)
         state: dict[str, Any] = {"profile": 0, "shapes": {}, "addresses": {}, "outputs": None}
 
         def set_profile(profile_index: int, stream_handle: int) -> bool:
@@ -86,12 +85,9 @@ def _onnx_engine(fakes: Any, onnx_path: Path, profiles: Any) -> tuple[Any, list[
             state["outputs"] = None
             return True
 
-        fakes.implement(context.set_optimization_profile_async, set_profile)
-        fakes.implement(context.set_input_shape, set_input_shape)
-        fakes.implement(context.set_tensor_address, set_tensor_address)
-        fakes.implement(context.get_tensor_shape, get_tensor_shape)
-        fakes.implement(context.execute_async_v3, execute)
-        return context
+        return fakes.execution_context(set_profile=set_profile, set_input_shape=set_input_shape,
+                                       set_tensor_address=set_tensor_address, get_tensor_shape=get_tensor_shape,
+                                       execute=execute)
 
     fakes.implement(engine.create_execution_context, make_context)
     return engine, runs

@@ -127,9 +127,7 @@ def setup(tmp_path, fakes) -> FakeEngineSetup:
     contexts: list = []
 
     def make_context(*args, **kwargs):
-        context = fakes.strict_autospec(lean.IExecutionContext)
         state = {"profile": 0, "shapes": {}, "addresses": {}, "runs": 0}
-        contexts.append((context, state))
 
         def set_profile(profile_index, stream_handle):
             assert stream_handle == STREAM
@@ -164,11 +162,10 @@ def setup(tmp_path, fakes) -> FakeEngineSetup:
             state["runs"] += 1
             return True
 
-        fakes.implement(context.set_optimization_profile_async, set_profile)
-        fakes.implement(context.set_input_shape, set_input_shape)
-        fakes.implement(context.set_tensor_address, set_tensor_address)
-        fakes.implement(context.get_tensor_shape, get_tensor_shape)
-        fakes.implement(context.execute_async_v3, execute)
+        context = fakes.execution_context(set_profile=set_profile, set_input_shape=set_input_shape,
+                                          set_tensor_address=set_tensor_address, get_tensor_shape=get_tensor_shape,
+                                          execute=execute)
+        contexts.append((context, state))
         return context
 
     fakes.implement(engine.create_execution_context, make_context)
