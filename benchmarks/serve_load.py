@@ -74,16 +74,12 @@ def prepare_export(preset: str, fresh: bool) -> Path:
 
 
 def screenshot(seed: int, size: tuple[int, int] = (224, 224)) -> str:
-    import base64
-    import io
-
     from PIL import Image
 
+    from trt_pipeline.serve.media import encode_data_url
+
     rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return encode_data_url(Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)))
 
 
 def user_turn(seed: int, text: str, image: bool = True) -> dict[str, Any]:

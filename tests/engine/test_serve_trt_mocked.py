@@ -128,13 +128,16 @@ def test_serve_backend_trt_replies_like_ort(trt_export: tuple[Path, dict]) -> No
     holds two rows) are token for token those of the ORT backend, with TensorRT's three profiles used."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from PIL import Image
+
     from trt_pipeline.serve.app import create_app
     from trt_pipeline.serve.chat import MediaPolicy
     from trt_pipeline.serve.launch import ThreadedServer
+    from trt_pipeline.serve.media import encode_data_url
     from trt_pipeline.serve.model import ServeConfig
 
     out, profile_runs = trt_export
-    image = _png_data_url()
+    image = encode_data_url(Image.new("RGB", (56, 84), (200, 30, 30)))
     bodies = [[{"role": "user", "content": "Open the settings app."}]] + [
         [{"role": "system", "content": "You are a phone agent."},
          {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}},
@@ -159,16 +162,3 @@ def test_serve_backend_trt_replies_like_ort(trt_export: tuple[Path, dict]) -> No
     assert profile_runs["vision_encoder"] == ["image"] * 2
     assert trt == replies("ort")
     assert all(tokens == 12 for _text, tokens in trt) and len({text for text, _ in trt}) == 3
-
-
-def _png_data_url() -> str:
-    import base64
-    import io
-
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (56, 84), (200, 30, 30))
-    ImageDraw.Draw(image).rectangle((4, 4, 28, 28), fill=(20, 220, 90))
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

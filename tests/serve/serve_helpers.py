@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any
 
 API_KEY = "test-key"
@@ -13,11 +11,11 @@ MODEL = "autoglm-phone-9b"
 def png_data_url(size: tuple[int, int] = (56, 84), color: tuple[int, int, int] = (200, 30, 30), fmt: str = "PNG") -> str:
     from PIL import Image, ImageDraw
 
+    from trt_pipeline.serve.media import encode_data_url
+
     image = Image.new("RGB", size, color)
     ImageDraw.Draw(image).rectangle((4, 4, size[0] // 2, size[1] // 3), fill=(20, 220, 90))
-    buf = io.BytesIO()
-    image.save(buf, fmt)
-    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
+    return encode_data_url(image, fmt)
 
 
 def small_contract(max_batch: int) -> Any:

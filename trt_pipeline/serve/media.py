@@ -81,6 +81,13 @@ def _header(data: bytes, param: str) -> tuple[str, int, int]:
     return fmt, width, height
 
 
+def encode_data_url(image: Any, fmt: str = "PNG") -> str:
+    """``data:image/...;base64,...`` of a PIL ``image``: what a client (the agent, a load test) sends."""
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def decode_image(url: str, *, max_pixels: int, allowed: Sequence[str] = (), param: str = "messages") -> DecodedImage:
     """PIL RGB image of one ``image_url``; 400 when undecodable, 413 above ``max_pixels``."""
     from trt_pipeline.errors import PipelineError
