@@ -1,7 +1,7 @@
 """The twin's numbers: its exports against transformers on real-workload shapes, one model at a time.
 
-Four models take part: transformers in fp32 and in the export dtype (the reference and its drift),
-and the twin exported in fp32 (run on ONNX Runtime) and in the export dtype (ONNX Runtime; for
+Five models take part: transformers in fp32 and in the export dtype (the references), transformers
+in float64 (the yardstick of fp32 rounding, :mod:`trt_pipeline.export.float64_reference`), and the twin exported in fp32 (run on ONNX Runtime) and in the export dtype (ONNX Runtime; for
 bf16, which ONNX Runtime's CPU provider cannot run, the traced export modules). At the 9B's widths
 one K=2 twin is 1.9 B parameters, 7.7 GB in fp32, so no two of them fit in 12 GB together: each
 phase loads one model, runs every shape, keeps only the compared outputs (logits at a few
@@ -16,6 +16,7 @@ export's decode path is checked against transformers' own keys and values.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,21 +88,31 @@ def _cache_arrays(cache: Any) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def reference_outputs(checkpoint: Path, dtype: str, dims: Any, shapes: TwinShapes) -> Outputs:
-    """transformers in ``dtype`` on every shape; the model is freed before returning."""
+    """transformers in ``dtype`` on every shape; the model is freed before returning.
+
+    ``float64``: :mod:`trt_pipeline.export.float64_reference` (stored weights, one component widened
+    at a time); its outputs stay float64."""
+    from trt_pipeline.export.float64_reference import KeepFloat64, load_float64_reference, widen
     from trt_pipeline.export.validate import _image_features, as_numpy, load_reference
 
-    model = load_reference(checkpoint, dtype)
+    wide = dtype == "float64"
+    model = load_float64_reference(checkpoint) if wide else load_reference(checkpoint, dtype)
     out = Outputs()
-    for index, patches in enumerate(shapes.vision_patches):
-        pixels, grid = pixels_and_grid(dims, patches, index)
-        out.image_features.append(_image_features(model, pixels, grid).numpy())
-    ids = token_ids(dims, shapes)
-    for seq, past in shapes.decoder_steps():
-        keep = torch.tensor([past + p for p in shapes.logit_positions(seq)])
-        result = model(input_ids=ids[:, : past + seq], use_cache=True, logits_to_keep=keep)
-        out.logits.append(as_numpy(result.logits))
-        out.present.append(_cache_arrays(result.past_key_values))
-        del result
+    with KeepFloat64() if wide else contextlib.nullcontext():
+        if wide:
+            widen(model, "vision_encoder")
+        for index, patches in enumerate(shapes.vision_patches):
+            pixels, grid = pixels_and_grid(dims, patches, index)
+            out.image_features.append(_image_features(model, pixels, grid).numpy())
+        if wide:
+            widen(model, "decoder")
+        ids = token_ids(dims, shapes)
+        for seq, past in shapes.decoder_steps():
+            keep = torch.tensor([past + p for p in shapes.logit_positions(seq)])
+            result = model(input_ids=ids[:, : past + seq], use_cache=True, logits_to_keep=keep)
+            out.logits.append(as_numpy(result.logits))
+            out.present.append(_cache_arrays(result.past_key_values))
+            del result
     del model
     gc.collect()
     return out
@@ -156,28 +167,34 @@ def max_abs(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(expected: Outputs, actual: Outputs, shapes: TwinShapes, gates: Any, compute: str,
-            drift: Outputs | None = None) -> list[Any]:
+            drift: Outputs | None = None, drift_against: str = "float32") -> list[Any]:
     """PointResults of ``actual`` against ``expected`` (both computing in ``compute``, recorded in each
-    point); with ``drift`` (transformers in fp32) the same-dtype gate ``max(atol, 2 x |expected - drift|)``."""
+    point). With ``drift`` (transformers in ``drift_against``: fp32 for a bf16/fp16 twin, float64 for
+    the fp32 twin) the gate is a multiple of ``|expected - drift|`` (:func:`trt_pipeline.export.validate._drift_gate`);
+    that drift and the export's own ``|actual - drift|`` are recorded beside the error."""
     from trt_pipeline.export.validate import _result, _worst
+
+    def result(component: str, point: dict, output: str, metrics: Any, gate: Any, pick: Any) -> Any:
+        """``pick(outputs)``: the list of arrays of this point in an Outputs (several: the KV cache)."""
+        drifts = (max(max_abs(w, e) for w, e in zip(pick(drift), pick(expected))),
+                  max(max_abs(w, a) for w, a in zip(pick(drift), pick(actual)))) if drift else (None, None)
+        return _result(component, point, output, metrics, gate, drifts[0], drift_against, drifts[1])
 
     results = []
     for index, patches in enumerate(shapes.vision_patches):
-        slack = max_abs(drift.image_features[index], expected.image_features[index]) if drift else None
-        results.append(_result("vision_encoder", {"compute": compute, "num_patches": patches, "images": 1},
-                               "image_features", tensor_metrics(expected.image_features[index],
-                                                                actual.image_features[index]),
-                               gates.image_features, slack))
+        results.append(result("vision_encoder", {"compute": compute, "num_patches": patches, "images": 1},
+                              "image_features", tensor_metrics(expected.image_features[index],
+                                                               actual.image_features[index]),
+                              gates.image_features, lambda o, i=index: [o.image_features[i]]))
     for index, (seq, past) in enumerate(shapes.decoder_steps()):
         point = {"compute": compute, "batch_size": 1, "sequence_length": seq, "past_sequence_length": past,
                  "logit_positions": len(shapes.logit_positions(seq))}
         names = sorted(expected.present[index])
-        logit_drift = max_abs(drift.logits[index], expected.logits[index]) if drift else None
-        kv_drift = max(max_abs(drift.present[index][n], expected.present[index][n]) for n in names) if drift else None
         present = _worst([tensor_metrics(expected.present[index][n], actual.present[index][n]) for n in names])
-        results.append(_result("decoder", point, "logits",
-                               tensor_metrics(expected.logits[index], actual.logits[index]), gates.logits, logit_drift))
-        results.append(_result("decoder", point, "present.*", present, gates.present, kv_drift))
+        results.append(result("decoder", point, "logits", tensor_metrics(expected.logits[index], actual.logits[index]),
+                              gates.logits, lambda o, i=index: [o.logits[i]]))
+        results.append(result("decoder", point, "present.*", present, gates.present,
+                              lambda o, i=index: [o.present[i][n] for n in names]))
     return results
 
 

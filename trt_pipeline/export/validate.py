@@ -49,8 +49,13 @@ class PointResult:
     atol: float | None
     min_cosine: float | None = None
     max_p99_rel: float | None = None
-    #: max abs difference of transformers in the export dtype vs transformers in fp32 (same inputs)
+    #: max abs difference of the reference (transformers in the compared dtype) and transformers in
+    #: ``drift_against`` on the same inputs: fp32 for bf16/fp16 points, float64 for the twin's fp32 points
     reference_drift: float | None = None
+    drift_against: str | None = None
+    #: the export's own max abs difference from that same wider reference (twin points): the
+    #: rounding the gate's factor has to allow for, recorded so the ratio is visible in the report
+    export_drift: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -98,27 +103,46 @@ class ValidationReport:
 
 def _result(
     component: str, point: dict[str, Any], output: str, metrics: TensorMetrics, gate: OutputGate,
-    drift: float | None = None,
+    drift: float | None = None, drift_against: str = "float32", export_drift: float | None = None,
 ) -> PointResult:
-    gate = _drift_gate(gate, drift)
+    gate = _drift_gate(gate, drift, drift_against)
     return PointResult(component, point, output, metrics.max_abs, metrics.cosine, metrics.p99_rel,
-                       gate.atol, gate.cosine, gate.p99_rel, drift)
+                       gate.atol, gate.cosine, gate.p99_rel, drift, drift_against if drift is not None else None,
+                       export_drift)
 
 
-#: bf16/fp16 exports: atol = DRIFT_FACTOR x transformers' own dtype-vs-fp32 drift on the same inputs
+#: bf16/fp16: atol = DRIFT_FACTOR x transformers-in-dtype's own drift from fp32 on the same inputs
 DRIFT_FACTOR = 2.0
+#: the twin's fp32 export: atol = FP32_DRIFT_FACTOR x transformers-fp32's own drift from float64
+FP32_DRIFT_FACTOR = 3.0
 
 
-def _drift_gate(gate: OutputGate, drift: float | None) -> OutputGate:
-    """fp32: the gate as is. A bf16/fp16 export against transformers in the same dtype:
-    max abs <= ``max(atol, 2 x drift)`` with drift = |transformers-in-dtype - transformers-in-fp32|.
+def _drift_gate(gate: OutputGate, drift: float | None, drift_against: str = "float32") -> OutputGate:
+    """Without a drift: the gate as is. With one, max abs is gated by a multiple of it:
 
-    The graph is another rounding of the same maths in the same dtype; if it is no further from
-    fp32 than transformers-in-dtype is, the triangle inequality bounds |graph - transformers-in-dtype|
-    by 2 x drift. A real bug (wrong weight, mask, rotary) gives errors of the size of the
-    activations, far above that. Cosine / p99 are reported, not gated (the drift sets the scale)."""
+    * bf16/fp16 export vs transformers in that dtype, drift = |transformers-in-dtype -
+      transformers-fp32| (``drift_against="float32"``): max abs <= ``max(atol, 2 x drift)``. The
+      graph is another rounding of the same maths in the same dtype; if it is no further from fp32
+      than transformers-in-dtype is, the triangle inequality bounds |graph - transformers-in-dtype|
+      by 2 x drift. Cosine / p99 are
+      reported, not gated (the drift sets the scale).
+    * the twin's fp32 export vs transformers-fp32, drift = |transformers-fp32 - transformers-fp64|
+      (``drift_against="float64"``, :mod:`trt_pipeline.export.float64_reference`): max abs <=
+      ``max(atol, 3 x drift)``. fp32 rounding grows with the reductions' width and the sequence
+      length, so the fixed fp32 atol (set on width-64 models) is only the floor. The factor: the
+      bf16 twin runs on torch's kernels as transformers does (equal roundings: 1 + 1); the fp32 twin
+      runs on ONNX Runtime (MLAS GEMMs, attention as explicit MatMul/Softmax, other summation
+      orders), so its own rounding may be up to 2 x transformers': |export - transformers| <=
+      |export - fp64| + |transformers - fp64| <= (2 + 1) x drift. Measured on the 9B's vision
+      tower (4,096 patches): error 1.74e-5 against a drift of 8.85e-6, 1.97 x. ``export_drift``
+      records |export - fp64| beside it, so the export's own share is visible. The cosine gate is kept.
+
+    A real bug (wrong weight, mask, rotary) gives errors of the size of the activations, orders of
+    magnitude above either drift (tests/export/test_twin_fp32_gate.py)."""
     if drift is None:
         return gate
+    if drift_against == "float64":
+        return dataclasses.replace(gate, atol=max(gate.atol or 0.0, FP32_DRIFT_FACTOR * drift))
     return OutputGate(atol=max(gate.atol or 0.0, DRIFT_FACTOR * drift))
 
 
@@ -152,15 +176,15 @@ def load_reference(checkpoint: Path, dtype: str = "float32") -> Any:
 
 
 def as_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """float32 numpy of any torch tensor (bf16 has no numpy dtype)."""
-    return tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+    """float32 numpy of any torch tensor (bf16 has no numpy dtype); float64 stays float64."""
+    return tensor.float().numpy() if tensor.is_floating_point() and tensor.dtype != torch.float64 else tensor.numpy()
 
 
 def _image_features(reference: Any, pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    dtype = next(reference.parameters()).dtype
+    dtype = reference.model.visual.dtype  # the vision tower's own (a float64 reference widens only it)
     expected = reference.model.get_image_features(pixels.to(dtype), grid, return_dict=True).pooler_output
     expected = torch.cat(list(expected), 0) if isinstance(expected, (list, tuple)) else expected
-    return expected.float()
+    return expected if expected.dtype == torch.float64 else expected.float()
 
 
 def infer_float32(runner: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
