@@ -94,7 +94,10 @@ def validation_numbers(out: Path) -> dict:
         "twin": {k: v for k, v in report.get("twin", {}).items()},
         "results": [{**{k: r["point"].get(k) for k in keep if k in r["point"]}, "output": r["output"],
                      "max_abs": r["max_abs"], "cosine": r["cosine"], "atol": r["atol"],
-                     "transformers_bf16_vs_fp32": r["reference_drift"], "passed": r["passed"]}
+                     # the reference's own drift: transformers-bf16 vs fp32 (bf16 points), transformers-fp32
+                     # vs float64 (fp32 points); and the export's own distance from that wider reference
+                     "reference_drift": r["reference_drift"], "drift_against": r.get("drift_against"),
+                     "export_drift": r.get("export_drift"), "passed": r["passed"]}
                     for r in report["results"]],
     }
 
