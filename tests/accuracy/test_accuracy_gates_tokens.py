@@ -79,3 +79,31 @@ def test_teacher_forced_agreement_arithmetic():
     unmeasured = TokenAgreement("ort-int8", "int8", 0.0)
     unmeasured.add("a", [1], [1])
     assert unmeasured.teacher_forced_agreement is None and unmeasured.to_dict()["per_prompt"][0]["teacher_forced"] is None
+
+
+def test_teacher_forced_gate_is_checked_beside_the_exact_gate():
+    # exact sequences pass their gate (1 of 2 >= 50 %), teacher-forced 4/6 = 67 % misses 90 %: the row fails
+    agreement = TokenAgreement("ort-int8", "int8", 0.5, teacher_forced_threshold=0.9)
+    agreement.add("a", [1, 2, 3], [1, 2, 3], teacher_forced=[1, 2, 3])
+    agreement.add("b", [4, 5, 6], [4, 9, 9], teacher_forced=[4, 0, 0])
+    assert agreement.exact_match_rate == 0.5 and agreement.teacher_forced_agreement == pytest.approx(4 / 6)
+    assert not agreement.teacher_forced_passed and not agreement.passed
+    failure = agreement.failure()
+    assert "teacher-forced 66.7% (gate >= 90%)" in failure and "exact match 1/2" in failure
+    assert agreement.to_dict()["teacher_forced_threshold"] == 0.9 and agreement.to_dict()["passed"] is False
+    lenient = TokenAgreement("ort-int8", "int8", 0.5, agreement.ids, agreement.reference, agreement.candidate,
+                             agreement.teacher_forced, teacher_forced_threshold=0.6)
+    assert lenient.passed
+    unmeasured = TokenAgreement("ort-int8", "int8", 0.0, teacher_forced_threshold=0.9)
+    unmeasured.add("a", [1], [1])  # a gate without a measurement fails, never passes silently
+    assert not unmeasured.passed and "teacher-forced not measured" in unmeasured.failure()
+
+
+def test_teacher_forced_gate_defaults_and_override():
+    assert [DEFAULT_GATES[p].token_teacher_forced for p in ("fp32", "fp16", "int8", "int4")] == [1.0, 0.99, 0.9, 0.9]
+    gates = with_overrides("int8", [("int8.teacher_forced", 0.95), ("int8.tokens", None)])
+    assert gates.token_teacher_forced == 0.95 and gates.token_exact_match == 0.0
+    assert with_overrides("int8", [("int8.teacher_forced", None)]).token_teacher_forced == 0.0  # off
+    check_gate_key("int4.teacher_forced")
+    with pytest.raises(ConfigError, match="PRECISION.teacher_forced"):
+        check_gate_key("int8.teacher_forced.x")

@@ -4,15 +4,15 @@
 held-out data), ``validate`` (fp32 ONNX vs transformers: the ``atol`` column) and the GPU tests read
 their limits from :data:`DEFAULT_GATES`; the metrics are those of :mod:`trt_pipeline.accuracy.metrics`.
 
-============  ================  ===============  ==========  ===========  ======================
-precision     output group      max abs (atol)   cosine >=   p99 rel <=   token exact match >=
-============  ================  ===============  ==========  ===========  ======================
-fp32          image_features    1e-5             0.99999     -            100 %
+============  ================  ===============  ==========  ===========  ===================  ====================
+precision     output group      max abs (atol)   cosine >=   p99 rel <=   teacher-forced >=    token exact match >=
+============  ================  ===============  ==========  ===========  ===================  ====================
+fp32          image_features    1e-5             0.99999     -            100 %                100 %
 fp32          logits, present   1e-4             0.99999     -
-fp16          all               -                0.9999      1e-2         90 %
-int8          all               -                0.99        -            50 %
-int4          all               -                0.99        -            50 %
-============  ================  ===============  ==========  ===========  ======================
+fp16          all               -                0.9999      1e-2         99 %                 90 %
+int8          all               -                0.99        -            90 %                 50 %
+int4          all               -                0.99        -            90 %                 50 %
+============  ================  ===============  ==========  ===========  ===================  ====================
 
 Why these numbers:
 
@@ -39,14 +39,30 @@ Why these numbers:
   weight falls far below cosine 0.99. Measured on the 1.4 M-parameter trained fixture, block-128 AWQ
   reaches a worst held-out logits cosine of 0.985 and fails it (README, "INT4 weight-only").
 
+**Two token gates, teacher-forced first.** Both count greedy tokens of the held-out prompts against the
+reference's (:mod:`trt_pipeline.accuracy.tokens`). The *teacher-forced* agreement (the share of the
+reference's steps the candidate predicts given the reference prefix) is the primary one: it is what
+the issue's acceptance asks (>= 90 % for a quantized decoder), each of its hundreds of steps counts
+once, so it moves smoothly with the precision's quality, and a regression that flips 5 % of steps
+shows as 5 points. The *exact-sequence* rate is the agent's view (a prompt counts as wrong from its
+first flipped token on); on 28 prompts it moves in steps of 3.6 points and one near-tie decides a
+prompt, so its limits stay where they were (50 % for int8/int4) as a floor, not raised to track the
+teacher-forced one. Measured by CI (trained fixture, 28 held-out prompts, 16 new tokens, vs
+transformers): int8 67.9 % exact / 97.1 % teacher-forced, fp16 96 % / 99.8 %. The fp16 limit (99 %)
+allows about one flipped step in a hundred (near-ties the fp16 rounding may flip); fp32 must agree
+on every step. Exact agreement implies teacher-forced agreement (same prefix, same argmax), so a
+candidate that passes the exact gate can only fail the teacher-forced one through steps after a
+first divergence that it also gets wrong given the right prefix.
+
 Token gates assume a trained checkpoint: random weights have flat next-token distributions (median
 top-1/top-2 logit margin ~0.1 on the tiny preset), where any perturbation flips near-ties. CI and the
 token-agreement tests use the ``trained`` fixture (``init-checkpoint --preset trained``, margin ~5.8).
 Besides the gated exact-match rate, ``compare`` and ``precision`` report teacher-forced agreement
 (:mod:`trt_pipeline.accuracy.tokens`).
 
-Overrides use keys ``PRECISION.GROUP.METRIC`` (``fp16.logits.cosine=0.999``; ``off`` removes a gate)
-and ``PRECISION.tokens`` (:func:`with_overrides`), as ``compare --tol`` and ``[compare]`` accept them.
+Overrides use keys ``PRECISION.GROUP.METRIC`` (``fp16.logits.cosine=0.999``; ``off`` removes a gate),
+``PRECISION.tokens`` (exact-sequence rate) and ``PRECISION.teacher_forced`` (:func:`with_overrides`),
+as ``compare --tol`` and ``[compare]`` accept them.
 """
 
 from __future__ import annotations
@@ -67,6 +83,9 @@ GATED_PRECISIONS = PRECISIONS
 #: Output groups with their own gates: the vision encoder's output, the decoder's logits and its
 #: KV-cache outputs (every ``present.{i}.key|value``).
 OUTPUT_GROUPS = ("image_features", "logits", "present")
+
+#: Override key (``PRECISION.KEY``) -> the token gate it sets ('off' = 0).
+TOKEN_GATE_KEYS = {"tokens": "token_exact_match", "teacher_forced": "token_teacher_forced"}
 
 #: Gate metric -> direction; ``atol`` limits max abs, ``cosine`` is a floor, ``p99_rel`` a ceiling.
 GATE_METRICS = {"atol": "<=", "cosine": ">=", "p99_rel": "<="}
@@ -114,12 +133,14 @@ class OutputGate:
 
 @dataclass(frozen=True)
 class PrecisionGates:
-    """Per-precision tensor gates and the token gate (min whole-sequence exact-match rate)."""
+    """Per-precision tensor gates and the token gates (min teacher-forced agreement, min whole-sequence
+    exact-match rate)."""
 
     image_features: OutputGate
     logits: OutputGate
     present: OutputGate
     token_exact_match: float
+    token_teacher_forced: float
 
     def output(self, group: str) -> OutputGate:
         return getattr(self, group)
@@ -136,24 +157,28 @@ DEFAULT_GATES: dict[str, PrecisionGates] = {
         logits=OutputGate(atol=1e-4, cosine=0.99999),
         present=OutputGate(atol=1e-4, cosine=0.99999),
         token_exact_match=1.0,
+        token_teacher_forced=1.0,
     ),
     "fp16": PrecisionGates(
         image_features=OutputGate(cosine=0.9999, p99_rel=1e-2),
         logits=OutputGate(cosine=0.9999, p99_rel=1e-2),
         present=OutputGate(cosine=0.9999, p99_rel=1e-2),
         token_exact_match=0.9,
+        token_teacher_forced=0.99,
     ),
     "int8": PrecisionGates(
         image_features=OutputGate(cosine=0.99),
         logits=OutputGate(cosine=0.99),
         present=OutputGate(cosine=0.99),
         token_exact_match=0.5,
+        token_teacher_forced=0.9,
     ),
     "int4": PrecisionGates(
         image_features=OutputGate(cosine=0.99),
         logits=OutputGate(cosine=0.99),
         present=OutputGate(cosine=0.99),
         token_exact_match=0.5,
+        token_teacher_forced=0.9,
     ),
 }
 
@@ -172,13 +197,14 @@ def parse_gate_value(key: str, value: Any) -> float | None:
 
 
 def check_gate_key(key: str) -> None:
-    """ConfigError unless ``key`` is ``PRECISION.GROUP.METRIC`` or ``PRECISION.tokens``."""
+    """ConfigError unless ``key`` is ``PRECISION.GROUP.METRIC``, ``PRECISION.tokens`` or ``PRECISION.teacher_forced``."""
     parts = key.split(".")
-    ok = (len(parts) == 2 and parts[0] in GATED_PRECISIONS and parts[1] == "tokens") or (
+    ok = (len(parts) == 2 and parts[0] in GATED_PRECISIONS and parts[1] in TOKEN_GATE_KEYS) or (
         len(parts) == 3 and parts[0] in GATED_PRECISIONS and parts[1] in OUTPUT_GROUPS and parts[2] in GATE_METRICS)
     if not ok:
         raise ConfigError(
-            f"unknown tolerance key {key!r}: use PRECISION.GROUP.METRIC or PRECISION.tokens with PRECISION in "
+            f"unknown tolerance key {key!r}: use PRECISION.GROUP.METRIC, PRECISION.tokens or PRECISION.teacher_forced "
+            f"with PRECISION in "
             f"{list(GATED_PRECISIONS)}, GROUP in {list(OUTPUT_GROUPS)}, METRIC in {list(GATE_METRICS)}."
         )
 
@@ -190,8 +216,8 @@ def with_overrides(precision: str, overrides: Iterable[tuple[str, float | None]]
         parts = key.split(".")
         if parts[0] != precision:
             continue
-        if parts[1] == "tokens":
-            gates = dataclasses.replace(gates, token_exact_match=0.0 if value is None else value)
+        if parts[1] in TOKEN_GATE_KEYS:
+            gates = dataclasses.replace(gates, **{TOKEN_GATE_KEYS[parts[1]]: 0.0 if value is None else value})
         else:
             group = dataclasses.replace(gates.output(parts[1]), **{parts[2]: value})
             gates = dataclasses.replace(gates, **{parts[1]: group})
@@ -199,6 +225,6 @@ def with_overrides(precision: str, overrides: Iterable[tuple[str, float | None]]
 
 
 __all__ = [
-    "DEFAULT_GATES", "GATED_PRECISIONS", "GATE_METRICS", "Gate", "OUTPUT_GROUPS", "OutputGate", "PrecisionGates",
+    "DEFAULT_GATES", "GATED_PRECISIONS", "GATE_METRICS", "TOKEN_GATE_KEYS", "Gate", "OUTPUT_GROUPS", "OutputGate", "PrecisionGates",
     "check_gate_key", "output_group", "parse_gate_value", "with_overrides",
 ]

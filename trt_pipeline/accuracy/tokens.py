@@ -4,7 +4,7 @@ One implementation for ``compare`` (each backend vs transformers' ``generate``) 
 (the fp16/int8 ONNX vs the fp32 ONNX). Both hand over, per prompt, the reference's and the
 candidate's generated token ids (cut after the first EOS); this class does the arithmetic:
 
-* **exact-match rate**: share of prompts whose whole sequence equals the reference (the gate,
+* **exact-match rate**: share of prompts whose whole sequence equals the reference (a gate,
   ``PrecisionGates.token_exact_match``: one flipped near-tie changes every later token, so a
   per-token rate hides how often the agent would act differently);
 * **first divergence** per prompt: 0-based index of the first differing token (a sequence that
@@ -19,7 +19,8 @@ candidate's generated token ids (cut after the first EOS); this class does the a
   :func:`~trt_pipeline.models.glm4v.generation.teacher_forced_tokens`); matching positions /
   reference tokens. Greedy sequences diverge for good after the first flipped near-tie, so the
   exact rate says how often the agent's action changes, while the teacher-forced rate says how
-  often a single step is wrong, independent of where the first flip happened.
+  often a single step is wrong, independent of where the first flip happened (the primary gate,
+  ``PrecisionGates.token_teacher_forced``; see :mod:`trt_pipeline.accuracy.gates`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def first_divergence(reference: Sequence[int], candidate: Sequence[int]) -> int 
 #: the scalar results of a :class:`TokenAgreement`, in report order
 SUMMARY_FIELDS = ("backend", "precision", "prompts", "exact_matches", "exact_match_rate", "token_agreement",
                   "teacher_forced_agreement", "first_token_agreement", "mean_first_divergence", "mean_common_prefix",
-                  "threshold", "passed")
+                  "threshold", "teacher_forced_threshold", "passed")
 
 
 def teacher_forced_matches(reference: Sequence[int], predicted: Sequence[int]) -> int:
@@ -64,6 +65,8 @@ class TokenAgreement:
     candidate: list[list[int]] = field(default_factory=list)
     #: per prompt, the candidate's argmax after each reference prefix (None: not measured)
     teacher_forced: list[list[int] | None] = field(default_factory=list)
+    #: min teacher-forced agreement (None: not gated; gated but not measured fails)
+    teacher_forced_threshold: float | None = None
 
     def add(self, prompt_id: str, reference: Sequence[int], candidate: Sequence[int],
             teacher_forced: Sequence[int] | None = None) -> None:
@@ -122,16 +125,26 @@ class TokenAgreement:
         return agree / self.prompts if self.prompts else 1.0
 
     @property
+    def teacher_forced_passed(self) -> bool:
+        if not self.teacher_forced_threshold:
+            return True
+        forced = self.teacher_forced_agreement
+        return forced is not None and forced >= self.teacher_forced_threshold
+
+    @property
     def passed(self) -> bool:
-        return self.exact_match_rate >= self.threshold
+        return self.exact_match_rate >= self.threshold and self.teacher_forced_passed
 
     def failure(self) -> str | None:
         if self.passed:
             return None
         first = min((d for d in self.divergences if d is not None), default=None)
-        return (f"{self.backend} tokens: exact match {self.exact_matches}/{self.prompts} = {self.exact_match_rate:.1%} "
-                f"(gate >= {self.threshold:.0%}); mean first divergence at token {self.mean_first_divergence:.2f}, "
-                f"earliest at token {first}")
+        forced = self.teacher_forced_agreement
+        forced_text = "not measured" if forced is None else f"{forced:.1%}"
+        gate = f" (gate >= {self.teacher_forced_threshold:.0%})" if self.teacher_forced_threshold else ""
+        return (f"{self.backend} tokens: teacher-forced {forced_text}{gate}, exact match {self.exact_matches}/"
+                f"{self.prompts} = {self.exact_match_rate:.1%} (gate >= {self.threshold:.0%}); mean first divergence "
+                f"at token {_number(self.mean_first_divergence)}, earliest at token {first}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +155,10 @@ class TokenAgreement:
                 for i, d, r, c, t in zip(self.ids, self.divergences, self.reference, self.candidate, self.teacher_forced)
             ],
         }
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 __all__ = ["TokenAgreement", "first_divergence", "teacher_forced_matches"]

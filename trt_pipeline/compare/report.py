@@ -48,7 +48,7 @@ METRIC_DEFINITIONS = {
     "first_divergence": "0-based index of the first differing token (None: identical)",
     "mean_common_prefix": "mean number of leading tokens equal to transformers'",
     "teacher_forced_agreement": "share of transformers' tokens the backend predicts given transformers' prefix "
-                                "(teacher forcing: one prefill of the reference sequence, argmax per position)",
+                                "(teacher forcing: one prefill of the reference sequence, argmax per position; gated)",
 }
 
 #: log10 |error| histogram bins (errors below 1e-12, including exact zeros, land in the first bin).
@@ -243,26 +243,27 @@ def render_markdown(report: CompareReport) -> str:
             f"## Tokens: greedy, {settings.get('max_new_tokens')} new tokens, {settings.get('prompts')} held-out prompts, "
             "vs transformers `generate`",
             "",
-            "| backend | exact match | teacher-forced | mean first divergence | mean common prefix | gate | result |",
+            "| backend | teacher-forced | exact match | mean first divergence | mean common prefix | gates | result |",
             "|---|---:|---:|---:|---:|---|---|",
         ]
         for t in report.tokens:
             forced = t.teacher_forced_agreement
+            forced_gate = f">= {t.teacher_forced_threshold:.0%} teacher-forced, " if t.teacher_forced_threshold else ""
             lines.append(
-                f"| {t.backend} | {t.exact_matches}/{t.prompts} ({t.exact_match_rate:.1%}) | "
-                f"{'n/a' if forced is None else f'{forced:.1%}'} | "
-                f"{_num(t.mean_first_divergence)} | {t.mean_common_prefix:.2f} | >= {t.threshold:.0%} | "
-                f"{'pass' if t.passed else '**FAIL**'} |"
+                f"| {t.backend} | {'n/a' if forced is None else f'{forced:.1%}'} | "
+                f"{t.exact_matches}/{t.prompts} ({t.exact_match_rate:.1%}) | "
+                f"{_num(t.mean_first_divergence)} | {t.mean_common_prefix:.2f} | "
+                f"{forced_gate}>= {t.threshold:.0%} exact | {'pass' if t.passed else '**FAIL**'} |"
             )
     elif report.token_settings.get("skipped"):
         lines += ["", f"Token-level check skipped: {report.token_settings['skipped']}"]
-    lines += ["", "## Gates", "", "| precision | output group | max abs <= | cosine >= | p99 rel <= | tokens exact match >= |",
-              "|---|---|---:|---:|---:|---:|"]
+    lines += ["", "## Gates", "", "| precision | output group | max abs <= | cosine >= | p99 rel <= | tokens teacher-forced >= "
+              "| tokens exact match >= |", "|---|---|---:|---:|---:|---:|---:|"]
     for precision, gates in report.gates.items():
         for group in GROUP_ORDER:
             g = gates[group]
             lines.append(f"| {precision} | {group} | {_num(g['atol'])} | {_num(g['cosine'], 6)} | {_num(g['p99_rel'])} | "
-                         f"{gates['token_exact_match']:.0%} |")
+                         f"{gates['token_teacher_forced']:.0%} | {gates['token_exact_match']:.0%} |")
     failures = report.failures
     lines += ["", "## Failures", ""]
     lines += [f"- {f}" for f in failures] if failures else ["none"]

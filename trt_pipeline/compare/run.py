@@ -195,9 +195,9 @@ def _compare_tokens(
             continue
         rows, forced = backend_tokens(assets, backend.runner("vision_encoder"), backend.runner("decoder"),
                                       processing, heldout, cfg.max_new_tokens, references=expected)
-        report.tokens.append(TokenAgreement(backend.name, backend.precision,
-                                            cfg.gates(backend.precision).token_exact_match,
-                                            ids, expected, rows, forced))
+        gates = cfg.gates(backend.precision)
+        report.tokens.append(TokenAgreement(backend.name, backend.precision, gates.token_exact_match,
+                                            ids, expected, rows, forced, gates.token_teacher_forced))
         progress.advance(task)
 
 

@@ -188,8 +188,8 @@ class CompareConfig:
     ``precisions`` None compares every precision folder that exists and skips the missing ones
     with a line; an explicit tuple makes a missing folder an error. ``tolerances`` overrides
     default gates by key: ``PRECISION.GROUP.METRIC`` (GROUP: image_features, logits, present;
-    METRIC: atol, cosine, p99_rel; value None/'off' removes the gate) or ``PRECISION.tokens``
-    (min exact-match rate; 'off' = 0), e.g. ``{"fp16.logits.cosine": 0.999, "int8.tokens": 0.25}``.
+    METRIC: atol, cosine, p99_rel; value None/'off' removes the gate), ``PRECISION.tokens``
+    (min exact-match rate; 'off' = 0) or ``PRECISION.teacher_forced`` (min teacher-forced agreement), e.g. ``{"fp16.logits.cosine": 0.999, "int8.tokens": 0.25}``.
     """
 
     precisions: tuple[str, ...] | None = None

@@ -39,7 +39,7 @@ def compare_command(
     torch_export: Annotated[bool, typer.Option("--torch-export/--no-torch-export", help="Also compare the export-friendly torch modules.")] = True,
     tol: Annotated[Optional[list[str]], typer.Option(
         "--tol", metavar="KEY=VALUE", help="Override a gate, repeatable: PRECISION.GROUP.METRIC=VALUE (GROUP image_features|logits|present, "
-        "METRIC atol|cosine|p99_rel, VALUE a number or off) or PRECISION.tokens=RATE.")] = None,
+        "METRIC atol|cosine|p99_rel, VALUE a number or off), PRECISION.tokens=RATE (exact sequences) or PRECISION.teacher_forced=RATE.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Polygraphy's comparison log.")] = False,
     verify: Verify = True,
 ) -> None:
