@@ -73,13 +73,15 @@ def test_int4_decoder_has_block_quantized_int4_weights_and_fp16_activations(int4
     dqs = _dq_nodes(model)
     entry = read_json(folder / "manifest.json")["components"]["decoder"]
     assert len(dqs) == len(entry["nodes_quantized"]) == 12  # 2 layers x (q, k, v, o, gate_up, down)
+    # the automatic block: the tiny decoder's narrowest K is 128, 8 blocks per column -> 16 rows per block
+    assert entry["int4"]["block_size"] == 16 and entry["int4"]["block_size_source"].startswith("auto")
     for dq in dqs:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in dq.attribute}
-        assert attrs == {"axis": 0, "block_size": 128}
+        assert attrs == {"axis": 0, "block_size": 16}
         weight, scale = inits[dq.input[0]], inits[dq.input[1]]
         assert weight.data_type == onnx.TensorProto.INT4
         assert scale.data_type == onnx.TensorProto.FLOAT16  # the MatMul it feeds runs in fp16
-        assert list(scale.dims) == [weight.dims[0] // 128, weight.dims[1]]
+        assert list(scale.dims) == [weight.dims[0] // 16, weight.dims[1]]
     # the fp32 decoder's weight MatMuls minus the LM head are exactly the quantized ones
     fp32 = _weight_matmuls(int4_export / "onnx" / "fp32" / "decoder.onnx")
     lm_head = [name for name, reason in entry["nodes_excluded"].items() if "LM head" in reason]
@@ -99,10 +101,11 @@ def test_int4_weights_dequantize_to_the_fp32_weights_within_half_a_step(rtn_fp32
     matmuls = {n.name: n for n in model.graph.node if n.op_type == "MatMul"}
     source = {n.name: n.input[1] for n in fp32.graph.node if n.op_type == "MatMul"}
     assert len(report.nodes_quantized) == 13  # with the LM head this time
+    assert report.block_size == 16  # auto: 8 blocks in the narrowest K (128)
     for name in report.nodes_quantized:
         dq = by_output[matmuls[name].input[1]]
         q = inits[dq.input[0]].astype(np.float32)
-        scale = np.repeat(inits[dq.input[1]].astype(np.float32), 128, axis=0)
+        scale = np.repeat(inits[dq.input[1]].astype(np.float32), report.block_size, axis=0)
         w = original[source[name]]
         assert q.shape == w.shape and q.min() >= -8 and q.max() <= 7
         error = np.abs(q * scale - w)
@@ -121,7 +124,7 @@ def test_ort_fuses_every_int4_matmul_into_matmulnbits(rtn_fp32) -> None:
     nbits = [n for n in optimized.graph.node if n.op_type == "MatMulNBits"]
     assert all(n.domain == "com.microsoft" for n in nbits)
     attrs = {(a.name, onnx.helper.get_attribute_value(a)) for n in nbits for a in n.attribute if a.name in ("bits", "block_size")}
-    assert attrs == {("bits", 4), ("block_size", 128)}
+    assert attrs == {("bits", 4), ("block_size", 16)}
     # the saved graph itself is standard ONNX (TensorRT parses it)
     assert {n.domain for n in onnx.load(str(dst), load_external_data=False).graph.node} <= {"", "ai.onnx"}
 
@@ -156,13 +159,27 @@ def test_int4_manifest_and_weight_bytes(int4_export: Path) -> None:
     entry = manifest["components"]["decoder"]
     int4 = entry["int4"]
     assert int4["method"] == int4["method_used"] == "awq" and int4["fallback_reason"] is None
-    assert int4["modelopt_method"] == "awq_lite" and int4["opset_from"] == 18 and int4["opset"] == 21
+    assert int4["modelopt_method"] == "awq_full" and int4["opset_from"] == 18 and int4["opset"] == 21
     assert int4["awq_calibration"]["feeds"] >= 2 and int4["awq_calibration"]["tokens_per_feed"] >= 8
     weights = _weight_matmuls(int4_export / "onnx" / "fp32" / "decoder.onnx")
     fp32 = {t.name: t for t in onnx.load(str(int4_export / "onnx" / "fp32" / "decoder.onnx")).graph.initializer}
     quantized = sum(int(np.prod(fp32[weights[n]].dims)) for n in entry["nodes_quantized"])
     assert int4["weight_bytes"]["int4"] == quantized // 2  # 4 bits per weight, no padding
     assert entry["sha256"] == sha256_file(int4_export / "onnx" / "int4" / "decoder.onnx")
+
+
+def test_auto_block_size_keeps_8_blocks_per_column_up_to_the_fields_128() -> None:
+    from trt_pipeline.quantize.int4 import WeightMatMul, auto_block_size
+
+    def dims(*ks: int) -> list[WeightMatMul]:
+        return [WeightMatMul(f"m{i}", f"w{i}", k, 64) for i, k in enumerate(ks)]
+
+    assert auto_block_size(dims(4096, 13696)) == 128  # the real 9B (hidden 4096, FFN 13696 = 107 x 128)
+    assert auto_block_size(dims(768, 3072)) == 64  # the small preset: 768 / 8 = 96 -> 64
+    assert auto_block_size(dims(128, 384)) == 16  # the trained fixture: 128 / 8 = 16
+    assert auto_block_size(dims(1024, 1536)) == 128  # exactly 8 blocks of 128
+    assert auto_block_size(dims(2048, 2112)) == 64  # 2112 = 33 x 64: 128 does not divide it
+    assert auto_block_size(dims(64)) == 16  # never below ONNX Runtime's MatMulNBits minimum
 
 
 def _gemm_graph(path: Path) -> dict[str, np.ndarray]:

@@ -161,7 +161,8 @@ def precision_lines(folder: Path, manifest: dict[str, Any]) -> list[str]:
 
 def _int4_details(int4: dict[str, Any]) -> str:
     """Method actually used (and why AWQ fell back), block size, activations, weight bytes."""
-    text = (f"{int4['method_used']} ({int4['modelopt_method']}), block {int4['block_size']}, "
+    auto = " (auto)" if str(int4.get("block_size_source", "")).startswith("auto") else ""
+    text = (f"{int4['method_used']} ({int4['modelopt_method']}), block {int4['block_size']}{auto}, "
             f"{int4['activations']} activations, opset {int4['opset_from']} -> {int4['opset']}, "
             f"weights {int4['weight_bytes']['total'] / 1e6:.2f} MB")
     if int4.get("fallback_reason"):

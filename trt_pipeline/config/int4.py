@@ -15,10 +15,14 @@ from trt_pipeline.precisions import check_precision
 
 #: Precision a component can take inside ``onnx/int4`` (the vision tower stays fp16 by default).
 INT4_COMPONENT_PRECISIONS = ("fp32", "fp16", "int4")
-INT4_METHODS = ("awq", "awq-clip", "rtn")
+INT4_METHODS = ("awq", "awq-lite", "awq-clip", "rtn")
 INT4_ACTIVATIONS = ("fp16", "fp32")
 INT4_MIN_OPSET = 21
 INT4_MIN_BLOCK_SIZE = 16
+#: The field's block size (TensorRT-LLM, ModelOpt, AutoAWQ) for 4096-wide layers: 32 blocks per column.
+INT4_FIELD_BLOCK_SIZE = 128
+#: The automatic block size keeps at least this many blocks (scales) per weight column.
+INT4_MIN_BLOCKS_PER_COLUMN = 8
 
 
 def check_block_size(block_size: int) -> int:
@@ -42,9 +46,13 @@ def check_opset(opset: int) -> int:
 class Int4Config:
     """Options of ``autoglm-trt precision int4``.
 
-    ``method``: ``awq`` (AWQ-lite scale search; falls back to ``rtn`` with the reason recorded when it
-    cannot run), ``awq-clip`` (ModelOpt's clip search) or ``rtn`` (round to nearest).
-    ``block_size``: rows of a weight sharing one scale (power of two >= 16 dividing every K).
+    ``method``: ``awq`` (ModelOpt ``awq_full``: the AWQ paper's activation-aware scale search, then its
+    weight-clipping search; falls back to ``rtn`` with the reason recorded when it cannot run),
+    ``awq-lite`` (the scale search alone), ``awq-clip`` (the clipping search alone) or ``rtn``.
+    ``block_size``: rows of a weight sharing one scale (power of two >= 16 dividing every K); None
+    (default) picks it from the weights' dims
+    (:func:`~trt_pipeline.quantize.int4.auto_block_size`: 128, unless the narrowest quantized
+    matrix would get fewer than 8 blocks per column).
     ``activations``: ``fp16`` (TensorRT, strongly typed) or ``fp32`` (ONNX Runtime CPU, where the
     int4 MatMuls fuse into ``MatMulNBits``). ``opset``: >= 21 (block-quantized DequantizeLinear);
     a lower export is upgraded and checked. ``components`` maps each component to ``int4`` / ``fp16``
@@ -53,7 +61,7 @@ class Int4Config:
 
     calib: Path | None = None
     method: str = "awq"
-    block_size: int = 128
+    block_size: int | None = None
     activations: str = "fp16"
     quantize_lm_head: bool = False
     nodes_to_exclude: tuple[str, ...] = ()
@@ -75,7 +83,8 @@ class Int4Config:
             raise ConfigError(f"unknown --method {self.method!r}; choose from {', '.join(INT4_METHODS)}.")
         if self.activations not in INT4_ACTIVATIONS:
             raise ConfigError(f"unknown --activations {self.activations!r}; choose from {', '.join(INT4_ACTIVATIONS)}.")
-        check_block_size(self.block_size)
+        if self.block_size is not None:
+            check_block_size(self.block_size)
         check_opset(self.opset)
         _check_at_least(self, 1, "calib_samples", "heldout_samples")
         _check_decode(self)

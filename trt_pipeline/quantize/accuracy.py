@@ -243,7 +243,7 @@ HINTS = {
             "or lower --data-max so that AutoCast keeps more of the graph in fp32.",
     "int8": "inspect accuracy.json; try another --method or more --calib-samples, leave sensitive nodes "
             "unquantized (--exclude-nodes REGEX), or keep a component in fp16 (--vision-precision/--decoder-precision fp16).",
-    "int4": "inspect accuracy.json; try --method awq (or awq-clip), a smaller --block-size (64, 32), more "
+    "int4": "inspect accuracy.json; try another --method (awq, awq-clip), a smaller --block-size (64, 32, 16), more "
             "--calib-samples, or leave sensitive MatMuls in floating point (--exclude-nodes REGEX).",
 }
 

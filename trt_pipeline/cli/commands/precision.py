@@ -137,8 +137,8 @@ def precision_int8_command(
 def precision_int4_command(
     folder: ExportDir,
     calib: Calib = None,
-    method: Annotated[str, typer.Option("--method", help="awq (AWQ-lite scale search; falls back to rtn, saying why, when it cannot run) | awq-clip | rtn.")] = "awq",
-    block_size: Annotated[int, typer.Option("--block-size", help="Weight rows per INT4 scale: a power of two >= 16 dividing every quantized K.")] = 128,
+    method: Annotated[str, typer.Option("--method", help="awq (AWQ scale search + weight clipping, ModelOpt awq_full; falls back to rtn, saying why, when it cannot run) | awq-lite (scale search only) | awq-clip (clipping only) | rtn.")] = "awq",
+    block_size: Annotated[Optional[int], typer.Option("--block-size", help="Weight rows per INT4 scale: a power of two >= 16 dividing every quantized K [default: 128, smaller when the narrowest K would get fewer than 8 blocks per column].")] = None,
     activations: Annotated[str, typer.Option("--activations", help="fp16 (TensorRT, strongly typed) | fp32 (ONNX Runtime CPU: fuses into MatMulNBits).")] = "fp16",
     quantize_lm_head: Annotated[bool, typer.Option("--quantize-lm-head/--no-quantize-lm-head", help="Also quantize the LM head (kept in floating point by default).")] = False,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset of the int4 graphs (>= 21: DequantizeLinear block_size); a lower export is upgraded and checked.")] = 21,
