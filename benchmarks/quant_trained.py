@@ -227,12 +227,6 @@ def main() -> None:
         if precision == "int4":
             variants[name]["decoder_bytes_vs_fp16"] = round(variants[name]["decoder_weight_bytes"] / fp16_bytes, 4)
     chart = table_chart(variants, fp16_bytes, args.out.with_suffix(".png"))
-    calibrate_once = None
-    if not args.no_timing:
-        with tempfile.TemporaryDirectory(prefix="int8-before.") as scratch:
-            calibrate_once = {"before_commit": args.before_commit,
-                              **timing(export, old_tree(args.before_commit, Path(scratch)), args.repeats,
-                                       args.calib_samples, log)}
     result = {
         "benchmark": "quant_trained",
         "checkpoint": str(args.checkpoint),
@@ -244,12 +238,22 @@ def main() -> None:
         "fp16_decoder_weight_bytes": fp16_bytes,
         "variants": variants,
         "chart": chart.name,
-        "calibrate_once": calibrate_once,
+        "calibrate_once": None,
         "commands": log,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"written {args.out}")
+    write(args.out, result)  # the table survives a failure of the timing below
+    if not args.no_timing:
+        with tempfile.TemporaryDirectory(prefix="int8-before.") as scratch:
+            result["calibrate_once"] = {"before_commit": args.before_commit,
+                                        **timing(export, old_tree(args.before_commit, Path(scratch)), args.repeats,
+                                                 args.calib_samples, log)}
+        write(args.out, result)
+
+
+def write(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"written {path}")
 
 
 if __name__ == "__main__":
