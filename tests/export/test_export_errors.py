@@ -98,3 +98,19 @@ def test_validate_fails_on_corrupt_onnx(tiny_checkpoint, tmp_path):
     result = runner.invoke(app, ["validate", str(out), "--checkpoint", str(tiny_checkpoint), "--no-verify"])
     assert result.exit_code == 5
     assert "decoder output `logits`" in result.output or "decoder output `present.*`" in result.output
+
+
+def test_validate_without_a_checkpoint_anywhere_names_export_json_and_the_flag(tiny_export, tmp_path):
+    """export.json that names no source (copied from another machine, hand-edited) and no --checkpoint."""
+    copy = tmp_path / "export"
+    shutil.copytree(tiny_export, copy)
+    manifest_path = copy / "export.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["checkpoint"].pop("path", None)
+    manifest_path.write_text(json.dumps(manifest))
+    before = sorted(p.name for p in copy.rglob("*"))
+    result = runner.invoke(app, ["validate", str(copy)])
+    assert result.exit_code == 2, result.output
+    assert "names no source checkpoint" in result.output and str(manifest_path) in result.output
+    assert "--checkpoint" in result.output
+    assert sorted(p.name for p in copy.rglob("*")) == before  # no report written

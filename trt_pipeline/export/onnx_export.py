@@ -23,7 +23,9 @@ from trt_pipeline.models.glm4v.io_spec import ComponentSpec
 TWO_GB = 2 * 1024**3
 
 
-def _dynamic_shapes(spec: ComponentSpec, args: tuple[torch.Tensor, ...], variadic_from: int | None):
+def dynamic_shapes(spec: ComponentSpec, args: tuple[torch.Tensor, ...], variadic_from: int | None):
+    """torch.export ``dynamic_shapes`` for a component's example args from its spec's symbolic axes
+    (shared by the in-memory and the weight-free streamed export, so both trace the same graph)."""
     from torch.export import Dim
 
     def axes(tensor_spec) -> dict[int, object]:
@@ -72,7 +74,7 @@ def export_component(
             example_args,
             input_names=spec.input_names,
             output_names=spec.output_names,
-            dynamic_shapes=_dynamic_shapes(spec, example_args, variadic_from),
+            dynamic_shapes=dynamic_shapes(spec, example_args, variadic_from),
             dynamo=True,
             opset_version=opset,
             optimize=True,

@@ -47,14 +47,14 @@ def trace_weight_free(
 
     ``optimize=False``: the exporter's optimizer would try to read the (meta) weights; the
     weight-free optimisation runs afterwards in :func:`optimize_weight_free`."""
-    from trt_pipeline.export.onnx_export import _dynamic_shapes
+    from trt_pipeline.export.onnx_export import dynamic_shapes
 
     args = tuple(a.to("meta") for a in example_args)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, args, input_names=spec.input_names, output_names=spec.output_names,
-            dynamic_shapes=_dynamic_shapes(spec, args, variadic_from), dynamo=True, opset_version=opset,
+            dynamic_shapes=dynamic_shapes(spec, args, variadic_from), dynamo=True, opset_version=opset,
             optimize=False, verbose=False, report=False,
         )
     return program.model
@@ -245,7 +245,7 @@ def _sha256_range(file: Path, offset: int, length: int, block: int = 64 * 1024**
     return digest.hexdigest()
 
 
-def _checkpoint_range(entry: TensorEntry) -> tuple[int, int]:
+def checkpoint_range(entry: TensorEntry) -> tuple[int, int]:
     """(offset, length) of a tensor's bytes inside its safetensors file."""
     import json
     import struct
@@ -281,7 +281,7 @@ def verify_initializer_hashes(onnx_file: Path, checkpoint: Path) -> dict[str, An
             ours = _sha256_range(onnx_file.parent / info["location"], int(info.get("offset", 0)), int(info["length"]))
         else:  # stored inline
             ours = hashlib.sha256(tensor.raw_data).hexdigest()
-        theirs = _sha256_range(by_name[mapping[tensor.name]].file, *_checkpoint_range(by_name[mapping[tensor.name]]))
+        theirs = _sha256_range(by_name[mapping[tensor.name]].file, *checkpoint_range(by_name[mapping[tensor.name]]))
         checked += 1
         if ours != theirs:
             differ.append(tensor.name)

@@ -154,7 +154,7 @@ def twin_config(checkpoint: Path, layers: int) -> dict[str, Any]:
 def write_twin_checkpoint(checkpoint: Path, folder: Path, layers: int = TWIN_LAYERS) -> Path:
     """Write the twin of ``checkpoint`` into ``folder`` (see the module docstring); returns it."""
     from trt_pipeline.export.writer import copy_hf_files
-    from trt_pipeline.export.streaming import _checkpoint_range
+    from trt_pipeline.export.streaming import checkpoint_range
 
     config = twin_config(checkpoint, layers)
     entries = sorted(twin_entries(checkpoint, layers).values(), key=lambda e: e.checkpoint_name)
@@ -172,7 +172,7 @@ def write_twin_checkpoint(checkpoint: Path, folder: Path, layers: int = TWIN_LAY
     with open(folder / "model.safetensors", "wb") as out:
         out.write(struct.pack("<Q", len(encoded)) + encoded)
         for entry in entries:
-            start, length = _checkpoint_range(entry)
+            start, length = checkpoint_range(entry)
             with open(entry.file, "rb") as source:
                 source.seek(start)
                 _copy(source, out, length)

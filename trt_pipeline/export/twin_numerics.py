@@ -93,7 +93,7 @@ def reference_outputs(checkpoint: Path, dtype: str, dims: Any, shapes: TwinShape
     ``float64``: :mod:`trt_pipeline.export.float64_reference` (stored weights, one component widened
     at a time); its outputs stay float64."""
     from trt_pipeline.export.float64_reference import KeepFloat64, load_float64_reference, widen
-    from trt_pipeline.export.validate import _image_features, as_numpy, load_reference
+    from trt_pipeline.export.validate import reference_image_features, as_numpy, load_reference
 
     wide = dtype == "float64"
     model = load_float64_reference(checkpoint) if wide else load_reference(checkpoint, dtype)
@@ -103,7 +103,7 @@ def reference_outputs(checkpoint: Path, dtype: str, dims: Any, shapes: TwinShape
             widen(model, "vision_encoder")
         for index, patches in enumerate(shapes.vision_patches):
             pixels, grid = pixels_and_grid(dims, patches, index)
-            out.image_features.append(_image_features(model, pixels, grid).numpy())
+            out.image_features.append(reference_image_features(model, pixels, grid).numpy())
         if wide:
             widen(model, "decoder")
         ids = token_ids(dims, shapes)
@@ -172,13 +172,13 @@ def compare(expected: Outputs, actual: Outputs, shapes: TwinShapes, gates: Any, 
     point). With ``drift`` (transformers in ``drift_against``: fp32 for a bf16/fp16 twin, float64 for
     the fp32 twin) the gate is a multiple of ``|expected - drift|`` (:func:`trt_pipeline.export.validate._drift_gate`);
     that drift and the export's own ``|actual - drift|`` are recorded beside the error."""
-    from trt_pipeline.export.validate import _result, _worst
+    from trt_pipeline.export.validate import point_result, worst_metrics
 
     def result(component: str, point: dict, output: str, metrics: Any, gate: Any, pick: Any) -> Any:
         """``pick(outputs)``: the list of arrays of this point in an Outputs (several: the KV cache)."""
         drifts = (max(max_abs(w, e) for w, e in zip(pick(drift), pick(expected))),
                   max(max_abs(w, a) for w, a in zip(pick(drift), pick(actual)))) if drift else (None, None)
-        return _result(component, point, output, metrics, gate, drifts[0], drift_against, drifts[1])
+        return point_result(component, point, output, metrics, gate, drifts[0], drift_against, drifts[1])
 
     results = []
     for index, patches in enumerate(shapes.vision_patches):
@@ -190,7 +190,7 @@ def compare(expected: Outputs, actual: Outputs, shapes: TwinShapes, gates: Any, 
         point = {"compute": compute, "batch_size": 1, "sequence_length": seq, "past_sequence_length": past,
                  "logit_positions": len(shapes.logit_positions(seq))}
         names = sorted(expected.present[index])
-        present = _worst([tensor_metrics(expected.present[index][n], actual.present[index][n]) for n in names])
+        present = worst_metrics([tensor_metrics(expected.present[index][n], actual.present[index][n]) for n in names])
         results.append(result("decoder", point, "logits", tensor_metrics(expected.logits[index], actual.logits[index]),
                               gates.logits, lambda o, i=index: [o.logits[i]]))
         results.append(result("decoder", point, "present.*", present, gates.present,

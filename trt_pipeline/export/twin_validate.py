@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trt_pipeline.errors import ConfigError
+from trt_pipeline.errors import CheckpointError, ConfigError
 from trt_pipeline.export.twin import TWIN_LAYERS, plan_validation, remove_twin, write_twin_checkpoint
 from trt_pipeline.export.twin_numerics import TwinShapes, compare, export_outputs, reference_outputs
 from trt_pipeline.export.validate import ValidationReport, reference_dtype, validate, validation_gates, write_and_check
@@ -35,17 +35,24 @@ PRECISION_OF = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 def validate_export(
-    out_dir: Path | str, checkpoint: Path | str, precision: str = "fp32", *, mode: str | None = None,
+    out_dir: Path | str, checkpoint: Path | str | None = None, precision: str | None = None, *, mode: str | None = None,
     atol_logits: float | None = None, atol_vision: float | None = None, show_progress: bool = True,
     verify: bool = True, twin_layers: int = TWIN_LAYERS, shapes: TwinShapes | None = None,
     keep_twin: bool = False,
 ) -> ValidationReport:
     """Validate ``OUT/onnx/PRECISION``: in full when it fits in memory (or ``mode="full"``), else
-    (or ``mode="twin"``) on its twin. The report says which (``report.mode``, ``details.plan``)."""
+    (or ``mode="twin"``) on its twin. The report says which (``report.mode``, ``details.plan``).
+    ``checkpoint`` and ``precision`` default to the ones export.json names (the export's source and
+    its own precision)."""
     from trt_pipeline.artifacts import read_export_manifest
 
-    out_dir, checkpoint = Path(out_dir), Path(checkpoint)
+    out_dir = Path(out_dir)
     manifest = read_export_manifest(out_dir)
+    checkpoint = Path(checkpoint) if checkpoint is not None else manifest.checkpoint_path
+    if checkpoint is None:
+        raise CheckpointError(f"{manifest.path} names no source checkpoint.", path=manifest.path,
+                              hint="pass --checkpoint with the checkpoint folder the export was made from.")
+    precision = precision or manifest.precision
     plan = plan_validation(checkpoint, reference_dtype(manifest, precision), mode, bool(manifest.raw.get("streamed")))
     log(f"validate: {plan.mode} ({plan.reason})")
     if plan.mode == "full":

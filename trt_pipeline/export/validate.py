@@ -101,10 +101,12 @@ class ValidationReport:
         }
 
 
-def _result(
+def point_result(
     component: str, point: dict[str, Any], output: str, metrics: TensorMetrics, gate: OutputGate,
     drift: float | None = None, drift_against: str = "float32", export_drift: float | None = None,
 ) -> PointResult:
+    """One output at one point against its gate, widened by the reference's own drift when given
+    (the bf16 / float64 yardsticks of :func:`_drift_gate`)."""
     gate = _drift_gate(gate, drift, drift_against)
     return PointResult(component, point, output, metrics.max_abs, metrics.cosine, metrics.p99_rel,
                        gate.atol, gate.cosine, gate.p99_rel, drift, drift_against if drift is not None else None,
@@ -146,7 +148,7 @@ def _drift_gate(gate: OutputGate, drift: float | None, drift_against: str = "flo
     return OutputGate(atol=max(gate.atol or 0.0, DRIFT_FACTOR * drift))
 
 
-def _worst(rows: list[TensorMetrics]) -> TensorMetrics:
+def worst_metrics(rows: list[TensorMetrics]) -> TensorMetrics:
     """Worst of each metric over several tensors (the KV cache of every layer)."""
     return TensorMetrics(max(r.max_abs for r in rows), min(r.cosine for r in rows), max(r.p99_rel for r in rows))
 
@@ -180,7 +182,8 @@ def as_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.float().numpy() if tensor.is_floating_point() and tensor.dtype != torch.float64 else tensor.numpy()
 
 
-def _image_features(reference: Any, pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+def reference_image_features(reference: Any, pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """transformers' image features for one image, in the reference vision tower's own dtype."""
     dtype = reference.model.visual.dtype  # the vision tower's own (a float64 reference widens only it)
     expected = reference.model.get_image_features(pixels.to(dtype), grid, return_dict=True).pooler_output
     expected = torch.cat(list(expected), 0) if isinstance(expected, (list, tuple)) else expected
@@ -224,14 +227,14 @@ def validate_vision(
         grid = torch.tensor(grids)
         generator = torch.Generator().manual_seed(index)
         pixels = torch.randn(patches, assets.dims.vision.patch_dim, generator=generator)
-        expected = _image_features(reference, pixels, grid)
+        expected = reference_image_features(reference, pixels, grid)
         drift = None
         if fp32_reference is not None:
-            drift = tensor_metrics(_image_features(fp32_reference, pixels, grid).numpy(), expected.numpy()).max_abs
+            drift = tensor_metrics(reference_image_features(fp32_reference, pixels, grid).numpy(), expected.numpy()).max_abs
         feeds = host.vision_feeds(assets.dims.vision, assets.vision_position_table.float(), pixels, grid)
         outputs = [infer_float32(runner, {k: v.float().numpy() for k, v in feed.items()}) for feed in feeds]
         actual = np.concatenate([np.asarray(out["image_features"]) for out in outputs])
-        results.append(_result("vision_encoder", {"num_patches": patches, "images": len(grids)}, "image_features",
+        results.append(point_result("vision_encoder", {"num_patches": patches, "images": len(grids)}, "image_features",
                                tensor_metrics(expected.numpy(), actual), gate, drift))
     return results
 
@@ -265,11 +268,11 @@ def validate_decoder_point(
     drifts = _decoder_drift(fp32_reference, full, ids, past) if fp32_reference is not None else (None, None)
     point = {"batch_size": batch, "sequence_length": seq, "past_sequence_length": past}
     logits = tensor_metrics(as_numpy(full.logits[:, past:]), step.logits.numpy())
-    present = _worst([tensor_metrics(as_numpy(tensor), out[f"present.{i}.{kind}"])
+    present = worst_metrics([tensor_metrics(as_numpy(tensor), out[f"present.{i}.{kind}"])
                       for i, layer in enumerate(full.past_key_values.layers)
                       for kind, tensor in (("key", layer.keys), ("value", layer.values))])
-    return [_result("decoder", point, "logits", logits, gates.logits, drifts[0]),
-            _result("decoder", point, "present.*", present, gates.present, drifts[1])]
+    return [point_result("decoder", point, "logits", logits, gates.logits, drifts[0]),
+            point_result("decoder", point, "present.*", present, gates.present, drifts[1])]
 
 
 def reference_dtype(manifest: ExportManifest, precision: str) -> str:

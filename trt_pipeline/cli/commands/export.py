@@ -96,18 +96,10 @@ def validate_command(
         "(--twin), or the whole export (--full) [default: twin when the whole would not fit in memory]."))] = None,
 ) -> None:
     """ONNX Runtime (CPU) vs transformers over every dynamic axis (min / interior / max), or on the twin."""
-    from trt_pipeline.artifacts import read_export_manifest
-    from trt_pipeline.errors import CheckpointError
     from trt_pipeline.export.twin_validate import validate_export
 
-    manifest = read_export_manifest(folder)
-    source = checkpoint or manifest.checkpoint_path
-    if source is None:
-        raise CheckpointError(f"{manifest.path} names no source checkpoint.", path=manifest.path,
-                              hint="pass --checkpoint with the checkpoint folder the export was made from.")
-    precision = precision or manifest.precision
     mode = None if twin is None else ("twin" if twin else "full")
-    report = validate_export(folder, source, precision=precision, mode=mode, atol_logits=atol_logits,
+    report = validate_export(folder, checkpoint, precision=precision, mode=mode, atol_logits=atol_logits,
                              atol_vision=atol_vision, verify=verify)
     typer.echo(f"validation passed ({report.mode}): {len(report.results)} checks, report in {folder / 'reports'}")
 
