@@ -152,6 +152,15 @@ class PrecisionGates:
         return tuple(gate for group in groups for gate in self.output(group).gates(group))
 
 
+#: INT8 and INT4 ship under the same gates: the user judges both by the same agent actions.
+QUANTIZED_GATES = PrecisionGates(
+    image_features=OutputGate(cosine=0.99),
+    logits=OutputGate(cosine=0.99),
+    present=OutputGate(cosine=0.99),
+    token_exact_match=0.5,
+    token_teacher_forced=0.9,
+)
+
 #: The gate table (see the module docstring for the reasoning behind each number).
 DEFAULT_GATES: dict[str, PrecisionGates] = {
     "fp32": PrecisionGates(
@@ -168,20 +177,8 @@ DEFAULT_GATES: dict[str, PrecisionGates] = {
         token_exact_match=0.9,
         token_teacher_forced=0.99,
     ),
-    "int8": PrecisionGates(
-        image_features=OutputGate(cosine=0.99),
-        logits=OutputGate(cosine=0.99),
-        present=OutputGate(cosine=0.99),
-        token_exact_match=0.5,
-        token_teacher_forced=0.9,
-    ),
-    "int4": PrecisionGates(
-        image_features=OutputGate(cosine=0.99),
-        logits=OutputGate(cosine=0.99),
-        present=OutputGate(cosine=0.99),
-        token_exact_match=0.5,
-        token_teacher_forced=0.9,
-    ),
+    "int8": QUANTIZED_GATES,
+    "int4": QUANTIZED_GATES,
 }
 
 

@@ -128,8 +128,7 @@ class Sampler:
 
     def __init__(self, params: SamplingParams, prompt_ids: Sequence[int]) -> None:
         self.params = params
-        self.prompt_ids = list(prompt_ids)
-        self.penalties = TokenCounts(params, self.prompt_ids)
+        self.penalties = TokenCounts(params, prompt_ids)
         self.generator = torch.Generator()
         if params.seed is not None:
             self.generator.manual_seed(int(params.seed) % (2**63))
