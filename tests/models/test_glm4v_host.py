@@ -67,3 +67,30 @@ def test_packed_images_become_one_feed_per_image(tiny_checkpoint):
         host.vision_inputs(dims.vision, table, [[1, 2, 2], [1, 2, 4]])
     with pytest.raises(ValueError, match="12 patches"):
         host.vision_feeds(dims.vision, table, pixels[:10], [[1, 2, 2], [1, 2, 4]])
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "phone-9b"])
+def test_text_rope_table_rows_equal_text_rope_bitwise(preset):
+    """A decode step looks its cos/sin up in the table: the rows must be what text_rope computes for
+    that step, to the bit, whatever the batch size and position (torch's cos/sin are elementwise)."""
+    from trt_pipeline.fixtures.presets import PRESETS
+    from trt_pipeline.models.glm4v.config import TextDims
+
+    text = PRESETS[preset].text
+    dims = TextDims(vocab_size=8, hidden_size=text["hidden_size"], intermediate_size=8, num_hidden_layers=1,
+                    num_attention_heads=text["num_attention_heads"], num_key_value_heads=1, rms_norm_eps=1e-5,
+                    rope_theta=text["rope_theta"], partial_rotary_factor=text["partial_rotary_factor"],
+                    mrope_section=tuple(text["mrope_section"]),
+                    max_position_embeddings=text["max_position_embeddings"])
+    length = 5000
+    cos_table, sin_table = host.text_rope_table(dims, length)
+    assert cos_table.shape == (length, dims.rotary_dim) and cos_table.dtype == torch.float32
+    generator = torch.Generator().manual_seed(0)
+    for batch in (1, 2, 3, 5):
+        for _ in range(40):
+            positions = torch.randint(0, length, (batch,), generator=generator)
+            cos, sin = host.text_rope(dims, positions.view(1, batch, 1).expand(3, batch, 1))
+            assert torch.equal(cos[:, 0], cos_table[positions]) and torch.equal(sin[:, 0], sin_table[positions])
+    # a longer table (grown with headroom) starts with the shorter one
+    longer_cos, _ = host.text_rope_table(dims, 2 * length + 7)
+    assert torch.equal(longer_cos[:length], cos_table)

@@ -187,3 +187,18 @@ def text_rope(dims: TextDims, position_ids: torch.Tensor) -> tuple[torch.Tensor,
         merged = torch.cat([chunk[i % 3] for i, chunk in enumerate(chunks)], dim=-1)
         return merged.repeat_interleave(2, dim=-1)
     return recompose(freqs.cos()), recompose(freqs.sin())
+
+
+def text_rope_table(dims: TextDims, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """M-RoPE cos/sin ``[length, rotary_dim]`` of text positions ``0 .. length - 1`` (all three axes equal).
+
+    A text or decode token has the same position on every M-RoPE axis, so its cos/sin are the rows
+    of this table at its position: a decode step looks them up instead of calling
+    :func:`text_rope` each step. The table IS :func:`text_rope` on those positions (torch's cos/sin
+    are elementwise, so a row does not depend on the other rows computed with it), and
+    ``tests/models/test_glm4v_host.py`` asserts that its rows are bitwise equal to per-step
+    :func:`text_rope` calls for batches of several sizes.
+    """
+    positions = torch.arange(length).view(1, 1, length).expand(3, 1, length)
+    cos, sin = text_rope(dims, positions)
+    return cos[0], sin[0]

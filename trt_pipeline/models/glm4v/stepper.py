@@ -105,6 +105,7 @@ class FeedBuilder:
         self.reference_inputs = reference_inputs
         layers = self.dims.text.num_hidden_layers
         self.past_names, self.present_names = past_names(layers), present_names(layers)
+        self._decode_tables: _DecodeTables | None = None
 
     @classmethod
     def for_runner(cls, assets: HostTables, runner: Any, *, reference_inputs: bool = False) -> FeedBuilder:
@@ -122,7 +123,14 @@ class FeedBuilder:
         return value.astype(want, copy=False)
 
     def _finish(self, feed: Mapping[str, np.ndarray]) -> OrderedDict:
-        return OrderedDict((name, self.cast(name, value)) for name, value in feed.items() if self.accepts(name))
+        """The accepted inputs of ``feed``, cast as :meth:`cast` does (inlined: runs per input and decode step)."""
+        declared, floats, out = self.input_dtypes, self._float_inputs, OrderedDict()
+        for name, value in feed.items():
+            if declared is not None and name not in declared:
+                continue
+            want = floats.get(name)
+            out[name] = value if want is None or value.dtype == want or value.dtype.kind != "f" else value.astype(want, copy=False)
+        return out
 
     # -- vision ---------------------------------------------------------------------------------
     def vision_feed(self, pixel_values: torch.Tensor, grid_thw: host.GridTHW) -> OrderedDict:
@@ -191,6 +199,65 @@ class FeedBuilder:
         if self.reference_inputs:
             feed["position_ids"] = _np(positions, np.int64)
         return self._finish(feed)
+
+    def decode_feed(
+        self, tokens: np.ndarray, positions: np.ndarray, attention_mask: np.ndarray, past: Mapping[str, np.ndarray]
+    ) -> OrderedDict:
+        """:meth:`decoder_feed` of one token per row, in numpy: the same arrays, bitwise, in the same order.
+
+        ``tokens [B]`` and their M-RoPE ``positions [B]`` (one per row: a decode token has the same
+        position on all three axes), ``attention_mask [B, past + 1]`` int64 including the new
+        column; logits of the (only) last position. A decode step is a few milliseconds on a
+        small model, so the torch round trips of the general path (embedding lookup, M-RoPE
+        cos/sin computed afresh, mask and dtype conversions) are replaced by table lookups:
+        embedding rows and rows of :func:`~trt_pipeline.models.glm4v.host.text_rope_table`.
+        Not for ``reference_inputs`` builders (their ``position_ids``): use :meth:`decoder_feed`.
+        """
+        tables = self._decode_tables
+        if tables is None:
+            tables = self._decode_tables = _DecodeTables(self)
+        cos, sin = tables.rope(positions)
+        batch = tokens.shape[0]
+        embeds = tables.embeddings(tokens).reshape(batch, 1, -1)
+        feed: dict[str, np.ndarray] = {"inputs_embeds": embeds, "attention_mask": attention_mask,
+                                       "rope_cos": cos, "rope_sin": sin, LOGITS_POSITIONS: np.zeros(1, np.int64)}
+        feed.update(past)
+        return self._finish(feed)
+
+
+class _DecodeTables:
+    """What :meth:`FeedBuilder.decode_feed` looks rows up in, made once per builder.
+
+    The M-RoPE table is grown (with headroom) when a position outside it comes, by recomputing
+    it with :func:`~trt_pipeline.models.glm4v.host.text_rope_table` and casting it to the
+    runner's dtype once (a cast is elementwise, so casting rows later gives the same values).
+    """
+
+    def __init__(self, builder: FeedBuilder) -> None:
+        self.builder = builder
+        table = builder.assets.embed_table
+        # a float32 CPU table is read through a numpy view (rows are copied, never written); any
+        # other dtype goes through torch's .float() as token_embeddings does
+        self.embed_rows = table.detach().numpy() if table.dtype == torch.float32 and table.device.type == "cpu" else None
+        self.cos = self.sin = np.zeros((0, builder.dims.text.rotary_dim), np.float32)
+
+    def embeddings(self, tokens: np.ndarray) -> np.ndarray:
+        """Float32 embedding rows ``[B, hidden]`` of ``tokens [B]`` (as ``FeedBuilder.token_embeddings``)."""
+        if self.embed_rows is not None:
+            return self.embed_rows[tokens]
+        return self.builder.token_embeddings(torch.from_numpy(tokens)).numpy()
+
+    def rope(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """cos/sin ``[B, 1, rotary_dim]`` of text positions ``[B]``, in the runner's dtype."""
+        wanted = positions.tolist()
+        if min(wanted) < 0:
+            raise ValueError(f"M-RoPE positions must be >= 0, got {wanted}")
+        if max(wanted) >= len(self.cos):
+            cos, sin = host.text_rope_table(self.builder.dims.text, max(2 * max(wanted) + 2, 256))
+            self.cos = self.builder.cast("rope_cos", cos.numpy())
+            self.sin = self.builder.cast("rope_sin", sin.numpy())
+        batch = len(wanted)
+        return self.cos[positions].reshape(batch, 1, -1), self.sin[positions].reshape(batch, 1, -1)
 
 
 @dataclass
@@ -372,9 +439,32 @@ class DecoderStepper:
         return self.prepare(embeds, torch.ones(batch, 1, dtype=torch.long), positions), positions
 
     def decode(self, tokens: torch.Tensor) -> StepOutput:
-        """Append one token per row and return its logits ``[B, 1, vocab]``."""
-        feed, positions = self.prepare_decode(tokens)
-        return self.step(feed, positions)
+        """Append one token per row and return its logits ``[B, 1, vocab]``.
+
+        The same feed, cache and logits as :meth:`prepare_decode` + :meth:`step` (asserted bitwise
+        by ``tests/models/test_decode_fast_path.py``), with the host work of a step cut to table
+        lookups and one mask copy (:meth:`FeedBuilder.decode_feed`). Reference-input builders
+        (transformers runners) take the general path.
+        """
+        if self.builder.reference_inputs:
+            feed, positions = self.prepare_decode(tokens)
+            return self.step(feed, positions)
+        state, batch = self.state, self.batch
+        ids = tokens.reshape(batch).numpy()
+        if self.contract is not None:
+            self.contract.check_step(batch, 1, self.past_length)
+        before = state.attention_mask.numpy()
+        mask = np.empty((batch, before.shape[1] + 1), np.int64)
+        mask[:, :-1] = before
+        mask[:, -1] = 1
+        feed = self.builder.decode_feed(ids, state.next_position.numpy(), mask, state.past)
+        out = self.runner.infer(feed, check_inputs=self.check_inputs)
+        past = {name: np.asarray(out[src]) for name, src in zip(self.builder.past_names, self.builder.present_names)}
+        self.state = CacheState(past, torch.from_numpy(mask), state.next_position + 1)
+        values = torch.from_numpy(np.asarray(out["logits"], dtype=np.float32).copy())
+        if LOGITS_POSITIONS not in feed:  # the runner computed every position (older export)
+            values = values[:, logit_indices("last", 1)]
+        return StepOutput(values, feed, out)
 
 
 def encode_images(builder: FeedBuilder, vision_runner: Any, inputs: MultimodalInputs) -> torch.Tensor | None:
