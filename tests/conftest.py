@@ -56,6 +56,18 @@ def parity_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
 
 
 @pytest.fixture(scope="session")
+def tiny_fused_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_export``'s twin with ``--decoder-ops fused`` (opset 23 Attention/RotaryEmbedding/RMSNormalization),
+    same ranges, validated against transformers like every export. Read-only."""
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.export.exporter import export
+
+    out = tmp_path_factory.mktemp("exports") / "tiny-fused"
+    cfg = ExportConfig(max_seq=96, max_kv=128, max_image_tokens=64, decoder_ops="fused")
+    return export(tiny_checkpoint, out, cfg, show_progress=False)
+
+
+@pytest.fixture(scope="session")
 def compare_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fp32 export of ``tiny_checkpoint`` for the compare tests (small ranges, no validation grid).
 

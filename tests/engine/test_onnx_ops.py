@@ -19,14 +19,12 @@ from onnx import TensorProto, helper
 from trt_pipeline.engine.onnx_ops import TARGETS, check_model, parse_report
 
 
-@pytest.fixture(scope="module")
-def variants(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the tiny export with its fp16 and int8 variants (and int4 when available)."""
+def _with_variants(export: Path, out: Path) -> Path:
+    """A copy of ``export`` with its fp16 and int8 variants (and int4 when available)."""
     from trt_pipeline.config import Fp16Config, Int8Config
     from trt_pipeline.quantize import precision
 
-    out = tmp_path_factory.mktemp("onnx-ops") / "export"
-    shutil.copytree(tiny_export, out)
+    shutil.copytree(export, out)
     precision.make_fp16(out, Fp16Config(calib_samples=2, evaluate=False), show_progress=False)
     precision.make_int8(out, Int8Config(calib_samples=2, evaluate=False), show_progress=False)
     make_int4 = getattr(precision, "make_int4", None)
@@ -35,6 +33,18 @@ def variants(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
         make_int4(out, config.Int4Config(calib_samples=2, evaluate=False), show_progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def variants(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny (portable) export with its fp16, int8 and int4 variants."""
+    return _with_variants(tiny_export, tmp_path_factory.mktemp("onnx-ops") / "export")
+
+
+@pytest.fixture(scope="module")
+def fused_variants(tiny_fused_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny ``--decoder-ops fused`` export with its fp16, int8 and int4 variants."""
+    return _with_variants(tiny_fused_export, tmp_path_factory.mktemp("onnx-ops-fused") / "export")
 
 
 def test_every_op_of_every_exported_graph_parses_on_every_target(variants: Path) -> None:
@@ -54,6 +64,34 @@ def test_every_op_of_every_exported_graph_parses_on_every_target(variants: Path)
     assert not failures, failures
     int8_decoder = next(c for c in checks if c.path.endswith("int8/decoder.onnx"))
     assert int8_decoder.op_counts.get("DequantizeLinear", 0) > 0  # the Q/DQ graph was really checked
+
+
+FUSED_OPS = {"Attention", "RotaryEmbedding", "RMSNormalization"}
+
+
+def test_fused_graphs_parse_on_tensorrt_10_15_and_11_and_name_their_ops_for_10_3(fused_variants: Path) -> None:
+    """Every precision made from a fused export keeps the opset-23 ops (AutoCast and Q/DQ pass them
+    through) and only those stop JetPack 6's TensorRT 10.3; the newer targets take every op."""
+    files = sorted((fused_variants / "onnx").glob("*/decoder.onnx"))
+    assert {f.parent.name for f in files} >= {"fp32", "fp16", "int8"}
+    for file in files:
+        checks = {check.target: check for check in check_model(file)}
+        assert checks["trt-10.15"] and checks["trt-11"], [c.describe() for c in checks.values() if not c]
+        old = checks["trt-10.3"]
+        assert not old and old.opset_too_new and set(old.unsupported) == FUSED_OPS, old.describe()
+        assert old.op_counts["Attention"] > 0
+
+
+def test_bundle_refuses_a_fused_export_for_jetpack_6(fused_variants: Path, tmp_path: Path) -> None:
+    from trt_pipeline.bundle.make import make_bundle
+    from trt_pipeline.errors import ConfigError
+
+    dest = tmp_path / "jp6-fp16"
+    with pytest.raises(ConfigError, match=r"fp16/decoder.onnx: trt-10.3 cannot parse .*Attention"):
+        make_bundle(fused_variants, "jetson-orin-jp6", dest, precision="fp16")
+    assert not dest.exists() and not dest.with_name("jp6-fp16.tar").exists()
+    bundle = make_bundle(fused_variants, "x86-trt11", tmp_path / "trt11-fp16", precision="fp16")
+    assert (bundle.path / "build.sh").is_file()
 
 
 def test_decoder_graph_has_no_kv_expand(tiny_export: Path) -> None:

@@ -15,6 +15,7 @@ import torch
 from trt_pipeline.accuracy.gates import DEFAULT_GATES
 from trt_pipeline.accuracy.metrics import cosine
 from trt_pipeline.models.glm4v import host
+from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS
 from trt_pipeline.models.glm4v.generation import HostAssets, greedy_generate, prefill_embeddings
 from trt_pipeline.models.glm4v.model import Glm4vExportModel
 from trt_pipeline.models.glm4v.processing import Glm4vProcessing
@@ -66,7 +67,16 @@ def batch_inputs(processing):
     return processing(prompts, images)
 
 
-def test_prefill_logits_match_on_padded_batch(pair):
+@pytest.fixture(params=DECODER_OPS)
+def decoder_ops(request: pytest.FixtureRequest, pair):
+    """Each decoder graph flavour (``--decoder-ops``) traces the same numbers: both are held to transformers."""
+    ours = pair[1]
+    ours.decoder.use_ops(request.param)
+    yield request.param
+    ours.decoder.use_ops("portable")
+
+
+def test_prefill_logits_match_on_padded_batch(pair, decoder_ops):
     reference, ours, processing = pair
     inputs = batch_inputs(processing)
     assert inputs.attention_mask[0].sum() != inputs.attention_mask[1].sum(), "rows must differ in length"
@@ -84,7 +94,7 @@ def test_prefill_logits_match_on_padded_batch(pair):
     assert (actual[valid] - expected[valid]).abs().max().item() <= LOGITS_ATOL
 
 
-def test_sixteen_decode_steps_match_generate(pair):
+def test_sixteen_decode_steps_match_generate(pair, decoder_ops):
     reference, ours, processing = pair
     inputs = batch_inputs(processing)
     with torch.no_grad():

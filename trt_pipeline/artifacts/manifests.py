@@ -193,6 +193,11 @@ class ExportManifest:
         return OutputLayout(self.path.parent)
 
     @property
+    def decoder_ops(self) -> str:
+        """The decoder graph's flavour (``--decoder-ops``; exports made before it existed: portable)."""
+        return str((self.raw.get("decoder_graph") or {}).get("ops", "portable"))
+
+    @property
     def precision(self) -> str:
         """The precision folder the export wrote (``fp32``, or ``bf16``/``fp16`` for a same-dtype export)."""
         return str(self.raw.get("precision", "fp32"))

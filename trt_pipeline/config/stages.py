@@ -79,7 +79,8 @@ class DimRange:
 class ExportConfig:
     """Options of ``autoglm-trt export`` (``[export]`` in pipeline.toml)."""
 
-    opset: int = 18
+    opset: int | None = None  # None: the decoder_ops flavour's default (18 portable, 23 fused)
+    decoder_ops: str = "portable"  # portable | fused (trt_pipeline.models.glm4v.text.DECODER_OPS)
     components: tuple[str, ...] = COMPONENTS
     # Request shapes: a named workload (trt_pipeline.export.workloads) sets each one; a value
     # given here overrides it. None: phone-agent for real-width checkpoints, tiny otherwise.
@@ -101,8 +102,7 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         _check_components(self.components)
-        if self.opset < 17:
-            raise ConfigError(f"opset {self.opset} is too old: LayerNormalization needs opset >= 17.")
+        self._resolve_opset()
         newest = _newest_onnx_opset()
         if self.opset > newest:
             raise ConfigError(f"--opset {self.opset} is newer than the installed onnx knows (newest: {newest}).",
@@ -115,6 +115,21 @@ class ExportConfig:
             raise ConfigError(
                 f"--max-image-tokens {self.max_image_tokens} < --min-image-tokens {self.min_image_tokens}."
             )
+
+    def _resolve_opset(self) -> None:
+        """Fill in the flavour's default opset; refuse an opset below what the flavour's ops need."""
+        from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS, DECODER_OPS_DEFAULT_OPSET, DECODER_OPS_MIN_OPSET
+
+        if self.decoder_ops not in DECODER_OPS:
+            raise ConfigError(f"--decoder-ops must be one of {', '.join(DECODER_OPS)}, got {self.decoder_ops!r}.")
+        if self.opset is None:
+            object.__setattr__(self, "opset", DECODER_OPS_DEFAULT_OPSET[self.decoder_ops])
+        low = DECODER_OPS_MIN_OPSET[self.decoder_ops]
+        if self.opset < low:
+            why = ("LayerNormalization needs opset >= 17" if self.decoder_ops == "portable" else
+                   "its Attention, RotaryEmbedding and RMSNormalization ops are opset 23")
+            raise ConfigError(f"--opset {self.opset} is too old for --decoder-ops {self.decoder_ops}: {why}.",
+                              hint=f"pass --opset {low} or higher, or leave --opset out.")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

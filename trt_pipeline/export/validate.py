@@ -294,11 +294,13 @@ def component_runner(out_dir: Path, precision: str, dtype: str, checkpoint: Path
     path = onnx_path(out_dir, precision, component, verify=False)  # validate() verified it before any load
     if dtype != "bfloat16":
         return ort_runner(path)
+    from trt_pipeline.artifacts import read_export_manifest
     from trt_pipeline.models.glm4v.io_spec import component_spec
     from trt_pipeline.models.glm4v.model import Glm4vExportModel
     from trt_pipeline.runtime.torch_runner import TorchModuleRunner
 
     model = Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype)
+    model.decoder.use_ops(read_export_manifest(out_dir).decoder_ops)  # the flavour that was traced
     module = model.vision_encoder if component == "vision_encoder" else model.decoder
     return TorchModuleRunner(module, component_spec(model.dims, component, dtype), name=f"torch-export-bf16:{component}")
 

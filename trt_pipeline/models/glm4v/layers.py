@@ -23,9 +23,16 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.variance_epsilon = eps
+        self.fused = False  # the decoder's ``fused`` ops flavour: one opset-23 RMSNormalization node
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         input_dtype = hidden_states.dtype
+        if self.fused:  # exported as RMSNormalization (stash type fp32); half inputs normalised in fp32 first
+            shape = (hidden_states.shape[-1],)
+            if input_dtype == torch.float32:
+                return F.rms_norm(hidden_states, shape, self.weight, self.variance_epsilon)
+            normed = F.rms_norm(hidden_states.to(torch.float32), shape, None, self.variance_epsilon)
+            return self.weight * normed.to(input_dtype)
         hidden_states = hidden_states.to(torch.float32)
         variance = hidden_states.pow(2).mean(-1, keepdim=True)
         if input_dtype == torch.float32:

@@ -18,22 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trt_pipeline.models.glm4v.config import TextDims
+from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS
 from trt_pipeline.models.glm4v.layers import RMSNorm, activation
-
-
-#: How the exported decoder graph spells its hot spots (recorded in export.json as ``decoder_graph``).
-#: Every choice uses ops all TensorRT targets parse at the default opset (trt_pipeline.engine.onnx_ops):
-#: opset 23's RMSNormalization / RotaryEmbedding / Attention would need TensorRT >= 10.15 (10.14 for
-#: Attention), which JetPack 6 (10.3) does not have, so the same graph serves every target.
-DECODER_GRAPH = {
-    "attention": "grouped-query: each KV head's query group as rows of one matmul ([B, kv, groups*S, D]); "
-                 "K/V never repeated per query head",
-    "rms_norm": "x / sqrt(mean(x^2) + eps) * weight: ONNX Runtime fuses it into SimplifiedLayerNormalization",
-    "rotary": "whole-head cos/signed-sin tables built once per step; per layer x*cos + swap_pairs(x)*sin "
-              "over query and key heads together",
-    "kv_cache": "concat",
-    "per_tensorrt_target": "one graph: every op is parsed by trt-10.3, trt-10.15 and trt-11",
-}
 
 
 def rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +67,15 @@ def apply_head_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tens
     multiplied by the signed sin it gives GLM's (-x1, x0) rotation."""
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
     return x * cos + swapped * signed_sin
+
+
+def fused_rotary_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``RotaryEmbedding``'s cos/sin caches ``[B, S, rotary_dim / 2]`` from the host's ``[B, S, rotary_dim]``.
+
+    The host repeats every frequency twice for the interleaved pairs (:func:`host.text_rope`); the
+    op takes each frequency once and pairs channels itself, so one strided slice per step serves
+    every layer (the decoder's inputs stay the same for both flavours)."""
+    return cos[..., 0::2], sin[..., 0::2]
 
 
 def grouped_query_attention(
@@ -134,6 +129,7 @@ class TextAttention(nn.Module):
         self.k_proj = nn.Linear(dims.hidden_size, self.num_kv_heads * self.head_dim, bias=True)
         self.v_proj = nn.Linear(dims.hidden_size, self.num_kv_heads * self.head_dim, bias=True)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, dims.hidden_size, bias=False)
+        self.fused = False  # set by TextDecoder.use_ops: opset-23 Attention/RotaryEmbedding instead of spelled-out ops
 
     def forward(
         self,
@@ -144,7 +140,11 @@ class TextAttention(nn.Module):
         past_key: torch.Tensor,
         past_value: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, S, hidden]; cos/sin [B, S, 1, D] from :func:`head_rotary_tables`; bias [B, 1, 1, S, T]."""
+        """x [B, S, hidden]; cos/sin [B, S, 1, D] from :func:`head_rotary_tables`; bias [B, 1, 1, S, T].
+
+        (Fused: cos/sin [B, S, rotary_dim / 2] from :func:`fused_rotary_tables`, bias [B, 1, S, T].)"""
+        if self.fused:
+            return self._fused(x, cos, sin, bias, past_key, past_value)
         b, s, _ = x.shape
         heads = self.num_heads + self.num_kv_heads
         # query and key heads go through one rotary (same tables, [B, S, 1, D]) and one transpose
@@ -155,6 +155,29 @@ class TextAttention(nn.Module):
         value = torch.cat([past_value.to(v.dtype), v], dim=2)
         out = grouped_query_attention(q, key, value, bias, self.scaling)
         out = out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)
+        return self.o_proj(out), key, value
+
+    def _fused(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor,
+        past_key: torch.Tensor, past_value: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same attention as opset 23 ops: one ``RotaryEmbedding`` per projection, one ``Attention``.
+
+        Q/K/V stay ``[B, S, heads * D]`` (the ops' 3-D form, so no transposes in the graph); the
+        Attention op groups query heads per KV head itself and returns the present cache
+        ``[B, kv, past + S, D]``; ``softmax_precision`` 1 (float) keeps the softmax in fp32 in half
+        graphs, as transformers' eager path does.
+        """
+        from torch.onnx import ops
+
+        rotary_dim = 2 * cos.shape[-1]
+        q = ops.rotary_embedding(self.q_proj(x), cos, sin, interleaved=True, num_heads=self.num_heads,
+                                 rotary_embedding_dim=rotary_dim)
+        k = ops.rotary_embedding(self.k_proj(x), cos, sin, interleaved=True, num_heads=self.num_kv_heads,
+                                 rotary_embedding_dim=rotary_dim)
+        out, key, value, _ = ops.attention(q, k, self.v_proj(x), bias, past_key.to(q.dtype), past_value.to(q.dtype),
+                                           q_num_heads=self.num_heads, kv_num_heads=self.num_kv_heads,
+                                           scale=self.scaling, softmax_precision=1)
         return self.o_proj(out), key, value
 
 
@@ -232,6 +255,21 @@ class TextDecoder(nn.Module):
         self.dims = dims
         self.language_model = language_model
         self.lm_head = lm_head
+        self.ops = "portable"
+
+    def use_ops(self, ops: str) -> TextDecoder:
+        """Trace as the ``ops`` flavour of :data:`DECODER_OPS` from now on (same weights, same numbers)."""
+        if ops not in DECODER_OPS:
+            raise ValueError(f"decoder ops {ops!r}: choose one of {', '.join(DECODER_OPS)}")
+        self.ops = ops
+        fused = ops == "fused"
+        for layer in self.language_model.layers:
+            layer.self_attn.fused = fused
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm, layer.post_self_attn_layernorm,
+                         layer.post_mlp_layernorm):
+                norm.fused = fused
+        self.language_model.norm.fused = fused
+        return self
 
     def forward(
         self,
@@ -243,10 +281,14 @@ class TextDecoder(nn.Module):
         *past_key_values: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         x = inputs_embeds
-        bias = causal_padding_bias(attention_mask, x.shape[1], x.dtype).unsqueeze(1)  # [B, 1, 1, S, T]
+        bias = causal_padding_bias(attention_mask, x.shape[1], x.dtype)  # [B, 1, S, T]
         # the host computes the tables in fp32; transformers then casts them to the model dtype
-        cos, sin = head_rotary_tables(rope_cos.unsqueeze(2).to(x.dtype), rope_sin.unsqueeze(2).to(x.dtype),
-                                      self.dims.head_dim)  # [B, S, 1, D]: rotary runs before the head transpose
+        if self.ops == "fused":
+            cos, sin = fused_rotary_tables(rope_cos.to(x.dtype), rope_sin.to(x.dtype))
+        else:
+            bias = bias.unsqueeze(1)  # [B, 1, 1, S, T]: the grouped-query view's mask
+            cos, sin = head_rotary_tables(rope_cos.unsqueeze(2).to(x.dtype), rope_sin.unsqueeze(2).to(x.dtype),
+                                          self.dims.head_dim)  # [B, S, 1, D]: rotary runs before the head transpose
         presents: list[torch.Tensor] = []
         for index, layer in enumerate(self.language_model.layers):
             x, key, value = layer(x, cos, sin, bias, past_key_values[2 * index], past_key_values[2 * index + 1])

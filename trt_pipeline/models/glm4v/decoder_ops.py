@@ -1,0 +1,56 @@
+"""The decoder graph's flavours: which ops the exported decoder spells its hot spots with.
+
+Torch-free (the config layer checks ``--decoder-ops`` / ``--opset`` against it without importing
+the model); :class:`~trt_pipeline.models.glm4v.text.TextDecoder` traces the chosen flavour and
+export.json records :func:`decoder_graph` of it.
+"""
+
+from __future__ import annotations
+
+#: The decoder graph flavours ``autoglm-trt export --decoder-ops`` chooses between (the first is the default).
+#:
+#: * ``portable``: only ops every supported TensorRT parses (JetPack 6's 10.3 included) at opset 18;
+#:   ONNX Runtime fuses its RMSNorm spelling but sees attention and rotary as ~25 small nodes a layer.
+#: * ``fused``: opset 23's ``Attention`` (grouped-query, past/present inside the op),
+#:   ``RotaryEmbedding`` and ``RMSNormalization``: ~20 nodes a layer instead of ~36 after ONNX Runtime's
+#:   optimizer, and a decode step 1.2x faster on ONNX Runtime CPU at 2 threads (small preset, 512 cached
+#:   tokens; ``benchmarks/peer_genai.py``). TensorRT parses these ops from 10.14 (Attention) / 10.15
+#:   (the others) on, so JetPack 6 (10.3) cannot build it: ``trt_pipeline.engine.onnx_ops``'s tables
+#:   say which targets can, and ``bundle`` refuses a target that cannot.
+DECODER_OPS = ("portable", "fused")
+#: The lowest opset of each flavour, and the opset an export uses when none is given.
+DECODER_OPS_MIN_OPSET = {"portable": 17, "fused": 23}
+DECODER_OPS_DEFAULT_OPSET = {"portable": 18, "fused": 23}
+
+_PORTABLE_GRAPH = {
+    "ops": "portable",
+    "attention": "grouped-query: each KV head's query group as rows of one matmul ([B, kv, groups*S, D]); "
+                 "K/V never repeated per query head",
+    "rms_norm": "x / sqrt(mean(x^2) + eps) * weight: ONNX Runtime fuses it into SimplifiedLayerNormalization",
+    "rotary": "whole-head cos/signed-sin tables built once per step; per layer x*cos + swap_pairs(x)*sin "
+              "over query and key heads together",
+    "kv_cache": "concat",
+    "per_tensorrt_target": "one graph: every op is parsed by trt-10.3, trt-10.15 and trt-11",
+}
+_FUSED_GRAPH = {
+    "ops": "fused",
+    "attention": "ONNX Attention (opset 23): q_num_heads/kv_num_heads grouped-query, additive mask, "
+                 "past_key/past_value in, present_key/present_value out, softmax in fp32",
+    "rms_norm": "ONNX RMSNormalization (opset 23), fp32 stash type",
+    "rotary": "ONNX RotaryEmbedding (opset 23), interleaved, rotary_embedding_dim = the partial rotary "
+              "width, per-token cos/sin of the host's M-RoPE tables",
+    "kv_cache": "concat inside Attention",
+    "per_tensorrt_target": "ONNX Runtime >= 1.23, TensorRT >= 10.15 (trt-10.15, trt-11); not trt-10.3 (JetPack 6)",
+}
+
+
+def decoder_graph(ops: str) -> dict[str, str]:
+    """How the decoder graph of flavour ``ops`` spells its hot spots (export.json's ``decoder_graph``)."""
+    return dict(_FUSED_GRAPH if ops == "fused" else _PORTABLE_GRAPH)
+
+
+#: The default flavour's record (benchmarks compare an export's ``decoder_graph`` with it).
+DECODER_GRAPH = decoder_graph("portable")
+
+
+__all__ = ["DECODER_GRAPH", "DECODER_OPS", "DECODER_OPS_DEFAULT_OPSET", "DECODER_OPS_MIN_OPSET", "decoder_graph"]
