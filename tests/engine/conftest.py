@@ -190,6 +190,23 @@ class FakeParserError:
         return f"In node {self._node} ({self._name}): {self._desc}"
 
 
+def parse_table_of(version: str) -> str:
+    """The ``engine.onnx_ops`` table of a TensorRT version (10.4-10.14 get 10.3's: the conservative side)."""
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return "trt-11" if major >= 11 else "trt-10.15" if minor >= 15 else "trt-10.3"
+
+
+def unparseable_nodes(proto: Any, trt: Any) -> list[FakeParserError]:
+    """One UNSUPPORTED_NODE error per node whose operator this TensorRT's parser lacks (as the real
+    parser reports "No importer registered for op: X"), from onnx-tensorrt's documented tables."""
+    from trt_pipeline.engine.onnx_ops import TARGETS
+
+    target = TARGETS[parse_table_of(trt.__version__)]
+    return [FakeParserError(trt.ErrorCode.UNSUPPORTED_NODE, f"No importer registered for op: {node.op_type}", index,
+                            node.name, node.op_type)
+            for index, node in enumerate(proto.graph.node) if not target.supports(node.op_type, node.domain)]
+
+
 def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
     """A ``tensorrt`` module: real lean runtime classes/enums + documented builder-side fakes."""
     major = int(version.split(".")[0])
@@ -335,7 +352,7 @@ def make_fake_tensorrt(version: str = "11.4.0.106") -> types.ModuleType:
             except Exception as error:
                 self._errors = [FakeParserError(trt.ErrorCode.MODEL_DESERIALIZE_FAILED, str(error), -1, "", "")]
                 return False
-            self._errors = list(state.parse_errors)
+            self._errors = list(state.parse_errors) + unparseable_nodes(proto, trt)
             self.network.parsed_from = model
             self.network.populate(proto)
             return not self._errors

@@ -360,3 +360,31 @@ def test_polygraphy_uses_the_contexts_tensorrt_and_logger_only_inside_the_build(
     with polygraphy_on(fake_trt):
         assert loader.trt.Builder is fake_trt.Builder and trt_util.get_trt_logger() is process_logger(fake_trt)
     assert (loader.trt.__dict__.get("module"), trt_util.TRT_LOGGER) == before
+
+
+@pytest.fixture
+def fused_export(tiny_fused_export: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    out = tmp_path / "fused"
+    shutil.copytree(tiny_fused_export, out)
+    return out
+
+
+def test_a_fused_export_on_tensorrt_10_3_is_refused_with_what_to_do(fused_export, fake_trt_factory, run_build):
+    """The parser of JetPack 6's TensorRT lacks opset 23's Attention/RotaryEmbedding/RMSNormalization: the error
+    names the nodes, and the hint says to re-export portable (no engine is left behind)."""
+    with pytest.raises(OnnxModelError) as info:
+        run_build(fused_export, fake_trt_factory("10.3.0.30"), precision="fp32", components=("decoder",))
+    text = str(info.value)
+    assert "decoder.onnx" in text and "No importer registered for op: Attention" in text
+    assert "RotaryEmbedding" in text and "RMSNormalization" in text
+    assert "--decoder-ops portable" in info.value.hint and "TensorRT 10.3.0.30" in info.value.hint
+    assert not list((fused_export / "engines").glob("*.engine"))
+
+
+@pytest.mark.parametrize("version", ["10.15.1.29", "11.4.0.106"])
+def test_a_fused_export_builds_where_the_parser_has_the_ops(fused_export, fake_trt_factory, run_build, version):
+    results, _ = run_build(fused_export, fake_trt_factory(version), precision="fp32", components=("decoder",))
+    assert [r.component for r in results] == ["decoder"]
+    assert (fused_export / "engines" / "decoder.fp32.engine").is_file()

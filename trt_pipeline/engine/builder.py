@@ -230,11 +230,26 @@ def parse_onnx(trt: Any, log: LogCapture, onnx_path: Path, *, strongly_typed: bo
         lines = parser_errors(parser) or log.errors[-5:] or ["no details reported"]
         raise OnnxModelError(
             f"TensorRT could not parse {onnx_path} ({len(lines)} error(s)): " + "; ".join(lines),
-            path=onnx_path,
-            hint="the named node uses an operator or attribute this TensorRT does not support; try a newer TensorRT "
-            "or check the ONNX with ONNX Runtime (`autoglm-trt` verified it there)",
+            path=onnx_path, hint=parse_failure_hint(trt, onnx_path),
         )
     return builder, network, parser
+
+
+def parse_failure_hint(trt: Any, onnx_path: Path) -> str:
+    """What to do when the parser refused a graph: a fused-ops export on a TensorRT older than 10.15
+    gets told to re-export portable (the usual cause: a ``--decoder-ops fused`` export on JetPack 6)."""
+    import onnx
+
+    from trt_pipeline.models.glm4v.decoder_ops import FUSED_ONNX_OPS
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    fused = sorted({node.op_type for node in model.graph.node if node.op_type in FUSED_ONNX_OPS})
+    if fused:
+        return (f"this graph uses {', '.join(fused)} (`export --decoder-ops fused`, opset 23), which TensorRT parses "
+                f"from 10.15 on (this is TensorRT {getattr(trt, '__version__', '?')}); re-export with "
+                "`--decoder-ops portable` (the default) for this TensorRT, or build with TensorRT >= 10.15")
+    return ("the named node uses an operator or attribute this TensorRT does not support; try a newer TensorRT "
+            "or check the ONNX with ONNX Runtime (`autoglm-trt` verified it there)")
 
 
 @dataclass

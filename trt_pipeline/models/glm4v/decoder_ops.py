@@ -18,6 +18,8 @@ from __future__ import annotations
 #:   (the others) on, so JetPack 6 (10.3) cannot build it: ``trt_pipeline.engine.onnx_ops``'s tables
 #:   say which targets can, and ``bundle`` refuses a target that cannot.
 DECODER_OPS = ("portable", "fused")
+#: The opset-23 ops only the ``fused`` flavour uses (what TensorRT < 10.15 cannot parse in it).
+FUSED_ONNX_OPS = ("Attention", "RotaryEmbedding", "RMSNormalization")
 #: The lowest opset of each flavour, and the opset an export uses when none is given.
 DECODER_OPS_MIN_OPSET = {"portable": 17, "fused": 23}
 DECODER_OPS_DEFAULT_OPSET = {"portable": 18, "fused": 23}
@@ -53,4 +55,4 @@ def decoder_graph(ops: str) -> dict[str, str]:
 DECODER_GRAPH = decoder_graph("portable")
 
 
-__all__ = ["DECODER_GRAPH", "DECODER_OPS", "DECODER_OPS_DEFAULT_OPSET", "DECODER_OPS_MIN_OPSET", "decoder_graph"]
+__all__ = ["DECODER_GRAPH", "DECODER_OPS", "FUSED_ONNX_OPS", "DECODER_OPS_DEFAULT_OPSET", "DECODER_OPS_MIN_OPSET", "decoder_graph"]
