@@ -246,12 +246,13 @@ def ensure_ours(work: Path, args: argparse.Namespace, log: Path) -> dict[str, An
     # builder emits its fused norm op whatever the weights)
     if trained_like_norms(checkpoint):
         shutil.rmtree(out, ignore_errors=True)
-    stamp = source_stamp()
+    # the export is re-made when the package source or what it is asked for (flavour, flags) changed
+    stamp = " ".join([source_stamp(), "--decoder-ops", args.decoder_ops, *args.export_arg])
     previous = stamp_file.read_text().strip() if stamp_file.is_file() else None
     if args.fresh or not (out / "export.json").is_file() or previous != stamp:
         shutil.rmtree(out, ignore_errors=True)
         checked(cli("export", str(checkpoint), "--out", str(out), "--max-seq", "256", "--max-kv", str(args.max_kv),
-                    "--no-validate", *args.export_arg), log, env=ours_env())
+                    "--no-validate", "--decoder-ops", args.decoder_ops, *args.export_arg), log, env=ours_env())
         stamp_file.write_text(stamp + "\n")
     variants, notes = ["fp32"], []
     if args.no_int4:
@@ -262,7 +263,8 @@ def ensure_ours(work: Path, args: argparse.Namespace, log: Path) -> dict[str, An
         notes += ensure_int4(out, args, log)
         if (out / "onnx" / "int4" / "decoder.onnx").is_file():
             variants.append("int4")
-    return {"checkpoint": checkpoint, "out": out, "variants": variants, "notes": notes, "source_stamp": stamp}
+    return {"checkpoint": checkpoint, "out": out, "variants": variants, "notes": notes, "source_stamp": stamp,
+            "decoder_ops": args.decoder_ops}
 
 
 def ensure_int4(out: Path, args: argparse.Namespace, log: Path) -> list[str]:
@@ -453,6 +455,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=8, help="timed calls per case per round (prefill 256: half)")
     parser.add_argument("--max-kv", type=int, default=1024, help="our export's past_sequence_length max = genai max_length")
     parser.add_argument("--export-arg", action="append", default=[], help="extra `autoglm-trt export` argument")
+    parser.add_argument("--decoder-ops", choices=("fused", "portable"), default="fused",
+                        help="our decoder flavour (`export --decoder-ops`): fused is the one for ONNX Runtime")
     parser.add_argument("--no-int4", action="store_true", help="fp32 only")
     parser.add_argument("--int4-arg", action="append", default=[],
                         help="`precision int4` argument replacing the defaults (genai's scope), repeatable")
@@ -509,6 +513,7 @@ def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str
                          "interleaved rounds"},
         "versions": measured["versions"],
         "ours": {"export": str(ours["out"]), "variants": list(ours["variants"]), "source_stamp": ours["source_stamp"],
+                 "decoder_ops": ours["decoder_ops"],
                  "timed_through": "trt_pipeline.bench.backends.OrtBackend (ORT session + DecoderStepper host work)",
                  "loaded": loaded["ours"]},
         "control": {"side": CONTROL, "what": "our export through the same OrtBackend code, run in the genai venv "
