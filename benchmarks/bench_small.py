@@ -7,8 +7,9 @@ Steps (each reused when its output already exists, unless ``--fresh``):
    checkpoint's norms are all ones, the exporter drops a multiplication by ones, and ONNX Runtime's
    SimplifiedLayerNormalization fusion then has no scale to match, so the graph would not be the
    one a real checkpoint gives;
-2. ``export`` with ``--max-seq 320 --max-kv 512 --no-validate`` -> ``engines/bench-small/export``
-   (320: room for the longest calibration prompt, 268 tokens, which the fp16/int8 stages need);
+2. ``export`` with ``--max-seq 320 --max-kv 512 --no-validate --decoder-ops fused`` ->
+   ``engines/bench-small/export`` (320: room for the longest calibration prompt, 268 tokens, which the
+   fp16/int8 stages need; ``--decoder-ops portable`` benches the graph every TensorRT parses);
 3. fp16 / int8 ONNX variants when the precision stage is installed (``--no-precision`` skips them);
 4. ``bench``: torch (transformers eager ``Glm4vForConditionalGeneration`` with its own KV cache),
    torch-export (our modules), ort-fp32 / ort-fp16 / ort-int8; prefill at 16/64/256 prompt tokens,
@@ -20,7 +21,7 @@ fp32 / transformers decode speed-up and roofline fractions per context; the deco
 exported and after ONNX Runtime's optimizer; the machine load during the run) and ``bench_small.png``.
 The export is redone when its ``decoder_graph`` record differs from the current graph's.
 
-    python benchmarks/bench_small.py [--threads 2] [--fresh] [--no-precision]
+    python benchmarks/bench_small.py [--threads 2] [--fresh] [--no-precision] [--decoder-ops portable]
 """
 
 from __future__ import annotations
@@ -66,18 +67,18 @@ def headline(report: dict) -> dict:
 
 
 def stale_export(out: Path, export_cfg: object) -> bool:
-    """An export made with other ranges, or with a decoder graph other than the current code's."""
-    from trt_pipeline.models.glm4v.text import DECODER_GRAPH
+    """An export made with other ranges, or with a decoder graph other than the current code's of its flavour."""
+    from trt_pipeline.models.glm4v.decoder_ops import decoder_graph
 
     if not (out / "export.json").is_file():
         return False
     manifest = json.loads((out / "export.json").read_text())
     previous = manifest.get("config") or {}
     ranges = (previous.get("max_seq"), previous.get("max_kv")) != (export_cfg.max_seq, export_cfg.max_kv)
-    return ranges or manifest.get("decoder_graph") != DECODER_GRAPH
+    return ranges or manifest.get("decoder_graph") != decoder_graph(export_cfg.decoder_ops)
 
 
-def prepare(work: Path, fresh: bool, precision: bool) -> tuple[Path, object, list[str], dict]:
+def prepare(work: Path, fresh: bool, precision: bool, decoder_ops: str) -> tuple[Path, object, list[str], dict]:
     """Checkpoint (trained-like norms), export and precision variants; returns (out, export cfg, backends, timings)."""
     from trt_pipeline.config import ExportConfig
     from trt_pipeline.export.exporter import export
@@ -96,7 +97,7 @@ def prepare(work: Path, fresh: bool, precision: bool) -> tuple[Path, object, lis
         shutil.rmtree(out)  # exported from the all-ones norms
     # max_seq 320: the longest calibration/held-out prompt of the small preset's tokenizer is 268 tokens,
     # and the fp16/int8 stages refuse items outside the exported ranges
-    export_cfg = ExportConfig(max_seq=320, max_kv=512, validate=False)
+    export_cfg = ExportConfig(max_seq=320, max_kv=512, validate=False, decoder_ops=decoder_ops)
     if stale_export(out, export_cfg):
         shutil.rmtree(out)
     if not (out / "export.json").is_file():
@@ -141,6 +142,8 @@ def main() -> int:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: CPU time of the one measuring thread (needs --threads 1), against one thread's "
                              "bandwidth; stays comparable when other processes load the machine")
+    parser.add_argument("--decoder-ops", choices=("fused", "portable"), default="fused",
+                        help="the export's decoder flavour (`export --decoder-ops`): fused is the ONNX Runtime one")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--decode-steps", type=int, default=32)
     args = parser.parse_args()
@@ -149,7 +152,7 @@ def main() -> int:
     from trt_pipeline.bench.run import bench
     from trt_pipeline.config import BenchConfig
 
-    out, export_cfg, backends, timings = prepare(args.work, args.fresh, not args.no_precision)
+    out, export_cfg, backends, timings = prepare(args.work, args.fresh, not args.no_precision, args.decoder_ops)
     cfg = BenchConfig(backends=tuple(backends), prompt_lengths=(16, 64, 256), context_lengths=(64, 256, 512),
                       iterations=args.iterations, decode_steps=args.decode_steps, warmup=3, threads=args.threads,
                       isolate=True, bandwidth_mib=512, bandwidth_repeats=5, io_binding=not args.no_io_binding,

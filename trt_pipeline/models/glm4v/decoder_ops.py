@@ -51,8 +51,4 @@ def decoder_graph(ops: str) -> dict[str, str]:
     return dict(_FUSED_GRAPH if ops == "fused" else _PORTABLE_GRAPH)
 
 
-#: The default flavour's record (benchmarks compare an export's ``decoder_graph`` with it).
-DECODER_GRAPH = decoder_graph("portable")
-
-
-__all__ = ["DECODER_GRAPH", "DECODER_OPS", "FUSED_ONNX_OPS", "DECODER_OPS_DEFAULT_OPSET", "DECODER_OPS_MIN_OPSET", "decoder_graph"]
+__all__ = ["DECODER_OPS", "FUSED_ONNX_OPS", "DECODER_OPS_DEFAULT_OPSET", "DECODER_OPS_MIN_OPSET", "decoder_graph"]
