@@ -12,11 +12,12 @@ from __future__ import annotations
 #: * ``portable``: only ops every supported TensorRT parses (JetPack 6's 10.3 included) at opset 18;
 #:   ONNX Runtime fuses its RMSNorm spelling but sees attention and rotary as ~25 small nodes a layer.
 #: * ``fused``: opset 23's ``Attention`` (grouped-query, past/present inside the op),
-#:   ``RotaryEmbedding`` and ``RMSNormalization``: ~20 nodes a layer instead of ~36 after ONNX Runtime's
-#:   optimizer, and a decode step 1.2x faster on ONNX Runtime CPU at 2 threads (small preset, 512 cached
-#:   tokens; ``benchmarks/peer_genai.py``). TensorRT parses these ops from 10.14 (Attention) / 10.15
-#:   (the others) on, so JetPack 6 (10.3) cannot build it: ``trt_pipeline.engine.onnx_ops``'s tables
-#:   say which targets can, and ``bundle`` refuses a target that cannot.
+#:   ``RotaryEmbedding`` and ``RMSNormalization``: on the small preset 241 nodes after ONNX Runtime's
+#:   optimizer instead of 528 (18 a layer instead of 42), and decode/prefill steps 1.04-1.07x faster
+#:   on one thread (``benchmarks/graph_ab.py``); each node costs ONNX Runtime ~3 us of dispatch
+#:   besides its kernel. TensorRT parses these ops from 10.14 (Attention) / 10.15 (the others) on,
+#:   so JetPack 6 (10.3) cannot build it: ``trt_pipeline.engine.onnx_ops``'s tables say which
+#:   targets can, and ``bundle`` refuses a target that cannot.
 DECODER_OPS = ("portable", "fused")
 #: The opset-23 ops only the ``fused`` flavour uses (what TensorRT < 10.15 cannot parse in it).
 FUSED_ONNX_OPS = ("Attention", "RotaryEmbedding", "RMSNormalization")
