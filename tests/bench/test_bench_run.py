@@ -79,3 +79,25 @@ def test_bench_rejects_unknown_backend_and_lengths_outside_every_range(bench_exp
         bench(bench_export, _fast(backends=("onnx",)), show_progress=False)
     with pytest.raises(ConfigError, match="no bench length"):
         bench(bench_export, _fast(prompt_lengths=(500,), context_lengths=(900,)), show_progress=False)
+
+
+def test_ort_backend_runs_host_torch_on_one_thread_and_torch_backends_repin(bench_export: Path) -> None:
+    """The ORT backend times what `serve` runs (host torch ops on one thread, see runtime/host_threads.py);
+    a torch backend measured after it in the same process gets the configured threads back."""
+    import torch
+
+    from trt_pipeline.bench.backends import BenchSetup, OrtBackend, TorchExportBackend
+
+    before = torch.get_num_threads()
+    try:
+        setup = BenchSetup(bench_export, threads=2)
+        ort = OrtBackend("ort-fp32", setup, "fp32")
+        ort.load()
+        assert torch.get_num_threads() == 1
+        ort.close()
+        torch_export = TorchExportBackend("torch-export", setup, None)
+        torch_export.load()
+        assert torch.get_num_threads() == 2
+        torch_export.close()
+    finally:
+        torch.set_num_threads(before)

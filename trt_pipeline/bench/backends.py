@@ -209,6 +209,10 @@ class HostFedBackend(Backend):
     def _activate(self, vision: Any, decoder: Any) -> None:
         """Activate the runners and make the stepper (chunks of the exported ``sequence_length`` max)."""
         from trt_pipeline.models.glm4v.stepper import DecoderStepper, FeedBuilder
+        from trt_pipeline.runtime.host_threads import single_thread_host_torch
+
+        if self.family in ("ort", "trt"):  # the model runs outside torch: host ops on one thread, as `serve`
+            single_thread_host_torch()
 
         self.vision, self.decoder = vision, decoder
         for runner in (vision, decoder):

@@ -32,12 +32,9 @@ def serve(config: ServeConfig) -> None:
 
     preflight(config)
     if config.backend != "torch":
-        import torch
+        from trt_pipeline.runtime.host_threads import single_thread_host_torch
 
-        # This process is the server: its host-side torch ops (embedding rows, rope, sampling) are tiny,
-        # and with torch's own thread pool they wait for its threads to be scheduled against ONNX
-        # Runtime's (measured: 40 ms per 4-row embedding lookup on a loaded 2-core host, 3 us on one thread).
-        torch.set_num_threads(1)
+        single_thread_host_torch()  # the host feeds ONNX Runtime / TensorRT: its torch ops are tiny
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
 

@@ -133,6 +133,10 @@ def generate_command(
     from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
 
     ort = OrtSettings(threads, inter_op_threads, ort_execution_mode, io_binding=io_binding)
+    if backend in ("ort", "trt"):  # this process only feeds the runtime: host torch ops on one thread
+        from trt_pipeline.runtime.host_threads import single_thread_host_torch
+
+        single_thread_host_torch()
 
     if conversation is not None:
         replay = generate_conversation(GenerateRequest(src, [], [], backend, precision, max_new_tokens,
