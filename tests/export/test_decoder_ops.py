@@ -108,3 +108,14 @@ def test_cli_refuses_fused_at_an_old_opset_before_writing(tiny_checkpoint: Path,
     assert result.exit_code != 0
     assert "--opset 18 is too old for --decoder-ops fused" in result.output
     assert not out.exists()
+
+
+def test_fused_fp16_export_is_refused_before_writing(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's fp16 Attention/RotaryEmbedding miss the fp16 gate: refused, with the routes that work."""
+    from trt_pipeline.export.exporter import export
+
+    out = tmp_path / "fp16-fused"
+    with pytest.raises(ConfigError, match=r"--decoder-ops fused with --dtype float16") as info:
+        export(tiny_checkpoint, out, ExportConfig(decoder_ops="fused", dtype="float16"), show_progress=False)
+    assert "precision fp16" in info.value.hint and "--decoder-ops portable" in info.value.hint
+    assert not out.exists()

@@ -81,6 +81,7 @@ def write_export(
     """
     from trt_pipeline.export import streaming as streamer
     from trt_pipeline.export.dtypes import precision_folder, resolve_export_dtype
+    from trt_pipeline.models.glm4v.decoder_ops import check_export_dtype
     from trt_pipeline.models.hub import resolve_checkpoint
 
     checkpoint, out = resolve_checkpoint(checkpoint), Path(out)  # a folder or a Hub id (via the HF cache)
@@ -90,6 +91,7 @@ def write_export(
     for warning in warnings:
         log(f"[yellow]warning:[/] {warning}")
     dtype = resolve_export_dtype(cfg.dtype, checkpoint)
+    check_export_dtype(cfg.decoder_ops, dtype)
     precision = precision_folder(dtype)
     ranges, workload = export_dims(cfg, dims, checkpoint)
     itemsize = {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]

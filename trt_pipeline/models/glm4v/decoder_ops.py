@@ -38,7 +38,8 @@ _PORTABLE_GRAPH = {
 _FUSED_GRAPH = {
     "ops": "fused",
     "attention": "ONNX Attention (opset 23): q_num_heads/kv_num_heads grouped-query, additive mask, "
-                 "past_key/past_value in, present_key/present_value out, softmax in fp32",
+                 "past_key/past_value in, present_key/present_value out, softmax in fp32 (softmax_precision "
+                 "float in bf16/fp16 exports)",
     "rms_norm": "ONNX RMSNormalization (opset 23), fp32 stash type",
     "rotary": "ONNX RotaryEmbedding (opset 23), interleaved, rotary_embedding_dim = the partial rotary "
               "width, per-token cos/sin of the host's M-RoPE tables",
@@ -47,9 +48,29 @@ _FUSED_GRAPH = {
 }
 
 
+#: Flavour x export dtype pairs refused before anything is written, with the measured reason.
+_REFUSED_DTYPES = {
+    ("fused", "float16"): (
+        "an fp16 graph of opset-23 Attention/RotaryEmbedding fails the fp16 validation on ONNX Runtime's CPU "
+        "kernels (tiny checkpoint: logits error 2.7x transformers' own fp16 drift, gate 2x; the portable fp16 "
+        "graph passes)"),
+}
+
+
+def check_export_dtype(ops: str, dtype: str) -> None:
+    """Refuse a flavour/dtype pair whose graph does not validate (ConfigError saying what to use)."""
+    from trt_pipeline.errors import ConfigError
+
+    why = _REFUSED_DTYPES.get((ops, dtype))
+    if why is not None:
+        raise ConfigError(f"--decoder-ops {ops} with --dtype {dtype}: {why}.",
+                          hint="export fused in float32 (or bfloat16) and make fp16 with `autoglm-trt precision fp16` "
+                               "(AutoCast keeps Attention in fp32), or export --decoder-ops portable --dtype float16")
+
+
 def decoder_graph(ops: str) -> dict[str, str]:
     """How the decoder graph of flavour ``ops`` spells its hot spots (export.json's ``decoder_graph``)."""
     return dict(_FUSED_GRAPH if ops == "fused" else _PORTABLE_GRAPH)
 
 
-__all__ = ["DECODER_OPS", "FUSED_ONNX_OPS", "DECODER_OPS_DEFAULT_OPSET", "DECODER_OPS_MIN_OPSET", "decoder_graph"]
+__all__ = ["DECODER_OPS", "check_export_dtype", "FUSED_ONNX_OPS", "DECODER_OPS_DEFAULT_OPSET", "DECODER_OPS_MIN_OPSET", "decoder_graph"]

@@ -165,8 +165,8 @@ class TextAttention(nn.Module):
 
         Q/K/V stay ``[B, S, heads * D]`` (the ops' 3-D form, so no transposes in the graph); the
         Attention op groups query heads per KV head itself and returns the present cache
-        ``[B, kv, past + S, D]``; ``softmax_precision`` 1 (float) keeps the softmax in fp32 in half
-        graphs, as transformers' eager path does.
+        ``[B, kv, past + S, D]``; in bf16/fp16 exports ``softmax_precision`` 1 (float) keeps the
+        softmax in fp32, as transformers' eager path does.
         """
         from torch.onnx import ops
 
@@ -175,9 +175,12 @@ class TextAttention(nn.Module):
                                  rotary_embedding_dim=rotary_dim)
         k = ops.rotary_embedding(self.k_proj(x), cos, sin, interleaved=True, num_heads=self.num_kv_heads,
                                  rotary_embedding_dim=rotary_dim)
+        # fp32 graphs leave softmax_precision out (the same precision, and ONNX Runtime's CUDA Attention
+        # refuses the attribute); half graphs ask for a float softmax like transformers' eager path
+        half = q.dtype != torch.float32
         out, key, value, _ = ops.attention(q, k, self.v_proj(x), bias, past_key.to(q.dtype), past_value.to(q.dtype),
                                            q_num_heads=self.num_heads, kv_num_heads=self.num_kv_heads,
-                                           scale=self.scaling, softmax_precision=1)
+                                           scale=self.scaling, softmax_precision=1 if half else None)
         return self.o_proj(out), key, value
 
 
