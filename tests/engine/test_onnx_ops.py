@@ -82,18 +82,6 @@ def test_fused_graphs_parse_on_tensorrt_10_15_and_11_and_name_their_ops_for_10_3
         assert old.op_counts["Attention"] > 0
 
 
-def test_bundle_refuses_a_fused_export_for_jetpack_6(fused_variants: Path, tmp_path: Path) -> None:
-    from trt_pipeline.bundle.make import make_bundle
-    from trt_pipeline.errors import ConfigError
-
-    dest = tmp_path / "jp6-fp16"
-    with pytest.raises(ConfigError, match=r"fp16/decoder.onnx: trt-10.3 cannot parse .*Attention"):
-        make_bundle(fused_variants, "jetson-orin-jp6", dest, precision="fp16")
-    assert not dest.exists() and not dest.with_name("jp6-fp16.tar").exists()
-    bundle = make_bundle(fused_variants, "x86-trt11", tmp_path / "trt11-fp16", precision="fp16")
-    assert (bundle.path / "build.sh").is_file()
-
-
 def test_decoder_graph_has_no_kv_expand(tiny_export: Path) -> None:
     """GQA by grouping queries: no Expand (the old per-query-head K/V copies), one Concat per K and V."""
     decoder = onnx.load(str(tiny_export / "onnx" / "fp32" / "decoder.onnx"), load_external_data=False)
@@ -134,15 +122,22 @@ def test_the_table_refuses_what_a_target_cannot_parse(tmp_path: Path) -> None:
     assert report["trt-11"]["unsupported"] == {"decoder": {"com.microsoft:FusedMatMul": 1}}
 
 
-def test_bundle_refuses_a_variant_the_targets_tensorrt_cannot_parse(variants: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("fixture", "precision", "refusal"), [
+    # INT4's block-quantized DequantizeLinear needs opset 21 (JetPack 6's TensorRT 10.3 documents <= 20)
+    ("variants", "int4", r"int4/decoder.onnx: trt-10.3 cannot parse opset 21 > 20"),
+    # a fused export's opset-23 Attention/RotaryEmbedding/RMSNormalization, whatever the precision
+    ("fused_variants", "fp16", r"fp16/decoder.onnx: trt-10.3 cannot parse .*Attention"),
+])
+def test_bundle_refuses_a_variant_the_targets_tensorrt_cannot_parse(
+    fixture: str, precision: str, refusal: str, request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
     from trt_pipeline.bundle.make import make_bundle
     from trt_pipeline.errors import ConfigError
 
-    if not (variants / "onnx" / "int4").is_dir():
-        pytest.skip("no int4 stage in this checkout")
-    dest = tmp_path / "jp6-int4"
-    with pytest.raises(ConfigError, match=r"int4/decoder.onnx: trt-10.3 cannot parse opset 21 > 20"):
-        make_bundle(variants, "jetson-orin-jp6", dest, precision="int4")
-    assert not dest.exists() and not dest.with_name("jp6-int4.tar").exists()
-    bundle = make_bundle(variants, "x86-trt11", tmp_path / "trt11-int4", precision="int4")
+    export = request.getfixturevalue(fixture)
+    dest = tmp_path / f"jp6-{precision}"
+    with pytest.raises(ConfigError, match=refusal):
+        make_bundle(export, "jetson-orin-jp6", dest, precision=precision)
+    assert not dest.exists() and not dest.with_name(f"jp6-{precision}.tar").exists()
+    bundle = make_bundle(export, "x86-trt11", tmp_path / f"trt11-{precision}", precision=precision)
     assert (bundle.path / "build.sh").is_file()
