@@ -85,3 +85,41 @@ def test_io_binding_matches_plain_run_and_reuses_buffers(tiny_export: Path) -> N
     outputs = 1 + 2 * HostAssets.from_export_dir(tiny_export).dims.text.num_hidden_layers
     # 9 steps (prefill + 8 decodes): a fresh buffer per output and step would be 9 per output
     assert buffers <= 4 * outputs
+
+
+def test_bound_outputs_share_one_slab_per_step_and_slabs_are_reused(tiny_export: Path) -> None:
+    """Every output of a decode step is carved from one pooled slab; a decode loop that keeps only
+    its current cache cycles through two slabs (plus the prefill's), however many steps it runs."""
+    runner = ort_runner(onnx_path(tiny_export, "fp32", "decoder"), settings=OrtSettings(intra_op_threads=1))
+    with runner:
+        stepper = DecoderStepper(HostAssets.from_export_dir(tiny_export), runner, check_inputs=False)
+        stepper.prefill_tokens(torch.randint(0, 200, (1, 12), generator=torch.Generator().manual_seed(0)))
+        token = torch.tensor([5])
+        for _ in range(20):
+            out = stepper.decode(token)
+            token = out.last_logits.argmax(-1)
+        bases = {value.base.ctypes.data for value in out.outputs.values()}
+        assert len(bases) == 1  # one slab
+        assert all(value.flags.c_contiguous for value in out.outputs.values())
+        assert len(runner.pool) <= 3
+
+
+def test_bound_runner_takes_torch_and_non_contiguous_feeds(tiny_export: Path) -> None:
+    """The lean path is for numpy feeds; torch feeds (torch out) and strided arrays give the plain run's numbers."""
+    path = onnx_path(tiny_export, "fp32", "decoder")
+    assets = HostAssets.from_export_dir(tiny_export)
+    with ort_runner(path, settings=OrtSettings(intra_op_threads=1)) as runner:
+        stepper = DecoderStepper(assets, runner)
+        feed = stepper.prepare(stepper.builder.token_embeddings(torch.tensor([[3, 4, 5]])),
+                               torch.ones(1, 3, dtype=torch.long), torch.arange(3).view(1, 1, 3).expand(3, 1, 3))
+        expected = session(path, settings=OrtSettings(intra_op_threads=1)).run(None, dict(feed))
+        strided = dict(feed)
+        wide = np.zeros((*feed["inputs_embeds"].shape[:-1], 2 * feed["inputs_embeds"].shape[-1]), np.float32)
+        wide[..., ::2] = feed["inputs_embeds"]
+        strided["inputs_embeds"] = wide[..., ::2]
+        assert not strided["inputs_embeds"].flags.c_contiguous
+        as_torch = runner.infer({name: torch.from_numpy(value) for name, value in feed.items()})
+        for outputs in (runner.infer(strided), as_torch, runner.infer(feed)):
+            for value, reference in zip(outputs.values(), expected):
+                assert np.array_equal(np.asarray(value), reference)
+        assert all(isinstance(value, torch.Tensor) for value in as_torch.values())

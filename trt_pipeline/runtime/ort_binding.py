@@ -15,8 +15,15 @@ overwritten behind the caller's back.
 
 Output shapes are resolved before the run from the session's symbolic output dims and the
 shapes of the fed inputs (the decoder's outputs use only axes its inputs carry: ``batch_size``,
-``total_sequence_length``, ``num_logits``); an output with an axis no input names (the vision
-encoder's ``num_image_tokens``) is bound to the CPU device and copied out after the run.
+``total_sequence_length``, ``num_logits``). Then all outputs of a run live in ONE pooled slab
+(:class:`OutputLayout`): the reuse rule above applies to the slab, which stays busy while any
+output carved from it is referenced. An output with an axis no input names (the vision
+encoder's ``num_image_tokens``) makes the run take the general path: per-output buffers, that
+output bound to the CPU device and copied out after the run.
+
+Why a lean path at all: a decode step of a small model is a few milliseconds, and the run
+streams every weight through the CPU caches, so the host work after it runs cache-cold and costs
+several times what a warm micro-benchmark shows. ``benchmarks/step_overhead.py`` measures it.
 """
 
 from __future__ import annotations
@@ -49,7 +56,9 @@ class BufferPool:
         """A C-contiguous ``shape`` view of a free buffer of ``dtype`` (a new one when none fits)."""
         size = math.prod(shape)
         dtype = np.dtype(dtype)
-        buffers = self._buffers.setdefault(name, [np.empty(0, dtype)])
+        buffers = self._buffers.get(name)
+        if buffers is None:
+            buffers = self._buffers[name] = [np.empty(0, dtype)]
         counts = [sys.getrefcount(buffer) for buffer in buffers]
         free = [buffer for buffer, count in zip(buffers[1:], counts[1:]) if count <= counts[0]]
         for buffer in free:
@@ -136,11 +145,15 @@ class OutputLayout:
         groups: dict[tuple[tuple[Any, ...], str], list[int]] = {}
         for position, node in enumerate(outputs):
             groups.setdefault((tuple(node.shape), node.type), []).append(position)
-        self.groups = [(dims, kind, positions) for (dims, kind), positions in groups.items()]
         self.complete = all(kind in ORT_ONNX_TYPES and all(isinstance(d, int) or d in sources for d in dims)
-                            for dims, kind, _ in self.groups)
-        # the output order of the groups' concatenation -> session order
-        self.order = [position for _, _, positions in self.groups for position in positions]
+                            for dims, kind in groups)
+        #: per group: symbolic dims, numpy dtype, ONNX element type, output names (session order within)
+        self.groups = [(dims, np.dtype(ORT_NUMPY_TYPES.get(kind, np.uint8)), ORT_ONNX_TYPES.get(kind, 0),
+                        [self.names[p] for p in positions]) for (dims, kind), positions in groups.items()]
+        # the groups' concatenation in session order already (the decoder: logits, then every present)?
+        order = [p for positions in groups.values() for p in positions]
+        self.in_order = order == list(range(len(self.names)))
+        self.order_names = [self.names[p] for p in order]
 
     def known(self, feed: Mapping[str, np.ndarray]) -> dict[str, int] | None:
         """Axis sizes from the fed arrays (None: an axis' source input was not fed)."""
@@ -152,16 +165,15 @@ class OutputLayout:
             known[dim] = value.shape[index]
         return known
 
-    def plan(self, known: Mapping[str, int]) -> tuple[list[tuple[tuple[int, ...], np.dtype, int, int, int]], int]:
-        """([(shape, dtype, onnx type, byte offset, byte stride)] per group, slab bytes)."""
-        groups, offset = [], 0
-        for dims, kind, positions in self.groups:
+    def plan(self, known: Mapping[str, int]) -> tuple[list[tuple[tuple[int, ...], int, int]], int]:
+        """([(shape, byte offset, byte stride between the group's outputs)] per group, slab bytes)."""
+        plans, offset = [], 0
+        for dims, dtype, _, names in self.groups:
             shape = tuple(d if isinstance(d, int) else known[d] for d in dims)
-            dtype = np.dtype(ORT_NUMPY_TYPES[kind])
             stride = -(-math.prod(shape) * dtype.itemsize // SLAB_ALIGNMENT) * SLAB_ALIGNMENT
-            groups.append((shape, dtype, ORT_ONNX_TYPES[kind], offset, stride))
-            offset += stride * len(positions)
-        return groups, max(offset, 1)
+            plans.append((shape, offset, stride))
+            offset += stride * len(names)
+        return plans, max(offset, 1)
 
 
 class BoundOrtRunner(OnnxrtRunner):
@@ -189,44 +201,55 @@ class BoundOrtRunner(OnnxrtRunner):
         self._c_binding = self.binding._iobinding  # the C binding the public wrapper forwards to
         self._cpu = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
         self._bound_names: tuple[str, ...] | None = None
+        self._keep: list[np.ndarray] = []
 
     def infer_impl(self, feed_dict: Mapping[str, Any]) -> OrderedDict:
-        layout = self._layout
-        known = layout.known(feed_dict) if layout.complete else None
-        if known is None:
+        out = self._bind_slab(feed_dict)
+        if out is None:
             return self._infer_general(feed_dict)
-        return self._infer_slab(feed_dict, known)
+        start = time.time()
+        try:
+            self.sess._sess.run_with_iobinding(self._c_binding, None)
+        finally:
+            self._keep = []
+        self.inference_time = time.time() - start
+        return out
 
-    def _infer_slab(self, feed: Mapping[str, np.ndarray], known: Mapping[str, int]) -> OrderedDict:
-        """Numpy feed, every output shape known: one slab, C-level binds, no per-run clearing."""
-        binding, cpu, layout = self._c_binding, self._cpu, self._layout
+    def _bind_slab(self, feed: Mapping[str, Any]) -> OrderedDict | None:
+        """Numpy feed, every output shape known: one slab, C-level binds, no per-run clearing (None: general path)."""
+        layout = self._layout
+        known = layout.known(feed) if layout.complete else None
+        if known is None:
+            return None
+        binding, cpu = self._c_binding, self._cpu
         names = tuple(feed)
         if names != self._bound_names:
             binding.clear_binding_inputs()
             self._bound_names = names
-        keep = []  # contiguous copies (if any) must outlive the run
+        self._keep = keep = []  # contiguous copies (if any) must outlive the run
         for name, value in feed.items():
             if type(value) is not np.ndarray:  # torch in, torch out: the general path (it clears what was bound)
-                return self._infer_general(feed)
+                return None
             if not value.flags.c_contiguous:
                 value = np.ascontiguousarray(value)
                 keep.append(value)
             binding.bind_input(name, value)
-        groups, size = layout.plan(known)
+        plans, size = layout.plan(known)
         slab = self.pool.take("", (size,), np.uint8)
         base = slab.ctypes.data
         arrays: list[np.ndarray] = []
-        for (shape, dtype, onnx_type, offset, stride), (_, _, positions) in zip(groups, layout.groups):
-            count, items = len(positions), math.prod(shape)
-            block = slab[offset:offset + stride * count].view(dtype).reshape(count, stride // dtype.itemsize)
-            arrays.extend(block[:, :items].reshape((count, *shape)))
-            for index, position in enumerate(positions):
-                binding.bind_output(layout.names[position], cpu, onnx_type, shape, base + offset + index * stride)
-        start = time.time()
-        self.sess._sess.run_with_iobinding(binding, None)
-        self.inference_time = time.time() - start
-        by_position = dict(zip(layout.order, arrays))
-        return OrderedDict((name, by_position[position]) for position, name in enumerate(layout.names))
+        for (shape, offset, stride), (_, dtype, onnx_type, names) in zip(plans, layout.groups):
+            block = slab[offset:offset + stride * len(names)].view(dtype).reshape(len(names), stride // dtype.itemsize)
+            arrays.extend(block[:, :math.prod(shape)].reshape((len(names), *shape)))
+            for name in names:
+                binding.bind_output(name, cpu, onnx_type, shape, base + offset)
+                offset += stride
+        # the result is assembled before the run: objects made now are still in the CPU caches,
+        # which the run (streaming every weight) evicts
+        if layout.in_order:
+            return OrderedDict(zip(layout.names, arrays))
+        by_name = dict(zip(layout.order_names, arrays))
+        return OrderedDict((name, by_name[name]) for name in layout.names)
 
     def _infer_general(self, feed_dict: Mapping[str, Any]) -> OrderedDict:
         """Any feed (torch tensors, outputs with axes no input names): per-output buffers, cleared bindings."""

@@ -317,6 +317,7 @@ class DecoderStepper:
         self.chunk_size = chunk_size
         self.check_inputs = check_inputs
         self.contract = contract
+        self._host_views: tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray] | None = None
         self.reset(1)
 
     # -- cache ----------------------------------------------------------------------------------
@@ -438,6 +439,18 @@ class DecoderStepper:
         embeds = self.builder.token_embeddings(tokens.view(batch, 1))
         return self.prepare(embeds, torch.ones(batch, 1, dtype=torch.long), positions), positions
 
+    def _host_arrays(self, state: CacheState) -> tuple[np.ndarray, np.ndarray]:
+        """``state``'s mask ``[B, past]`` and next positions ``[B]`` as int64 numpy arrays.
+
+        The arrays the last fast decode step made its tensors from are reused while the state
+        still holds exactly those tensors (a loop of decode steps, or a server reloading the
+        state it was given back): a tensor's ``.numpy()`` is cheap but not free per step.
+        """
+        views = self._host_views  # (mask tensor, its array, positions tensor, its array): shared memory
+        if views is not None and views[0] is state.attention_mask and views[2] is state.next_position:
+            return views[1], views[3]
+        return state.attention_mask.numpy(), state.next_position.numpy()
+
     def decode(self, tokens: torch.Tensor) -> StepOutput:
         """Append one token per row and return its logits ``[B, 1, vocab]``.
 
@@ -450,18 +463,20 @@ class DecoderStepper:
             feed, positions = self.prepare_decode(tokens)
             return self.step(feed, positions)
         state, batch = self.state, self.batch
-        ids = tokens.reshape(batch).numpy()
         if self.contract is not None:
             self.contract.check_step(batch, 1, self.past_length)
-        before = state.attention_mask.numpy()
+        before, next_position = self._host_arrays(state)
         mask = np.empty((batch, before.shape[1] + 1), np.int64)
         mask[:, :-1] = before
         mask[:, -1] = 1
-        feed = self.builder.decode_feed(ids, state.next_position.numpy(), mask, state.past)
+        feed = self.builder.decode_feed(tokens.numpy().reshape(batch), next_position, mask, state.past)
         out = self.runner.infer(feed, check_inputs=self.check_inputs)
+        after = next_position + 1
         past = {name: np.asarray(out[src]) for name, src in zip(self.builder.past_names, self.builder.present_names)}
-        self.state = CacheState(past, torch.from_numpy(mask), state.next_position + 1)
-        values = torch.from_numpy(np.asarray(out["logits"], dtype=np.float32).copy())
+        mask_tensor, after_tensor = torch.from_numpy(mask), torch.from_numpy(after)
+        self.state = CacheState(past, mask_tensor, after_tensor)
+        self._host_views = (mask_tensor, mask, after_tensor, after)
+        values = torch.from_numpy(np.array(out["logits"], dtype=np.float32))
         if LOGITS_POSITIONS not in feed:  # the runner computed every position (older export)
             values = values[:, logit_indices("last", 1)]
         return StepOutput(values, feed, out)
