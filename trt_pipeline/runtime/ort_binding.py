@@ -51,9 +51,17 @@ class BufferPool:
         # each list starts with a never-handed-out sentinel: its reference count is what a free
         # buffer's count is in the same spot (robust to how the interpreter counts temporaries)
         self._buffers: dict[str, list[np.ndarray]] = {}
+        # data address of every buffer the pool holds (keyed by id: the pool keeps the buffer
+        # alive, so the id cannot be reused while the entry exists); reading ``.ctypes.data``
+        # per call is a ctypes object each time
+        self._addresses: dict[int, int] = {}
 
     def take(self, name: str, shape: Sequence[int], dtype: Any) -> np.ndarray:
         """A C-contiguous ``shape`` view of a free buffer of ``dtype`` (a new one when none fits)."""
+        return self.take_with_address(name, shape, dtype)[0]
+
+    def take_with_address(self, name: str, shape: Sequence[int], dtype: Any) -> tuple[np.ndarray, int]:
+        """:meth:`take` and the view's data address (what binding by pointer needs)."""
         size = math.prod(shape)
         dtype = np.dtype(dtype)
         buffers = self._buffers.get(name)
@@ -63,15 +71,18 @@ class BufferPool:
         free = [buffer for buffer, count in zip(buffers[1:], counts[1:]) if count <= counts[0]]
         for buffer in free:
             if buffer.dtype == dtype and buffer.size >= size:
-                return buffer[:size].reshape(shape)
+                return buffer[:size].reshape(shape), self._addresses[id(buffer)]
         # a growing cache outgrew the free buffers: release them, take one with headroom so the
         # next steps (one position more each) keep fitting it
         released = {id(buffer) for buffer in free}
         buffers[:] = [buffer for buffer in buffers if id(buffer) not in released]
+        for key in released:
+            del self._addresses[key]
         del free
         buffer = np.empty(max(size + size // 4, 1), dtype)
         buffers.append(buffer)
-        return buffer[:size].reshape(shape)
+        address = self._addresses[id(buffer)] = buffer.ctypes.data
+        return buffer[:size].reshape(shape), address
 
     def __len__(self) -> int:
         return sum(len(b) - 1 for b in self._buffers.values())
@@ -235,8 +246,7 @@ class BoundOrtRunner(OnnxrtRunner):
                 keep.append(value)
             binding.bind_input(name, value)
         plans, size = layout.plan(known)
-        slab = self.pool.take("", (size,), np.uint8)
-        base = slab.ctypes.data
+        slab, base = self.pool.take_with_address("", (size,), np.uint8)
         arrays: list[np.ndarray] = []
         for (shape, offset, stride), (_, dtype, onnx_type, names) in zip(plans, layout.groups):
             block = slab[offset:offset + stride * len(names)].view(dtype).reshape(len(names), stride // dtype.itemsize)

@@ -221,8 +221,12 @@ class FeedBuilder:
         embeds = tables.embeddings(tokens).reshape(batch, 1, -1)
         feed: dict[str, np.ndarray] = {"inputs_embeds": embeds, "attention_mask": attention_mask,
                                        "rope_cos": cos, "rope_sin": sin, LOGITS_POSITIONS: np.zeros(1, np.int64)}
-        feed.update(past)
-        return self._finish(feed)
+        if not tables.past_as_is(past):
+            feed.update(past)
+            return self._finish(feed)
+        finished = self._finish(feed)
+        finished.update(past)  # exactly what _finish would keep and cast: all accepted, none cast
+        return finished
 
 
 class _DecodeTables:
@@ -240,6 +244,24 @@ class _DecodeTables:
         # other dtype goes through torch's .float() as token_embeddings does
         self.embed_rows = table.detach().numpy() if table.dtype == torch.float32 and table.device.type == "cpu" else None
         self.cos = self.sin = np.zeros((0, builder.dims.text.rotary_dim), np.float32)
+        declared = builder.input_dtypes
+        self.accepted = None if declared is None else frozenset(declared)
+        wants = {builder._float_inputs.get(name) for name in builder.past_names}
+        # the one float dtype every past input is declared with (None: none is cast); several: never as is
+        self.past_dtype = next(iter(wants)) if len(wants) == 1 else False
+
+    def past_as_is(self, past: Mapping[str, np.ndarray]) -> bool:
+        """Whether :meth:`FeedBuilder._finish` would keep every array of ``past`` and cast none.
+
+        A decode step's cache is the runner's last outputs, already in the declared dtype, so
+        checking that once per step (one dtype test per array) replaces finishing it per array.
+        """
+        if self.accepted is not None and not past.keys() <= self.accepted:
+            return False
+        want = self.past_dtype
+        if want is False:
+            return False
+        return want is None or all(type(value) is np.ndarray and value.dtype == want for value in past.values())
 
     def embeddings(self, tokens: np.ndarray) -> np.ndarray:
         """Float32 embedding rows ``[B, hidden]`` of ``tokens [B]`` (as ``FeedBuilder.token_embeddings``)."""
@@ -472,7 +494,10 @@ class DecoderStepper:
         feed = self.builder.decode_feed(tokens.numpy().reshape(batch), next_position, mask, state.past)
         out = self.runner.infer(feed, check_inputs=self.check_inputs)
         after = next_position + 1
-        past = {name: np.asarray(out[src]) for name, src in zip(self.builder.past_names, self.builder.present_names)}
+        arrays = list(map(out.__getitem__, self.builder.present_names))
+        if not all(type(value) is np.ndarray for value in arrays):  # e.g. torch outputs
+            arrays = [np.asarray(value) for value in arrays]
+        past = dict(zip(self.builder.past_names, arrays))
         mask_tensor, after_tensor = torch.from_numpy(mask), torch.from_numpy(after)
         self.state = CacheState(past, mask_tensor, after_tensor)
         self._host_views = (mask_tensor, mask, after_tensor, after)
