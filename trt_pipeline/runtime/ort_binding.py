@@ -212,17 +212,13 @@ class BoundOrtRunner(OnnxrtRunner):
         self._c_binding = self.binding._iobinding  # the C binding the public wrapper forwards to
         self._cpu = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
         self._bound_names: tuple[str, ...] | None = None
-        self._keep: list[np.ndarray] = []
 
     def infer_impl(self, feed_dict: Mapping[str, Any]) -> OrderedDict:
         out = self._bind_slab(feed_dict)
         if out is None:
             return self._infer_general(feed_dict)
         start = time.time()
-        try:
-            self.sess._sess.run_with_iobinding(self._c_binding, None)
-        finally:
-            self._keep = []
+        self.sess._sess.run_with_iobinding(self._c_binding, None)
         self.inference_time = time.time() - start
         return out
 
@@ -237,13 +233,10 @@ class BoundOrtRunner(OnnxrtRunner):
         if names != self._bound_names:
             binding.clear_binding_inputs()
             self._bound_names = names
-        self._keep = keep = []  # contiguous copies (if any) must outlive the run
         for name, value in feed.items():
             if type(value) is not np.ndarray:  # torch in, torch out: the general path (it clears what was bound)
                 return None
-            if not value.flags.c_contiguous:
-                value = np.ascontiguousarray(value)
-                keep.append(value)
+            # ONNX Runtime reads a C-contiguous array in place and copies any other one itself
             binding.bind_input(name, value)
         plans, size = layout.plan(known)
         slab, base = self.pool.take_with_address("", (size,), np.uint8)
