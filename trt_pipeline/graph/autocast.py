@@ -5,7 +5,10 @@ ONNX graph whose tensors already are float16. :func:`autocast_file` wraps
 ``modelopt.onnx.autocast.convert_to_mixed_precision``:
 
 * a **reference run** of the fp32 graph on ONNX Runtime (CPU) over the given calibration feeds
-  records every tensor's range (aggregated over all feeds);
+  records every tensor's range (aggregated over all feeds). By default it is the bounded-memory
+  :mod:`~trt_pipeline.graph.reference_ranges` runner (ranges reduced inside the graph, one feed at
+  a time; ModelOpt's own runner keeps every tensor of every feed: > 13 GB on the small preset's
+  vision encoder); ``reference="modelopt"`` selects ModelOpt's (same statistics, for comparison);
 * AutoCast's node classifier keeps in FP32 every node whose inputs/outputs exceed ``data_max``
   (fp16's ULP is 0.5 at 512) or whose initializers exceed ``init_max``, plus any node or op type
   excluded explicitly; all others run in FP16 with Cast nodes at the borders;
@@ -37,11 +40,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trt_pipeline.errors import OnnxModelError
+from trt_pipeline.errors import ConfigError, OnnxModelError
 from trt_pipeline.graph.half_norms import reciprocal_norms
 
 TWO_GB = 2 * 1024**3
 FP16_MAX = float(np.finfo(np.float16).max)
+REFERENCE_RUNNERS = ("streaming", "modelopt")
 _SKIP_RE = re.compile(r"Skipping node (?P<name>.+?): (?P<reason>.+)$")
 
 
@@ -57,6 +61,9 @@ class AutocastReport:
     initializers_fp16: int = 0
     initializers_fp32: int = 0
     reference_feeds: int = 0
+    reference_runner: str = "streaming"
+    reference_tensors: int = 0
+    reference_kept_bytes: int = 0
     keep_io_types: bool = True
     seconds: float = 0.0
 
@@ -176,6 +183,7 @@ def autocast_file(
     nodes_to_exclude: Sequence[str] = (),
     external_data: bool | None = None,
     log: io.StringIO | None = None,
+    reference: str = "streaming",
 ) -> AutocastReport:
     """AutoCast ``src`` (fp32 ONNX, path API: external data supported) into ``dst``.
 
@@ -186,17 +194,24 @@ def autocast_file(
         data_max / init_max: AutoCast's range thresholds (nodes beyond them stay FP32).
         op_types_to_exclude / nodes_to_exclude: op types / node-name regexes forced to FP32.
         external_data: force external data for ``dst``; None = as ``src`` (or automatic > 2 GB).
+        reference: ``streaming`` (bounded memory, :mod:`~trt_pipeline.graph.reference_ranges`) or
+            ``modelopt`` (ModelOpt's ReferenceRunner: memory grows with feeds x all tensors).
     """
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
+    from trt_pipeline.graph.reference_ranges import ReferenceRunStats, streaming_reference_runner
+
     src, dst = Path(src), Path(dst)
+    if reference not in REFERENCE_RUNNERS:
+        raise ConfigError(f"AutoCast reference runner {reference!r} unknown.", hint=f"use one of {REFERENCE_RUNNERS}.")
     if not src.is_file():
         raise OnnxModelError(f"{src} not found.", path=src, hint="run `autoglm-trt export` first.")
     start = time.perf_counter()
     external = has_external_data(src) if external_data is None else external_data
+    runner = streaming_reference_runner() if reference == "streaming" else contextlib.nullcontext(ReferenceRunStats())
     with tempfile.TemporaryDirectory(prefix="autocast.") as scratch, quiet_modelopt(log) as buffer, \
-            _capture_classification() as classes:
-        reference = write_reference_feeds(feeds, Path(scratch)) if feeds else None
+            _capture_classification() as classes, runner as reference_run:
+        reference_path = write_reference_feeds(feeds, Path(scratch)) if feeds else None
         try:
             model = convert_to_mixed_precision(
                 onnx_path=str(src),
@@ -206,7 +221,7 @@ def autocast_file(
                 data_max=data_max,
                 init_max=init_max,
                 keep_io_types=keep_io_types,
-                calibration_data=reference,
+                calibration_data=reference_path,
                 providers=["cpu"],
             )
         except Exception as error:  # ModelOpt raises assorted ValueError/RuntimeError/AssertionError
@@ -221,6 +236,9 @@ def autocast_file(
     save_model(model, dst, external)
     report = summarize(model, classes, buffer.getvalue())
     report.reference_feeds = len(feeds or [])
+    report.reference_runner = reference
+    report.reference_tensors = reference_run.tensors
+    report.reference_kept_bytes = reference_run.kept_bytes
     report.keep_io_types = keep_io_types
     report.seconds = round(time.perf_counter() - start, 3)
     return report
