@@ -123,10 +123,12 @@ def main() -> int:
                 "export --max-seq 512 --no-validate: the held-out prompts need > 256 tokens): memcap cgroup peak, max RSS (/usr/bin/time -v), wall time",
         "command": "python benchmarks/precision_memory.py --label LABEL [--tree CHECKOUT]",
     })
-    record.setdefault("runs", {})[args.label] = {
-        "tree_commit": commit.strip(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "load": os.getloadavg()[0], "rows": rows,
-    }
+    runs = record.setdefault("runs", {}).setdefault(args.label, {})
+    runs["tree_commit"] = commit.strip()
+    for row in rows:  # a row replaces the earlier one of the same variant and sample count
+        row.update(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load=os.getloadavg()[0])
+        kept = [r for r in runs.get("rows", []) if (r["variant"], r["calib_samples"]) != (row["variant"], row["calib_samples"])]
+        runs["rows"] = sorted([*kept, row], key=lambda r: (r["variant"], r["calib_samples"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     return 0

@@ -162,11 +162,15 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
 
 
 def write_reference_feeds(feeds: Sequence[dict[str, np.ndarray]], folder: Path) -> str:
-    """Save feeds as a Polygraphy JSON list (AutoCast's multi-batch reference input format)."""
-    from polygraphy.json import save_json
+    """Save feeds as a folder of one ``.npz`` per feed (AutoCast's multi-batch reference input format).
 
-    path = Path(folder) / "reference_feeds.json"
-    save_json([dict(feed) for feed in feeds], str(path), description="AutoCast reference inputs")
+    One file per feed (rather than one Polygraphy JSON holding every feed as base64 text) lets the
+    reference run load a single feed at a time.
+    """
+    path = Path(folder) / "reference_feeds"
+    path.mkdir(parents=True, exist_ok=True)
+    for index, feed in enumerate(feeds):
+        np.savez(path / f"feed_{index:05d}.npz", **{name: np.asarray(value) for name, value in feed.items()})
     return str(path)
 
 

@@ -24,7 +24,7 @@ import contextlib
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,16 +165,24 @@ def _augmented_session(model: onnx.ModelProto, providers: Sequence[Any]) -> Iter
             scratch.cleanup()
 
 
-def collect_ranges(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]] | Any,
-                   providers: Sequence[Any] = ("CPUExecutionProvider",)) -> tuple[OrderedDict[str, Any], ReferenceRunStats]:
-    """Per-tensor ``TensorStats`` of ``model`` over ``feeds``, one feed in memory-flight at a time."""
+def collect_ranges(
+    model: onnx.ModelProto,
+    feeds: Iterable[Mapping[str, np.ndarray]],
+    providers: Sequence[Any] = ("CPUExecutionProvider",),
+) -> tuple[OrderedDict[str, Any], ReferenceRunStats]:
+    """Per-tensor ``TensorStats`` of ``model`` over ``feeds``, one feed in flight at a time.
+
+    ``model`` gets the range outputs only while its session is built (it is restored before returning).
+    """
     accumulator = RangeAccumulator()
     run = ReferenceRunStats()
     with _augmented_session(model, providers) as (session, plan):
         names = [out for stats in plan.values() for out in (stats[s] for s in _STATS)]
         run.extra_outputs = len(names)
-        for feed in feeds:
-            feed = {name: np.asarray(value) for name, value in dict(feed).items()}
+        for source in feeds:  # dicts, or ModelOpt's lazily loaded NpzFile per feed
+            feed = {name: np.asarray(value) for name, value in dict(source).items()}
+            if hasattr(source, "close"):
+                source.close()
             for name, value in feed.items():
                 accumulator.add_array(name, value)
             values = dict(zip(names, session.run(names, feed), strict=True))
