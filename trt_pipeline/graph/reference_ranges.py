@@ -144,6 +144,7 @@ def _augmented_session(model: onnx.ModelProto, providers: Sequence[Any]) -> Iter
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False  # the arena keeps (and grows by) every feed's largest shapes
         if onnx_utils.check_model_uses_external_data(model) or onnx_utils.is_model_too_large_for_protobuf(model):
             scratch = tempfile.TemporaryDirectory(prefix="autocast-ranges.")
             path = os.path.join(scratch.name, "model.onnx")
