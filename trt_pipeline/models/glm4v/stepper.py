@@ -401,10 +401,7 @@ class DecoderStepper:
         after = positions.amax(dim=(0, 2)) + 1
         mask = torch.as_tensor(feed["attention_mask"]).long()  # every decoder runner takes the mask
         self.state = CacheState(past, mask, torch.maximum(self.state.next_position, after))
-        values = torch.from_numpy(np.asarray(out["logits"], dtype=np.float32).copy())
-        if LOGITS_POSITIONS not in feed:  # the runner computed every position (older export)
-            values = values[:, logit_indices(logits, positions.shape[2])]
-        return StepOutput(values, feed, out)
+        return StepOutput(step_logits(out, feed, logits, positions.shape[2]), feed, out)
 
     # -- segments -------------------------------------------------------------------------------
     def prefill(
@@ -505,10 +502,16 @@ class DecoderStepper:
         mask_tensor, after_tensor = torch.from_numpy(mask), torch.from_numpy(after)
         self.state = CacheState(past, mask_tensor, after_tensor)
         self._host_views = (mask_tensor, mask, after_tensor, after)
-        values = torch.from_numpy(np.array(out["logits"], dtype=np.float32))
-        if LOGITS_POSITIONS not in feed:  # the runner computed every position (older export)
-            values = values[:, logit_indices("last", 1)]
-        return StepOutput(values, feed, out)
+        return StepOutput(step_logits(out, feed, "last", 1), feed, out)
+
+
+def step_logits(out: Mapping[str, Any], feed: Mapping[str, Any], request: Logits, length: int) -> torch.Tensor:
+    """Float32 logits ``[B, K, vocab]`` of the positions asked for, copied out of the runner's buffer
+    (reused by the next run); an older export without ``logits_positions`` computed all ``length``."""
+    values = torch.from_numpy(np.array(out["logits"], dtype=np.float32))
+    if LOGITS_POSITIONS not in feed:
+        values = values[:, logit_indices(request, length)]
+    return values
 
 
 def encode_images(builder: FeedBuilder, vision_runner: Any, inputs: MultimodalInputs) -> torch.Tensor | None:
