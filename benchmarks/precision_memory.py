@@ -101,6 +101,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", required=True, help="row group in the results file (e.g. before / after)")
     parser.add_argument("--tree", type=Path, default=ROOT, help="source tree put on PYTHONPATH")
+    parser.add_argument("--tree-note", help="what --tree is, when it is not a git checkout (e.g. an archive of a commit)")
     parser.add_argument("--variants", default="fp16,int4")
     parser.add_argument("--calib-samples", default="2,8", help="comma-separated calibration sample counts")
     parser.add_argument("--cap", default="16G", help="memcap limit")
@@ -124,7 +125,7 @@ def main() -> int:
         "command": "python benchmarks/precision_memory.py --label LABEL [--tree CHECKOUT]",
     })
     runs = record.setdefault("runs", {}).setdefault(args.label, {})
-    runs["tree_commit"] = commit.strip()
+    runs["tree_commit"] = commit.strip() or args.tree_note or runs.get("tree_commit", "")
     for row in rows:  # a row replaces the earlier one of the same variant and sample count
         row.update(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load=os.getloadavg()[0])
         kept = [r for r in runs.get("rows", []) if (r["variant"], r["calib_samples"]) != (row["variant"], row["calib_samples"])]
