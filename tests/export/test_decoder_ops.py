@@ -119,3 +119,22 @@ def test_fused_fp16_export_is_refused_before_writing(tiny_checkpoint: Path, tmp_
         export(tiny_checkpoint, out, ExportConfig(decoder_ops="fused", dtype="float16"), show_progress=False)
     assert "precision fp16" in info.value.hint and "--decoder-ops portable" in info.value.hint
     assert not out.exists()
+
+
+def test_int8_of_a_fused_export_is_refused_before_writing(tiny_fused_export: Path, tmp_path: Path) -> None:
+    """ModelOpt's INT8 pass cannot infer shapes through the fused graph: refused, pointing at the portable export."""
+    import shutil
+
+    from trt_pipeline.config import Int8Config
+    from trt_pipeline.quantize.precision import make_int8
+
+    out = tmp_path / "fused"
+    shutil.copytree(tiny_fused_export, out)
+    with pytest.raises(ConfigError, match="--decoder-ops fused` export") as info:
+        make_int8(out, Int8Config(calib_samples=2, evaluate=False), show_progress=False)
+    assert "--decoder-ops portable" in info.value.hint
+    assert not (out / "onnx" / "int8").exists()
+    # the vision encoder alone (decoder kept fp32) is not the decoder's problem
+    make_int8(out, Int8Config(calib_samples=2, evaluate=False, components={"vision_encoder": "int8", "decoder": "fp32"}),
+              show_progress=False)
+    assert (out / "onnx" / "int8" / "decoder.onnx").is_file()

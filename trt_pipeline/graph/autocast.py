@@ -150,9 +150,25 @@ def save_model(model: onnx.ModelProto, path: Path, external: bool | None = None)
     if external:
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=data.name, size_threshold=1024)
-        return data.name
-    onnx.save(model, str(path))
-    return None
+    else:
+        onnx.save(model, str(path))
+    restore_shapes(path)
+    return data.name if external else None
+
+
+def restore_shapes(path: Path) -> None:
+    """Re-infer every tensor's shape in ``path`` with ONNX data propagation (in place, external data untouched).
+
+    ModelOpt's passes write graphs without the intermediate shapes the export carried. A fused decoder
+    (``--decoder-ops fused``) needs them: its biased projections come out of onnxsim as Gemm + Reshape to a
+    Concat-computed shape, plain shape inference leaves that shape unknown, ONNX's Attention inference then
+    gives its output an empty last axis, and ONNX Runtime refuses the next MatMul at load. With data
+    propagation the Concat's values, hence every shape, are known again.
+    """
+    try:
+        onnx.shape_inference.infer_shapes_path(str(path), str(path), data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        pass  # ONNX Runtime infers what it can at load; the caller's own checks judge the graph
 
 
 def _tensor_bytes(tensor: onnx.TensorProto) -> int:

@@ -138,8 +138,10 @@ def _augmented_session(model: onnx.ModelProto, providers: Sequence[Any]) -> Iter
     graph = model.graph
     node_count, output_count = len(graph.node), len(graph.output)
     plan = add_range_outputs(model)
-    value_info = list(graph.value_info)  # stale types trip ORT's checker (ModelOpt clears them too)
-    del graph.value_info[:]
+    # the model's value_info stays: a fused decoder's Attention output has no inferable last axis without
+    # it (ONNX's shape inference of 3-D Attention leaves it empty and ORT then refuses the next MatMul);
+    # the range nodes' own outputs are left untyped (inferred by ORT)
+    value_info: list[Any] = []
     scratch = None
     try:
         options = ort.SessionOptions()

@@ -287,6 +287,23 @@ def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress
 
 
 # --- int8 -----------------------------------------------------------------------------------
+def refuse_fused_int8(out_dir: Path, cfg: Int8Config) -> None:
+    """INT8 of a ``--decoder-ops fused`` decoder is refused before anything is written.
+
+    ModelOpt's INT8 pass re-infers shapes without data propagation; a biased q/k/v projection comes out
+    of the exporter as Reshape -> Gemm -> Reshape to a computed shape, the opset-23 Attention after it
+    then gets an empty last axis, and ONNX Runtime refuses the graph during calibration (seen on the
+    trained fixture; a checkpoint whose biases are all zero slips through). INT8 Q/DQ is the TensorRT
+    variant, and the portable graph serves every TensorRT.
+    """
+    if cfg.components.get("decoder") == "int8" and read_export_manifest(out_dir).decoder_ops == "fused":
+        raise ConfigError(f"{out_dir} is a `--decoder-ops fused` export: its decoder cannot be INT8-quantized by "
+                          "ModelOpt (shape inference stops at the opset-23 Attention after the biased projections).",
+                          path=out_dir / "export.json",
+                          hint="make INT8 from a portable export (`autoglm-trt export ... --decoder-ops portable`, the "
+                               "default); fp16 and int4 work on a fused export")
+
+
 def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress: bool = True) -> Path:
     """ModelOpt INT8 PTQ (explicit Q/DQ, CPU calibration) of ``OUT/onnx/fp32`` into ``OUT/onnx/int8``.
 
@@ -302,6 +319,7 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    refuse_fused_int8(out_dir, cfg)
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("int8")
