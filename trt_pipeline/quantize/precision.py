@@ -299,7 +299,7 @@ def refuse_fused_int8(out_dir: Path, cfg: Int8Config) -> None:
     if cfg.components.get("decoder") == "int8" and read_export_manifest(out_dir).decoder_ops == "fused":
         raise ConfigError(f"{out_dir} is a `--decoder-ops fused` export: its decoder cannot be INT8-quantized by "
                           "ModelOpt (shape inference stops at the opset-23 Attention after the biased projections).",
-                          path=out_dir / "export.json",
+                          path=OutputLayout(out_dir).export_manifest,
                           hint="make INT8 from a portable export (`autoglm-trt export ... --decoder-ops portable`, the "
                                "default); fp16 and int4 work on a fused export")
 
