@@ -141,7 +141,6 @@ def _augmented_session(model: onnx.ModelProto, providers: Sequence[Any]) -> Iter
     # the model's value_info stays: a fused decoder's Attention output has no inferable last axis without
     # it (ONNX's shape inference of 3-D Attention leaves it empty and ORT then refuses the next MatMul);
     # the range nodes' own outputs are left untyped (inferred by ORT)
-    value_info: list[Any] = []
     scratch = None
     try:
         options = ort.SessionOptions()
@@ -163,7 +162,6 @@ def _augmented_session(model: onnx.ModelProto, providers: Sequence[Any]) -> Iter
     finally:
         del graph.node[node_count:]
         del graph.output[output_count:]
-        graph.value_info.extend(value_info)
         if scratch is not None:
             scratch.cleanup()
 

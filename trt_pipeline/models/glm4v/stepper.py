@@ -342,7 +342,6 @@ class DecoderStepper:
         self.chunk_size = chunk_size
         self.check_inputs = check_inputs
         self.contract = contract
-        self._host_views: tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray] | None = None
         self.reset(1)
 
     # -- cache ----------------------------------------------------------------------------------
@@ -397,11 +396,15 @@ class DecoderStepper:
             embeds = feed["inputs_embeds"]
             self.contract.check_step(int(embeds.shape[0]), int(embeds.shape[1]), self.past_length)
         out = self.runner.infer(feed, check_inputs=self.check_inputs)
-        past = {name: np.asarray(out[src]) for name, src in zip(self.builder.past_names, self.builder.present_names)}
+        past = self._past_from(out)
         after = positions.amax(dim=(0, 2)) + 1
         mask = torch.as_tensor(feed["attention_mask"]).long()  # every decoder runner takes the mask
         self.state = CacheState(past, mask, torch.maximum(self.state.next_position, after))
         return StepOutput(step_logits(out, feed, logits, positions.shape[2]), feed, out)
+
+    def _past_from(self, out: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """A run's ``present.*`` outputs as the next step's ``past_key_values.*`` (numpy, not copied)."""
+        return {name: np.asarray(out[src]) for name, src in zip(self.builder.past_names, self.builder.present_names)}
 
     # -- segments -------------------------------------------------------------------------------
     def prefill(
@@ -461,18 +464,6 @@ class DecoderStepper:
         embeds = self.builder.token_embeddings(tokens.view(batch, 1))
         return self.prepare(embeds, torch.ones(batch, 1, dtype=torch.long), positions), positions
 
-    def _host_arrays(self, state: CacheState) -> tuple[np.ndarray, np.ndarray]:
-        """``state``'s mask ``[B, past]`` and next positions ``[B]`` as int64 numpy arrays.
-
-        The arrays the last fast decode step made its tensors from are reused while the state
-        still holds exactly those tensors (a loop of decode steps, or a server reloading the
-        state it was given back): a tensor's ``.numpy()`` is cheap but not free per step.
-        """
-        views = self._host_views  # (mask tensor, its array, positions tensor, its array): shared memory
-        if views is not None and views[0] is state.attention_mask and views[2] is state.next_position:
-            return views[1], views[3]
-        return state.attention_mask.numpy(), state.next_position.numpy()
-
     def decode(self, tokens: torch.Tensor) -> StepOutput:
         """Append one token per row and return its logits ``[B, 1, vocab]``.
 
@@ -485,7 +476,7 @@ class DecoderStepper:
             feed, positions = self.prepare_decode(tokens)
             return self.step(feed, positions)
         state = self.state
-        before, next_position = self._host_arrays(state)
+        before, next_position = state.attention_mask.numpy(), state.next_position.numpy()
         batch, length = before.shape
         if self.contract is not None:
             self.contract.check_step(batch, 1, length)
@@ -494,14 +485,7 @@ class DecoderStepper:
         mask[:, -1] = 1
         feed = self.builder.decode_feed(tokens.numpy().reshape(batch), next_position, mask, state.past)
         out = self.runner.infer(feed, check_inputs=self.check_inputs)
-        after = next_position + 1
-        arrays = list(map(out.__getitem__, self.builder.present_names))
-        if not all(type(value) is np.ndarray for value in arrays):  # e.g. torch outputs
-            arrays = [np.asarray(value) for value in arrays]
-        past = dict(zip(self.builder.past_names, arrays))
-        mask_tensor, after_tensor = torch.from_numpy(mask), torch.from_numpy(after)
-        self.state = CacheState(past, mask_tensor, after_tensor)
-        self._host_views = (mask_tensor, mask, after_tensor, after)
+        self.state = CacheState(self._past_from(out), torch.from_numpy(mask), torch.from_numpy(next_position + 1))
         return StepOutput(step_logits(out, feed, "last", 1), feed, out)
 
 

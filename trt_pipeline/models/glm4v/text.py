@@ -265,13 +265,9 @@ class TextDecoder(nn.Module):
         if ops not in DECODER_OPS:
             raise ValueError(f"decoder ops {ops!r}: choose one of {', '.join(DECODER_OPS)}")
         self.ops = ops
-        fused = ops == "fused"
-        for layer in self.language_model.layers:
-            layer.self_attn.fused = fused
-            for norm in (layer.input_layernorm, layer.post_attention_layernorm, layer.post_self_attn_layernorm,
-                         layer.post_mlp_layernorm):
-                norm.fused = fused
-        self.language_model.norm.fused = fused
+        for module in self.language_model.modules():  # every attention and RMSNorm of the text model
+            if isinstance(module, (TextAttention, RMSNorm)):
+                module.fused = ops == "fused"
         return self
 
     def forward(
