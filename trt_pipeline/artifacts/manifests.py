@@ -198,6 +198,11 @@ class ExportManifest:
         return str((self.raw.get("decoder_graph") or {}).get("ops", "portable"))
 
     @property
+    def kv_cache(self) -> str:
+        """The decoder's KV-cache contract (``--kv-cache``: concat or inplace; exports before it existed: concat)."""
+        return "inplace" if (self.raw.get("decoder_graph") or {}).get("kv_cache") == "inplace" else "concat"
+
+    @property
     def precision(self) -> str:
         """The precision folder the export wrote (``fp32``, or ``bf16``/``fp16`` for a same-dtype export)."""
         return str(self.raw.get("precision", "fp32"))

@@ -81,6 +81,7 @@ class ExportConfig:
 
     opset: int | None = None  # None: the decoder_ops flavour's default (18 portable, 23 fused)
     decoder_ops: str = "portable"  # portable | fused (trt_pipeline.models.glm4v.text.DECODER_OPS)
+    kv_cache: str = "concat"  # concat | inplace (fused only; trt_pipeline.models.glm4v.decoder_ops.KV_CACHES)
     components: tuple[str, ...] = COMPONENTS
     # Request shapes: a named workload (trt_pipeline.export.workloads) sets each one; a value
     # given here overrides it. None: phone-agent for real-width checkpoints, tiny otherwise.
@@ -120,8 +121,11 @@ class ExportConfig:
         """Fill in the flavour's default opset; refuse an opset below what the flavour's ops need."""
         from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS, DECODER_OPS_DEFAULT_OPSET, DECODER_OPS_MIN_OPSET
 
+        from trt_pipeline.models.glm4v.decoder_ops import check_kv_cache
+
         if self.decoder_ops not in DECODER_OPS:
             raise ConfigError(f"--decoder-ops must be one of {', '.join(DECODER_OPS)}, got {self.decoder_ops!r}.")
+        check_kv_cache(self.decoder_ops, self.kv_cache)
         if self.opset is None:
             object.__setattr__(self, "opset", DECODER_OPS_DEFAULT_OPSET[self.decoder_ops])
         low = DECODER_OPS_MIN_OPSET[self.decoder_ops]

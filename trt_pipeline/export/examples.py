@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from trt_pipeline.models.glm4v.host import vision_inputs
+from trt_pipeline.models.glm4v.io_spec import KvLayout
 from trt_pipeline.models.glm4v.model import Glm4vExportModel
 
 EXAMPLE_GRID = [[1, 4, 6]]  # one image (the encoder takes one per call): 24 patches -> 6 image tokens
@@ -42,10 +43,9 @@ def decoder_example(model: Glm4vExportModel) -> tuple[torch.Tensor, ...]:
     cos = torch.randn(b, s, text.rotary_dim, generator=generator)
     sin = torch.randn(b, s, text.rotary_dim, generator=generator)
     positions = torch.arange(s - EXAMPLE_NUM_LOGITS, s, dtype=torch.long)
-    past = [
-        torch.randn(b, text.num_key_value_heads, p, text.head_dim, generator=generator).to(dtype)
-        for _ in range(2 * text.num_hidden_layers)
-    ]
+    layout = KvLayout.of(model.dims, model.decoder.kv_cache)
+    rows = p + s if layout.inplace else p  # an inplace cache input spans the new positions too
+    past = [torch.randn(layout.shape(b, rows), generator=generator).to(dtype) for _ in range(2 * text.num_hidden_layers)]
     return (embeds, mask, cos, sin, positions, *past)
 
 

@@ -150,16 +150,17 @@ def _decoder_steps(assets: Any, runner: Any, shapes: TwinShapes, reference: Outp
     else:
         stepper = DecoderStepper(assets, runner)
     ids = token_ids(assets.dims, shapes)
+    layout = stepper.builder.kv_layout  # presents are kept in transformers' [B, kv, T, D] whatever the graph's
     for index, (seq, past) in enumerate(shapes.decoder_steps()):
         stepper.reset(1)
         if past:
-            cache = {name.replace("present.", "past_key_values."): value
+            cache = {name.replace("present.", "past_key_values."): layout.from_heads(value)
                      for name, value in reference.present[index - 1].items()}
             stepper.load(CacheState(cache, torch.ones(1, past, dtype=torch.long), torch.full((1,), past)))
         step = stepper.prefill_tokens(ids[:, past: past + seq], logits=shapes.logit_positions(seq))
         out.logits.append(step.logits.numpy())
-        out.present.append({k: np.asarray(v, dtype=np.float32) for k, v in step.outputs.items()
-                            if k.startswith("present.")})
+        out.present.append({k: np.ascontiguousarray(layout.to_heads(np.asarray(v, dtype=np.float32)))
+                            for k, v in step.outputs.items() if k.startswith("present.")})
 
 
 def max_abs(a: np.ndarray, b: np.ndarray) -> float:

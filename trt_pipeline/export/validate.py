@@ -256,19 +256,20 @@ def validate_decoder_point(
     else:
         stepper = DecoderStepper(assets, runner)
     stepper.reset(batch)
+    layout = stepper.builder.kv_layout  # transformers' caches are [B, kv, T, D]; an inplace graph's [B, T, kv * D]
     if past:
         prefix = reference(input_ids=ids[:, :past], use_cache=True).past_key_values
         arrays = {}
         for i, layer in enumerate(prefix.layers):
-            arrays[f"past_key_values.{i}.key"] = as_numpy(layer.keys)
-            arrays[f"past_key_values.{i}.value"] = as_numpy(layer.values)
+            arrays[f"past_key_values.{i}.key"] = layout.from_heads(as_numpy(layer.keys))
+            arrays[f"past_key_values.{i}.value"] = layout.from_heads(as_numpy(layer.values))
         stepper.load(CacheState(arrays, torch.ones(batch, past, dtype=torch.long), torch.full((batch,), past)))
     step = stepper.prefill_tokens(ids[:, past:], logits="all")
     out = {k: np.asarray(v, dtype=np.float32) for k, v in step.outputs.items()}
     drifts = _decoder_drift(fp32_reference, full, ids, past) if fp32_reference is not None else (None, None)
     point = {"batch_size": batch, "sequence_length": seq, "past_sequence_length": past}
     logits = tensor_metrics(as_numpy(full.logits[:, past:]), step.logits.numpy())
-    present = worst_metrics([tensor_metrics(as_numpy(tensor), out[f"present.{i}.{kind}"])
+    present = worst_metrics([tensor_metrics(as_numpy(tensor), layout.to_heads(out[f"present.{i}.{kind}"]))
                       for i, layer in enumerate(full.past_key_values.layers)
                       for kind, tensor in (("key", layer.keys), ("value", layer.values))])
     return [point_result("decoder", point, "logits", logits, gates.logits, drifts[0]),
@@ -300,9 +301,11 @@ def component_runner(out_dir: Path, precision: str, dtype: str, checkpoint: Path
     from trt_pipeline.runtime.torch_runner import TorchModuleRunner
 
     model = Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype)
-    model.decoder.use_ops(read_export_manifest(out_dir).decoder_ops)  # the flavour that was traced
+    manifest = read_export_manifest(out_dir)
+    model.decoder.use_ops(manifest.decoder_ops).use_kv_cache(manifest.kv_cache)  # the flavour that was traced
     module = model.vision_encoder if component == "vision_encoder" else model.decoder
-    return TorchModuleRunner(module, component_spec(model.dims, component, dtype), name=f"torch-export-bf16:{component}")
+    spec = component_spec(model.dims, component, dtype, manifest.kv_cache)
+    return TorchModuleRunner(module, spec, name=f"torch-export-bf16:{component}")
 
 
 def validate(

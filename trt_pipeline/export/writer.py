@@ -104,7 +104,7 @@ def write_export(
         start = time.perf_counter()
         streaming = streamer.use_streaming(cfg.streaming, checkpoint)
         model, entries = _load(checkpoint, dims, dtype, streaming)
-        model.decoder.use_ops(cfg.decoder_ops)
+        model.decoder.use_ops(cfg.decoder_ops).use_kv_cache(cfg.kv_cache)
         timings["load"] = time.perf_counter() - start
         progress.advance(task)
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
@@ -154,7 +154,7 @@ def _export_components(
     for name in cfg.components:
         progress.update(task, description=f"exporting {name}")
         start = time.perf_counter()
-        spec = component_spec(dims, name, dtype)
+        spec = component_spec(dims, name, dtype, cfg.kv_cache)
         make_example, variadic = examples[name]
         facts = _export_one(modules[name], spec, make_example(model), layout.onnx_path(precision, name),
                             cfg, variadic, entries)
@@ -188,18 +188,18 @@ def _export_manifest(
         "files": {layout.rel(p): FileDigest.of(p).to_json() for p in (layout.embed_tokens, layout.vision_pos_embed)},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "warnings": warnings,
-        **_graph_record(onnx_dir, components, cfg.decoder_ops),
+        **_graph_record(onnx_dir, components, cfg.decoder_ops, cfg.kv_cache),
     }
 
 
-def _graph_record(onnx_dir: Path, components: dict[str, Any], decoder_ops: str) -> dict[str, Any]:
+def _graph_record(onnx_dir: Path, components: dict[str, Any], decoder_ops: str, kv_cache: str) -> dict[str, Any]:
     """How the decoder graph is spelled and which TensorRT targets' parsers take every op of every graph."""
     from trt_pipeline.engine.onnx_ops import parse_report
     from trt_pipeline.models.glm4v.decoder_ops import decoder_graph
 
     record: dict[str, Any] = {"tensorrt_parse": parse_report({n: onnx_dir / e["file"] for n, e in components.items()})}
     if "decoder" in components:
-        record["decoder_graph"] = decoder_graph(decoder_ops)
+        record["decoder_graph"] = decoder_graph(decoder_ops, kv_cache)
     return record
 
 

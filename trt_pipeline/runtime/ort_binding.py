@@ -21,6 +21,11 @@ output carved from it is referenced. An output with an axis no input names (the 
 encoder's ``num_image_tokens``) makes the run take the general path: per-output buffers, that
 output bound to the CPU device and copied out after the run.
 
+An output that is the in-place update of an input (``present.X`` of an ``inplace`` KV cache, the
+same shape and type as ``past_key_values.X``: :func:`inplace_aliases`) is bound to that input's own
+memory: ONNX Runtime's ``ScatterND`` then writes only the new rows (it skips copying its input
+when input and output are one buffer), and the run returns the fed array itself as the output.
+
 Why a lean path at all: a decode step of a small model is a few milliseconds, and the run
 streams every weight through the CPU caches, so the host work after it runs cache-cold and costs
 several times what a warm micro-benchmark shows. ``benchmarks/step_overhead.py`` measures it.
@@ -86,6 +91,23 @@ class BufferPool:
 
     def __len__(self) -> int:
         return sum(len(b) - 1 for b in self._buffers.values())
+
+
+def inplace_aliases(inputs: Sequence[Any], outputs: Sequence[Any]) -> dict[str, str]:
+    """Output name -> input name of every ``present.X`` whose ``past_key_values.X`` input has its exact
+    (symbolic) shape and type: the ``inplace`` KV cache's outputs, which are their inputs updated.
+
+    A ``concat`` cache's present (``total_sequence_length``) never matches its past
+    (``past_sequence_length``), so such graphs get no alias."""
+    by_name = {node.name: node for node in inputs}
+    aliases = {}
+    for node in outputs:
+        if not node.name.startswith("present."):
+            continue
+        source = by_name.get("past_key_values." + node.name[len("present."):])
+        if source is not None and list(source.shape) == list(node.shape) and source.type == node.type:
+            aliases[node.name] = source.name
+    return aliases
 
 
 def resolve_shape(dims: Sequence[Any], known: Mapping[str, int]) -> tuple[int, ...] | None:
@@ -208,7 +230,11 @@ class BoundOrtRunner(OnnxrtRunner):
         self._outputs = self.sess.get_outputs()
         self._inputs = self.sess.get_inputs()
         self._axes = symbolic_axes(self._inputs)
-        self._layout = OutputLayout(self._inputs, self._outputs)
+        self._aliases = inplace_aliases(self._inputs, self._outputs)
+        self._alias_types = {node.name: (np.dtype(ORT_NUMPY_TYPES.get(node.type, np.uint8)), ORT_ONNX_TYPES.get(node.type, 0))
+                             for node in self._outputs if node.name in self._aliases}
+        self._layout = OutputLayout(self._inputs, [node for node in self._outputs if node.name not in self._aliases])
+        self._output_names = [node.name for node in self._outputs]
         self._c_binding = self.binding._iobinding  # the C binding the public wrapper forwards to
         self._cpu = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
         self._bound_names: tuple[str, ...] | None = None
@@ -238,6 +264,9 @@ class BoundOrtRunner(OnnxrtRunner):
                 return None
             # ONNX Runtime reads a C-contiguous array in place and copies any other one itself
             binding.bind_input(name, value)
+        aliased = self._bind_aliases(feed) if self._aliases else {}
+        if aliased is None:
+            return None
         plans, size = layout.plan(known)
         slab, base = self.pool.take_with_address("", (size,), np.uint8)
         arrays: list[np.ndarray] = []
@@ -249,10 +278,24 @@ class BoundOrtRunner(OnnxrtRunner):
                 offset += stride
         # the result is assembled before the run: objects made now are still in the CPU caches,
         # which the run (streaming every weight) evicts
-        if layout.in_order:
+        if layout.in_order and not aliased:
             return OrderedDict(zip(layout.names, arrays))
         by_name = dict(zip(layout.order_names, arrays))
-        return OrderedDict((name, by_name[name]) for name in layout.names)
+        by_name.update(aliased)
+        return OrderedDict((name, by_name[name]) for name in self._output_names)
+
+    def _bind_aliases(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+        """Bind each in-place output to its fed input's memory; -> output name -> that array (None: a fed
+        array cannot be written in place, e.g. not C-contiguous: the general path runs without aliasing)."""
+        binding, cpu, out = self._c_binding, self._cpu, {}
+        for name, source in self._aliases.items():
+            value = feed.get(source)
+            dtype, onnx_type = self._alias_types[name]
+            if type(value) is not np.ndarray or value.dtype != dtype or not value.flags.c_contiguous:
+                return None
+            binding.bind_output(name, cpu, onnx_type, value.shape, value.ctypes.data)
+            out[name] = value
+        return out
 
     def _infer_general(self, feed_dict: Mapping[str, Any]) -> OrderedDict:
         """Any feed (torch tensors, outputs with axes no input names): per-output buffers, cleared bindings."""
@@ -295,4 +338,4 @@ class BoundOrtRunner(OnnxrtRunner):
         del self.binding, self.pool, self.sess, self._c_binding
 
 
-__all__ = ["BoundOrtRunner", "BufferPool", "OutputLayout", "input_axes", "known_axes", "resolve_shape", "symbolic_axes"]
+__all__ = ["BoundOrtRunner", "BufferPool", "OutputLayout", "inplace_aliases", "input_axes", "known_axes", "resolve_shape", "symbolic_axes"]

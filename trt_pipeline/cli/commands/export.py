@@ -33,6 +33,9 @@ def export_command(
     decoder_ops: Annotated[str, typer.Option("--decoder-ops", help=(
         "portable: ops every TensorRT parses (JetPack 6's 10.3 too). fused: opset-23 Attention/RotaryEmbedding/"
         "RMSNormalization, faster on ONNX Runtime (Android, CPU) and parsed by TensorRT >= 10.15 / 11, not 10.3."))] = "portable",
+    kv_cache: Annotated[str, typer.Option("--kv-cache", help=(
+        "concat: each step returns the whole KV cache anew. inplace (with --decoder-ops fused): the cache is "
+        "updated in place (ScatterND), so ONNX Runtime writes only the new rows and holds one cache, not two."))] = "concat",
     components: Components = "vision_encoder,decoder",
     workload: Annotated[Optional[str], typer.Option("--workload", help=(
         "Request shapes the export is made for: phone-agent | tiny [default: phone-agent for real-width "
@@ -62,7 +65,7 @@ def export_command(
     from trt_pipeline.export.exporter import export
 
     cfg = ExportConfig(
-        opset=opset, decoder_ops=decoder_ops, components=split_list(components), workload=workload, max_batch=max_batch, max_seq=max_seq,
+        opset=opset, decoder_ops=decoder_ops, kv_cache=kv_cache, components=split_list(components), workload=workload, max_batch=max_batch, max_seq=max_seq,
         max_kv=max_kv, min_image_tokens=min_image_tokens, max_image_tokens=max_image_tokens, max_pixels=max_pixels, external_data=external_data,
         simplify=simplify, validate=validate, allow_missing_tokenizer=allow_missing_tokenizer, dtype=dtype,
         streaming=streaming,

@@ -19,6 +19,21 @@ from __future__ import annotations
 #:   so JetPack 6 (10.3) cannot build it: ``trt_pipeline.engine.onnx_ops``'s tables say which
 #:   targets can, and ``bundle`` refuses a target that cannot.
 DECODER_OPS = ("portable", "fused")
+#: The decoder's KV-cache contracts (``autoglm-trt export --kv-cache``; the first is the default).
+#:
+#: * ``concat``: ``past_key_values.*`` ``[B, kv_heads, past, head_dim]`` in, ``present.*``
+#:   ``[B, kv_heads, past + S, head_dim]`` out: every step writes the whole cache anew (a copy per
+#:   step that grows with the context). Every flavour and every runtime.
+#: * ``inplace``: ``past_key_values.*`` ``[B, past + S, kv_heads * head_dim]`` in (the last S rows are
+#:   don't-care slots for the new tokens), ``present.*`` the same array with those rows written
+#:   (one ``ScatterND`` per tensor). A runtime that binds each ``present.*`` to its
+#:   ``past_key_values.*`` buffer (:class:`~trt_pipeline.runtime.ort_binding.BoundOrtRunner`) writes
+#:   only the new rows, and a host that keeps one growing buffer per tensor
+#:   (:class:`~trt_pipeline.models.glm4v.stepper.DecoderStepper`) feeds a prefix view of it: no
+#:   cache copy per step and one cache in memory instead of two. ``fused`` decoder ops only
+#:   (the opset-23 ``Attention`` reads the sequence-major 3-D cache as it is).
+KV_CACHES = ("concat", "inplace")
+
 #: The opset-23 ops only the ``fused`` flavour uses (what TensorRT < 10.15 cannot parse in it).
 FUSED_ONNX_OPS = ("Attention", "RotaryEmbedding", "RMSNormalization")
 #: The lowest opset of each flavour, and the opset an export uses when none is given.
@@ -33,6 +48,7 @@ _PORTABLE_GRAPH = {
     "rotary": "whole-head cos/signed-sin tables built once per step; per layer x*cos + swap_pairs(x)*sin "
               "over query and key heads together",
     "kv_cache": "concat",
+    "kv_cache_update": "Concat of past and the new keys/values per layer (present = a new array each step)",
     "per_tensorrt_target": "one graph: every op is parsed by trt-10.3, trt-10.15 and trt-11",
 }
 _FUSED_GRAPH = {
@@ -43,7 +59,8 @@ _FUSED_GRAPH = {
     "rms_norm": "ONNX RMSNormalization (opset 23), fp32 stash type",
     "rotary": "ONNX RotaryEmbedding (opset 23), interleaved, rotary_embedding_dim = the partial rotary "
               "width, per-token cos/sin of the host's M-RoPE tables",
-    "kv_cache": "concat inside Attention",
+    "kv_cache": "concat",
+    "kv_cache_update": "inside Attention: present = concat(past, new) (a new array each step)",
     "per_tensorrt_target": "ONNX Runtime >= 1.23, TensorRT >= 10.15 (trt-10.15, trt-11); not trt-10.3 (JetPack 6)",
 }
 
@@ -68,9 +85,32 @@ def check_export_dtype(ops: str, dtype: str) -> None:
                                "(AutoCast keeps Attention in fp32), or export --decoder-ops portable --dtype float16")
 
 
-def decoder_graph(ops: str) -> dict[str, str]:
+_INPLACE_CACHE = {
+    "kv_cache": "inplace",
+    "kv_cache_update": "ScatterND of the new rows into past_key_values.* [B, past + S, kv_heads * head_dim] "
+                       "(present.* is that array); ONNX Runtime IO binding aliases present to past: no cache copy",
+}
+
+
+def check_kv_cache(ops: str, kv_cache: str) -> None:
+    """Refuse an unknown KV-cache contract or ``inplace`` without the fused ops (ConfigError saying what to use)."""
+    from trt_pipeline.errors import ConfigError
+
+    if kv_cache not in KV_CACHES:
+        raise ConfigError(f"--kv-cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}.")
+    if kv_cache == "inplace" and ops != "fused":
+        raise ConfigError(f"--kv-cache inplace needs --decoder-ops fused (got {ops}): the in-place update feeds "
+                          "opset-23 Attention the sequence-major cache as it is; the portable attention would "
+                          "transpose the whole cache every step.",
+                          hint="add --decoder-ops fused, or drop --kv-cache inplace")
+
+
+def decoder_graph(ops: str, kv_cache: str = "concat") -> dict[str, str]:
     """How the decoder graph of flavour ``ops`` spells its hot spots (export.json's ``decoder_graph``)."""
-    return dict(_FUSED_GRAPH if ops == "fused" else _PORTABLE_GRAPH)
+    record = dict(_FUSED_GRAPH if ops == "fused" else _PORTABLE_GRAPH)
+    if kv_cache == "inplace":
+        record.update(_INPLACE_CACHE)
+    return record
 
 
-__all__ = ["DECODER_OPS", "check_export_dtype", "FUSED_ONNX_OPS", "DECODER_OPS_DEFAULT_OPSET", "DECODER_OPS_MIN_OPSET", "decoder_graph"]
+__all__ = ["DECODER_OPS", "KV_CACHES", "check_export_dtype", "check_kv_cache", "FUSED_ONNX_OPS", "DECODER_OPS_DEFAULT_OPSET", "DECODER_OPS_MIN_OPSET", "decoder_graph"]

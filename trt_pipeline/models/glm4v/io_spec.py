@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from trt_pipeline.models.glm4v.config import Glm4vDims
+from trt_pipeline.models.glm4v.decoder_ops import KV_CACHES
 
 Dim = int | str
 
@@ -55,6 +56,69 @@ LOGITS_POSITIONS = "logits_positions"
 NUM_LOGITS = "num_logits"
 
 
+
+
+@dataclass(frozen=True)
+class KvLayout:
+    """Where the sequence axis of one KV-cache array is, and how to make, cut and convert such arrays.
+
+    The single place that knows the two :data:`KV_CACHES` layouts, so hosts (stepper, server,
+    calibration, comparison) slice and grow caches without spelling axis numbers.
+    """
+
+    kind: str
+    kv_heads: int
+    head_dim: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in KV_CACHES:
+            raise ValueError(f"KV cache {self.kind!r}: choose one of {', '.join(KV_CACHES)}")
+
+    @classmethod
+    def of(cls, dims: Glm4vDims, kind: str = "concat") -> KvLayout:
+        return cls(kind, dims.text.num_key_value_heads, dims.text.head_dim)
+
+    @property
+    def inplace(self) -> bool:
+        return self.kind == "inplace"
+
+    @property
+    def seq_axis(self) -> int:
+        """The axis of cached positions: 2 of ``[B, kv, T, D]`` (concat), 1 of ``[B, T, kv * D]`` (inplace)."""
+        return 1 if self.inplace else 2
+
+    def shape(self, batch: int, length: int) -> tuple[int, ...]:
+        if self.inplace:
+            return (batch, length, self.kv_heads * self.head_dim)
+        return (batch, self.kv_heads, length, self.head_dim)
+
+    def symbolic(self, length_axis: str) -> tuple[Dim, ...]:
+        return self.shape("batch_size", length_axis)  # type: ignore[arg-type]
+
+    def length(self, array: Any) -> int:
+        return int(array.shape[self.seq_axis])
+
+    def rows(self, array: Any, start: int | None = None, stop: int | None = None) -> Any:
+        """The view of positions ``start:stop`` (numpy or torch)."""
+        index = (slice(None),) * self.seq_axis + (slice(start, stop),)
+        return array[index]
+
+    def to_heads(self, array: Any) -> Any:
+        """``[B, kv, T, D]`` (transformers' cache layout) of an array in this layout (numpy or torch; a view)."""
+        if not self.inplace:
+            return array
+        heads = array.reshape(array.shape[0], array.shape[1], self.kv_heads, self.head_dim)
+        return heads.permute(0, 2, 1, 3) if hasattr(heads, "permute") else heads.transpose(0, 2, 1, 3)
+
+    def from_heads(self, array: Any) -> Any:
+        """This layout of a ``[B, kv, T, D]`` array (numpy or torch; a C-contiguous copy for inplace)."""
+        if not self.inplace:
+            return array
+        batch, _, length, _ = array.shape
+        moved = array.permute(0, 2, 1, 3) if hasattr(array, "permute") else array.transpose(0, 2, 1, 3)
+        return moved.reshape(batch, length, self.kv_heads * self.head_dim)
+
+
 def past_names(num_layers: int) -> list[str]:
     return [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
 
@@ -82,15 +146,17 @@ def vision_spec(dims: Glm4vDims, dtype: str = "float32") -> ComponentSpec:
     )
 
 
-def decoder_spec(dims: Glm4vDims, dtype: str = "float32") -> ComponentSpec:
-    """Embeddings, KV cache and logits in the export ``dtype``; mask and rotary tables as the host makes them."""
+def decoder_spec(dims: Glm4vDims, dtype: str = "float32", kv_cache: str = "concat") -> ComponentSpec:
+    """Embeddings, KV cache and logits in the export ``dtype``; mask and rotary tables as the host makes them.
+
+    ``kv_cache`` (:data:`KV_CACHES`): an ``inplace`` cache input already spans the new positions
+    (``total_sequence_length``) and has the output's shape."""
     t = dims.text
     b, s, p, total = "batch_size", "sequence_length", "past_sequence_length", "total_sequence_length"
-    kv = (t.num_key_value_heads, t.head_dim)
-    past = tuple(TensorSpec(name, dtype, (b, kv[0], p, kv[1])) for name in past_names(t.num_hidden_layers))
-    present = tuple(
-        TensorSpec(name, dtype, (b, kv[0], total, kv[1])) for name in present_names(t.num_hidden_layers)
-    )
+    layout = KvLayout.of(dims, kv_cache)
+    past_axis = total if layout.inplace else p
+    past = tuple(TensorSpec(name, dtype, layout.symbolic(past_axis)) for name in past_names(t.num_hidden_layers))
+    present = tuple(TensorSpec(name, dtype, layout.symbolic(total)) for name in present_names(t.num_hidden_layers))
     return ComponentSpec(
         DECODER,
         inputs=(
@@ -105,9 +171,10 @@ def decoder_spec(dims: Glm4vDims, dtype: str = "float32") -> ComponentSpec:
     )
 
 
-COMPONENT_SPECS = {VISION: vision_spec, DECODER: decoder_spec}
-
-
-def component_spec(dims: Glm4vDims, component: str, dtype: str = "float32") -> ComponentSpec:
-    """The I/O table of ``component`` for an export in ``dtype`` (torch dtype name)."""
-    return COMPONENT_SPECS[component](dims, dtype)
+def component_spec(dims: Glm4vDims, component: str, dtype: str = "float32", kv_cache: str = "concat") -> ComponentSpec:
+    """The I/O table of ``component`` for an export in ``dtype`` (torch dtype name) and ``kv_cache``."""
+    if component == VISION:
+        return vision_spec(dims, dtype)
+    if component == DECODER:
+        return decoder_spec(dims, dtype, kv_cache)
+    raise KeyError(component)

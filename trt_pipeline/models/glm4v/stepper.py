@@ -39,7 +39,8 @@ import torch
 from trt_pipeline.models.glm4v import host
 from trt_pipeline.models.glm4v.contract import ExportContract
 from trt_pipeline.models.glm4v.config import Glm4vDims
-from trt_pipeline.models.glm4v.io_spec import LOGITS_POSITIONS, past_names, present_names
+from trt_pipeline.models.glm4v.io_spec import LOGITS_POSITIONS, KvLayout, past_names, present_names
+from trt_pipeline.models.glm4v.kv_arena import KvArena
 from trt_pipeline.models.glm4v.processing import MultimodalInputs
 
 #: Which positions of a step get logits: the last one, every one, or explicit indices of the segment.
@@ -74,6 +75,16 @@ def runner_inputs(runner: Any) -> dict[str, np.dtype]:
     return out
 
 
+def runner_kv_cache(runner: Any) -> str:
+    """The KV-cache contract a decoder runner declares: ``inplace`` when its cache inputs are 3-D
+    (``[B, T, kv * D]``), else ``concat`` (a runner without cache inputs, e.g. the vision encoder, too)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        meta = runner.get_input_metadata()
+    shapes = [entry.shape for name, entry in meta.items() if name.startswith("past_key_values.")]
+    return "inplace" if shapes and shapes[0] is not None and len(shapes[0]) == 3 else "concat"
+
+
 def logit_indices(request: Logits, length: int) -> list[int]:
     """Indices into a segment of ``length`` positions for a :data:`Logits` request."""
     if request == "last":
@@ -94,13 +105,17 @@ class FeedBuilder:
         input_dtypes: the runner's declared inputs and dtypes (:func:`runner_inputs`); None feeds
             every input in float32/int64 (feeds shared by several runners, e.g. ``compare``).
         reference_inputs: add ``position_ids`` / ``image_grid_thw`` for the transformers runners.
+        kv_cache: the decoder's KV-cache contract (:data:`~trt_pipeline.models.glm4v.decoder_ops.KV_CACHES`;
+            :meth:`for_runner` reads it from the runner's inputs).
     """
 
     def __init__(
-        self, assets: HostTables, input_dtypes: Mapping[str, np.dtype] | None = None, *, reference_inputs: bool = False
+        self, assets: HostTables, input_dtypes: Mapping[str, np.dtype] | None = None, *, reference_inputs: bool = False,
+        kv_cache: str = "concat",
     ) -> None:
         self.assets = assets
         self.dims = assets.dims
+        self.kv_layout = KvLayout.of(assets.dims, kv_cache)
         self.input_dtypes = dict(input_dtypes) if input_dtypes is not None else None
         # inputs declared floating point: the only ones :meth:`cast` converts (looked up per input and step)
         self._float_inputs = {name: np.dtype(dtype) for name, dtype in (self.input_dtypes or {}).items()
@@ -112,7 +127,7 @@ class FeedBuilder:
 
     @classmethod
     def for_runner(cls, assets: HostTables, runner: Any, *, reference_inputs: bool = False) -> FeedBuilder:
-        return cls(assets, runner_inputs(runner), reference_inputs=reference_inputs)
+        return cls(assets, runner_inputs(runner), reference_inputs=reference_inputs, kv_cache=runner_kv_cache(runner))
 
     # -- inputs -------------------------------------------------------------------------------
     def accepts(self, name: str) -> bool:
@@ -174,9 +189,16 @@ class FeedBuilder:
         return positions
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
-        text = self.dims.text
-        shape = (batch, text.num_key_value_heads, 0, text.head_dim)
+        shape = self.kv_layout.shape(batch, 0)
         return {name: self.cast(name, np.zeros(shape, np.float32)) for name in self.past_names}
+
+    def step_past(self, past: Mapping[str, np.ndarray], new: int) -> Mapping[str, np.ndarray]:
+        """The cache arrays a step of ``new`` tokens is fed: ``past`` itself (concat), or for an
+        ``inplace`` cache arrays that also span the new rows (a copy; a stepper feeds views of its
+        :class:`~trt_pipeline.models.glm4v.kv_arena.KvArena` instead)."""
+        if not self.kv_layout.inplace or not past:
+            return past
+        return {name: KvArena.extended(value, value.shape[1] + new) for name, value in past.items()}
 
     def decoder_feed(
         self,
@@ -188,8 +210,11 @@ class FeedBuilder:
     ) -> OrderedDict:
         """One decoder step: ``embeds [B, S, H]`` after ``past`` (``attention_mask [B, past + S]``).
 
-        ``positions`` are the M-RoPE ids ``[3, B, S]`` of the new tokens.
+        ``positions`` are the M-RoPE ids ``[3, B, S]`` of the new tokens. An ``inplace`` cache
+        ``past`` may already span the new rows (``past + S``, as a stepper feeds it) or not (extended here).
         """
+        if self.kv_layout.inplace and past and self.kv_layout.length(next(iter(past.values()))) != attention_mask.shape[1]:
+            past = self.step_past(past, embeds.shape[1])
         cos, sin = host.text_rope(self.dims.text, positions)
         feed: dict[str, np.ndarray] = {
             "inputs_embeds": _np(embeds),
@@ -342,6 +367,9 @@ class DecoderStepper:
         self.chunk_size = chunk_size
         self.check_inputs = check_inputs
         self.contract = contract
+        layout = self.builder.kv_layout
+        #: an inplace cache's growing buffers (None: concat, each step's present.* is the next past)
+        self.arena = KvArena(layout) if layout.inplace else None
         self.reset(1)
 
     # -- cache ----------------------------------------------------------------------------------
@@ -366,7 +394,8 @@ class DecoderStepper:
         """
         if not 0 <= length <= self.past_length:
             raise ValueError(f"cannot truncate a cache of {self.past_length} positions to {length}")
-        past = {k: np.ascontiguousarray(v[:, :, :length]) for k, v in self.state.past.items()}
+        rows = self.builder.kv_layout.rows
+        past = {k: np.ascontiguousarray(rows(v, 0, length)) for k, v in self.state.past.items()}
         self.state = CacheState(past, self.state.attention_mask[:, :length], next_position.long())
 
     @property
@@ -383,7 +412,13 @@ class DecoderStepper:
     ) -> OrderedDict:
         """The feed of one call appending ``embeds [B, S, H]`` (mask ``[B, S]``) to the cache, not run."""
         mask = torch.cat([self.state.attention_mask, attention_mask.long()], dim=1)
-        return self.builder.decoder_feed(embeds, mask, positions, self.state.past, logits)
+        return self.builder.decoder_feed(embeds, mask, positions, self._step_past(embeds.shape[1]), logits)
+
+    def _step_past(self, new: int) -> Mapping[str, np.ndarray]:
+        """The cache a step of ``new`` tokens is fed: the state's (concat) or views of the arena (inplace)."""
+        if self.arena is None:
+            return self.state.past
+        return self.arena.feed(self.state.past, new)
 
     def step(self, feed: Mapping[str, np.ndarray], positions: torch.Tensor, logits: Logits = "last") -> StepOutput:
         """Run a feed from :meth:`prepare` and append its keys/values and mask to the cache.
@@ -483,7 +518,7 @@ class DecoderStepper:
         mask = np.empty((batch, length + 1), np.int64)
         mask[:, :-1] = before
         mask[:, -1] = 1
-        feed = self.builder.decode_feed(tokens.numpy().reshape(batch), next_position, mask, state.past)
+        feed = self.builder.decode_feed(tokens.numpy().reshape(batch), next_position, mask, self._step_past(1))
         out = self.runner.infer(feed, check_inputs=self.check_inputs)
         self.state = CacheState(self._past_from(out), torch.from_numpy(mask), torch.from_numpy(next_position + 1))
         return StepOutput(step_logits(out, feed, "last", 1), feed, out)
@@ -517,4 +552,5 @@ __all__ = [
     "encode_images",
     "logit_indices",
     "runner_inputs",
+    "runner_kv_cache",
 ]

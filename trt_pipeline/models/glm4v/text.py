@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trt_pipeline.models.glm4v.config import TextDims
-from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS
+from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS, KV_CACHES
 from trt_pipeline.models.glm4v.layers import RMSNorm, activation
 
 
@@ -103,6 +103,17 @@ def grouped_query_attention(
     return torch.matmul(weights.view(b, kv, groups * s, -1), value).reshape(b, heads, s, d)
 
 
+def inplace_kv_index(batch: int, total: int, query_length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``index_put`` indices of the new rows of an ``inplace`` cache ``[B, T, kv * D]``: the last S positions.
+
+    Made once per forward from shapes only (the write position is ``T - S``, the same past length
+    the causal bias uses) and shared by every layer; it traces to one ``ScatterND`` per cache tensor.
+    """
+    rows = torch.arange(batch, device=device).unsqueeze(1)  # [B, 1]
+    positions = (torch.arange(query_length, device=device) + (total - query_length)).unsqueeze(0)  # [1, S]
+    return rows, positions
+
+
 def causal_padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
     """Additive bias [B, 1, S, T] from a [B, T] 0/1 mask; past length = T - S (shape-derived)."""
     total = attention_mask.shape[1]
@@ -139,12 +150,14 @@ class TextAttention(nn.Module):
         bias: torch.Tensor,
         past_key: torch.Tensor,
         past_value: torch.Tensor,
+        kv_index: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, S, hidden]; cos/sin [B, S, 1, D] from :func:`head_rotary_tables`; bias [B, 1, 1, S, T].
 
-        (Fused: cos/sin [B, S, rotary_dim / 2] from :func:`fused_rotary_tables`, bias [B, 1, S, T].)"""
+        (Fused: cos/sin [B, S, rotary_dim / 2] from :func:`fused_rotary_tables`, bias [B, 1, S, T];
+        with ``kv_index`` (:func:`inplace_kv_index`) the past is an ``inplace`` cache ``[B, T, kv * D]``.)"""
         if self.fused:
-            return self._fused(x, cos, sin, bias, past_key, past_value)
+            return self._fused(x, cos, sin, bias, past_key, past_value, kv_index)
         b, s, _ = x.shape
         heads = self.num_heads + self.num_kv_heads
         # query and key heads go through one rotary (same tables, [B, S, 1, D]) and one transpose
@@ -159,7 +172,7 @@ class TextAttention(nn.Module):
 
     def _fused(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor,
-        past_key: torch.Tensor, past_value: torch.Tensor,
+        past_key: torch.Tensor, past_value: torch.Tensor, kv_index: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The same attention as opset 23 ops: one ``RotaryEmbedding`` per projection, one ``Attention``.
 
@@ -178,6 +191,12 @@ class TextAttention(nn.Module):
         # fp32 graphs leave softmax_precision out (the same precision, and ONNX Runtime's CUDA Attention
         # refuses the attribute); half graphs ask for a float softmax like transformers' eager path
         half = q.dtype != torch.float32
+        if kv_index is not None:  # inplace cache: write the new rows, attend over the whole (sequence-major) cache
+            key = past_key.to(q.dtype).index_put(kv_index, k)
+            value = past_value.to(q.dtype).index_put(kv_index, self.v_proj(x))
+            out = ops.attention(q, key, value, bias, q_num_heads=self.num_heads, kv_num_heads=self.num_kv_heads,
+                                scale=self.scaling, softmax_precision=1 if half else None)[0]
+            return self.o_proj(out), key, value
         out, key, value, _ = ops.attention(q, k, self.v_proj(x), bias, past_key.to(q.dtype), past_value.to(q.dtype),
                                            q_num_heads=self.num_heads, kv_num_heads=self.num_kv_heads,
                                            scale=self.scaling, softmax_precision=1 if half else None)
@@ -217,8 +236,9 @@ class DecoderLayer(nn.Module):
         bias: torch.Tensor,
         past_key: torch.Tensor,
         past_value: torch.Tensor,
+        kv_index: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        attn_out, key, value = self.self_attn(self.input_layernorm(x), cos, sin, bias, past_key, past_value)
+        attn_out, key, value = self.self_attn(self.input_layernorm(x), cos, sin, bias, past_key, past_value, kv_index)
         x = x + self.post_self_attn_layernorm(attn_out)
         x = x + self.post_mlp_layernorm(self.mlp(self.post_attention_layernorm(x)))
         return x, key, value
@@ -259,11 +279,23 @@ class TextDecoder(nn.Module):
         self.language_model = language_model
         self.lm_head = lm_head
         self.ops = "portable"
+        self.kv_cache = "concat"
+
+    def use_kv_cache(self, kind: str) -> TextDecoder:
+        """Trace with the ``kind`` KV-cache contract of :data:`~trt_pipeline.models.glm4v.io_spec.KV_CACHES` (inplace: fused ops only)."""
+        if kind not in KV_CACHES:
+            raise ValueError(f"KV cache {kind!r}: choose one of {', '.join(KV_CACHES)}")
+        if kind == "inplace" and self.ops != "fused":
+            raise ValueError("an inplace KV cache needs the fused decoder ops (use_ops('fused') first)")
+        self.kv_cache = kind
+        return self
 
     def use_ops(self, ops: str) -> TextDecoder:
         """Trace as the ``ops`` flavour of :data:`DECODER_OPS` from now on (same weights, same numbers)."""
         if ops not in DECODER_OPS:
             raise ValueError(f"decoder ops {ops!r}: choose one of {', '.join(DECODER_OPS)}")
+        if ops != "fused" and self.kv_cache == "inplace":
+            raise ValueError("an inplace KV cache needs the fused decoder ops (use_kv_cache('concat') first)")
         self.ops = ops
         for module in self.language_model.modules():  # every attention and RMSNorm of the text model
             if isinstance(module, (TextAttention, RMSNorm)):
@@ -288,9 +320,12 @@ class TextDecoder(nn.Module):
             bias = bias.unsqueeze(1)  # [B, 1, 1, S, T]: the grouped-query view's mask
             cos, sin = head_rotary_tables(rope_cos.unsqueeze(2).to(x.dtype), rope_sin.unsqueeze(2).to(x.dtype),
                                           self.dims.head_dim)  # [B, S, 1, D]: rotary runs before the head transpose
+        kv_index = None
+        if self.kv_cache == "inplace":
+            kv_index = inplace_kv_index(x.shape[0], attention_mask.shape[1], x.shape[1], x.device)
         presents: list[torch.Tensor] = []
         for index, layer in enumerate(self.language_model.layers):
-            x, key, value = layer(x, cos, sin, bias, past_key_values[2 * index], past_key_values[2 * index + 1])
+            x, key, value = layer(x, cos, sin, bias, past_key_values[2 * index], past_key_values[2 * index + 1], kv_index)
             presents.extend((key, value))
         x = x.index_select(1, logits_positions)  # RMSNorm and the LM head are per-position
         logits = self.lm_head(self.language_model.norm(x))

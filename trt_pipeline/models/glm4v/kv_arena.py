@@ -1,0 +1,81 @@
+"""The host side of an ``inplace`` KV cache: one growing buffer per cache tensor, fed as prefix views.
+
+An ``inplace`` decoder (:data:`~trt_pipeline.models.glm4v.decoder_ops.KV_CACHES`) takes each cache
+tensor as ``[B, past + S, kv_heads * head_dim]`` with the last S rows free for the new tokens and
+returns that array with them written. For a batch of one, the first ``past + S`` rows of a larger
+``[1, capacity, kv_heads * head_dim]`` buffer are one C-contiguous block, so :class:`KvArena` feeds
+such prefix views; ONNX Runtime's IO-bound runner (:class:`~trt_pipeline.runtime.ort_binding.BoundOrtRunner`)
+binds every ``present.*`` output to its input's memory, and a decode step then writes one row per
+tensor instead of copying the whole cache (and the process holds one cache, not two).
+
+Writing in place is only safe while no one else still reads the rows being written. Every view
+the arena hands out covers rows ``[0, n)``; the arena remembers the longest ``n`` it handed out
+(``high``). A step that starts from a cache of ``length >= high`` rows (the normal case: decode
+continues the latest state) writes in place; one that starts shorter (after ``truncate``, or
+``load`` of an older, saved state) first copies its rows into a new buffer, so a saved state or a
+server's prefix-cache entry never changes behind its owner's back. Batches of more than one row
+(not contiguous as a prefix) get an exactly sized copy per step: the cost the ``concat`` cache has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from trt_pipeline.models.glm4v.io_spec import KvLayout
+
+#: Rows of headroom a new buffer gets beyond what the step needs (at least), so decode steps keep fitting.
+MIN_HEADROOM = 64
+
+
+class KvArena:
+    """Growing per-tensor buffers of a batch-of-one ``inplace`` cache (see the module docstring)."""
+
+    def __init__(self, layout: KvLayout) -> None:
+        if not layout.inplace:
+            raise ValueError("KvArena serves inplace KV caches only")
+        self.layout = layout
+        self.buffers: dict[str, np.ndarray] = {}
+        self.high = 0  # longest prefix (rows) any handed-out view covers
+
+    def feed(self, past: Mapping[str, np.ndarray], new: int) -> dict[str, np.ndarray]:
+        """Per tensor: an array of ``past``'s rows plus ``new`` free rows (a view of the arena when batch is 1)."""
+        if not past:
+            return {}
+        first = next(iter(past.values()))
+        batch, length = int(first.shape[0]), int(first.shape[1])
+        need = length + new
+        if batch != 1:
+            return {name: self.extended(value, need) for name, value in past.items()}
+        if length < self.high or not all(self._holds(name, value, length, need) for name, value in past.items()):
+            self._rebuild(past, length, need)
+        self.high = need
+        return {name: self.buffers[name][:, :need] for name in past}
+
+    def _holds(self, name: str, value: np.ndarray, length: int, need: int) -> bool:
+        """Whether ``value`` is the first ``length`` rows of this arena's buffer, which has room for ``need``."""
+        buffer = self.buffers.get(name)
+        return (buffer is not None and value.base is buffer and value.shape[1] == length
+                and buffer.shape[1] >= need and value.dtype == buffer.dtype and value.flags.c_contiguous)
+
+    def _rebuild(self, past: Mapping[str, np.ndarray], length: int, need: int) -> None:
+        """New buffers with headroom holding ``past``'s rows (old buffers stay with whoever still reads them)."""
+        capacity = need + max(need // 2, MIN_HEADROOM)
+        buffers = {}
+        for name, value in past.items():
+            buffer = np.empty((1, capacity, value.shape[2]), dtype=value.dtype)
+            buffer[:, :length] = value
+            buffers[name] = buffer
+        self.buffers = buffers
+        self.high = 0
+
+    @staticmethod
+    def extended(value: np.ndarray, need: int) -> np.ndarray:
+        """A ``[B, need, width]`` copy whose first rows are ``value`` (batches of more than one)."""
+        out = np.empty((value.shape[0], need, value.shape[2]), dtype=value.dtype)
+        out[:, :value.shape[1]] = value
+        return out
+
+
+__all__ = ["KvArena", "MIN_HEADROOM"]
