@@ -68,6 +68,18 @@ def tiny_fused_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="session")
+def tiny_inplace_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_fused_export``'s twin with ``--kv-cache inplace`` (each cache tensor ``[B, past + S, kv * D]``,
+    updated in place by ScatterND), same ranges, validated against transformers. Read-only."""
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.export.exporter import export
+
+    out = tmp_path_factory.mktemp("exports") / "tiny-inplace"
+    cfg = ExportConfig(max_seq=96, max_kv=128, max_image_tokens=64, decoder_ops="fused", kv_cache="inplace")
+    return export(tiny_checkpoint, out, cfg, show_progress=False)
+
+
+@pytest.fixture(scope="session")
 def compare_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fp32 export of ``tiny_checkpoint`` for the compare tests (small ranges, no validation grid).
 

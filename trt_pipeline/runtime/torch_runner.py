@@ -66,5 +66,5 @@ def torch_component_runners(model: Any) -> tuple[TorchModuleRunner, TorchModuleR
 
     return (
         TorchModuleRunner(model.vision_encoder, vision_spec(model.dims)),
-        TorchModuleRunner(model.decoder, decoder_spec(model.dims)),
+        TorchModuleRunner(model.decoder, decoder_spec(model.dims, kv_cache=model.decoder.kv_cache)),
     )
