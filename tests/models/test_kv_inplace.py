@@ -210,8 +210,15 @@ def test_arena_copies_on_write_and_extends_batches_exactly():
     fed["k"][:, 3:] = -1.0  # the run wrote the new rows
     again = arena.feed({"k": fed["k"]}, 1)  # continues the latest state: same buffer
     assert arena.buffers["k"] is buffer and again["k"].shape == (1, 6, 8)
-    older = arena.feed({"k": fed["k"][:, :4]}, 1)  # shorter than handed out: a new buffer
+    kept = again  # someone still holds the 6-row view: a shorter start must not write into its rows
+    older = arena.feed({"k": fed["k"][:, :4]}, 1)
     assert arena.buffers["k"] is not buffer and np.array_equal(older["k"][:, :4], fed["k"][:, :4])
+    assert np.array_equal(kept["k"][:, 4:5], -np.ones((1, 1, 8), np.float32))
+    # rewinding when nothing else holds a view (only the state's own) stays in place
+    state = older["k"][:, :3]
+    del older, kept, again, fed, buffer
+    rewound = arena.feed({"k": state}, 1)
+    assert rewound["k"].base is state.base is arena.buffers["k"]
     batch = {"k": np.ones((2, 3, 8), np.float32)}
     extended = arena.feed(batch, 1)["k"]
     assert extended.shape == (2, 4, 8) and extended.flags.c_contiguous and np.array_equal(extended[:, :3], batch["k"])
@@ -227,3 +234,19 @@ def test_layout_converts_to_and_from_transformers_heads():
     assert np.array_equal(layout.to_heads(mine), heads)
     assert torch.equal(layout.to_heads(layout.from_heads(torch.from_numpy(heads))), torch.from_numpy(heads))
     assert layout.rows(mine, 1, 3).shape == (3, 2, 8) and KvLayout("concat", 2, 4).rows(heads, 1, 3).shape == (3, 2, 2, 4)
+
+
+def test_rewind_and_redecode_stays_in_place(tiny_inplace_export):
+    """The bench's timed step (save a filled cache, decode, load it back, decode again) copies no cache."""
+    assets = HostAssets.from_export_dir(tiny_inplace_export)
+    runner = decoder_runner(tiny_inplace_export)
+    with runner:
+        stepper = DecoderStepper(assets, runner)
+        stepper.prefill_tokens(torch.arange(3, 40).view(1, -1))
+        filled = stepper.save()
+        buffer_id = id(stepper.arena.buffers["past_key_values.0.key"])
+        first = stepper.decode(torch.tensor([7])).logits
+        for _ in range(5):
+            stepper.load(filled)
+            assert torch.equal(stepper.decode(torch.tensor([7])).logits, first)
+            assert id(stepper.arena.buffers["past_key_values.0.key"]) == buffer_id

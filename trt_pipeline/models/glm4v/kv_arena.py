@@ -11,14 +11,18 @@ tensor instead of copying the whole cache (and the process holds one cache, not 
 Writing in place is only safe while no one else still reads the rows being written. Every view
 the arena hands out covers rows ``[0, n)``; the arena remembers the longest ``n`` it handed out
 (``high``). A step that starts from a cache of ``length >= high`` rows (the normal case: decode
-continues the latest state) writes in place; one that starts shorter (after ``truncate``, or
-``load`` of an older, saved state) first copies its rows into a new buffer, so a saved state or a
-server's prefix-cache entry never changes behind its owner's back. Batches of more than one row
+continues the latest state) writes in place. One that starts shorter (after ``truncate``, or
+``load`` of an older state) writes in place only when the state's own view is the last reference
+to the buffer (CPython reference counts, as :class:`~trt_pipeline.runtime.ort_binding.BufferPool`
+uses them: a saved state, a prefix-cache entry or a kept step output holds a view, hence a
+reference); otherwise it first copies its rows into a new buffer, so such a holder never sees its
+rows change. Rewinding and re-decoding (what a benchmark does per timed step) thus stays in place. Batches of more than one row
 (not contiguous as a prefix) get an exactly sized copy per step: the cost the ``concat`` cache has.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -38,6 +42,11 @@ class KvArena:
         self.layout = layout
         self.buffers: dict[str, np.ndarray] = {}
         self.high = 0  # longest prefix (rows) any handed-out view covers
+        # references a buffer has when only the arena and ONE view hold it, counted in _exclusive's frame
+        probe = {"": np.empty((1, 2, 1))}
+        view = probe[""][:, :1]
+        self._alone = self._references(probe, "")
+        del view
 
     def feed(self, past: Mapping[str, np.ndarray], new: int) -> dict[str, np.ndarray]:
         """Per tensor: an array of ``past``'s rows plus ``new`` free rows (a view of the arena when batch is 1)."""
@@ -48,7 +57,8 @@ class KvArena:
         need = length + new
         if batch != 1:
             return {name: self.extended(value, need) for name, value in past.items()}
-        if length < self.high or not all(self._holds(name, value, length, need) for name, value in past.items()):
+        holds = all(self._holds(name, value, length, need) for name, value in past.items())
+        if not holds or (length < self.high and not all(self._exclusive(name) for name in past)):
             self._rebuild(past, length, need)
         self.high = need
         return {name: self.buffers[name][:, :need] for name in past}
@@ -58,6 +68,15 @@ class KvArena:
         buffer = self.buffers.get(name)
         return (buffer is not None and value.base is buffer and value.shape[1] == length
                 and buffer.shape[1] >= need and value.dtype == buffer.dtype and value.flags.c_contiguous)
+
+    def _exclusive(self, name: str) -> bool:
+        """Whether the state's view is the only view of ``name``'s buffer (nobody else reads its rows)."""
+        return self._references(self.buffers, name) <= self._alone
+
+    @staticmethod
+    def _references(buffers: Mapping[str, np.ndarray], name: str) -> int:
+        buffer = buffers[name]
+        return sys.getrefcount(buffer)
 
     def _rebuild(self, past: Mapping[str, np.ndarray], length: int, need: int) -> None:
         """New buffers with headroom holding ``past``'s rows (old buffers stay with whoever still reads them)."""
