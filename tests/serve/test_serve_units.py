@@ -63,17 +63,22 @@ def test_reasoning_split_like_vllm_glm_parser() -> None:
         assert (reasoning + r, content + c) == ("look at the screen", "<answer>do(Tap)</answer>")
 
 
-def test_prefix_cache_longest_prefix_and_lru() -> None:
+@pytest.mark.parametrize("kind", ["concat", "inplace"])
+def test_prefix_cache_longest_prefix_and_lru(kind: str) -> None:
+    from trt_pipeline.models.glm4v.io_spec import KvLayout
     from trt_pipeline.serve.prefix_cache import PrefixCache, common_prefix
 
     assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2 and common_prefix([1], [1, 2]) == 1
-    kv = [np.arange(2 * 3 * 5 * 4, dtype=np.float32).reshape(1, 6, 5, 4)]
+    layout = KvLayout(kind, 6, 4)
+    heads = np.arange(2 * 3 * 5 * 4, dtype=np.float32).reshape(1, 6, 5, 4)  # [1, kv_heads, positions, head_dim]
+    kv = [np.ascontiguousarray(layout.from_heads(heads))]
     cache = PrefixCache(max_entries=2)
-    cache.store([1, 2, 3, 4, 5], kv)
-    cache.store([1, 9, 9, 9, 9], kv)
+    cache.store([1, 2, 3, 4, 5], kv, layout)
+    cache.store([1, 9, 9, 9, 9], kv, layout)
     entry, length = cache.lookup([1, 2, 3, 7])
-    assert length == 3 and entry is not None and entry.sliced(3)[0].shape == (1, 6, 3, 4)
-    cache.store([7, 7, 7, 7, 7], kv)  # evicts the least recently used ([1, 9, ...])
+    assert length == 3 and entry is not None and entry.sliced(3)[0].shape == layout.shape(1, 3)
+    assert np.array_equal(layout.to_heads(entry.sliced(3)[0]), heads[:, :, :3])  # the first 3 positions
+    cache.store([7, 7, 7, 7, 7], kv, layout)  # evicts the least recently used ([1, 9, ...])
     assert cache.lookup([1, 9, 9])[1] == 1 and cache.lookup([1, 2, 3])[1] == 3
     assert PrefixCache(max_entries=0).lookup([1])[1] == 0
 

@@ -11,6 +11,12 @@ host between steps.
 Sequences join and leave between steps. A change of members rebuilds the padded arrays once
 (dropping padding columns no row needs any more); a leaving sequence takes its own rows out as a
 :class:`~trt_pipeline.serve.engine.SequenceCache` (for the prefix cache).
+
+Cache positions ("columns") are addressed through the engine's
+:class:`~trt_pipeline.models.glm4v.io_spec.KvLayout`, so a ``concat`` export (``[B, kv_heads, T,
+head_dim]``) and an ``inplace`` one (``[B, T, kv_heads * head_dim]``) batch alike. With an
+``inplace`` cache a batch of one decodes in place in the stepper's arena; a batch of several rows
+gets an exactly sized copy per step (what the ``concat`` cache costs anyway).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trt_pipeline.models.glm4v.io_spec import KvLayout
 from trt_pipeline.models.glm4v.stepper import CacheState
 from trt_pipeline.serve.engine import SequenceCache, ServeEngine
 
@@ -59,14 +66,14 @@ class DecodeBatch:
         row = next(row for row, other in enumerate(self.rows) if other is member)
         cache = self._row_cache(row)
         del self.rows[row], self.lengths[row]
-        self.state = _select_rows(self.state, [r for r in range(len(self.rows) + 1) if r != row])
+        self.state = _select_rows(self.state, [r for r in range(len(self.rows) + 1) if r != row], self.engine.kv_layout)
         return cache
 
     def _row_cache(self, row: int) -> SequenceCache:
-        state = self._current()
+        state, rows = self._current(), self.engine.kv_layout.rows
         start = state.attention_mask.shape[1] - self.lengths[row]
-        kv = [np.ascontiguousarray(state.past[name][row:row + 1, :, start:]) for name in self.engine.past_names]
-        return SequenceCache(kv, int(state.next_position[row]))
+        kv = [np.ascontiguousarray(rows(state.past[name][row:row + 1], start)) for name in self.engine.past_names]
+        return self.engine.sequence_cache(kv, int(state.next_position[row]))
 
     def _current(self) -> CacheState:
         if self.state is None:
@@ -87,14 +94,17 @@ class DecodeBatch:
         lengths = self.lengths + [cache.length for _member, cache in self.joining]
         longest, batch = max(lengths), len(lengths)
         width = min(old.attention_mask.shape[1], longest) if old is not None else 0
+        layout = self.engine.kv_layout
+        rows = layout.rows
         past: dict[str, np.ndarray] = {}
         for index, name in enumerate(self.engine.past_names):
-            sample = self.joining[0][1].kv[index]
-            padded = np.zeros((batch, sample.shape[1], longest, sample.shape[3]), dtype=sample.dtype)
+            padded = np.zeros(layout.shape(batch, longest), dtype=self.joining[0][1].kv[index].dtype)
             if old is not None and width:
-                padded[:kept, :, longest - width:] = old.past[name][:, :, old.past[name].shape[2] - width:]
+                before = old.past[name]
+                rows(padded[:kept], longest - width)[...] = rows(before, layout.length(before) - width)
             for offset, (_member, cache) in enumerate(self.joining):
-                padded[kept + offset, :, longest - cache.length:] = cache.kv[index][0]
+                row = kept + offset
+                rows(padded[row:row + 1], longest - cache.length)[...] = cache.kv[index]
             past[name] = padded
         mask = torch.zeros(batch, longest, dtype=torch.long)
         positions = torch.zeros(batch, dtype=torch.long)
@@ -109,12 +119,12 @@ class DecodeBatch:
         self.lengths, self.joining = lengths, []
 
 
-def _select_rows(state: CacheState | None, rows: list[int]) -> CacheState | None:
+def _select_rows(state: CacheState | None, rows: list[int], layout: KvLayout) -> CacheState | None:
     """The batch without the rows not listed, minus padding columns no remaining row needs."""
     if state is None or not rows:
         return None
     mask = state.attention_mask[rows]
     keep_from = int((mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())  # leading all-padding columns
     index = np.asarray(rows)
-    past = {name: np.ascontiguousarray(array[index][:, :, keep_from:]) for name, array in state.past.items()}
+    past = {name: np.ascontiguousarray(layout.rows(array[index], keep_from)) for name, array in state.past.items()}
     return CacheState(past, mask[:, keep_from:].contiguous(), state.next_position[rows].clone())

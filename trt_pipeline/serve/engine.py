@@ -30,6 +30,7 @@ import torch
 
 from trt_pipeline.errors import ConfigError, PipelineError
 from trt_pipeline.models.glm4v.contract import ExportContract
+from trt_pipeline.models.glm4v.io_spec import KvLayout
 from trt_pipeline.models.glm4v.stepper import CacheState
 
 #: Longest prefill call between two decode steps by default: a long prompt then stalls the running
@@ -39,14 +40,20 @@ DEFAULT_PREFILL_CHUNK = 512
 
 @dataclass
 class SequenceCache:
-    """One sequence's KV cache (per past input ``[1, kv_heads, length, head_dim]``) and next position."""
+    """One sequence's KV cache (per past input an array of ``layout.shape(1, length)``) and next position.
+
+    ``layout`` is the export's :class:`~trt_pipeline.models.glm4v.io_spec.KvLayout` (``concat``
+    ``[1, kv_heads, length, head_dim]`` or ``inplace`` ``[1, length, kv_heads * head_dim]``): the
+    server slices, pads and measures caches through it, never by axis number.
+    """
 
     kv: list[np.ndarray]
     next_position: int
+    layout: KvLayout
 
     @property
     def length(self) -> int:
-        return int(self.kv[0].shape[2]) if self.kv else 0
+        return self.layout.length(self.kv[0]) if self.kv else 0
 
 
 def ort_runners(out_dir: Path, precision: str, ort: Any = None) -> tuple[Any, Any]:
@@ -110,6 +117,11 @@ class ServeEngine:
         return self._cached_stepper
 
     @property
+    def kv_layout(self) -> KvLayout:
+        """The decoder's cache layout (read from its runner's inputs: ``concat`` or ``inplace`` export)."""
+        return self._stepper().builder.kv_layout
+
+    @property
     def past_names(self) -> list[str]:
         from trt_pipeline.models.glm4v.io_spec import past_names
 
@@ -155,7 +167,7 @@ class ServeEngine:
 
     def state_of(self, kv: Sequence[np.ndarray], next_position: int) -> CacheState:
         """A batch-of-one cache state over ``kv`` (e.g. a reused prefix), the next token at ``next_position``."""
-        length = int(kv[0].shape[2])
+        length = self.kv_layout.length(kv[0])
         return CacheState(dict(zip(self.past_names, kv)), torch.ones(1, length, dtype=torch.long),
                           torch.tensor([next_position], dtype=torch.long))
 
@@ -178,5 +190,15 @@ class ServeEngine:
         return out.last_logits, stepper.save()
 
     def kv_of(self, state: CacheState) -> list[np.ndarray]:
-        """The per-layer arrays of a batch-of-one state (in ``past_names`` order)."""
+        """The per-layer arrays of a batch-of-one state (in ``past_names`` order).
+
+        With an ``inplace`` cache these may be prefix views of the stepper's
+        :class:`~trt_pipeline.models.glm4v.kv_arena.KvArena` buffers; its copy-on-write rule keeps
+        them unchanged (a later step writes only rows past every view handed out, or copies first),
+        which ``tests/serve/test_serve_inplace.py`` checks for prefix-cache entries.
+        """
         return [state.past[name] for name in self.past_names]
+
+    def sequence_cache(self, kv: Sequence[np.ndarray], next_position: int) -> SequenceCache:
+        """One sequence's cache in this engine's layout."""
+        return SequenceCache(list(kv), next_position, self.kv_layout)

@@ -79,5 +79,5 @@ class PrefillJob:
         """The finished prompt's cache; the next token goes to the prompt's next M-RoPE position."""
         if not self.done:
             raise PipelineError("the prompt is not prefilled yet.")
-        return SequenceCache(self.engine.kv_of(self.state), self.prompt.next_position)
+        return self.engine.sequence_cache(self.engine.kv_of(self.state), self.prompt.next_position)
 

@@ -9,6 +9,10 @@ tokens). Position ids of a prefix depend only on the prefix, so the cache of a c
 exactly what a from-scratch prefill would compute.
 
 Bounded LRU by entries and by tokens; entries are immutable (arrays are sliced, never written).
+With an ``inplace`` export an entry's arrays may be prefix views of the stepper's
+:class:`~trt_pipeline.models.glm4v.kv_arena.KvArena` buffer; the arena writes only rows past every
+view it handed out and copies before continuing from a shorter one, so they stay as stored.
+Positions are cut through the entry's :class:`~trt_pipeline.models.glm4v.io_spec.KvLayout`.
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trt_pipeline.models.glm4v.io_spec import KvLayout
+
 
 @dataclass(frozen=True)
 class CachedPrefix:
     key: tuple[int, ...]
-    kv: tuple[np.ndarray, ...]  # per past input, [1, kv_heads, len(key), head_dim]
+    kv: tuple[np.ndarray, ...]  # per past input, layout.shape(1, len(key))
+    layout: KvLayout
 
     def sliced(self, length: int) -> list[np.ndarray]:
-        return [array[:, :, :length] for array in self.kv]
+        """The first ``length`` positions of every array (views)."""
+        return [self.layout.rows(array, 0, length) for array in self.kv]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -62,10 +70,11 @@ class PrefixCache:
                 self._entries.move_to_end(best.key)
             return best, best_len
 
-    def store(self, key: Sequence[int], kv: Sequence[np.ndarray]) -> None:
+    def store(self, key: Sequence[int], kv: Sequence[np.ndarray], layout: KvLayout) -> None:
+        """Keep ``kv`` (``layout``, one row of ``len(key)`` positions) under ``key``, evicting the least recently used."""
         if self.max_entries <= 0 or not key:
             return
-        entry = CachedPrefix(tuple(int(k) for k in key), tuple(kv))
+        entry = CachedPrefix(tuple(int(k) for k in key), tuple(kv), layout)
         with self._lock:
             self._entries.pop(entry.key, None)
             self._entries[entry.key] = entry

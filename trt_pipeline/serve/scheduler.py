@@ -248,7 +248,7 @@ class Scheduler:
         prompt = request.prompt
         if self.prefix_cache is not None:
             fed = cache.length - len(prompt.token_ids)
-            self.prefix_cache.store(prompt.key + request.output_ids[:fed], cache.kv)
+            self.prefix_cache.store(prompt.key + request.output_ids[:fed], cache.kv, cache.layout)
         self.metrics.record_request(reason)
         request.emit(DoneEvent(reason, len(prompt.token_ids), len(request.output_ids), request.cached_tokens))
 
