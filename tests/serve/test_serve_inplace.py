@@ -315,3 +315,40 @@ def test_openai_endpoint_on_the_inplace_export_equals_the_fused_export(
     want, got = session(tiny_fused_export), session(tiny_inplace_export)
     assert got == want
     assert got[-1][1] > 0 and len({text for text, _ in got}) > 1
+
+
+# -- loading ---------------------------------------------------------------------------------------
+def test_torch_backend_serves_the_flavour_the_export_traced(tiny_inplace_export: Path, engines: dict[str, Any],
+                                                            prompts: list[Any]) -> None:
+    """``serve --backend torch`` runs the export's decoder flavour (fused ops, inplace cache) and its tokens."""
+    from trt_pipeline.serve.engine import ServeEngine
+
+    engine = ServeEngine.load(tiny_inplace_export, "torch", "fp32")
+    try:
+        assert engine.kv_layout.inplace and engine.decoder.module.ops == "fused"
+        want, want_logits, _ = solo_greedy(engines["fused"], prompts[3], 8)
+        got, got_logits, _ = solo_greedy(engine, prompts[3], 8)
+    finally:
+        engine.close()
+    assert got == want
+    assert max_abs(got_logits, want_logits) <= 1e-4
+
+
+def test_a_decoder_of_another_cache_layout_is_refused(tiny_inplace_export: Path, tiny_fused_export: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runners whose cache is not the export's (e.g. an engine built from another export) fail at load,
+    naming export.json, instead of having their caches cut on the wrong axis."""
+    from trt_pipeline.errors import OnnxModelError
+    from trt_pipeline.serve import engine as serve_engine
+
+    other = serve_engine.RUNNER_FACTORIES["ort"]
+    monkeypatch.setitem(serve_engine.RUNNER_FACTORIES, "ort", lambda _out, precision, ort: other(tiny_fused_export, precision, ort))
+    with pytest.raises(OnnxModelError, match=r"concat KV cache, but .*export\.json records --kv-cache inplace"):
+        serve_engine.ServeEngine.load(tiny_inplace_export, "ort", "fp32")
+
+
+def test_describe_names_the_cache_layout(engines: dict[str, Any], tiny_inplace_export: Path) -> None:
+    from trt_pipeline.serve.model import ServeConfig, describe
+
+    assert "inplace KV cache" in describe(ServeConfig(out=tiny_inplace_export), engines["inplace"])
+    assert "concat KV cache" in describe(ServeConfig(out=tiny_inplace_export), engines["fused"])

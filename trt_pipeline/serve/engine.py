@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trt_pipeline.errors import ConfigError, PipelineError
+from trt_pipeline.artifacts import read_export_manifest
+from trt_pipeline.errors import ConfigError, OnnxModelError, PipelineError
 from trt_pipeline.models.glm4v.contract import ExportContract
 from trt_pipeline.models.glm4v.io_spec import KvLayout
 from trt_pipeline.models.glm4v.stepper import CacheState
@@ -78,7 +79,10 @@ def torch_runners(out_dir: Path, precision: str, ort: Any = None) -> tuple[Any, 
     dtype = {"fp32": "float32", "fp16": "float16"}.get(precision)
     if dtype is None:
         raise ConfigError(f"--backend torch runs fp32 or fp16, not {precision!r}.")
-    return torch_component_runners(Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype))
+    model = Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype)
+    manifest = read_export_manifest(out_dir)
+    model.decoder.use_ops(manifest.decoder_ops).use_kv_cache(manifest.kv_cache)  # the flavour the export traced
+    return torch_component_runners(model)
 
 
 #: backend name -> (OUT, precision, ONNX Runtime settings) -> (vision runner, decoder runner). Add a
@@ -142,8 +146,21 @@ class ServeEngine:
         for runner in (vision, decoder):
             if not runner.is_active:
                 runner.activate()
-        engine._stepper()
+        try:
+            engine.check_kv_cache(read_export_manifest(out_dir))
+        except PipelineError:
+            engine.close()
+            raise
         return engine
+
+    def check_kv_cache(self, manifest: Any) -> None:
+        """Refuse a decoder runner whose cache layout is not the export's (``OnnxModelError``): the
+        server would cut and pad its caches on the wrong axis."""
+        kind = self.kv_layout.kind
+        if kind != manifest.kv_cache:
+            raise OnnxModelError(f"the {self.backend} decoder takes a {kind} KV cache, but {manifest.path} records "
+                                 f"--kv-cache {manifest.kv_cache}.", path=manifest.path,
+                                 hint="serve the runtime files made from this export (rebuild the engine), or re-export")
 
     def close(self) -> None:
         for runner in (self.vision, self.decoder):
