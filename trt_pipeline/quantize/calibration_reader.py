@@ -10,7 +10,8 @@ are derived from, so the reader produces exactly what the deployed pipeline feed
 * **decoder, prefill**: the instruction through the chat template with the image placeholders
   expanded, token embeddings with the image features (from the fp32 vision encoder on ONNX
   Runtime) written into the placeholder positions, M-RoPE cos/sin, an all-ones attention mask and
-  an empty KV cache (``past_sequence_length`` 0).
+  an empty KV cache (``past_sequence_length`` 0; the cache arrays of an ``--kv-cache inplace``
+  export then hold only the ``sequence_length`` rows the graph writes, zeroed).
 * **decoder, decode-like**: the fp32 decoder is run on ONNX Runtime for the prefill; its greedy
   next token is then fed alone (``sequence_length`` 1) with the prefill's ``present.*`` as
   ``past_key_values.*`` (a filled KV cache), the attention mask grown by one and the next M-RoPE
@@ -307,10 +308,13 @@ class CalibrationReader:
         """The prefill feed of one item and its ``decode_steps`` decode-like feeds.
 
         The prefill asks for logits at every position, so the LM head is calibrated on the
-        activations of every prompt position (as before ``logits_positions`` existed).
+        activations of every prompt position (as before ``logits_positions`` existed). Each feed
+        owns its arrays (:func:`~trt_pipeline.models.glm4v.kept_feeds.kept_decoder_feed`): an
+        ``inplace`` cache is fed as views of the stepper's growing buffers.
         """
         import torch
 
+        from trt_pipeline.models.glm4v.kept_feeds import kept_decoder_feed
         from trt_pipeline.models.glm4v.stepper import DecoderStepper
 
         features = torch.from_numpy(np.asarray(image_features, np.float32)) if image_features is not None else None
@@ -319,12 +323,12 @@ class CalibrationReader:
             inputs = sample.inputs
             embeds = stepper.builder.prompt_embeddings(inputs, features)
             prefill = stepper.prepare(embeds, inputs.attention_mask, stepper.builder.prompt_positions(inputs), "all")
-            return dict(prefill), []
+            return kept_decoder_feed(prefill, stepper.builder), []
         step = stepper.prefill_prompt(sample.inputs, features, logits="all")
-        prefill, decodes = dict(step.feed), []
+        prefill, decodes = kept_decoder_feed(step.feed, stepper.builder), []
         for index in range(self.decode_steps):
             feed, positions = stepper.prepare_decode(step.last_logits.argmax(-1))
-            decodes.append(dict(feed))
+            decodes.append(kept_decoder_feed(feed, stepper.builder))
             if index + 1 < self.decode_steps:
                 step = stepper.step(feed, positions)
         return prefill, decodes

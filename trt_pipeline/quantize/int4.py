@@ -66,7 +66,7 @@ from trt_pipeline.quantize.int8 import feed_list_reader, stage_model
 #: ``--method`` -> ModelOpt ``calibration_method``.
 METHODS: dict[str, str] = {"awq": "awq_full", "awq-lite": "awq_lite", "awq-clip": "awq_clip", "rtn": "rtn_dq"}
 ACTIVATIONS = ("fp16", "fp32")
-#: Export dims that are a prefill feed's sequence axis (``past_sequence_length`` is 0 there).
+#: Export dims that are a prefill feed's sequence axis (total = sequence there: nothing cached).
 SEQUENCE_DIMS = ("sequence_length", "total_sequence_length")
 
 
@@ -245,15 +245,24 @@ def awq_feeds(feeds: Sequence[dict[str, np.ndarray]], inputs: Sequence[Any]) -> 
     """
     shapes = {spec.name: list(spec.shape) for spec in inputs}
     seq_input = next((n for n, s in shapes.items() if "sequence_length" in s), None)
-    past = [n for n, s in shapes.items() if "past_sequence_length" in s]
-    prefill = [f for f in feeds if seq_input in f and all(f[n].shape[shapes[n].index("past_sequence_length")] == 0
-                                                          for n in past if n in f)]
+    prefill = [f for f in feeds if seq_input in f and _no_past(f, shapes, seq_input)]
     if not prefill:
         return [], 0
     axis = shapes[seq_input].index("sequence_length")
     lengths = sorted({f[seq_input].shape[axis] for f in prefill})
     length = max(lengths, key=lambda n: (n * sum(f[seq_input].shape[axis] >= n for f in prefill), n))
     return [_crop(f, shapes, length) for f in prefill if f[seq_input].shape[axis] >= length], length
+
+
+def _no_past(feed: dict[str, np.ndarray], shapes: dict[str, list[Any]], seq_input: str) -> bool:
+    """Whether ``feed`` attends to nothing before its segment: ``total_sequence_length`` equals
+    ``sequence_length``. Said without the cache's axes, which differ between the KV-cache layouts (an
+    ``--kv-cache inplace`` cache has no ``past_sequence_length`` axis; its axis is the total one)."""
+    total = next((n for n, s in shapes.items() if "total_sequence_length" in s and n in feed), None)
+    if total is None:  # no input spans the whole context: nothing cached to tell apart
+        return True
+    length = feed[seq_input].shape[shapes[seq_input].index("sequence_length")]
+    return feed[total].shape[shapes[total].index("total_sequence_length")] == length
 
 
 def _crop(feed: dict[str, np.ndarray], shapes: dict[str, list[Any]], length: int) -> dict[str, np.ndarray]:
