@@ -192,22 +192,24 @@ def _load_rgb(path: str) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
-def feed_builder(assets: Any) -> Any:
-    """Feeds shared by every runner of a comparison: all inputs, float32, plus the reference-only ones."""
+def feed_builder(assets: Any, kv_cache: str = "concat") -> Any:
+    """Feeds shared by every runner of a comparison: all inputs, float32, plus the reference-only ones;
+    the KV cache in the export's layout (``kv_cache``, export.json's ``decoder_graph.kv_cache``)."""
     from trt_pipeline.models.glm4v.stepper import FeedBuilder
 
-    return FeedBuilder(assets, reference_inputs=True)
+    return FeedBuilder(assets, reference_inputs=True, kv_cache=kv_cache)
 
 
 def decoder_feed(
-    assets: Any, embeds: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, past: dict[str, np.ndarray]
+    assets: Any, embeds: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, past: dict[str, np.ndarray],
+    kv_cache: str = "concat",
 ) -> Any:
     """ONNX inputs of the decoder, logits at every position (+ ``position_ids`` [3, B, S] for the reference)."""
-    return feed_builder(assets).decoder_feed(embeds, attention_mask, positions, past, logits="all")
+    return feed_builder(assets, kv_cache).decoder_feed(embeds, attention_mask, positions, past, logits="all")
 
 
-def empty_past(assets: Any, batch: int) -> dict[str, np.ndarray]:
-    return feed_builder(assets).empty_past(batch)
+def empty_past(assets: Any, batch: int, kv_cache: str = "concat") -> dict[str, np.ndarray]:
+    return feed_builder(assets, kv_cache).empty_past(batch)
 
 
 def _in_range(ranges: dict[str, DimRange], **dims: int) -> list[str]:
@@ -216,9 +218,18 @@ def _in_range(ranges: dict[str, DimRange], **dims: int) -> list[str]:
 
 
 def _stepper(assets: Any, reference_decoder: Any) -> Any:
-    from trt_pipeline.models.glm4v.stepper import DecoderStepper
+    """A stepper over the reference decoder, its feeds in the cache layout that runner declares."""
+    from trt_pipeline.models.glm4v.stepper import DecoderStepper, runner_kv_cache
 
-    return DecoderStepper(assets, reference_decoder, builder=feed_builder(assets), check_inputs=False)
+    builder = feed_builder(assets, runner_kv_cache(reference_decoder))
+    return DecoderStepper(assets, reference_decoder, builder=builder, check_inputs=False)
+
+
+def _sample(label: str, feed: Any, stepper: Any, dims: dict[str, int]) -> Sample:
+    """A feed every runner gets later: its own arrays (an inplace cache's are views of the stepper's arena)."""
+    from trt_pipeline.models.glm4v.kept_feeds import kept_decoder_feed
+
+    return Sample(label, kept_decoder_feed(feed, stepper.builder), dims)
 
 
 @torch.no_grad()
@@ -236,7 +247,7 @@ def decoder_samples(
 
     ``reference_vision`` / ``reference_decoder`` are the (active) transformers runners: image
     features and KV caches in the inputs come from the reference, so every candidate sees inputs
-    the reference itself would produce.
+    the reference itself would produce (in the KV-cache layout the reference decoder declares).
     """
     samples, notes = [], []
     stepper = _stepper(assets, reference_decoder)
@@ -252,11 +263,11 @@ def decoder_samples(
             out = reference_vision.infer(vision_feed(assets, inputs.pixel_values, inputs.image_grid_thw), check_inputs=False)
             features = torch.from_numpy(np.asarray(out["image_features"], np.float32).copy())
         prefill = stepper.prefill_prompt(inputs, features, logits="all")
-        samples.append(Sample(f"{entry.id}/prefill", prefill.feed,
-                              {"batch_size": 1, "sequence_length": seq, "past_sequence_length": 0}))
+        samples.append(_sample(f"{entry.id}/prefill", prefill.feed, stepper,
+                               {"batch_size": 1, "sequence_length": seq, "past_sequence_length": 0}))
         decode, _ = stepper.prepare_decode(prefill.last_logits.argmax(-1))
-        samples.append(Sample(f"{entry.id}/decode", decode,
-                              {"batch_size": 1, "sequence_length": 1, "past_sequence_length": seq}))
+        samples.append(_sample(f"{entry.id}/decode", decode, stepper,
+                               {"batch_size": 1, "sequence_length": 1, "past_sequence_length": seq}))
     if extremes:
         samples += corner_samples(assets, ranges, reference_decoder, seed=seed, token_pool=text_token_pool(heldout))
     return FeedLoader("decoder", samples, notes)
@@ -303,10 +314,10 @@ def corner_samples(
         if past:
             stepper.prefill_tokens(ids[:, :past])
         positions = torch.arange(past, past + seq).view(1, 1, -1).expand(3, batch, -1)
-        feed = stepper.prepare(feed_builder(assets).token_embeddings(ids[:, past:]),
+        feed = stepper.prepare(stepper.builder.token_embeddings(ids[:, past:]),
                                torch.ones(batch, seq, dtype=torch.long), positions, logits="all")
-        samples.append(Sample(f"extreme/b{batch}-s{seq}-p{past}", feed,
-                              {"batch_size": batch, "sequence_length": seq, "past_sequence_length": past}))
+        samples.append(_sample(f"extreme/b{batch}-s{seq}-p{past}", feed, stepper,
+                               {"batch_size": batch, "sequence_length": seq, "past_sequence_length": past}))
     return samples
 
 

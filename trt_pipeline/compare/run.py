@@ -256,7 +256,7 @@ def compare(
     reference = TransformersReference(checkpoint)
     report = _new_report(out_dir, report_dir, cfg, checkpoint, data_dir, len(heldout), backends, skips)
     steps = len(components) * 2 + (1 + len(backends) if cfg.tokens else 0)
-    ref_vision, ref_decoder = transformers_component_runners(reference)
+    ref_vision, ref_decoder = transformers_component_runners(reference, kv_cache=manifest.kv_cache)
     with progress_bar(show_progress) as progress, _polygraphy_logging(cfg.verbose):
         task = progress.add_task("compare", total=steps)
         loaders = _build_loaders(progress, task, components, assets, heldout, ranges, processing,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_pipeline.artifacts.layout import OutputLayout, engine_file_name, engine_path
+from trt_pipeline.artifacts.manifests import read_export_manifest
 from trt_pipeline.errors import OnnxModelError, PipelineError
 
 COMPONENTS = ("vision_encoder", "decoder")
@@ -86,10 +87,15 @@ class DiscoveryContext:
         return OutputLayout(self.out_dir)
 
     def torch_model(self) -> Any:
+        """The export-friendly modules of the checkpoint, tracing the flavour the export was made with
+        (export.json's decoder ops and KV cache: the module compared is the one that was exported)."""
         if self._torch_model is None:
             from trt_pipeline.models.glm4v.model import Glm4vExportModel
 
-            self._torch_model = Glm4vExportModel.from_pretrained(self.checkpoint, dtype="float32")
+            manifest = read_export_manifest(self.out_dir)
+            model = Glm4vExportModel.from_pretrained(self.checkpoint, dtype="float32")
+            model.decoder.use_ops(manifest.decoder_ops).use_kv_cache(manifest.kv_cache)
+            self._torch_model = model
         return self._torch_model
 
 
@@ -108,7 +114,8 @@ def discover_torch_export(ctx: DiscoveryContext) -> Discovered:
 
         model = ctx.torch_model()
         module = model.vision_encoder if component == "vision_encoder" else model.decoder
-        return TorchModuleRunner(module, component_spec(model.dims, component), name=f"torch-export:{component}")
+        spec = component_spec(model.dims, component, kv_cache=model.decoder.kv_cache)
+        return TorchModuleRunner(module, spec, name=f"torch-export:{component}")
 
     return [Backend("torch-export", "torch-export", "fp32", ctx.components, factory, ctx.checkpoint)], []
 

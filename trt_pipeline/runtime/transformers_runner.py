@@ -11,7 +11,10 @@ modules and TensorRT:
   reference recomputes them, so a bug in our host helpers shows up as a mismatch.
 * :class:`TransformersDecoderRunner` takes ``inputs_embeds``, ``attention_mask``,
   ``logits_positions`` and ``past_key_values.*`` and runs ``model.model.language_model`` with a ``DynamicCache`` built from
-  the past arrays, followed by ``model.lm_head``. Its rotary tables come from transformers'
+  the past arrays, followed by ``model.lm_head``. The cache arrays are in the export's KV-cache
+  layout (``kv_cache``: ``concat`` ``[B, kv, past, D]`` or ``inplace`` ``[B, past + S, kv * D]``, whose
+  last S free rows it ignores), converted to and from transformers' heads layout by
+  :class:`~trt_pipeline.models.glm4v.io_spec.KvLayout`, so its ``present.*`` compare one to one. Its rotary tables come from transformers'
   ``Glm4vTextRotaryEmbedding`` for the 3-axis ``position_ids``; with ``check_rope=True`` (default)
   it also reads the fed ``rope_cos``/``rope_sin`` and refuses a feed whose tables disagree with
   transformers' for those positions (so a comparison never silently lines up different inputs).
@@ -38,6 +41,7 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
 from trt_pipeline.errors import AccuracyError, CheckpointError, ShapeError
+from trt_pipeline.models.glm4v.io_spec import KvLayout
 
 #: Inputs that only the reference runners read (added by data loaders beside the ONNX inputs).
 REFERENCE_INPUTS: dict[str, tuple[str, ...]] = {
@@ -151,9 +155,18 @@ class TransformersDecoderRunner(_TransformersRunner):
 
     component = "decoder"
 
-    def __init__(self, reference: TransformersReference | Any, name: str | None = None, check_rope: bool = True) -> None:
+    def __init__(self, reference: TransformersReference | Any, name: str | None = None, check_rope: bool = True,
+                 kv_cache: str = "concat") -> None:
         super().__init__(reference, name=name)
         self.check_rope = check_rope
+        self.kv_cache = kv_cache
+        KvLayout(kv_cache, 1, 1)  # an unknown layout fails here, not at the first run
+
+    @property
+    def kv_layout(self) -> KvLayout:
+        """The fed cache's layout (head_dim as transformers' attention computes it: hidden / heads)."""
+        text = self.reference.model.config.text_config
+        return KvLayout(self.kv_cache, text.num_key_value_heads, text.hidden_size // text.num_attention_heads)
 
     @property
     def num_layers(self) -> int:
@@ -163,7 +176,7 @@ class TransformersDecoderRunner(_TransformersRunner):
         text = self.reference.model.config.text_config
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
         rotary = int(head_dim * text.rope_parameters.get("partial_rotary_factor", 1.0))
-        kv = [None, text.num_key_value_heads, None, head_dim]
+        kv = [None if isinstance(d, str) else d for d in self.kv_layout.symbolic("past")]
         meta = TensorMetadata()
         meta.add("inputs_embeds", dtype=np.dtype("float32"), shape=[None, None, text.hidden_size])
         meta.add("attention_mask", dtype=np.dtype("int64"), shape=[None, None])
@@ -195,13 +208,14 @@ class TransformersDecoderRunner(_TransformersRunner):
         positions = torch.as_tensor(feed_dict["position_ids"]).long()
         if self.check_rope and "rope_cos" in feed_dict:
             self._verify_rope(language_model, embeds, positions, feed_dict)
-        layers = self.num_layers
-        past = [
-            (torch.as_tensor(feed_dict[f"past_key_values.{i}.key"]).float(),
-             torch.as_tensor(feed_dict[f"past_key_values.{i}.value"]).float())
-            for i in range(layers)
-        ]
-        if past and past[0][0].shape[2] > 0:
+        layout = self.kv_layout
+        cached = mask.shape[1] - embeds.shape[1]  # positions before the segment (either layout)
+
+        def heads(name: str) -> torch.Tensor:  # [B, kv, cached, D]; an inplace cache's free rows left out
+            return layout.to_heads(layout.rows(torch.as_tensor(feed_dict[name]).float(), 0, cached))
+
+        past = [(heads(f"past_key_values.{i}.key"), heads(f"past_key_values.{i}.value")) for i in range(self.num_layers)]
+        if past and cached > 0:
             cache = DynamicCache(ddp_cache_data=past, config=model.config)
         else:
             cache = DynamicCache(config=model.config)
@@ -216,8 +230,8 @@ class TransformersDecoderRunner(_TransformersRunner):
         self.inference_time = time.perf_counter() - start
         result = OrderedDict(logits=self._to_result(logits, use_torch))
         for i, layer in enumerate(out.past_key_values.layers):
-            result[f"present.{i}.key"] = self._to_result(layer.keys, use_torch)
-            result[f"present.{i}.value"] = self._to_result(layer.values, use_torch)
+            result[f"present.{i}.key"] = self._to_result(layout.from_heads(layer.keys), use_torch)
+            result[f"present.{i}.value"] = self._to_result(layout.from_heads(layer.values), use_torch)
         return result
 
     def _verify_rope(self, language_model: Any, embeds: torch.Tensor, positions: torch.Tensor, feed: dict[str, Any]) -> None:
@@ -240,15 +254,16 @@ class TransformersDecoderRunner(_TransformersRunner):
 
 
 def transformers_component_runners(
-    reference: TransformersReference | Any | Path | str, *, prefix: str = "transformers"
+    reference: TransformersReference | Any | Path | str, *, prefix: str = "transformers", kv_cache: str = "concat",
 ) -> tuple[TransformersVisionRunner, TransformersDecoderRunner]:
-    """(vision, decoder) reference runners over one shared model (a checkpoint path, model or holder)."""
+    """(vision, decoder) reference runners over one shared model (a checkpoint path, model or holder);
+    the decoder's cache arrays in the ``kv_cache`` layout of the export it is compared with."""
     if isinstance(reference, (str, Path)):
         reference = TransformersReference(reference)
     reference = _as_reference(reference)
     return (
         TransformersVisionRunner(reference, name=f"{prefix}:vision_encoder"),
-        TransformersDecoderRunner(reference, name=f"{prefix}:decoder"),
+        TransformersDecoderRunner(reference, name=f"{prefix}:decoder", kv_cache=kv_cache),
     )
 
 
