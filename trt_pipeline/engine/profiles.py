@@ -7,7 +7,9 @@
   range), a **decode** profile (``sequence_length`` = 1, ``past_sequence_length`` >= 1), as
   TensorRT Edge-LLM does, and an **append** profile (``sequence_length`` >= 2 on a filled cache,
   ``past_sequence_length`` >= 1) for chunked prefill and follow-up turns; ``total_sequence_length`` follows from its ``expr``
-  (``past_sequence_length + sequence_length``) in each profile.
+  (``past_sequence_length + sequence_length``) in each profile. No input needs to carry
+  ``past_sequence_length`` itself: an ``--kv-cache inplace`` export's cache inputs span
+  ``total_sequence_length`` (``[B, past + S, kv * D]``), so their ranges are past + sequence too.
 * ``vision_encoder``: one **image** profile over ``num_patches``.
 * anything else: one **default** profile over all dims.
 
@@ -143,11 +145,13 @@ DEFAULT_RECIPES: tuple[ProfileRecipe, ...] = (ProfileRecipe("default"),)
 
 
 def _past_length(shapes: Mapping[str, Sequence[int]]) -> int | None:
-    """Cached tokens: axis 2 of the first ``past_key_values.*`` input (batch, heads, past, head_dim)."""
-    for name, shape in shapes.items():
-        if name.startswith("past_key_values") and len(shape) >= 3:
-            return int(shape[2])
-    return None
+    """Cached tokens: the attention mask's ``total_sequence_length`` minus the new tokens of
+    ``inputs_embeds``. Read off the mask, not a cache input, whose axes differ between the KV-cache
+    layouts (``concat`` ``[B, kv, past, D]``; ``inplace`` ``[B, past + S, kv * D]``)."""
+    mask, embeds = shapes.get("attention_mask"), shapes.get("inputs_embeds")
+    if mask is None or embeds is None or len(mask) < 2 or len(embeds) < 2:
+        return None
+    return int(mask[1]) - int(embeds[1])
 
 
 def _decoder_preference(shapes: Mapping[str, Sequence[int]]) -> str | None:
