@@ -106,7 +106,9 @@ def test_inplace_variants_match_the_concat_variants(inplace_variants: Path, conc
     assert mine["top1_agreement"] == theirs["top1_agreement"]
 
 
-def test_calibration_feeds_of_an_inplace_export_own_their_arrays_with_zeroed_free_rows(tiny_inplace_export: Path) -> None:
+def test_calibration_feeds_of_an_inplace_export_own_their_arrays_with_zeroed_free_rows(
+    tiny_inplace_export: Path, tiny_fused_export: Path,
+) -> None:
     """The stepper feeds views of its arena (uninitialized free rows); stored feeds must not."""
     from trt_pipeline.artifacts.manifests import read_export_manifest
     from trt_pipeline.quantize.calibration_reader import CalibrationReader
@@ -127,10 +129,18 @@ def test_calibration_feeds_of_an_inplace_export_own_their_arrays_with_zeroed_fre
             assert not np.any(cache[:, cache.shape[1] - new:]), kind  # the rows the step writes: zero
             if kind == "decode":
                 assert np.any(cache[:, :cache.shape[1] - new])  # the cached rows are real keys/values
-    # INT4's AWQ feeds are the prefill feeds only (a decode feed attends to a cache)
+    # INT4's AWQ feeds are prefill feeds only (a decode feed attends to a cache), cut to one length:
+    # the same choice as on the concat twin's feeds of the same items
     inputs = read_export_manifest(tiny_inplace_export).components["decoder"].inputs
     chosen, length = awq_feeds(feeds.decoder, inputs)
-    assert len(chosen) == 3 and length == min(f["inputs_embeds"].shape[1] for f in feeds.decoder_prefill)
+    prefill_lengths = sorted(f["inputs_embeds"].shape[1] for f in feeds.decoder_prefill)
+    assert length in prefill_lengths and len(chosen) == sum(n >= length for n in prefill_lengths) >= 1
+    assert all(f["attention_mask"].shape[1] == f["past_key_values.0.key"].shape[1] == length for f in chosen)
+    twin = CalibrationReader(tiny_fused_export, load_split(calib_dir), 3, decode_steps=2)
+    twin_inputs = read_export_manifest(tiny_fused_export).components["decoder"].inputs
+    twin_chosen, twin_length = awq_feeds(twin.feeds("decoder"), twin_inputs)
+    assert (len(twin_chosen), twin_length) == (len(chosen), length)
+    assert awq_feeds(feeds.decoder_decode, inputs) == ([], 0)  # no prefill among them
 
 
 def test_int8_of_an_inplace_export_is_still_refused(tiny_inplace_export: Path, tmp_path: Path) -> None:
