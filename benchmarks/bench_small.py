@@ -75,10 +75,11 @@ def stale_export(out: Path, export_cfg: object) -> bool:
     manifest = json.loads((out / "export.json").read_text())
     previous = manifest.get("config") or {}
     ranges = (previous.get("max_seq"), previous.get("max_kv")) != (export_cfg.max_seq, export_cfg.max_kv)
-    return ranges or manifest.get("decoder_graph") != decoder_graph(export_cfg.decoder_ops)
+    return ranges or manifest.get("decoder_graph") != decoder_graph(export_cfg.decoder_ops, export_cfg.kv_cache)
 
 
-def prepare(work: Path, fresh: bool, precision: bool, decoder_ops: str) -> tuple[Path, object, list[str], dict]:
+def prepare(work: Path, fresh: bool, precision: bool, decoder_ops: str,
+            kv_cache: str = "concat") -> tuple[Path, object, list[str], dict]:
     """Checkpoint (trained-like norms), export and precision variants; returns (out, export cfg, backends, timings)."""
     from trt_pipeline.config import ExportConfig
     from trt_pipeline.export.exporter import export
@@ -97,7 +98,7 @@ def prepare(work: Path, fresh: bool, precision: bool, decoder_ops: str) -> tuple
         shutil.rmtree(out)  # exported from the all-ones norms
     # max_seq 320: the longest calibration/held-out prompt of the small preset's tokenizer is 268 tokens,
     # and the fp16/int8 stages refuse items outside the exported ranges
-    export_cfg = ExportConfig(max_seq=320, max_kv=512, validate=False, decoder_ops=decoder_ops)
+    export_cfg = ExportConfig(max_seq=320, max_kv=512, validate=False, decoder_ops=decoder_ops, kv_cache=kv_cache)
     if stale_export(out, export_cfg):
         shutil.rmtree(out)
     if not (out / "export.json").is_file():
@@ -144,6 +145,8 @@ def main() -> int:
                              "bandwidth; stays comparable when other processes load the machine")
     parser.add_argument("--decoder-ops", choices=("fused", "portable"), default="fused",
                         help="the export's decoder flavour (`export --decoder-ops`): fused is the ONNX Runtime one")
+    parser.add_argument("--kv-cache", choices=("inplace", "concat"), default="inplace",
+                        help="the KV-cache contract with fused ops (`export --kv-cache`; portable is always concat)")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--decode-steps", type=int, default=32)
     args = parser.parse_args()
@@ -152,7 +155,8 @@ def main() -> int:
     from trt_pipeline.bench.run import bench
     from trt_pipeline.config import BenchConfig
 
-    out, export_cfg, backends, timings = prepare(args.work, args.fresh, not args.no_precision, args.decoder_ops)
+    kv_cache = args.kv_cache if args.decoder_ops == "fused" else "concat"
+    out, export_cfg, backends, timings = prepare(args.work, args.fresh, not args.no_precision, args.decoder_ops, kv_cache)
     cfg = BenchConfig(backends=tuple(backends), prompt_lengths=(16, 64, 256), context_lengths=(64, 256, 512),
                       iterations=args.iterations, decode_steps=args.decode_steps, warmup=3, threads=args.threads,
                       isolate=True, bandwidth_mib=512, bandwidth_repeats=5, io_binding=not args.no_io_binding,

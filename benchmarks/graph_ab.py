@@ -1,4 +1,4 @@
-"""Interleaved A/B timing of export folders' fp32 decoders on ONNX Runtime (one process, same threads).
+"""Interleaved A/B timing of export folders' decoders on ONNX Runtime (one process, same threads).
 
 Compares decoder graphs (e.g. an export made by an older checkout against one made by this one)
 with the bench's own backend (``ort-fp32``: the stepper's host work included), alternating the
@@ -50,6 +50,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--precision", default="fp32", help="the precision folder of every export timed (fp32, int4, fp16)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.clock == "cpu" and args.threads != 1:
@@ -60,7 +61,7 @@ def main() -> int:
     backends = []
     for config in args.configs:
         folder, _, flag = config.partition(":")
-        backend = make_backend("ort-fp32", BenchSetup(Path(folder), args.threads, io_binding=flag != "noio"))
+        backend = make_backend(f"ort-{args.precision}", BenchSetup(Path(folder), args.threads, io_binding=flag != "noio"))
         backend.load()
         backends.append(backend)
     load_before = os.getloadavg()
@@ -75,7 +76,7 @@ def main() -> int:
     record = {
         "command": "python " + " ".join(["benchmarks/graph_ab.py", *sys.argv[1:]]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "threads": args.threads, "clock": args.clock, "rounds": args.rounds,
+        "threads": args.threads, "clock": args.clock, "rounds": args.rounds, "precision": args.precision,
         "loadavg": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]},
         "median_ms": results,
         "speedup_over_first": {config: {case: round(base[case] / value, 3) for case, value in results[config].items()}

@@ -247,12 +247,13 @@ def ensure_ours(work: Path, args: argparse.Namespace, log: Path) -> dict[str, An
     if trained_like_norms(checkpoint):
         shutil.rmtree(out, ignore_errors=True)
     # the export is re-made when the package source or what it is asked for (flavour, flags) changed
-    stamp = " ".join([source_stamp(), "--decoder-ops", args.decoder_ops, *args.export_arg])
+    flavour = ["--decoder-ops", args.decoder_ops, *(["--kv-cache", args.kv_cache] if args.decoder_ops == "fused" else [])]
+    stamp = " ".join([source_stamp(), *flavour, *args.export_arg])
     previous = stamp_file.read_text().strip() if stamp_file.is_file() else None
     if args.fresh or not (out / "export.json").is_file() or previous != stamp:
         shutil.rmtree(out, ignore_errors=True)
         checked(cli("export", str(checkpoint), "--out", str(out), "--max-seq", "256", "--max-kv", str(args.max_kv),
-                    "--no-validate", "--decoder-ops", args.decoder_ops, *args.export_arg), log, env=ours_env())
+                    "--no-validate", *flavour, *args.export_arg), log, env=ours_env())
         stamp_file.write_text(stamp + "\n")
     variants, notes = ["fp32"], []
     if args.no_int4:
@@ -264,7 +265,7 @@ def ensure_ours(work: Path, args: argparse.Namespace, log: Path) -> dict[str, An
         if (out / "onnx" / "int4" / "decoder.onnx").is_file():
             variants.append("int4")
     return {"checkpoint": checkpoint, "out": out, "variants": variants, "notes": notes, "source_stamp": stamp,
-            "decoder_ops": args.decoder_ops}
+            "decoder_ops": args.decoder_ops, "kv_cache": args.kv_cache if args.decoder_ops == "fused" else "concat"}
 
 
 def ensure_int4(out: Path, args: argparse.Namespace, log: Path) -> list[str]:
@@ -457,6 +458,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export-arg", action="append", default=[], help="extra `autoglm-trt export` argument")
     parser.add_argument("--decoder-ops", choices=("fused", "portable"), default="fused",
                         help="our decoder flavour (`export --decoder-ops`): fused is the one for ONNX Runtime")
+    parser.add_argument("--kv-cache", choices=("inplace", "concat"), default="inplace",
+                        help="our KV-cache contract with fused ops (`export --kv-cache`; portable is always concat)")
     parser.add_argument("--no-int4", action="store_true", help="fp32 only")
     parser.add_argument("--int4-arg", action="append", default=[],
                         help="`precision int4` argument replacing the defaults (genai's scope), repeatable")
@@ -513,7 +516,7 @@ def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str
                          "interleaved rounds"},
         "versions": measured["versions"],
         "ours": {"export": str(ours["out"]), "variants": list(ours["variants"]), "source_stamp": ours["source_stamp"],
-                 "decoder_ops": ours["decoder_ops"],
+                 "decoder_ops": ours["decoder_ops"], "kv_cache": ours["kv_cache"],
                  "timed_through": "trt_pipeline.bench.backends.OrtBackend (ORT session + DecoderStepper host work)",
                  "loaded": loaded["ours"]},
         "control": {"side": CONTROL, "what": "our export through the same OrtBackend code, run in the genai venv "

@@ -42,6 +42,7 @@ class KvArena:
         self.layout = layout
         self.buffers: dict[str, np.ndarray] = {}
         self.high = 0  # longest prefix (rows) any handed-out view covers
+        self.handed: dict[str, np.ndarray] = {}  # the views the last feed returned (a decode step's state is them)
         # references a buffer has when only the arena and ONE view hold it, counted in _exclusive's frame
         probe = {"": np.empty((1, 2, 1))}
         view = probe[""][:, :1]
@@ -57,11 +58,24 @@ class KvArena:
         need = length + new
         if batch != 1:
             return {name: self.extended(value, need) for name, value in past.items()}
-        holds = all(self._holds(name, value, length, need) for name, value in past.items())
-        if not holds or (length < self.high and not all(self._exclusive(name) for name in past)):
-            self._rebuild(past, length, need)
+        handed = self.handed
+        # a decode step continuing the last one feeds back exactly the views handed out (the runner wrote
+        # into them): checked by identity, the per-array checks below are for every other start
+        if not (len(handed) == len(past) and all(handed.get(name) is value for name, value in past.items())
+                and need <= self.capacity):
+            self.handed = handed = {}  # the arena's own views must not count as readers below
+            holds = all(self._holds(name, value, length, need) for name, value in past.items())
+            if not holds or (length < self.high and not all(self._exclusive(name) for name in past)):
+                self._rebuild(past, length, need)
         self.high = need
-        return {name: self.buffers[name][:, :need] for name in past}
+        buffers = self.buffers
+        self.handed = {name: buffers[name][:, :need] for name in past}
+        return dict(self.handed)
+
+    @property
+    def capacity(self) -> int:
+        """Rows every buffer holds (0 before the first feed)."""
+        return next(iter(self.buffers.values())).shape[1] if self.buffers else 0
 
     def _holds(self, name: str, value: np.ndarray, length: int, need: int) -> bool:
         """Whether ``value`` is the first ``length`` rows of this arena's buffer, which has room for ``need``."""
