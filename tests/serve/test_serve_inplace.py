@@ -74,11 +74,12 @@ def max_abs(a: Any, b: Any) -> float:
 # -- one sequence --------------------------------------------------------------------------------
 def solo_greedy(engine: Any, prompt: Any, steps: int) -> tuple[list[int], torch.Tensor, dict[str, Any]]:
     """Greedy tokens and logits of ``prompt`` alone; -> also the memory owner (``.base``) of each
-    cache array after the first and after the last decode step."""
+    cache array after the prefill, the first and the last decode step."""
     from trt_pipeline.serve.batch import DecodeBatch
 
     logits, cache = run_prefill(engine, prompt)
-    tokens, every, owners = [int(logits.argmax())], [logits], {}
+    tokens, every = [int(logits.argmax())], [logits]
+    owners = {"prefill": {name: array.base for name, array in zip(engine.past_names, cache.kv)}}
     batch = DecodeBatch(engine)
     batch.join("solo", cache)
     for step in range(steps):
@@ -97,10 +98,11 @@ def test_one_sequence_equals_the_fused_export_and_decodes_in_place(engines: dict
     (want, want_logits, _), (got, got_logits, owners) = runs["fused"], runs["inplace"]
     assert got == want and len(set(want)) > 1
     assert max_abs(got_logits, want_logits) <= LOGITS_ATOL
-    # a batch of one decodes in the stepper's arena: from the first step to the last the batch's
-    # cache is a prefix view of the same buffers (written in place, never copied into new ones)
+    # a batch of one decodes in the stepper's arena: from the prefill through the last decode step
+    # the sequence's cache is a prefix view of the same buffers (written in place, never copied)
     arena = engines["inplace"]._stepper().arena
-    assert all(owners["first"][name] is owners["last"][name] is arena.buffers[name] for name in arena.buffers)
+    assert all(owners["prefill"][name] is owners["first"][name] is owners["last"][name] is arena.buffers[name]
+               for name in arena.buffers)
     assert arena.high == len(prompts[index].token_ids) + 12
     assert engines["fused"]._stepper().arena is None
 

@@ -9,7 +9,7 @@ becomes the next step's input as is: while the members stay the same, no cache i
 host between steps.
 
 Sequences join and leave between steps. A change of members rebuilds the padded arrays once
-(dropping padding columns no row needs any more); a leaving sequence takes its own rows out as a
+(dropping padding columns no row needs any more; a sequence joining an empty batch keeps its own); a leaving sequence takes its own rows out as a
 :class:`~trt_pipeline.serve.engine.SequenceCache` (for the prefix cache).
 
 Cache positions ("columns") are addressed through the engine's
@@ -90,6 +90,9 @@ class DecodeBatch:
 
     def _add_joining(self) -> None:
         """Rebuild the padded cache with the joining sequences as new rows (right-aligned to the longest)."""
+        if self.state is None and len(self.joining) == 1:
+            self._start_alone(*self.joining[0])
+            return
         old, kept = self.state, len(self.rows)
         lengths = self.lengths + [cache.length for _member, cache in self.joining]
         longest, batch = max(lengths), len(lengths)
@@ -117,6 +120,14 @@ class DecodeBatch:
         self.state = CacheState(past, mask, positions)
         self.rows += [member for member, _cache in self.joining]
         self.lengths, self.joining = lengths, []
+
+
+    def _start_alone(self, member: Any, cache: SequenceCache) -> None:
+        """A sequence joining an empty batch runs on its own arrays: no padding, so no copy (with an
+        ``inplace`` cache its first decode step continues the prefill's arena buffer in place)."""
+        self.state = CacheState(dict(zip(self.engine.past_names, cache.kv)), torch.ones(1, cache.length, dtype=torch.long),
+                                torch.tensor([cache.next_position], dtype=torch.long))
+        self.rows, self.lengths, self.joining = [member], [cache.length], []
 
 
 def _select_rows(state: CacheState | None, rows: list[int], layout: KvLayout) -> CacheState | None:
