@@ -271,12 +271,15 @@ def _bench_section(out_dir: Path) -> list[str]:
     if rows:
         lines += ["### Decode (one token at a given context)", "",
                   _table(["backend", "context", "p50 ms", "p90 ms", "p99 ms", "n", "tokens/s"], rows), ""]
-    rows = [[p["backend"], p["context"], human_bytes(p["weight_bytes"]), human_bytes(p["kv_bytes"]), p["lower_bound_ms"],
-             p["measured_ms"], f"{p['fraction']:.1%}"] for p in data.get("roofline", [])]
+    rows = [[p["backend"], p["context"], human_bytes(p["weight_bytes"]), human_bytes(p["kv_bytes"]),
+             p.get("kv_update", "copy"), p["lower_bound_ms"], p["measured_ms"], f"{p['fraction']:.1%}"]
+            for p in data.get("roofline", [])]
     if rows:
         lines += ["### Memory roofline of decode", "",
-                  "Lower bound = (decoder weight bytes + KV bytes) / measured bandwidth; fraction = lower bound / measured p50.", "",
-                  _table(["backend", "context", "weights", "KV", "lower bound ms", "measured ms", "fraction"], rows), ""]
+                  "Lower bound = (decoder weight bytes + KV bytes) / measured bandwidth; fraction = lower bound / measured p50. "
+                  "KV bytes: the cache read once, plus a copy of it (`copy`) or only the new row (`in place`).", "",
+                  _table(["backend", "context", "weights", "KV", "KV update", "lower bound ms", "measured ms", "fraction"],
+                         rows), ""]
     rows = [[s["backend"], s["phase"], s.get("context", s.get("length")), f"{s['speedup']:.2f}x"]
             for s in data.get("speedups", [])]
     if rows:

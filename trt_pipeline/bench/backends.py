@@ -111,6 +111,9 @@ class Backend:
         self.precision = precision
         self.weight_bytes = 0
         self.kv_dtype_bytes = 4
+        #: the decoder's KV-cache layout, and how a decode step updated it (``bench.roofline.KV_UPDATES``)
+        self.kv_cache = "concat"
+        self.kv_update = "copy"
         self.notes: list[str] = []
 
     @classmethod
@@ -220,6 +223,7 @@ class HostFedBackend(Backend):
                 runner.activate()
         chunk = self.setup.ranges["sequence_length"].max
         self.stepper = DecoderStepper(self.assets, decoder, chunk_size=chunk, check_inputs=False)
+        self.kv_cache = self.stepper.builder.kv_layout.kind
         self.vision_builder = FeedBuilder.for_runner(self.assets, vision) if vision is not None else None
 
     def _ids(self, length: int, salt: int = 0) -> Any:
@@ -242,6 +246,8 @@ class HostFedBackend(Backend):
         self.stepper.prefill_tokens(self._ids(context, salt=1))
         filled = self.stepper.save()
         token = self._ids(1, salt=2).view(-1)
+        self.kv_update = cache_update(self.stepper.decode(token))  # the step's output is dropped before the load
+        self.stepper.load(filled)
         return (lambda: self.stepper.decode(token)), (lambda: self.stepper.load(filled))
 
     def image_fn(self, num_patches: int) -> StepFn | None:
@@ -259,6 +265,16 @@ class HostFedBackend(Backend):
                 runner.deactivate()
 
 
+def cache_update(step: Any) -> str:
+    """``in place`` when every ``present.*`` of a decode step is memory of its fed ``past_key_values.*``
+    (an ``--kv-cache inplace`` export on a runner that binds them), else ``copy``."""
+    presents = [name for name in step.outputs if name.startswith("present.")]
+    aliased = presents and all(np.shares_memory(np.asarray(step.outputs[name]),
+                                                np.asarray(step.feed[name.replace("present.", "past_key_values.", 1)]))
+                               for name in presents)
+    return "in place" if aliased else "copy"
+
+
 class TorchExportBackend(HostFedBackend):
     family = "torch-export"
 
@@ -272,6 +288,8 @@ class TorchExportBackend(HostFedBackend):
         pin_threads(self.setup.threads)
         self._host()
         self.model = Glm4vExportModel.from_pretrained(self.setup.checkpoint, dtype="float32")
+        manifest = self.setup.manifest  # the modules of the flavour that was exported
+        self.model.decoder.use_ops(manifest.decoder_ops).use_kv_cache(manifest.kv_cache)
         self.weight_bytes = torch_decoder_weight_bytes(self.model.named_parameters(remove_duplicate=False))
         self._activate(*torch_component_runners(self.model))
 

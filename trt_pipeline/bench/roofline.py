@@ -10,9 +10,18 @@ cache from memory once. With ``B`` the measured memory bandwidth of the machine:
 Decoder weight bytes come from the ONNX initializers of ``decoder.onnx`` (their declared dims x
 dtype size, external data never loaded) or, for torch backends, from the parameters the decoder
 reads (transformer layers, final norm, lm_head; the token-embedding table is a row lookup, not a
-stream, and is excluded for every backend alike). KV bytes = 2 (K and V) x layers x kv_heads x
-head_dim x context x batch x dtype size. The bound ignores activations, the copy of the cache into
-``present.*`` and compute, so real fractions are below 1.
+stream, and is excluded for every backend alike). The cache of ``context`` tokens is
+2 (K and V) x layers x kv_heads x head_dim x context x batch x dtype size bytes
+(:func:`kv_cache_bytes`); the KV bytes of a step (:func:`decode_kv_bytes`) are what its cache
+update really moves besides: attention reads the cache once, and
+
+* ``copy`` (a ``concat`` export, transformers' ``DynamicCache``, an ``inplace`` export whose runner
+  does not bind ``present.*`` to ``past_key_values.*``, TensorRT): ``present.*`` is a new array, so
+  the cache is read again and written with the new token (context + 1 rows);
+* ``in place`` (an ``--kv-cache inplace`` export on IO-bound ONNX Runtime): only the new row is written.
+
+The bench detects which one a backend does (:data:`KV_UPDATES`). The bound ignores activations and
+compute, so real fractions are below 1.
 """
 
 from __future__ import annotations
@@ -34,6 +43,21 @@ def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, context: int, batc
     if min(layers, kv_heads, head_dim, batch, dtype_bytes) < 1 or context < 0:
         raise ValueError("kv_cache_bytes needs positive dims and a non-negative context")
     return 2 * layers * kv_heads * head_dim * context * batch * dtype_bytes
+
+
+#: How a decode step updates its cache (see the module docstring).
+KV_UPDATES = ("copy", "in place")
+
+
+def decode_kv_bytes(layers: int, kv_heads: int, head_dim: int, context: int, batch: int = 1, dtype_bytes: int = 4,
+                    update: str = "copy") -> int:
+    """KV-cache bytes one decode step at ``context`` streams: the cache read once, plus its ``update``
+    (``copy``: read again and written with the new token; ``in place``: the new row written)."""
+    if update not in KV_UPDATES:
+        raise ValueError(f"KV update {update!r}: choose one of {', '.join(KV_UPDATES)}")
+    cache = kv_cache_bytes(layers, kv_heads, head_dim, context, batch, dtype_bytes)
+    row = kv_cache_bytes(layers, kv_heads, head_dim, 1, batch, dtype_bytes)
+    return cache + (cache + cache + row if update == "copy" else row)
 
 
 def lower_bound_s(bytes_moved: float, bandwidth_bytes_per_s: float) -> float:
@@ -58,6 +82,9 @@ class RooflinePoint:
     kv_bytes: int
     bandwidth_gbps: float
     measured_ms: float
+    #: the export's KV-cache layout and how the backend's step updated it (what ``kv_bytes`` counts)
+    kv_cache: str = "concat"
+    kv_update: str = "copy"
 
     @property
     def bytes_moved(self) -> int:
@@ -128,6 +155,8 @@ def torch_decoder_weight_bytes(named_parameters: Iterable[tuple[str, Any]]) -> i
 __all__ = [
     "ONNX_DTYPE_BYTES",
     "RooflinePoint",
+    "KV_UPDATES",
+    "decode_kv_bytes",
     "kv_cache_bytes",
     "lower_bound_s",
     "onnx_weight_bytes",

@@ -11,7 +11,9 @@
 * **memory**: peak RSS of the process running the backend (each backend in a fresh child process
   unless ``isolate=False``) and its RSS after imports;
 * **roofline**: per decode point, (decoder weight bytes + KV bytes) / measured bandwidth vs the
-  measured step time (:mod:`trt_pipeline.bench.roofline`).
+  measured step time (:mod:`trt_pipeline.bench.roofline`); the KV bytes are what the backend's step
+  moved for its cache (``kv_update``: a copy of the whole cache, or only the new row of an
+  ``--kv-cache inplace`` export's IO-bound run), and bench.json records the export's ``kv_cache``.
 
 Threads are pinned: torch and ONNX Runtime get the same intra-op thread count (``threads``, default
 every core) and one inter-op thread, and children get ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set.
@@ -143,7 +145,7 @@ def measure_backend(
     finally:
         runner.close()
     result.update(weight_bytes=int(runner.weight_bytes), kv_dtype_bytes=int(runner.kv_dtype_bytes),
-                  notes=runner.notes)
+                  kv_cache=runner.kv_cache, kv_update=runner.kv_update, notes=runner.notes)
     return result
 
 
@@ -180,17 +182,19 @@ def plan_lengths(setup_ranges: dict[str, Any], cfg: BenchConfig) -> tuple[list[i
 
 
 def roofline_points(backends: dict[str, dict[str, Any]], dims: Any, bandwidth_gbps: float, batch: int) -> list[dict[str, Any]]:
-    from trt_pipeline.bench.roofline import RooflinePoint, kv_cache_bytes
+    from trt_pipeline.bench.roofline import RooflinePoint, decode_kv_bytes
 
     text = dims.text
     points = []
     for name, entry in backends.items():
         if entry.get("status") != "ok" or not entry.get("weight_bytes"):
             continue
+        kv_cache, update = entry.get("kv_cache", "concat"), entry.get("kv_update", "copy")
         for row in entry["decode"]:
-            kv = kv_cache_bytes(text.num_hidden_layers, text.num_key_value_heads, text.head_dim, row["context"],
-                                batch, entry["kv_dtype_bytes"])
-            point = RooflinePoint(name, row["context"], entry["weight_bytes"], kv, bandwidth_gbps, row["p50_ms"])
+            kv = decode_kv_bytes(text.num_hidden_layers, text.num_key_value_heads, text.head_dim, row["context"],
+                                 batch, entry["kv_dtype_bytes"], update)
+            point = RooflinePoint(name, row["context"], entry["weight_bytes"], kv, bandwidth_gbps, row["p50_ms"],
+                                  kv_cache, update)
             points.append(point.to_dict())
     return points
 
@@ -233,6 +237,7 @@ def bench(out_dir: Path | str, cfg: BenchConfig = BenchConfig(), show_progress: 
     log(f"bench: memory bandwidth {bandwidth.best_gbps:.1f} GB/s (copy {bandwidth.copy_gbps_1t:.1f}/{bandwidth.copy_gbps:.1f}, "
         f"read {bandwidth.read_gbps_1t:.1f}/{bandwidth.read_gbps:.1f} GB/s with 1/{threads} threads); threads pinned to {threads}")
     report = BenchReport(out_dir, {**cfg.to_dict(), "threads": threads, "onnxruntime": ort_settings(cfg, threads),
+                                   "kv_cache": setup.manifest.kv_cache,
                                    "prompt_lengths_measured": prompts,
                                    "context_lengths_measured": contexts, "image_patches_measured": image},
                          machine_info(threads), bandwidth.to_dict(), notes=list(notes))
