@@ -235,7 +235,8 @@ def run_script(engine: Any, processing: Any, base: Any, other: Any) -> dict[str,
        with an inplace cache it extends the very buffer the first entry lives in, in place, and
        its own entry is a longer view of that buffer.
     3. Together: ``follow`` continues the first conversation differently (a prefix of ``peek``'s
-       entry shorter than what the arena holds: it must copy, or it would overwrite that entry),
+       entry, shorter than what the arena holds while that entry still reads the rows after it: the
+       arena must copy, or ``follow``'s prefill would overwrite them),
        ``branch`` leaves it after a shorter prefix, ``other`` runs alongside.
     4. Together: ``again`` continues the whole first entry once more, ``deeper`` continues ``follow``'s.
     """
