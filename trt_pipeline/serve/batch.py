@@ -9,7 +9,8 @@ becomes the next step's input as is: while the members stay the same, no cache i
 host between steps.
 
 Sequences join and leave between steps. A change of members rebuilds the padded arrays once
-(dropping padding columns no row needs any more; a sequence joining an empty batch keeps its own); a leaving sequence takes its own rows out as a
+(dropping padding columns no row needs any more; a sequence joining an empty batch keeps its
+own arrays); a leaving sequence takes its own rows out as a
 :class:`~trt_pipeline.serve.engine.SequenceCache` (for the prefix cache).
 
 Cache positions ("columns") are addressed through the engine's

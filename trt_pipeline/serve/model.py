@@ -54,7 +54,8 @@ class ServedModel:
 def describe(config: ServeConfig, engine: ServeEngine) -> str:
     contract = engine.contract
     return (f"serving {config.served_model_name} from {config.out}: backend {config.backend}, precision "
-            f"{config.precision}, {engine.kv_layout.kind} KV cache; profiles ({contract.source.name}): batch <= {contract.max_batch}, decoder call "
+            f"{config.precision}, {engine.kv_layout.kind} KV cache; profiles ({contract.source.name}): "
+            f"batch <= {contract.max_batch}, decoder call "
             f"<= {contract.max_chunk} tokens (prefill chunks of {engine.prefill_chunk}), prompt + reply <= "
             f"{contract.max_sequence} tokens, image tokens {contract.min_image_tokens}..{contract.max_image_tokens}; "
             f"queue <= {config.max_queue}, prefix cache {config.prefix_cache_entries} entries"
