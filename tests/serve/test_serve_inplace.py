@@ -107,6 +107,22 @@ def test_one_sequence_equals_the_fused_export_and_decodes_in_place(engines: dict
     assert engines["fused"]._stepper().arena is None
 
 
+def test_without_io_binding_the_inplace_export_gives_the_same_tokens(tiny_inplace_export: Path, engines: dict[str, Any],
+                                                                      prompts: list[Any]) -> None:
+    """``serve --no-io-binding``: ONNX Runtime returns new cache arrays (nothing written in place), same numbers."""
+    from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
+    from trt_pipeline.serve.engine import ServeEngine
+
+    engine = ServeEngine.load(tiny_inplace_export, "ort", "fp32", ort=OrtSettings(io_binding=False))
+    try:
+        got, got_logits, _ = solo_greedy(engine, prompts[0], 8)
+    finally:
+        engine.close()
+    want, want_logits, _ = solo_greedy(engines["fused"], prompts[0], 8)
+    assert got == want
+    assert max_abs(got_logits, want_logits) <= LOGITS_ATOL
+
+
 # -- the padded decode batch ---------------------------------------------------------------------
 def batched_greedy(engine: Any, prompts: list[Any], plan: dict[int, tuple[int, int]]) -> tuple[dict, dict, dict]:
     """Rows join at their step and leave after their decode steps; -> tokens, logits, left caches per prompt."""
