@@ -219,6 +219,8 @@ def test_arena_copies_on_write_and_extends_batches_exactly():
     del older, kept, again, fed, buffer
     rewound = arena.feed({"k": state}, 1)
     assert rewound["k"].base is state.base is arena.buffers["k"]
+    offset = arena.feed({"k": arena.buffers["k"][:, 1:4]}, 1)  # a view of the buffer not starting at row 0
+    assert offset["k"].base is not state.base and np.array_equal(offset["k"][:, :3], rewound["k"][:, 1:4])
     batch = {"k": np.ones((2, 3, 8), np.float32)}
     extended = arena.feed(batch, 1)["k"]
     assert extended.shape == (2, 4, 8) and extended.flags.c_contiguous and np.array_equal(extended[:, :3], batch["k"])

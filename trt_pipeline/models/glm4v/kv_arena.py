@@ -81,7 +81,8 @@ class KvArena:
         """Whether ``value`` is the first ``length`` rows of this arena's buffer, which has room for ``need``."""
         buffer = self.buffers.get(name)
         return (buffer is not None and value.base is buffer and value.shape[1] == length
-                and buffer.shape[1] >= need and value.dtype == buffer.dtype and value.flags.c_contiguous)
+                and buffer.shape[1] >= need and value.dtype == buffer.dtype and value.flags.c_contiguous
+                and value.ctypes.data == buffer.ctypes.data)  # a prefix: the view starts at row 0
 
     def _exclusive(self, name: str) -> bool:
         """Whether the state's view is the only view of ``name``'s buffer (nobody else reads its rows)."""
