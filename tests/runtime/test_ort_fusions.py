@@ -111,13 +111,3 @@ def test_pairs_with_other_numbers_are_left_alone(scale_type, bias_add, axis):
     model = norm_graph(scale_type, bias_add, axis)
     assert fuse_residual_rms_norms(model) == 0
     assert [node.op_type for node in model.graph.node] == ["Add", "RMSNormalization"]
-
-
-def test_a_large_file_with_inline_weights_is_left_to_onnx_runtime(tiny_fused_export, monkeypatch):
-    """Inline weights would travel in the session's bytes (twice in memory at start-up): above the limit, no rewrite."""
-    from trt_pipeline.runtime import ort_fusions
-
-    path = onnx_path(tiny_fused_export, "fp32", "decoder")
-    assert fused_model_bytes(path) is not None
-    monkeypatch.setattr(ort_fusions, "INLINE_LIMIT_BYTES", path.stat().st_size - 1)
-    assert fused_model_bytes(path) is None

@@ -23,12 +23,6 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-#: Largest ``.onnx`` file (inline weights) rewritten: a rewritten graph reaches ONNX Runtime as bytes, and
-#: inline weights travel in them, so the session's start-up peak holds them twice (small preset fp32,
-#: 356 MB: 1.04 GiB instead of 0.54 GiB under memcap). External weights stay in their files (the real
-#: 9B exports), so those graphs are rewritten whatever their size.
-INLINE_LIMIT_BYTES = 128 * 2**20
-
 #: The contrib op the pairs become (CPU kernel in ONNX Runtime's ``com.microsoft`` domain).
 SKIP_NORM = "SkipSimplifiedLayerNormalization"
 MS_DOMAIN = "com.microsoft"
@@ -89,13 +83,10 @@ def fused_model_bytes(path: Path | str) -> bytes | None:
     """``path``'s graph with :func:`fuse_residual_rms_norms` applied, serialized; None when nothing fuses.
 
     External weights are not read (ONNX Runtime loads them from the file's folder: the session is
-    given that folder); inline weights come along in the bytes, so a file above
-    :data:`INLINE_LIMIT_BYTES` is left to ONNX Runtime as it is (None).
+    given that folder); inline weights come along in the bytes.
     """
     import onnx
 
-    if Path(path).stat().st_size > INLINE_LIMIT_BYTES:
-        return None
     model = onnx.load(str(path), load_external_data=False)
     if not any(node.op_type == "RMSNormalization" for node in model.graph.node):
         return None
@@ -104,4 +95,4 @@ def fused_model_bytes(path: Path | str) -> bytes | None:
     return model.SerializeToString()
 
 
-__all__ = ["INLINE_LIMIT_BYTES", "MS_DOMAIN", "SKIP_NORM", "fuse_residual_rms_norms", "fused_model_bytes"]
+__all__ = ["MS_DOMAIN", "SKIP_NORM", "fuse_residual_rms_norms", "fused_model_bytes"]
