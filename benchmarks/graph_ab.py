@@ -5,8 +5,7 @@ with the bench's own backend (``ort-fp32``: the stepper's host work included), a
 configurations round by round so machine load hits them alike; the figure per case is the median
 over all rounds. ``--clock cpu`` (with ``--threads 1``) times the CPU of the calling thread, which
 stays comparable on a machine loaded by other processes. Each argument is ``FOLDER`` or
-``FOLDER:noio`` (IO binding off) / ``FOLDER:nofuse`` (no load-time norm fusion, ``OrtSettings.fuse_norms``);
-the first is the baseline of the ratios.
+``FOLDER:noio`` (IO binding off); the first is the baseline of the ratios.
 
     python benchmarks/graph_ab.py OLD_EXPORT:noio NEW_EXPORT --threads 1 --clock cpu \\
         --json benchmarks/results/graph_ab.json
@@ -47,7 +46,7 @@ def measure(backends: list, kind: str, size: int, rounds: int, reps: int, clock:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="+", help="FOLDER, FOLDER:noio, FOLDER:nofuse")
+    parser.add_argument("configs", nargs="+", help="FOLDER or FOLDER:noio")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     parser.add_argument("--rounds", type=int, default=5)
@@ -61,9 +60,8 @@ def main() -> int:
 
     backends = []
     for config in args.configs:
-        folder, *flags = config.split(":")
-        setup = BenchSetup(Path(folder), args.threads, io_binding="noio" not in flags, fuse_norms="nofuse" not in flags)
-        backend = make_backend(f"ort-{args.precision}", setup)
+        folder, _, flag = config.partition(":")
+        backend = make_backend(f"ort-{args.precision}", BenchSetup(Path(folder), args.threads, io_binding=flag != "noio"))
         backend.load()
         backends.append(backend)
     load_before = os.getloadavg()

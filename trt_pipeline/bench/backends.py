@@ -67,7 +67,6 @@ class BenchSetup:
     seed: int = 0
     inter_op_threads: int | None = 1
     io_binding: bool = True
-    fuse_norms: bool = True  # OrtSettings.fuse_norms (runtime/ort_fusions.py)
 
     def __post_init__(self) -> None:
         from trt_pipeline.models.glm4v.config import load_dims
@@ -311,7 +310,7 @@ class OrtBackend(HostFedBackend):
         from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
 
         return OrtSettings(intra_op_threads=self.setup.threads, inter_op_threads=self.setup.inter_op_threads,
-                           io_binding=self.setup.io_binding, fuse_norms=self.setup.fuse_norms)
+                           io_binding=self.setup.io_binding)
 
     def load(self) -> None:
         from trt_pipeline.bench.roofline import onnx_weight_bytes

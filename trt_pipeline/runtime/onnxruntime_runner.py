@@ -38,9 +38,6 @@ class OrtSettings:
     (``session.intra_op.allow_spinning`` 0); on a host whose cores are shared (a server whose other
     threads do work between runs, a loaded machine) spinning threads burn the CPU time the others
     need: a small-preset decode step measured 150 ms spinning vs 68 ms not, on 2 cores at load 20.
-    ``fuse_norms``: fuse each residual ``Add`` and the ``RMSNormalization`` of the sum into ONNX
-    Runtime's ``SkipSimplifiedLayerNormalization`` when the session is made (fused-ops decoders;
-    the file on disk is not changed: :mod:`~trt_pipeline.runtime.ort_fusions`).
     """
 
     intra_op_threads: int | None = None
@@ -49,7 +46,6 @@ class OrtSettings:
     optimization: str = "all"
     io_binding: bool = True
     spinning: bool = True
-    fuse_norms: bool = True
 
     def __post_init__(self) -> None:
         for name in ("intra_op_threads", "inter_op_threads"):
@@ -112,18 +108,9 @@ def session(path: Path | str, threads: int | None = None, settings: OrtSettings 
     settings = settings or OrtSettings(intra_op_threads=threads)
     options = settings.session_options(optimized_model_path)
     try:
-        source: str | bytes = str(path)
-        if settings.fuse_norms:
-            from trt_pipeline.runtime.ort_fusions import fused_model_bytes
-
-            fused = fused_model_bytes(path)
-            if fused is not None:  # loaded from memory: external weights stay in the file's folder
-                source = fused
-                options.add_session_config_entry("session.model_external_initializers_file_folder_path",
-                                                 str(Path(path).resolve().parent))
         # fp16 graphs need no disabled optimizer: AutoCast's output divides its norms by the root through
         # Reciprocal, which ORT 1.24's crashing SimplifiedLayerNormFusion does not match (graph/half_norms.py)
-        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... classes
         raise OnnxModelError(
             f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0]}",
