@@ -145,7 +145,7 @@ def main() -> int:
                              "bandwidth; stays comparable when other processes load the machine")
     parser.add_argument("--decoder-ops", choices=("fused", "portable"), default="fused",
                         help="the export's decoder flavour (`export --decoder-ops`): fused is the ONNX Runtime one")
-    parser.add_argument("--kv-cache", choices=("inplace", "concat"), default="inplace",
+    parser.add_argument("--kv-cache", choices=("concat", "inplace"), default="concat",
                         help="the KV-cache contract with fused ops (`export --kv-cache`; portable is always concat)")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--decode-steps", type=int, default=32)

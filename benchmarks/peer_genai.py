@@ -458,7 +458,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export-arg", action="append", default=[], help="extra `autoglm-trt export` argument")
     parser.add_argument("--decoder-ops", choices=("fused", "portable"), default="fused",
                         help="our decoder flavour (`export --decoder-ops`): fused is the one for ONNX Runtime")
-    parser.add_argument("--kv-cache", choices=("inplace", "concat"), default="inplace",
+    parser.add_argument("--kv-cache", choices=("concat", "inplace"), default="concat",
                         help="our KV-cache contract with fused ops (`export --kv-cache`; portable is always concat)")
     parser.add_argument("--no-int4", action="store_true", help="fp32 only")
     parser.add_argument("--int4-arg", action="append", default=[],
