@@ -70,7 +70,7 @@ def tiny_fused_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture(scope="session")
 def tiny_inplace_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``tiny_fused_export``'s twin with ``--kv-cache inplace`` (each cache tensor ``[B, past + S, kv * D]``,
-    updated in place by ScatterND), same ranges, validated against transformers. Read-only."""
+    updated in place by ScatterElements), same ranges, validated against transformers. Read-only."""
     from trt_pipeline.config import ExportConfig
     from trt_pipeline.export.exporter import export
 

@@ -56,7 +56,7 @@ def test_bench_of_an_inplace_export_records_its_cache_and_in_place_steps(benched
     assert [row["context"] for row in ort["decode"]] == list(CONTEXTS) and all(r["p50_ms"] > 0 for r in ort["decode"])
     torch_export = data["backends"]["torch-export"]
     assert torch_export["kv_cache"] == "inplace" and torch_export["kv_update"] in ("in place", "copy")
-    # the same step without IO binding: ONNX Runtime's ScatterND writes a new array, a whole copy
+    # the same step without IO binding: ONNX Runtime's ScatterElements writes a new array, a whole copy
     unbound = benched["inplace-unbound"]["backends"]["ort-fp32"]
     assert (unbound["kv_cache"], unbound["kv_update"]) == ("inplace", "copy")
     concat = benched["concat"]

@@ -5,7 +5,7 @@ profile must give them the attention mask's past + sequence range (prefill: the 
 decode: past + 1; append: past + chunk), and the run-time profile choice must tell prefill from
 append without a ``past_sequence_length`` axis. TensorRT itself cannot run here (no GPU): builds go
 through the fake TensorRT of ``conftest.py``, which checks the API calls, not that TensorRT's
-parser and kernels take the graph (its ONNX ``Attention`` with 3-D key/value and the ``ScatterND``
+parser and kernels take the graph (its ONNX ``Attention`` with 3-D key/value and the ``ScatterElements``
 cache update are unverified on a GPU).
 """
 

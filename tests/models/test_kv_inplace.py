@@ -1,7 +1,7 @@
 """``export --kv-cache inplace``: the same numbers as the concat cache, with the cache written in place.
 
 The inplace decoder takes each cache tensor as ``[B, past + S, kv * D]`` and returns it with the
-new rows written (ScatterND). Checked here against the fused concat export of the same tiny
+new rows written (ScatterElements). Checked here against the fused concat export of the same tiny
 checkpoint (same ops otherwise), over ONNX Runtime with and without IO binding and over the
 export's torch modules: logits and greedy tokens for one row and a left-padded batch, chunked
 prefill, and that the bound runner really writes into the fed buffer (no new cache per step).
@@ -173,11 +173,11 @@ def test_the_graph_updates_each_cache_tensor_with_one_scatter(tiny_inplace_expor
     assert manifest.kv_cache == "inplace" and manifest.decoder_ops == "fused"
     assert read_export_manifest(tiny_fused_export).kv_cache == "concat"
     record = json.loads((tiny_inplace_export / "export.json").read_text())["decoder_graph"]
-    assert record["kv_cache"] == "inplace" and "ScatterND" in record["kv_cache_update"]
+    assert record["kv_cache"] == "inplace" and "ScatterElements" in record["kv_cache_update"]
     model = onnx.load(str(onnx_path(tiny_inplace_export, "fp32", "decoder")), load_external_data=False)
     ops = Counter(node.op_type for node in model.graph.node)
     layers = manifest.checkpoint_dims["text"]["num_hidden_layers"]
-    assert ops["ScatterND"] == 2 * layers and ops["Attention"] == layers
+    assert ops["ScatterElements"] == 2 * layers and ops["Attention"] == layers
     dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
             for v in (*model.graph.input, *model.graph.output)}
     width = manifest.checkpoint_dims["text"]["num_key_value_heads"] * 32  # tiny head_dim

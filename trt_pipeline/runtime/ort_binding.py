@@ -23,7 +23,7 @@ output bound to the CPU device and copied out after the run.
 
 An output that is the in-place update of an input (``present.X`` of an ``inplace`` KV cache, the
 same shape and type as ``past_key_values.X``: :func:`inplace_aliases`) is bound to that input's own
-memory: ONNX Runtime's ``ScatterND`` then writes only the new rows (it skips copying its input
+memory: ONNX Runtime's ``ScatterElements`` then writes only the new rows (it skips copying its input
 when input and output are one buffer), and the run returns the fed array itself as the output.
 
 Why a lean path at all: a decode step of a small model is a few milliseconds, and the run

@@ -35,7 +35,7 @@ def export_command(
         "RMSNormalization, faster on ONNX Runtime (Android, CPU) and parsed by TensorRT >= 10.15 / 11, not 10.3."))] = "portable",
     kv_cache: Annotated[str, typer.Option("--kv-cache", help=(
         "concat: each step returns the whole KV cache anew. inplace (with --decoder-ops fused): the cache is "
-        "updated in place (ScatterND), so ONNX Runtime writes only the new rows and holds one cache, not two."))] = "concat",
+        "updated in place (ScatterElements), so ONNX Runtime writes only the new rows and holds one cache, not two."))] = "concat",
     components: Components = "vision_encoder,decoder",
     workload: Annotated[Optional[str], typer.Option("--workload", help=(
         "Request shapes the export is made for: phone-agent | tiny [default: phone-agent for real-width "

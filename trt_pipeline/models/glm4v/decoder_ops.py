@@ -26,7 +26,7 @@ DECODER_OPS = ("portable", "fused")
 #:   step that grows with the context). Every flavour and every runtime.
 #: * ``inplace``: ``past_key_values.*`` ``[B, past + S, kv_heads * head_dim]`` in (the last S rows are
 #:   don't-care slots for the new tokens), ``present.*`` the same array with those rows written
-#:   (one ``ScatterND`` per tensor). A runtime that binds each ``present.*`` to its
+#:   (one ``ScatterElements`` per tensor). A runtime that binds each ``present.*`` to its
 #:   ``past_key_values.*`` buffer (:class:`~trt_pipeline.runtime.ort_binding.BoundOrtRunner`) writes
 #:   only the new rows, and a host that keeps one growing buffer per tensor
 #:   (:class:`~trt_pipeline.models.glm4v.stepper.DecoderStepper`) feeds a prefix view of it: no
@@ -87,7 +87,7 @@ def check_export_dtype(ops: str, dtype: str) -> None:
 
 _INPLACE_CACHE = {
     "kv_cache": "inplace",
-    "kv_cache_update": "ScatterND of the new rows into past_key_values.* [B, past + S, kv_heads * head_dim] "
+    "kv_cache_update": "ScatterElements of the new rows into past_key_values.* [B, past + S, kv_heads * head_dim] "
                        "(present.* is that array); ONNX Runtime IO binding aliases present to past: no cache copy",
 }
 

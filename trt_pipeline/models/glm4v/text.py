@@ -103,15 +103,16 @@ def grouped_query_attention(
     return torch.matmul(weights.view(b, kv, groups * s, -1), value).reshape(b, heads, s, d)
 
 
-def inplace_kv_index(batch: int, total: int, query_length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``index_put`` indices of the new rows of an ``inplace`` cache ``[B, T, kv * D]``: the last S positions.
+def inplace_kv_index(batch: int, total: int, query_length: int, width: int, device: torch.device) -> torch.Tensor:
+    """``scatter`` index of the new rows of an ``inplace`` cache ``[B, T, width]``: the last S positions.
 
     Made once per forward from shapes only (the write position is ``T - S``, the same past length
-    the causal bias uses) and shared by every layer; it traces to one ``ScatterND`` per cache tensor.
+    the causal bias uses; every row of a left-padded batch writes there) and shared by every layer:
+    it traces to ONE index (Expand) and one ``ScatterElements`` per cache tensor, where ``index_put``
+    would broadcast its values again for every tensor (one more node each).
     """
-    rows = torch.arange(batch, device=device).unsqueeze(1)  # [B, 1]
-    positions = (torch.arange(query_length, device=device) + (total - query_length)).unsqueeze(0)  # [1, S]
-    return rows, positions
+    positions = torch.arange(query_length, device=device) + (total - query_length)
+    return positions.view(1, query_length, 1).expand(batch, query_length, width)
 
 
 def causal_padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
@@ -150,7 +151,7 @@ class TextAttention(nn.Module):
         bias: torch.Tensor,
         past_key: torch.Tensor,
         past_value: torch.Tensor,
-        kv_index: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, S, hidden]; cos/sin [B, S, 1, D] from :func:`head_rotary_tables`; bias [B, 1, 1, S, T].
 
@@ -172,7 +173,7 @@ class TextAttention(nn.Module):
 
     def _fused(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor,
-        past_key: torch.Tensor, past_value: torch.Tensor, kv_index: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key: torch.Tensor, past_value: torch.Tensor, kv_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The same attention as opset 23 ops: one ``RotaryEmbedding`` per projection, one ``Attention``.
 
@@ -192,8 +193,8 @@ class TextAttention(nn.Module):
         # refuses the attribute); half graphs ask for a float softmax like transformers' eager path
         half = q.dtype != torch.float32
         if kv_index is not None:  # inplace cache: write the new rows, attend over the whole (sequence-major) cache
-            key = past_key.to(q.dtype).index_put(kv_index, k)
-            value = past_value.to(q.dtype).index_put(kv_index, self.v_proj(x))
+            key = past_key.to(q.dtype).scatter(1, kv_index, k)
+            value = past_value.to(q.dtype).scatter(1, kv_index, self.v_proj(x))
             out = ops.attention(q, key, value, bias, q_num_heads=self.num_heads, kv_num_heads=self.num_kv_heads,
                                 scale=self.scaling, softmax_precision=1 if half else None)[0]
             return self.o_proj(out), key, value
@@ -236,7 +237,7 @@ class DecoderLayer(nn.Module):
         bias: torch.Tensor,
         past_key: torch.Tensor,
         past_value: torch.Tensor,
-        kv_index: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         attn_out, key, value = self.self_attn(self.input_layernorm(x), cos, sin, bias, past_key, past_value, kv_index)
         x = x + self.post_self_attn_layernorm(attn_out)
@@ -322,7 +323,8 @@ class TextDecoder(nn.Module):
                                           self.dims.head_dim)  # [B, S, 1, D]: rotary runs before the head transpose
         kv_index = None
         if self.kv_cache == "inplace":
-            kv_index = inplace_kv_index(x.shape[0], attention_mask.shape[1], x.shape[1], x.device)
+            width = self.dims.num_key_value_heads * self.dims.head_dim
+            kv_index = inplace_kv_index(x.shape[0], attention_mask.shape[1], x.shape[1], width, x.device)
         presents: list[torch.Tensor] = []
         for index, layer in enumerate(self.language_model.layers):
             x, key, value = layer(x, cos, sin, bias, past_key_values[2 * index], past_key_values[2 * index + 1], kv_index)
