@@ -226,6 +226,8 @@ def test_arena_copies_on_write_and_extends_batches_exactly():
     assert extended.shape == (2, 4, 8) and extended.flags.c_contiguous and np.array_equal(extended[:, :3], batch["k"])
     with pytest.raises(ValueError):
         KvArena(KvLayout("concat", 2, 4))
+    with pytest.raises(ValueError, match="concat-layout cache"):
+        arena.feed({"k": np.zeros((1, 2, 3, 4), np.float32)}, 1)
 
 
 def test_layout_converts_to_and_from_transformers_heads():
@@ -252,3 +254,25 @@ def test_rewind_and_redecode_stays_in_place(tiny_inplace_export):
             stepper.load(filled)
             assert torch.equal(stepper.decode(torch.tensor([7])).logits, first)
             assert id(stepper.arena.buffers["past_key_values.0.key"]) == buffer_id
+
+
+def test_bf16_and_streamed_inplace_exports_validate(tiny_checkpoint, tmp_path, monkeypatch):
+    """bf16 (validated through the torch modules: their feeds must take the inplace layout) and a streamed
+    export validated on its twin, named by a relative path (the twin's structural check once failed on that)."""
+    from trt_pipeline.export.exporter import export
+    from trt_pipeline.export.twin_validate import validate_export
+
+    bf16 = export(tiny_checkpoint, tmp_path / "bf16", ExportConfig(max_seq=32, max_kv=48, max_image_tokens=64, dtype="bfloat16",
+                                                                   decoder_ops="fused", kv_cache="inplace"), show_progress=False)
+    from trt_pipeline.artifacts import OutputLayout
+
+    report = json.loads(OutputLayout(bf16).validation_report_for("bf16").read_text())
+    assert report["passed"] and read_export_manifest(bf16).kv_cache == "inplace"
+    export(tiny_checkpoint, tmp_path / "streamed", ExportConfig(max_seq=32, max_kv=48, max_image_tokens=64, streaming=True,
+                                                                decoder_ops="fused", kv_cache="inplace", validate=False),
+           show_progress=False)
+    monkeypatch.chdir(tmp_path)
+    twin = validate_export("streamed", mode="twin", show_progress=False)
+    assert twin.mode == "twin" and twin.passed
+    worst = max(result.max_abs for result in twin.results if result.component == "decoder" and result.output == "logits")
+    assert worst <= 1e-4

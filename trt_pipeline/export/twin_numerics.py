@@ -143,10 +143,11 @@ def export_outputs(out_dir: Path, precision: str, dtype: str, checkpoint: Path, 
 
 
 def _decoder_steps(assets: Any, runner: Any, shapes: TwinShapes, reference: Outputs, out: Outputs) -> None:
-    from trt_pipeline.models.glm4v.stepper import CacheState, DecoderStepper, FeedBuilder
+    from trt_pipeline.models.glm4v.stepper import CacheState, DecoderStepper, FeedBuilder, runner_kv_cache
 
     if hasattr(runner, "spec"):  # torch modules (bf16): float32 feeds, the runner casts by its own spec
-        stepper = DecoderStepper(assets, runner, builder=FeedBuilder(assets, None), check_inputs=False)
+        builder = FeedBuilder(assets, None, kv_cache=runner_kv_cache(runner))  # float32 feeds in the runner's cache layout
+        stepper = DecoderStepper(assets, runner, builder=builder, check_inputs=False)
     else:
         stepper = DecoderStepper(assets, runner)
     ids = token_ids(assets.dims, shapes)

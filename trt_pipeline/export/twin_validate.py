@@ -168,7 +168,7 @@ def structural_checks(out_dir: Path, twin_out: Path, checkpoint: Path, manifest:
     structure, hashes = {}, {}
     for component, entry in manifest.components.items():
         full_path = entry.path
-        twin_path = twin_out / entry.path.relative_to(out_dir.resolve())
+        twin_path = twin_out / entry.path.resolve().relative_to(out_dir.resolve())  # the export may be named relatively
         structure[component] = compare_to_twin(graph_layers(full_path), graph_layers(twin_path))
         hashes[component] = verify_initializer_hashes(full_path, checkpoint)
         hashes[component]["differ"] = hashes[component]["differ"][:10]

@@ -245,14 +245,15 @@ def validate_decoder_point(
     fp32_reference: Any = None,
 ) -> list[PointResult]:
     """``seq`` new tokens on transformers' own KV cache of ``past`` tokens, logits at every position."""
-    from trt_pipeline.models.glm4v.stepper import CacheState, DecoderStepper, FeedBuilder
+    from trt_pipeline.models.glm4v.stepper import CacheState, DecoderStepper, FeedBuilder, runner_kv_cache
 
     text = assets.dims.text
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, min(text.vocab_size, assets.dims.image_start_token_id), (batch, past + seq), generator=generator)
     full = reference(input_ids=ids, use_cache=True)
     if hasattr(runner, "spec"):  # torch modules (bf16): float32 feeds, the runner casts by its own spec
-        stepper = DecoderStepper(assets, runner, builder=FeedBuilder(assets, None), check_inputs=False)
+        builder = FeedBuilder(assets, None, kv_cache=runner_kv_cache(runner))  # float32 feeds in the runner's cache layout
+        stepper = DecoderStepper(assets, runner, builder=builder, check_inputs=False)
     else:
         stepper = DecoderStepper(assets, runner)
     stepper.reset(batch)

@@ -54,6 +54,9 @@ class KvArena:
         if not past:
             return {}
         first = next(iter(past.values()))
+        if first.ndim != 3:
+            raise ValueError(f"an inplace KV cache holds [batch, positions, kv_heads * head_dim] arrays, got shape "
+                             f"{tuple(first.shape)}: a concat-layout cache (made by another export?) cannot be fed to it")
         batch, length = int(first.shape[0]), int(first.shape[1])
         need = length + new
         if batch != 1:
