@@ -289,7 +289,7 @@ class TorchExportBackend(HostFedBackend):
         self._host()
         self.model = Glm4vExportModel.from_pretrained(self.setup.checkpoint, dtype="float32")
         manifest = self.setup.manifest  # the modules of the flavour that was exported
-        self.model.decoder.use_ops(manifest.decoder_ops).use_kv_cache(manifest.kv_cache)
+        self.model.decoder.use_graph(manifest.decoder_ops, manifest.kv_cache)
         self.weight_bytes = torch_decoder_weight_bytes(self.model.named_parameters(remove_duplicate=False))
         self._activate(*torch_component_runners(self.model))
 

@@ -94,7 +94,7 @@ class DiscoveryContext:
 
             manifest = read_export_manifest(self.out_dir)
             model = Glm4vExportModel.from_pretrained(self.checkpoint, dtype="float32")
-            model.decoder.use_ops(manifest.decoder_ops).use_kv_cache(manifest.kv_cache)
+            model.decoder.use_graph(manifest.decoder_ops, manifest.kv_cache)
             self._torch_model = model
         return self._torch_model
 

@@ -102,8 +102,11 @@ class ExportConfig:
     allow_missing_tokenizer: bool = False  # export without tokenizer/chat template/image processor (warning)
 
     def __post_init__(self) -> None:
+        from trt_pipeline.models.glm4v.decoder_ops import check_kv_cache
+
         _check_components(self.components)
         self._resolve_opset()
+        check_kv_cache(self.decoder_ops, self.kv_cache)
         newest = _newest_onnx_opset()
         if self.opset > newest:
             raise ConfigError(f"--opset {self.opset} is newer than the installed onnx knows (newest: {newest}).",
@@ -121,11 +124,8 @@ class ExportConfig:
         """Fill in the flavour's default opset; refuse an opset below what the flavour's ops need."""
         from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS, DECODER_OPS_DEFAULT_OPSET, DECODER_OPS_MIN_OPSET
 
-        from trt_pipeline.models.glm4v.decoder_ops import check_kv_cache
-
         if self.decoder_ops not in DECODER_OPS:
             raise ConfigError(f"--decoder-ops must be one of {', '.join(DECODER_OPS)}, got {self.decoder_ops!r}.")
-        check_kv_cache(self.decoder_ops, self.kv_cache)
         if self.opset is None:
             object.__setattr__(self, "opset", DECODER_OPS_DEFAULT_OPSET[self.decoder_ops])
         low = DECODER_OPS_MIN_OPSET[self.decoder_ops]

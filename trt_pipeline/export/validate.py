@@ -303,7 +303,7 @@ def component_runner(out_dir: Path, precision: str, dtype: str, checkpoint: Path
 
     model = Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype)
     manifest = read_export_manifest(out_dir)
-    model.decoder.use_ops(manifest.decoder_ops).use_kv_cache(manifest.kv_cache)  # the flavour that was traced
+    model.decoder.use_graph(manifest.decoder_ops, manifest.kv_cache)  # the flavour that was traced
     module = model.vision_encoder if component == "vision_encoder" else model.decoder
     spec = component_spec(model.dims, component, dtype, manifest.kv_cache)
     return TorchModuleRunner(module, spec, name=f"torch-export-bf16:{component}")

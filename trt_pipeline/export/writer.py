@@ -104,7 +104,7 @@ def write_export(
         start = time.perf_counter()
         streaming = streamer.use_streaming(cfg.streaming, checkpoint)
         model, entries = _load(checkpoint, dims, dtype, streaming)
-        model.decoder.use_ops(cfg.decoder_ops).use_kv_cache(cfg.kv_cache)
+        model.decoder.use_graph(cfg.decoder_ops, cfg.kv_cache)
         timings["load"] = time.perf_counter() - start
         progress.advance(task)
         with atomic_output_dir(out, overwrite=overwrite) as tmp:

@@ -153,6 +153,11 @@ def known_axes(axes: Sequence[tuple[str, Sequence[tuple[int, str]]]], feed: Mapp
 ORT_ONNX_TYPES = {"tensor(float)": 1, "tensor(uint8)": 2, "tensor(int8)": 3, "tensor(int32)": 6,
                   "tensor(int64)": 7, "tensor(bool)": 9, "tensor(float16)": 10, "tensor(double)": 11}
 
+def output_types(kind: str) -> tuple[np.dtype, int]:
+    """(numpy dtype, ONNX element type) of an ONNX Runtime type string (uint8 / 0 for types our graphs never output)."""
+    return np.dtype(ORT_NUMPY_TYPES.get(kind, np.uint8)), ORT_ONNX_TYPES.get(kind, 0)
+
+
 #: Byte alignment of every output carved from a slab (a cache line).
 SLAB_ALIGNMENT = 64
 
@@ -181,8 +186,8 @@ class OutputLayout:
         self.complete = all(kind in ORT_ONNX_TYPES and all(isinstance(d, int) or d in sources for d in dims)
                             for dims, kind in groups)
         #: per group: symbolic dims, numpy dtype, ONNX element type, output names (session order within)
-        self.groups = [(dims, np.dtype(ORT_NUMPY_TYPES.get(kind, np.uint8)), ORT_ONNX_TYPES.get(kind, 0),
-                        [self.names[p] for p in positions]) for (dims, kind), positions in groups.items()]
+        self.groups = [(dims, *output_types(kind), [self.names[p] for p in positions])
+                       for (dims, kind), positions in groups.items()]
         # the groups' concatenation in session order already (the decoder: logits, then every present)?
         order = [p for positions in groups.values() for p in positions]
         self.in_order = order == list(range(len(self.names)))
@@ -231,8 +236,7 @@ class BoundOrtRunner(OnnxrtRunner):
         self._inputs = self.sess.get_inputs()
         self._axes = symbolic_axes(self._inputs)
         self._aliases = inplace_aliases(self._inputs, self._outputs)
-        self._alias_types = {node.name: (np.dtype(ORT_NUMPY_TYPES.get(node.type, np.uint8)), ORT_ONNX_TYPES.get(node.type, 0))
-                             for node in self._outputs if node.name in self._aliases}
+        self._alias_types = {node.name: output_types(node.type) for node in self._outputs if node.name in self._aliases}
         self._layout = OutputLayout(self._inputs, [node for node in self._outputs if node.name not in self._aliases])
         self._output_names = [node.name for node in self._outputs]
         self._c_binding = self.binding._iobinding  # the C binding the public wrapper forwards to

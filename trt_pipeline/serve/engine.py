@@ -81,7 +81,7 @@ def torch_runners(out_dir: Path, precision: str, ort: Any = None) -> tuple[Any, 
         raise ConfigError(f"--backend torch runs fp32 or fp16, not {precision!r}.")
     model = Glm4vExportModel.from_pretrained(checkpoint, dtype=dtype)
     manifest = read_export_manifest(out_dir)
-    model.decoder.use_ops(manifest.decoder_ops).use_kv_cache(manifest.kv_cache)  # the flavour the export traced
+    model.decoder.use_graph(manifest.decoder_ops, manifest.kv_cache)  # the flavour the export traced
     return torch_component_runners(model)
 
 

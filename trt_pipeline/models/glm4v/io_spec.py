@@ -56,8 +56,6 @@ LOGITS_POSITIONS = "logits_positions"
 NUM_LOGITS = "num_logits"
 
 
-
-
 @dataclass(frozen=True)
 class KvLayout:
     """Where the sequence axis of one KV-cache array is, and how to make, cut and convert such arrays.

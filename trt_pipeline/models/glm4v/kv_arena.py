@@ -41,7 +41,6 @@ class KvArena:
             raise ValueError("KvArena serves inplace KV caches only")
         self.layout = layout
         self.buffers: dict[str, np.ndarray] = {}
-        self.high = 0  # longest prefix (rows) any handed-out view covers
         self.handed: dict[str, np.ndarray] = {}  # the views the last feed returned (a decode step's state is them)
         # references a buffer has when only the arena and ONE view hold it, counted in _exclusive's frame
         probe = {"": np.empty((1, 2, 1))}
@@ -66,14 +65,20 @@ class KvArena:
         # into them): checked by identity, the per-array checks below are for every other start
         if not (len(handed) == len(past) and all(handed.get(name) is value for name, value in past.items())
                 and need <= self.capacity):
+            high = self.high
             self.handed = handed = {}  # the arena's own views must not count as readers below
             holds = all(self._holds(name, value, length, need) for name, value in past.items())
-            if not holds or (length < self.high and not all(self._exclusive(name) for name in past)):
+            if not holds or (length < high and not all(self._exclusive(name) for name in past)):
                 self._rebuild(past, length, need)
-        self.high = need
         buffers = self.buffers
         self.handed = {name: buffers[name][:, :need] for name in past}
         return dict(self.handed)
+
+    @property
+    def high(self) -> int:
+        """Rows the views of the last feed cover: the longest prefix of the buffers anyone may still read
+        (a shorter start either copied into new buffers or was the only reader of the old ones)."""
+        return next(iter(self.handed.values())).shape[1] if self.handed else 0
 
     @property
     def capacity(self) -> int:
@@ -105,7 +110,6 @@ class KvArena:
             buffer[:, :length] = value
             buffers[name] = buffer
         self.buffers = buffers
-        self.high = 0
 
     @staticmethod
     def extended(value: np.ndarray, need: int) -> np.ndarray:

@@ -192,13 +192,6 @@ class FeedBuilder:
         shape = self.kv_layout.shape(batch, 0)
         return {name: self.cast(name, np.zeros(shape, np.float32)) for name in self.past_names}
 
-    def step_past(self, past: Mapping[str, np.ndarray], new: int) -> Mapping[str, np.ndarray]:
-        """The cache arrays a step of ``new`` tokens is fed: ``past`` itself (concat), or for an
-        ``inplace`` cache arrays that also span the new rows (a copy; a stepper feeds views of its
-        :class:`~trt_pipeline.models.glm4v.kv_arena.KvArena` instead)."""
-        if not self.kv_layout.inplace or not past:
-            return past
-        return {name: KvArena.extended(value, value.shape[1] + new) for name, value in past.items()}
 
     def decoder_feed(
         self,
@@ -213,8 +206,10 @@ class FeedBuilder:
         ``positions`` are the M-RoPE ids ``[3, B, S]`` of the new tokens. An ``inplace`` cache
         ``past`` may already span the new rows (``past + S``, as a stepper feeds it) or not (extended here).
         """
-        if self.kv_layout.inplace and past and self.kv_layout.length(next(iter(past.values()))) != attention_mask.shape[1]:
-            past = self.step_past(past, embeds.shape[1])
+        total = attention_mask.shape[1]
+        if self.kv_layout.inplace and past and self.kv_layout.length(next(iter(past.values()))) != total:
+            # not yet spanning the new rows: a copy that does (a stepper feeds views of its KvArena instead)
+            past = {name: KvArena.extended(value, total) for name, value in past.items()}
         cos, sin = host.text_rope(self.dims.text, positions)
         feed: dict[str, np.ndarray] = {
             "inputs_embeds": _np(embeds),

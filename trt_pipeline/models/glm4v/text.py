@@ -282,6 +282,11 @@ class TextDecoder(nn.Module):
         self.ops = "portable"
         self.kv_cache = "concat"
 
+    def use_graph(self, ops: str, kv_cache: str = "concat") -> TextDecoder:
+        """Trace as export.json's ``decoder_graph`` says: ``ops`` flavour and ``kv_cache`` contract."""
+        self.kv_cache = "concat"  # any flavour takes it, so the order below never refuses a valid pair
+        return self.use_ops(ops).use_kv_cache(kv_cache)
+
     def use_kv_cache(self, kind: str) -> TextDecoder:
         """Trace with the ``kind`` KV-cache contract of :data:`~trt_pipeline.models.glm4v.io_spec.KV_CACHES` (inplace: fused ops only)."""
         if kind not in KV_CACHES:
