@@ -252,8 +252,29 @@ def test_rewind_and_redecode_stays_in_place(tiny_inplace_export):
         first = stepper.decode(torch.tensor([7])).logits
         for _ in range(5):
             stepper.load(filled)
+            # settled at load: the state is what the arena handed out last, so the step takes the identity path
+            assert all(stepper.state.past[name] is view for name, view in stepper.arena.handed.items())
             assert torch.equal(stepper.decode(torch.tensor([7])).logits, first)
             assert id(stepper.arena.buffers["past_key_values.0.key"]) == buffer_id
+
+
+def test_adopt_keeps_own_rows_in_place_and_copies_when_a_longer_view_is_held():
+    arena = KvArena(KvLayout("inplace", 2, 4))
+    fed = arena.feed({"k": np.arange(24, dtype=np.float32).reshape(1, 3, 8)}, 2)["k"]
+    buffer = arena.buffers["k"]
+    fed[:, 3:] = -1.0
+    state = fed[:, :3].copy()  # rows made elsewhere (not a view of the arena): left for the next feed to copy
+    assert arena.adopt({"k": state})["k"] is state and arena.handed["k"] is fed
+    prefix = fed[:, :4]  # a shorter start inside the buffer while the 5-row view is still held: copied now
+    adopted = arena.adopt({"k": prefix})["k"]
+    assert adopted.base is arena.buffers["k"] is not buffer and np.array_equal(adopted, prefix)
+    assert np.array_equal(fed[:, 4], -np.ones((1, 8), np.float32))
+    assert arena.feed({"k": adopted}, 1)["k"].base is arena.buffers["k"]  # the step continues the adopted state
+    mine = id(arena.buffers["k"])
+    del fed, prefix, buffer, adopted  # every view of the buffer but the arena's own is gone
+    shorter = arena.adopt({"k": arena.buffers["k"][:, :2]})["k"]  # nobody else reads this buffer: kept in place
+    assert id(shorter.base) == mine and arena.handed["k"] is shorter and arena.high == 2
+    assert arena.adopt({"k": np.ones((2, 3, 8), np.float32)})["k"].shape == (2, 3, 8)  # batches: as they are
 
 
 def test_bf16_and_streamed_inplace_exports_validate(tiny_checkpoint, tmp_path, monkeypatch):
@@ -276,3 +297,22 @@ def test_bf16_and_streamed_inplace_exports_validate(tiny_checkpoint, tmp_path, m
     assert twin.mode == "twin" and twin.passed
     worst = max(result.max_abs for result in twin.results if result.component == "decoder" and result.output == "logits")
     assert worst <= 1e-4
+
+
+def test_a_past_that_cannot_be_written_in_place_runs_unaliased(tiny_inplace_export):
+    """A fed cache array ONNX Runtime cannot write in place (not C-contiguous): the bound runner's general
+    path runs it without aliasing and gives the same numbers."""
+    assets = HostAssets.from_export_dir(tiny_inplace_export)
+    runner = decoder_runner(tiny_inplace_export)
+    with runner:
+        stepper = DecoderStepper(assets, runner)
+        stepper.prefill_tokens(torch.arange(3, 20).view(1, -1))
+        feed, _ = stepper.prepare_decode(torch.tensor([7]))
+        expected = {name: np.array(value) for name, value in runner.infer(dict(feed), check_inputs=False).items()}
+        odd = dict(feed, **{"past_key_values.0.key": np.asfortranarray(feed["past_key_values.0.key"])})
+        assert not odd["past_key_values.0.key"].flags.c_contiguous
+        out = runner.infer(odd, check_inputs=False)
+        assert out["present.0.key"] is not odd["past_key_values.0.key"]
+        assert out["present.1.key"] is not odd["past_key_values.1.key"]  # the whole run took the general path
+        for name, value in expected.items():
+            assert np.array_equal(out[name], value), name

@@ -237,6 +237,8 @@ class BoundOrtRunner(OnnxrtRunner):
         self._axes = symbolic_axes(self._inputs)
         self._aliases = inplace_aliases(self._inputs, self._outputs)
         self._alias_types = {node.name: output_types(node.type) for node in self._outputs if node.name in self._aliases}
+        self._alias_sources = {source: target for target, source in self._aliases.items()}
+        self._ortvalue = ort_c.OrtValue.ortvalue_from_numpy
         self._layout = OutputLayout(self._inputs, [node for node in self._outputs if node.name not in self._aliases])
         self._output_names = [node.name for node in self._outputs]
         self._c_binding = self.binding._iobinding  # the C binding the public wrapper forwards to
@@ -263,14 +265,17 @@ class BoundOrtRunner(OnnxrtRunner):
         if names != self._bound_names:
             binding.clear_binding_inputs()
             self._bound_names = names
+        aliased: dict[str, np.ndarray] = {}
+        sources = self._alias_sources
         for name, value in feed.items():
             if type(value) is not np.ndarray:  # torch in, torch out: the general path (it clears what was bound)
                 return None
-            # ONNX Runtime reads a C-contiguous array in place and copies any other one itself
-            binding.bind_input(name, value)
-        aliased = self._bind_aliases(feed) if self._aliases else {}
-        if aliased is None:
-            return None
+            target = sources.get(name)
+            if target is None:
+                # ONNX Runtime reads a C-contiguous array in place and copies any other one itself
+                binding.bind_input(name, value)
+            elif not self._bind_alias(name, target, value, aliased):
+                return None
         plans, size = layout.plan(known)
         slab, base = self.pool.take_with_address("", (size,), np.uint8)
         arrays: list[np.ndarray] = []
@@ -288,18 +293,19 @@ class BoundOrtRunner(OnnxrtRunner):
         by_name.update(aliased)
         return OrderedDict((name, by_name[name]) for name in self._output_names)
 
-    def _bind_aliases(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
-        """Bind each in-place output to its fed input's memory; -> output name -> that array (None: a fed
-        array cannot be written in place, e.g. not C-contiguous: the general path runs without aliasing)."""
-        binding, cpu, out = self._c_binding, self._cpu, {}
-        for name, source in self._aliases.items():
-            value = feed.get(source)
-            dtype, onnx_type = self._alias_types[name]
-            if type(value) is not np.ndarray or value.dtype != dtype or not value.flags.c_contiguous:
-                return None
-            binding.bind_output(name, cpu, onnx_type, value.shape, value.ctypes.data)
-            out[name] = value
-        return out
+    def _bind_alias(self, source: str, target: str, value: np.ndarray, aliased: dict[str, np.ndarray]) -> bool:
+        """Bind in-place output ``target`` to the memory of fed input ``source`` (one OrtValue over ``value``
+        serves as both: half the host work of binding the input and then the output by pointer); records
+        ``aliased[target] = value``. False: ``value`` cannot be written in place (not C-contiguous, another
+        dtype), so the general path runs the feed without aliasing."""
+        dtype = self._alias_types[target][0]
+        if value.dtype != dtype or not value.flags.c_contiguous:
+            return False
+        ortvalue = self._ortvalue(value, self._cpu)
+        self._c_binding.bind_ortvalue_input(source, ortvalue)
+        self._c_binding.bind_ortvalue_output(target, ortvalue)
+        aliased[target] = value
+        return True
 
     def _infer_general(self, feed_dict: Mapping[str, Any]) -> OrderedDict:
         """Any feed (torch tensors, outputs with axes no input names): per-output buffers, cleared bindings."""

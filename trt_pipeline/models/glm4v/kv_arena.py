@@ -16,8 +16,10 @@ continues the latest state) writes in place. One that starts shorter (after ``tr
 to the buffer (CPython reference counts, as :class:`~trt_pipeline.runtime.ort_binding.BufferPool`
 uses them: a saved state, a prefix-cache entry or a kept step output holds a view, hence a
 reference); otherwise it first copies its rows into a new buffer, so such a holder never sees its
-rows change. Rewinding and re-decoding (what a benchmark does per timed step) thus stays in place. Batches of more than one row
-(not contiguous as a prefix) get an exactly sized copy per step: the cost the ``concat`` cache has.
+rows change. Rewinding and re-decoding (what a benchmark does per timed step) thus stays in place.
+A stepper's ``load`` settles this once (:meth:`KvArena.adopt`), so the steps after it continue the
+latest state like any other. Batches of more than one row (not contiguous as a prefix) get an
+exactly sized copy per step: the cost the ``concat`` cache has.
 """
 
 from __future__ import annotations
@@ -52,27 +54,61 @@ class KvArena:
         """Per tensor: an array of ``past``'s rows plus ``new`` free rows (a view of the arena when batch is 1)."""
         if not past:
             return {}
+        batch, length = self._shape(past)
+        need = length + new
+        if batch != 1:
+            return {name: self.extended(value, need) for name, value in past.items()}
+        # a decode step continuing the last one feeds back exactly the views handed out (the runner wrote
+        # into them): checked by identity; every other start is settled by the per-array checks
+        if not (self._is_handed(past) and need <= self.capacity):
+            self._settle(past, length, need)
+        buffers = self.buffers
+        self.handed = {name: buffers[name][:, :need] for name in past}
+        return dict(self.handed)
+
+    def adopt(self, past: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Make ``past`` (a state being loaded) the arena's latest state; -> the arrays the state should hold.
+
+        What :meth:`feed` decides for a start from rows already in these buffers that is not the
+        latest state (keep writing in place, or copy first) is decided here, once, when the state is
+        loaded: the returned prefix views are then what the arena handed out last, so the decode
+        steps after a ``load`` (a server resuming a prefix-cache entry, the benchmark's rewind to a
+        filled cache) take :meth:`feed`'s identity path like any other step. A state whose rows live
+        elsewhere (empty, or made by another runner) is returned as it is: the next :meth:`feed`
+        copies it, sized for that step. The caller must have let go of its previous state first (its
+        views would count as readers). Batches of more than one row are returned as they are.
+        """
+        if not past:
+            return {}
+        batch, length = self._shape(past)
+        if batch != 1 or self._is_handed(past) or not all(self._holds(n, v, length, length) for n, v in past.items()):
+            return dict(past)
+        self._settle(past, length, length)
+        buffers = self.buffers
+        self.handed = {name: buffers[name][:, :length] for name in past}
+        return dict(self.handed)
+
+    def _shape(self, past: Mapping[str, np.ndarray]) -> tuple[int, int]:
+        """(batch, cached rows) of an inplace-layout ``past`` (a 4-D concat-layout array is refused by name)."""
         first = next(iter(past.values()))
         if first.ndim != 3:
             raise ValueError(f"an inplace KV cache holds [batch, positions, kv_heads * head_dim] arrays, got shape "
                              f"{tuple(first.shape)}: a concat-layout cache (made by another export?) cannot be fed to it")
-        batch, length = int(first.shape[0]), int(first.shape[1])
-        need = length + new
-        if batch != 1:
-            return {name: self.extended(value, need) for name, value in past.items()}
+        return int(first.shape[0]), int(first.shape[1])
+
+    def _is_handed(self, past: Mapping[str, np.ndarray]) -> bool:
+        """Whether ``past`` is exactly the views the arena handed out last (the latest state)."""
         handed = self.handed
-        # a decode step continuing the last one feeds back exactly the views handed out (the runner wrote
-        # into them): checked by identity, the per-array checks below are for every other start
-        if not (len(handed) == len(past) and all(handed.get(name) is value for name, value in past.items())
-                and need <= self.capacity):
-            high = self.high
-            self.handed = handed = {}  # the arena's own views must not count as readers below
-            holds = all(self._holds(name, value, length, need) for name, value in past.items())
-            if not holds or (length < high and not all(self._exclusive(name) for name in past)):
-                self._rebuild(past, length, need)
-        buffers = self.buffers
-        self.handed = {name: buffers[name][:, :need] for name in past}
-        return dict(self.handed)
+        return len(handed) == len(past) and all(handed.get(name) is value for name, value in past.items())
+
+    def _settle(self, past: Mapping[str, np.ndarray], length: int, need: int) -> None:
+        """Keep ``past``'s rows where they are when they are a prefix of these buffers with room for ``need``
+        rows and nobody reads rows beyond ``length``; else copy them into new buffers."""
+        high = self.high
+        self.handed = {}  # the arena's own views must not count as readers below
+        holds = all(self._holds(name, value, length, need) for name, value in past.items())
+        if not holds or (length < high and not all(self._exclusive(name) for name in past)):
+            self._rebuild(past, length, need)
 
     @property
     def high(self) -> int:

@@ -374,9 +374,15 @@ class DecoderStepper:
                                 torch.zeros(batch, dtype=torch.long))
 
     def load(self, state: CacheState) -> None:
-        """Continue from ``state`` (from :meth:`save`, or a cache made elsewhere, e.g. by transformers)."""
-        self.state = CacheState({k: self.builder.cast(k, np.asarray(v)) for k, v in state.past.items()},
-                                state.attention_mask.long(), state.next_position.long())
+        """Continue from ``state`` (from :meth:`save`, or a cache made elsewhere, e.g. by transformers).
+
+        An ``inplace`` cache is settled with the arena here (:meth:`KvArena.adopt`: kept in place or
+        copied once), so the decode steps after a load cost what every other step costs.
+        """
+        past = {k: self.builder.cast(k, np.asarray(v)) for k, v in state.past.items()}
+        self.state = CacheState(past, state.attention_mask.long(), state.next_position.long())  # lets go of the old one
+        if self.arena is not None:
+            self.state.past = self.arena.adopt(past)
 
     def save(self) -> CacheState:
         return CacheState(dict(self.state.past), self.state.attention_mask, self.state.next_position)
