@@ -236,8 +236,9 @@ class BoundOrtRunner(OnnxrtRunner):
         self._inputs = self.sess.get_inputs()
         self._axes = symbolic_axes(self._inputs)
         self._aliases = inplace_aliases(self._inputs, self._outputs)
-        self._alias_types = {node.name: output_types(node.type) for node in self._outputs if node.name in self._aliases}
-        self._alias_sources = {source: target for target, source in self._aliases.items()}
+        types = {node.name: node.type for node in self._outputs}
+        #: fed input name -> (its in-place output, the numpy dtype both have)
+        self._alias_sources = {source: (target, output_types(types[target])[0]) for target, source in self._aliases.items()}
         self._ortvalue = ort_c.OrtValue.ortvalue_from_numpy
         self._layout = OutputLayout(self._inputs, [node for node in self._outputs if node.name not in self._aliases])
         self._output_names = [node.name for node in self._outputs]
@@ -266,16 +267,25 @@ class BoundOrtRunner(OnnxrtRunner):
             binding.clear_binding_inputs()
             self._bound_names = names
         aliased: dict[str, np.ndarray] = {}
-        sources = self._alias_sources
+        sources, make_ortvalue = self._alias_sources, self._ortvalue
         for name, value in feed.items():
             if type(value) is not np.ndarray:  # torch in, torch out: the general path (it clears what was bound)
                 return None
-            target = sources.get(name)
-            if target is None:
+            alias = sources.get(name)
+            if alias is None:
                 # ONNX Runtime reads a C-contiguous array in place and copies any other one itself
                 binding.bind_input(name, value)
-            elif not self._bind_alias(name, target, value, aliased):
+                continue
+            # an in-place output: bound to the fed array's memory through ONE OrtValue serving as input and
+            # output (half the work of binding the input, then the output by pointer); a fed array that cannot
+            # be written in place (not C-contiguous, another dtype) sends the feed to the general path
+            target, dtype = alias
+            if value.dtype != dtype or not value.flags.c_contiguous:
                 return None
+            ortvalue = make_ortvalue(value, cpu)
+            binding.bind_ortvalue_input(name, ortvalue)
+            binding.bind_ortvalue_output(target, ortvalue)
+            aliased[target] = value
         plans, size = layout.plan(known)
         slab, base = self.pool.take_with_address("", (size,), np.uint8)
         arrays: list[np.ndarray] = []
@@ -292,20 +302,6 @@ class BoundOrtRunner(OnnxrtRunner):
         by_name = dict(zip(layout.order_names, arrays))
         by_name.update(aliased)
         return OrderedDict((name, by_name[name]) for name in self._output_names)
-
-    def _bind_alias(self, source: str, target: str, value: np.ndarray, aliased: dict[str, np.ndarray]) -> bool:
-        """Bind in-place output ``target`` to the memory of fed input ``source`` (one OrtValue over ``value``
-        serves as both: half the host work of binding the input and then the output by pointer); records
-        ``aliased[target] = value``. False: ``value`` cannot be written in place (not C-contiguous, another
-        dtype), so the general path runs the feed without aliasing."""
-        dtype = self._alias_types[target][0]
-        if value.dtype != dtype or not value.flags.c_contiguous:
-            return False
-        ortvalue = self._ortvalue(value, self._cpu)
-        self._c_binding.bind_ortvalue_input(source, ortvalue)
-        self._c_binding.bind_ortvalue_output(target, ortvalue)
-        aliased[target] = value
-        return True
 
     def _infer_general(self, feed_dict: Mapping[str, Any]) -> OrderedDict:
         """Any feed (torch tensors, outputs with axes no input names): per-output buffers, cleared bindings."""

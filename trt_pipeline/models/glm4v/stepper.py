@@ -440,7 +440,8 @@ class DecoderStepper:
 
     def _past_from(self, out: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """A run's ``present.*`` outputs as the next step's ``past_key_values.*`` (numpy, not copied)."""
-        return {name: np.asarray(out[src]) for name, src in zip(self.builder.past_names, self.builder.present_names)}
+        builder = self.builder  # mapped in C: this runs once per decode step, cache-cold after the run
+        return dict(zip(builder.past_names, map(np.asarray, map(out.__getitem__, builder.present_names))))
 
     # -- segments -------------------------------------------------------------------------------
     def prefill(
