@@ -27,6 +27,9 @@ both projects' decoders on the same machine, at the same moment, with the same t
    (``append_tokens``; ``rewind_to`` between calls). Both include their host work; neither samples.
 5. Also recorded: node counts and op-type histograms of both decoders, ORT's op-type time split of our
    decoder at 512 cached tokens, versions, thread settings and ``uptime`` before and after.
+6. Each side's decoder graph alone (``ort_graph_profile.py``, after the rounds): a plain ORT session of
+   its own venv, one decode step at 64 and 512 cached tokens, the cache bound as its runtime binds it,
+   profiled: kernel time vs the executor's time between kernels (which grows with the node count).
 
 Writes ``benchmarks/results/peer_genai.json`` and ``peer_genai.png``; prints a table.
 
@@ -465,7 +468,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="`precision int4` argument replacing the defaults (genai's scope), repeatable")
     parser.add_argument("--no-control", action="store_true",
                         help="skip the control side (our export and code on genai's onnxruntime, in its venv)")
-    parser.add_argument("--no-profile", action="store_true", help="skip the ORT op-type profile of our decoder")
+    parser.add_argument("--no-profile", action="store_true", help="skip the ORT profiles (our decoder's op-type split; each side's graph alone)")
     parser.add_argument("--fresh", action="store_true", help="re-export ours even when the source is unchanged")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu (needs --threads 1): both sides timed in CPU time of the thread that runs the "
@@ -531,6 +534,7 @@ def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str
         "nodes": node_counts(graphs),
         "nodes_onnxruntime_optimized": measured.get("graph_stats"),
         "ours_decode_profile": measured.get("profile"),
+        "graph_profiles": measured.get("graph_profiles"),
         "all_rounds": measured["rounds"],
     }
 
@@ -553,6 +557,38 @@ def optimized_graph_stats(workers: Mapping[str, Worker], ours: Mapping[str, Any]
     return stats
 
 
+#: cached tokens at which each side's decoder graph is profiled alone (``ort_graph_profile.py``)
+PROFILE_CONTEXTS = (64, 512)
+
+
+def graph_profiles(workers: Mapping[str, Worker], ours: Mapping[str, Any], genai: Mapping[str, Path]) -> list[dict[str, Any]]:
+    """Each side's decoder graph alone in a plain ORT session (its own venv's onnxruntime), one decode step
+    profiled: kernel time, run time and the executor's time between kernels, per variant and context."""
+    rows = []
+    for variant in ours["variants"]:
+        for context in PROFILE_CONTEXTS:
+            path = Path(ours["out"]) / "onnx" / variant / "decoder.onnx"
+            rows.append({"side": "ours", "variant": variant,
+                         **workers["ours"].ask("graph_profile", optional=True, path=str(path), context=context)})
+            if variant in genai:
+                rows.append({"side": "genai", "variant": variant,
+                             **workers["genai"].ask("graph_profile", optional=True, variant=variant, context=context)})
+    return rows
+
+
+def print_graph_profiles(rows: Sequence[Mapping[str, Any]]) -> None:
+    """One line per profiled graph: nodes, unprofiled CPU time, and (profiled) run = kernels + outside."""
+    print("decoder graphs alone (plain ORT session, 1 thread; run/kernels/outside from ORT's profiler):")
+    for row in rows:
+        if "error" in row:
+            print(f"  {row['side']:5s} {row['variant']:4s}: {row['error']}")
+            continue
+        print(f"  {row['side']:5s} {row['variant']:4s} @{row['context']:<4d} ORT {row['onnxruntime']:7s} "
+              f"nodes {row['nodes_per_run']:5.0f}  cpu {row['cpu_us_unprofiled'] / 1e3:6.3f} ms  "
+              f"run {row['run_us'] / 1e3:6.3f} = kernels {row['kernels_us'] / 1e3:6.3f} + outside "
+              f"{row['outside_kernels_us'] / 1e3:5.3f} ms ({row['outside_per_node_us']:.2f} us/node)")
+
+
 def measure_all(args: argparse.Namespace, python: Path, ours: Mapping[str, Any],
                 genai: Mapping[str, Path]) -> tuple[dict[str, Any], dict[str, Any]]:
     workers, loaded = start_workers(args, python, ours, genai)
@@ -568,6 +604,8 @@ def measure_all(args: argparse.Namespace, python: Path, ours: Mapping[str, Any],
         if not args.no_profile:
             measured["profile"] = workers["ours"].ask("profile", variant="fp32", context=512, steps=20)
         measured["graph_stats"] = optimized_graph_stats(workers, ours, genai)
+        if not args.no_profile:
+            measured["graph_profiles"] = graph_profiles(workers, ours, genai)
     finally:
         for worker in workers.values():
             worker.close()
@@ -597,6 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     optimized = result["nodes_onnxruntime_optimized"] or {}
     print("nodes after ORT's optimizer:", {name: entry.get("onnxruntime_optimized", entry).get("nodes", "n/a")
                                            for name, entry in optimized.items()})
+    if result["graph_profiles"]:
+        print_graph_profiles(result["graph_profiles"])
     print(f"load before: {measured['load_before']}\nload after:  {measured['load_after']}")
     print(f"wrote {json_path} and {png_path}")
     return 0

@@ -11,7 +11,9 @@ pins its own onnxruntime, which must not meet the main venv's). Two modes:
     A long-lived worker: one JSON request per stdin line, one JSON answer per stdout line. Requests:
     ``{"cmd": "load", "variant": "fp32", "model_dir": ..., "max_length": 1024, "threads": 2}``,
     ``{"cmd": "measure", "variant": ..., "phase": "prefill"|"decode", "n": 16, "iterations": 5,
-    "warmup": 2}`` (answers per-call seconds), ``{"cmd": "versions"}``, ``{"cmd": "quit"}``.
+    "warmup": 2}`` (answers per-call seconds), ``{"cmd": "graph_profile", "variant", "context"}`` (the
+    decoder graph alone in a plain ORT session: ``ort_graph_profile.py``), ``{"cmd": "versions"}``,
+    ``{"cmd": "quit"}``.
 
 Timing uses genai's own runtime, ``og.Generator``, the way its users run it:
 
@@ -70,6 +72,7 @@ class GenaiSide:
         self.og, self.np = og, np
         self.generators: dict[str, Any] = {}
         self.vocab: dict[str, int] = {}
+        self.graphs: dict[str, tuple[Path, int, int, bool]] = {}  # decoder path, max_length, head size, shared buffer
 
     def load(self, variant: str, model_dir: str, max_length: int, threads: int) -> dict[str, Any]:
         set_threads(Path(model_dir), threads)
@@ -79,6 +82,9 @@ class GenaiSide:
         self.generators[variant] = (model, self.og.Generator(model, params))
         config = json.loads((Path(model_dir) / "genai_config.json").read_text())
         self.vocab[variant] = int(config["model"]["vocab_size"])
+        self.graphs[variant] = (Path(model_dir) / config["model"]["decoder"]["filename"], max_length,
+                                int(config["model"]["decoder"]["head_size"]),
+                                bool(config["search"].get("past_present_share_buffer", False)))
         return {"variant": variant, "vocab_size": self.vocab[variant], "max_length": max_length}
 
     def _ids(self, variant: str, length: int, salt: int) -> Any:
@@ -108,6 +114,17 @@ class GenaiSide:
         return samples
 
 
+    def graph_profile(self, variant: str, context: int, runs: int = 50) -> dict[str, Any]:
+        """genai's decoder graph in a plain ORT session, its cache bound as genai's runtime binds it (one
+        ``max_length`` buffer per tensor shared by past and present when the config says so):
+        ``ort_graph_profile.profile_decode_graph``."""
+        from ort_graph_profile import profile_decode_graph  # beside this file; needs numpy + onnxruntime only
+
+        path, max_length, head_size, shared = self.graphs[variant]
+        overrides = {"kv_cache_dim": head_size, **({"past_sequence_length": max_length} if shared else {})}
+        return profile_decode_graph(str(path), context, overrides=overrides, share_buffer=shared, runs=runs)
+
+
 def versions() -> dict[str, str]:
     import onnxruntime
     import onnxruntime_genai
@@ -132,6 +149,8 @@ def serve() -> None:
                 result: Any = side.load(**request)
             elif command == "measure":
                 result = side.measure(**request)
+            elif command == "graph_profile":
+                result = side.graph_profile(**request)
             elif command == "versions":
                 result = versions()
             else:

@@ -16,6 +16,9 @@ measures on main: IO binding, thread settings and graph changes land here withou
     ONNX Runtime's own profiler over ``steps`` decode steps at ``context``: time per op type;
 ``{"cmd": "graph_stats", "path": ...}``
     node counts as exported and after ONNX Runtime's optimizer (``trt_pipeline.bench.graph_stats``);
+``{"cmd": "graph_profile", "path": ..., "context": 512}``
+    the decoder graph alone in a plain ORT session, profiled: kernels vs the executor around them
+    (``benchmarks/ort_graph_profile.py``);
 ``{"cmd": "versions"}``, ``{"cmd": "quit"}``.
 """
 
@@ -141,6 +144,14 @@ class OursSide:
                         "last `steps` decode runs per op type (the cache fill before them is left out)"}
 
 
+def graph_profile(path: str, context: int, runs: int = 50) -> dict[str, Any]:
+    """Our decoder graph alone in a plain ORT session (``ort_graph_profile.py``, beside this file): an
+    ``inplace`` cache bound in place as ``BoundOrtRunner`` binds it, a ``concat`` one allocated by ORT."""
+    from ort_graph_profile import profile_decode_graph
+
+    return profile_decode_graph(path, context, runs=runs)
+
+
 def optimized_nodes(path: str) -> dict[str, Any]:
     """Node counts of a graph as written and after this venv's ONNX Runtime optimizer.
 
@@ -169,7 +180,7 @@ def serve() -> None:
     os.dup2(2, 1)
     side = OursSide()
     handlers = {"load": side.load, "measure": side.measure, "profile": side.profile, "versions": versions,
-                "graph_stats": optimized_nodes}
+                "graph_stats": optimized_nodes, "graph_profile": graph_profile}
     for line in sys.stdin:
         request = json.loads(line)
         command = request.pop("cmd")

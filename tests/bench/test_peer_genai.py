@@ -135,3 +135,42 @@ def test_int4_arguments_are_options_of_precision_int4():
                                env={**peer.ours_env(), "COLUMNS": "250"}).stdout
     for flag in [a for a in peer.INT4_MATCHING_GENAI + peer.INT4_ORT_DEFAULTS if a.startswith("--")]:
         assert flag in help_text, flag
+
+
+graph_profile = load("ort_graph_profile")
+
+
+def test_split_profile_separates_kernel_time_from_the_executor():
+    """Synthetic trace: 3 runs (the first left out), 2 nodes each; numbers follow from the events."""
+    trace = []
+    for run, start in enumerate((0.0, 1000.0, 2000.0)):
+        trace.append({"cat": "Session", "name": "model_run", "ts": start, "dur": 100.0 + 10 * run})
+        trace.append({"cat": "Node", "name": "mm_kernel_time", "ts": start + 5, "dur": 60.0, "args": {"op_name": "MatMul"}})
+        trace.append({"cat": "Node", "name": "n_kernel_time", "ts": start + 70, "dur": 20.0,
+                      "args": {"op_name": "RMSNormalization"}})
+        trace.append({"cat": "Node", "name": "n_fence_before", "ts": start + 69, "dur": 1.0, "args": {"op_name": "X"}})
+    split = graph_profile.split_profile(trace, runs=2)
+    assert split["runs"] == 2 and split["nodes_per_run"] == 2.0
+    assert split["run_us"] == 115.0 and split["kernels_us"] == 80.0 and split["outside_kernels_us"] == 35.0
+    assert split["outside_per_node_us"] == 17.5
+    assert [entry["op_type"] for entry in split["top"]] == ["MatMul", "RMSNormalization"]
+
+
+@pytest.mark.parametrize("flavour", ["inplace", "concat"])
+def test_graph_profile_binds_the_cache_as_the_runtime_does(flavour, tiny_inplace_export, tiny_fused_export):
+    """Our inplace decoder: every present.* bound to its past (nothing allocated per step); concat: none.
+    The unprofiled time and the profiled run are real measurements of the same graph and feed."""
+    import onnx
+
+    export = tiny_inplace_export if flavour == "inplace" else tiny_fused_export
+    path = export / "onnx" / "fp32" / "decoder.onnx"
+    layers = sum(1 for node in onnx.load(str(path), load_external_data=False).graph.output
+                 if node.name.startswith("present.") and node.name.endswith(".key"))
+    result = graph_profile.profile_decode_graph(str(path), 24, runs=5, warmup=2)
+    assert result["aliased_outputs"] == (2 * layers if flavour == "inplace" else 0)
+    assert result["runs"] == 5 and result["nodes_per_run"] > 2 * layers
+    assert 0 < result["kernels_us"] < result["run_us"] and result["cpu_us_unprofiled"] > 0
+    feed = graph_profile.decode_feed(__import__("onnxruntime").InferenceSession(str(path)), 24)
+    assert feed["attention_mask"].shape == (1, 25)
+    cache = feed["past_key_values.0.key"]
+    assert (cache.shape[1] if flavour == "inplace" else cache.shape[2]) == (25 if flavour == "inplace" else 24)

@@ -230,6 +230,26 @@ def test_arena_copies_on_write_and_extends_batches_exactly():
         arena.feed({"k": np.zeros((1, 2, 3, 4), np.float32)}, 1)
 
 
+def test_adopt_takes_over_a_buffer_only_the_loaded_state_reads():
+    """A saved state left on a buffer the arena no longer uses (it copied for another reader once) is
+    loaded again and again (the bench's rewind, a prefix-cache entry): its buffer becomes the arena's
+    instead of a copy per load, unless anything else still reads that buffer."""
+    arena = KvArena(KvLayout("inplace", 2, 4))
+    owned = np.zeros((1, 10, 8), np.float32)
+    owned[:, :3] = 1.0
+    state = {"k": owned[:, :3]}
+    address = owned.ctypes.data
+    del owned  # only the state's view reads the buffer now
+    adopted = arena.adopt(state)["k"]
+    assert arena.buffers["k"].ctypes.data == address and adopted.base is arena.buffers["k"]
+    assert arena.feed({"k": adopted}, 1)["k"].base is arena.buffers["k"]  # and the step writes in place
+    other = np.zeros((1, 10, 8), np.float32)
+    longer = other[:, :5]  # another reader of rows past the state's
+    shared = {"k": other[:, :3]}
+    assert arena.adopt(shared)["k"] is shared["k"] and arena.buffers["k"].ctypes.data == address
+    assert arena.feed(shared, 1)["k"].base is not other and longer.base is other  # copied, `longer` untouched
+
+
 def test_layout_converts_to_and_from_transformers_heads():
     layout = KvLayout("inplace", 2, 4)
     heads = np.random.default_rng(0).standard_normal((3, 2, 5, 4)).astype(np.float32)

@@ -73,16 +73,24 @@ class KvArena:
         latest state (keep writing in place, or copy first) is decided here, once, when the state is
         loaded: the returned prefix views are then what the arena handed out last, so the decode
         steps after a ``load`` (a server resuming a prefix-cache entry, the benchmark's rewind to a
-        filled cache) take :meth:`feed`'s identity path like any other step. A state whose rows live
-        elsewhere (empty, or made by another runner) is returned as it is: the next :meth:`feed`
-        copies it, sized for that step. The caller must have let go of its previous state first (its
+        filled cache) take :meth:`feed`'s identity path like any other step. A state on a buffer of its
+        own that nothing else reads (a saved state the arena once copied away from) hands that buffer
+        to the arena. Any other state whose rows live elsewhere (empty, made by another runner, or on
+        a buffer others read) is returned as it is: the next :meth:`feed` copies it, sized for that
+        step. The caller must have let go of its previous state first (its
         views would count as readers). Batches of more than one row are returned as they are.
         """
         if not past:
             return {}
         batch, length = self._shape(past)
-        if batch != 1 or self._is_handed(past) or not all(self._holds(n, v, length, length) for n, v in past.items()):
+        if batch != 1 or self._is_handed(past):
             return dict(past)
+        if not all(self._holds(n, v, length, length) for n, v in past.items()):
+            if not self._sole_owner(past):
+                return dict(past)
+            # rows of another buffer only this state reads (a saved state whose buffer the arena left when it
+            # copied for another reader): that buffer becomes the arena's, instead of a copy per load
+            self.handed, self.buffers = {}, {name: value.base for name, value in past.items()}
         self._settle(past, length, length)
         buffers = self.buffers
         self.handed = {name: buffers[name][:, :length] for name in past}
@@ -127,6 +135,18 @@ class KvArena:
         return (buffer is not None and value.base is buffer and value.shape[1] == length
                 and buffer.shape[1] >= need and value.dtype == buffer.dtype and value.flags.c_contiguous
                 and value.ctypes.data == buffer.ctypes.data)  # a prefix: the view starts at row 0
+
+    def _sole_owner(self, past: Mapping[str, np.ndarray]) -> bool:
+        """Whether each array of ``past`` is a row-0 prefix view of a ``[1, capacity, width]`` buffer that
+        no other view references (so writing rows past it changes nothing anyone reads)."""
+        for value in past.values():
+            base = value.base
+            if (type(base) is not np.ndarray or base.ndim != 3 or base.base is not None or base.dtype != value.dtype
+                    or not base.flags.c_contiguous or not value.flags.c_contiguous
+                    or value.ctypes.data != base.ctypes.data):
+                return False
+        del base  # counted below as the arena's own buffers are: one dict entry and the state's view
+        return all(self._references({name: value.base}, name) <= self._alone for name, value in past.items())
 
     def _exclusive(self, name: str) -> bool:
         """Whether the state's view is the only view of ``name``'s buffer (nobody else reads its rows)."""

@@ -1,0 +1,136 @@
+"""Where a decode step's time goes inside ONNX Runtime: kernels vs the executor around them.
+
+Used by both workers of ``benchmarks/peer_genai.py`` (it needs only numpy and onnxruntime, so it runs
+in the project's venv and in the separate genai venv alike). One decoder graph is loaded in a plain
+``InferenceSession`` (one intra-op thread, ORT's profiler on) and run on one decode-step feed at a
+given number of cached tokens, the cache bound the way the graph's own runtime binds it:
+
+* every ``present.X`` whose shape equals its ``past_key_values.X`` (our ``--kv-cache inplace``
+  decoder; genai's decoder with its shared ``max_length`` buffer) is bound to that input's memory;
+* any other output is left to ONNX Runtime (our ``concat`` decoder's growing cache).
+
+The profile gives, per run: the kernel time of every node (summed by op type), the run's own
+duration, and their difference: the executor's work between kernels (per-node dispatch, output
+allocation, shape checks), which grows with the number of nodes, not with the model's size.
+The profiler itself adds a little per node, so ``outside_kernels_us`` is an upper bound; the
+comparison between two graphs profiled the same way is what it is for.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: integer inputs either decoder takes, and their value for one decode step at ``context`` cached tokens
+INT_INPUTS = {
+    "input_ids": lambda context: np.array([[17]], np.int64),
+    "attention_mask": lambda context: np.ones((1, context + 1), np.int64),
+    "logits_positions": lambda context: np.zeros(1, np.int64),
+    "position_ids": lambda context: np.array([[context]], np.int64),
+}
+
+
+def decode_dims(context: int, overrides: dict[str, int] | None = None) -> dict[str, int]:
+    """Sizes of the symbolic axes of one decode step: one new token after ``context`` cached ones."""
+    dims = {"batch_size": 1, "sequence_length": 1, "past_sequence_length": context,
+            "total_sequence_length": context + 1}
+    dims.update(overrides or {})
+    return dims
+
+
+def decode_feed(session: Any, context: int, overrides: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Random (seeded) float inputs and exact integer inputs of one decode step, by input name and shape."""
+    dims, rng, feed = decode_dims(context, overrides), np.random.default_rng(0), {}
+    for node in session.get_inputs():
+        if node.name in INT_INPUTS:
+            feed[node.name] = INT_INPUTS[node.name](context)
+            continue
+        shape = [dims[d] if isinstance(d, str) else int(d) for d in node.shape]
+        dtype = np.float16 if node.type == "tensor(float16)" else np.float32
+        feed[node.name] = (rng.standard_normal(shape) * 0.1).astype(dtype)
+    return feed
+
+
+def bind(session: Any, feed: dict[str, np.ndarray], share_buffer: bool = False) -> tuple[Any, list[str]]:
+    """IO binding of ``feed``; every in-place cache output bound to its input's memory (with
+    ``share_buffer``: every ``present.X``, as genai binds its ``max_length`` buffers). -> (binding, aliased outputs)."""
+    binding, aliased = session.io_binding(), []
+    inputs = {node.name: node for node in session.get_inputs()}
+    for name, value in feed.items():
+        binding.bind_cpu_input(name, value)
+    for node in session.get_outputs():
+        source = inputs.get(node.name.replace("present.", "past_key_values.", 1))
+        if node.name.startswith("present.") and source is not None and (share_buffer or list(source.shape) == list(node.shape)):
+            value = feed[source.name]
+            binding.bind_output(node.name, "cpu", 0, value.dtype.type, value.shape, value.ctypes.data)
+            aliased.append(node.name)
+        else:
+            binding.bind_output(node.name, "cpu")
+    return binding, aliased
+
+
+def split_profile(trace: list[dict[str, Any]], runs: int, top: int = 10) -> dict[str, Any]:
+    """Kernel time per op type, run time and the time outside kernels over the last ``runs`` runs (µs per run)."""
+    spans = sorted((float(e["ts"]), float(e["dur"])) for e in trace
+                   if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
+    start = spans[0][0]
+    per_op: dict[str, float] = defaultdict(float)
+    nodes = 0
+    for event in trace:
+        if (event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time")
+                and float(event["ts"]) >= start):
+            per_op[event.get("args", {}).get("op_name", "?")] += float(event["dur"])
+            nodes += 1
+    count = len(spans)
+    kernels = sum(per_op.values()) / count
+    run = statistics.median(duration for _, duration in spans)
+    ranked = sorted(per_op.items(), key=lambda item: -item[1])
+    return {"runs": count, "nodes_per_run": round(nodes / count, 1), "run_us": round(run, 1),
+            "kernels_us": round(kernels, 1), "outside_kernels_us": round(run - kernels, 1),
+            "outside_per_node_us": round((run - kernels) / max(nodes / count, 1), 2),
+            "top": [{"op_type": op, "us": round(us / count, 1)} for op, us in ranked[:top]]}
+
+
+def profile_decode_graph(path: str, context: int, *, overrides: dict[str, int] | None = None,
+                         share_buffer: bool = False, runs: int = 50, warmup: int = 20) -> dict[str, Any]:
+    """Profile one decode step of the graph at ``path`` (see the module docstring); also its unprofiled
+    median CPU time per run (a second session without the profiler, same feed)."""
+    import onnxruntime as ort
+
+    def session(profile_prefix: str | None) -> Any:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    plain = session(None)
+    feed = decode_feed(plain, context, overrides)
+    binding, aliased = bind(plain, feed, share_buffer)
+    for _ in range(warmup):
+        plain.run_with_iobinding(binding)
+    samples = []
+    for _ in range(runs):
+        begin = time.thread_time_ns()
+        plain.run_with_iobinding(binding)
+        samples.append((time.thread_time_ns() - begin) / 1e3)
+    del binding, plain
+    with tempfile.TemporaryDirectory() as tmp:
+        profiled = session(str(Path(tmp) / "decode"))
+        binding, _ = bind(profiled, feed, share_buffer)
+        for _ in range(warmup + runs):
+            profiled.run_with_iobinding(binding)
+        trace = json.loads(Path(profiled.end_profiling()).read_text())
+    return {"path": path, "context": context, "onnxruntime": ort.__version__, "aliased_outputs": len(aliased),
+            "cpu_us_unprofiled": round(statistics.median(samples), 1), **split_profile(trace, runs)}
+
+
+__all__ = ["decode_dims", "decode_feed", "profile_decode_graph", "split_profile"]
