@@ -77,24 +77,30 @@ def bind(session: Any, feed: dict[str, np.ndarray], share_buffer: bool = False) 
 
 
 def split_profile(trace: list[dict[str, Any]], runs: int, top: int = 10) -> dict[str, Any]:
-    """Kernel time per op type, run time and the time outside kernels over the last ``runs`` runs (µs per run)."""
+    """Per run (the last ``runs``): run time, kernel time and their difference; medians over runs (µs),
+    the nodes per run and the kernel time per op type (mean per run)."""
     spans = sorted((float(e["ts"]), float(e["dur"])) for e in trace
                    if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
-    start = spans[0][0]
+    per_run = [0.0] * len(spans)
     per_op: dict[str, float] = defaultdict(float)
     nodes = 0
     for event in trace:
-        if (event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time")
-                and float(event["ts"]) >= start):
-            per_op[event.get("args", {}).get("op_name", "?")] += float(event["dur"])
-            nodes += 1
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        at = float(event["ts"])
+        index = next((i for i, (begin, duration) in enumerate(spans) if begin <= at <= begin + duration), None)
+        if index is None:
+            continue
+        per_run[index] += float(event["dur"])
+        per_op[event.get("args", {}).get("op_name", "?")] += float(event["dur"])
+        nodes += 1
     count = len(spans)
-    kernels = sum(per_op.values()) / count
-    run = statistics.median(duration for _, duration in spans)
+    outside = statistics.median(duration - kernels for (_, duration), kernels in zip(spans, per_run))
     ranked = sorted(per_op.items(), key=lambda item: -item[1])
-    return {"runs": count, "nodes_per_run": round(nodes / count, 1), "run_us": round(run, 1),
-            "kernels_us": round(kernels, 1), "outside_kernels_us": round(run - kernels, 1),
-            "outside_per_node_us": round((run - kernels) / max(nodes / count, 1), 2),
+    return {"runs": count, "nodes_per_run": round(nodes / count, 1),
+            "run_us": round(statistics.median(duration for _, duration in spans), 1),
+            "kernels_us": round(statistics.median(per_run), 1), "outside_kernels_us": round(outside, 1),
+            "outside_per_node_us": round(outside / max(nodes / count, 1), 2),
             "top": [{"op_type": op, "us": round(us / count, 1)} for op, us in ranked[:top]]}
 
 

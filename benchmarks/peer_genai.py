@@ -355,7 +355,7 @@ def iterations_for(phase: str, n: int, args: argparse.Namespace) -> tuple[int, i
     """(timed calls, warm-up calls) per measurement of one case in one round."""
     if phase == "prefill":
         return (args.iterations, 1) if n <= 64 else (max(args.iterations // 2, 2), 1)
-    return args.iterations, 2
+    return args.iterations, args.decode_warmup
 
 
 def run_rounds(workers: Mapping[str, Worker], variants: Mapping[str, Sequence[str]],
@@ -457,6 +457,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads on both sides (inter-op: 1)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=8, help="timed calls per case per round (prefill 256: half)")
+    parser.add_argument("--decode-warmup", type=int, default=2,
+                        help="untimed decode steps after each side fills its cache (2: the steps right after a "
+                             "prefill, which both runtimes run slower for ~30 steps; 30: settled steps)")
     parser.add_argument("--max-kv", type=int, default=1024, help="our export's past_sequence_length max = genai max_length")
     parser.add_argument("--export-arg", action="append", default=[], help="extra `autoglm-trt export` argument")
     parser.add_argument("--decoder-ops", choices=("fused", "portable"), default="fused",
@@ -513,6 +516,7 @@ def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str
         "threads": {"intra_op": args.threads, "inter_op": 1, "both_sides": True},
         "clock": "CPU time of the thread running the session" if args.clock == "cpu" else "wall",
         "rounds": args.rounds, "iterations_per_case_per_round": args.iterations, "max_kv": args.max_kv,
+        "decode_warmup_steps": args.decode_warmup,
         "cases": [case_name(*case) for case in CASES],
         "load": {"before": measured["load_before"], "after": measured["load_after"],
                  "note": "2 cores shared with other sessions: absolute ms are noisy, ratios come from "
@@ -561,18 +565,31 @@ def optimized_graph_stats(workers: Mapping[str, Worker], ours: Mapping[str, Any]
 PROFILE_CONTEXTS = (64, 512)
 
 
-def graph_profiles(workers: Mapping[str, Worker], ours: Mapping[str, Any], genai: Mapping[str, Path]) -> list[dict[str, Any]]:
+def graph_profiles(workers: Mapping[str, Worker], ours: Mapping[str, Any], genai: Mapping[str, Path],
+                   reps: int = 3) -> list[dict[str, Any]]:
     """Each side's decoder graph alone in a plain ORT session (its own venv's onnxruntime), one decode step
-    profiled: kernel time, run time and the executor's time between kernels, per variant and context."""
+    profiled: kernel time, run time and the executor's time between kernels, per variant and context.
+    ``reps`` times per side, alternating sides (load drifts over minutes here): the unprofiled CPU time is
+    the median over them (every value kept), the profile split the last one's."""
     rows = []
     for variant in ours["variants"]:
+        path = Path(ours["out"]) / "onnx" / variant / "decoder.onnx"
         for context in PROFILE_CONTEXTS:
-            path = Path(ours["out"]) / "onnx" / variant / "decoder.onnx"
-            rows.append({"side": "ours", "variant": variant,
-                         **workers["ours"].ask("graph_profile", optional=True, path=str(path), context=context)})
+            asks = {"ours": lambda: workers["ours"].ask("graph_profile", optional=True, path=str(path), context=context)}
             if variant in genai:
-                rows.append({"side": "genai", "variant": variant,
-                             **workers["genai"].ask("graph_profile", optional=True, variant=variant, context=context)})
+                asks["genai"] = lambda: workers["genai"].ask("graph_profile", optional=True, variant=variant,
+                                                            context=context)
+            runs: dict[str, list[dict[str, Any]]] = {side: [] for side in asks}
+            for rep in range(reps):
+                for side in (list(asks) if rep % 2 == 0 else list(reversed(asks))):
+                    runs[side].append(asks[side]())
+            for side, answers in runs.items():
+                last = answers[-1]
+                if "error" not in last:
+                    samples = [answer["cpu_us_unprofiled"] for answer in answers if "error" not in answer]
+                    last = {**last, "cpu_us_unprofiled": round(statistics.median(samples), 1),
+                            "cpu_us_unprofiled_reps": samples}
+                rows.append({"side": side, "variant": variant, **last})
     return rows
 
 

@@ -174,3 +174,10 @@ def test_graph_profile_binds_the_cache_as_the_runtime_does(flavour, tiny_inplace
     assert feed["attention_mask"].shape == (1, 25)
     cache = feed["past_key_values.0.key"]
     assert (cache.shape[1] if flavour == "inplace" else cache.shape[2]) == (25 if flavour == "inplace" else 24)
+
+
+def test_decode_warmup_is_the_untimed_steps_after_each_fill():
+    args = peer.parse_args(["--decode-warmup", "30", "--iterations", "8"])
+    assert peer.iterations_for("decode", 512, args) == (8, 30)
+    assert peer.iterations_for("prefill", 256, args) == (4, 1)  # prefill keeps its own warm-up
+    assert peer.parse_args([]).decode_warmup == 2  # the steps right after a fill, as before
