@@ -77,8 +77,8 @@ class KvArena:
         own that nothing else reads (a saved state the arena once copied away from) hands that buffer
         to the arena. Any other state whose rows live elsewhere (empty, made by another runner, or on
         a buffer others read) is returned as it is: the next :meth:`feed` copies it, sized for that
-        step. The caller must have let go of its previous state first (its
-        views would count as readers). Batches of more than one row are returned as they are.
+        step. The caller must have let go of its previous state first (its views would count as
+        readers). Batches of more than one row are returned as they are.
         """
         if not past:
             return {}
@@ -139,14 +139,17 @@ class KvArena:
     def _sole_owner(self, past: Mapping[str, np.ndarray]) -> bool:
         """Whether each array of ``past`` is a row-0 prefix view of a ``[1, capacity, width]`` buffer that
         no other view references (so writing rows past it changes nothing anyone reads)."""
-        for value in past.values():
-            base = value.base
-            if (type(base) is not np.ndarray or base.ndim != 3 or base.base is not None or base.dtype != value.dtype
-                    or not base.flags.c_contiguous or not value.flags.c_contiguous
-                    or value.ctypes.data != base.ctypes.data):
-                return False
-        del base  # counted below as the arena's own buffers are: one dict entry and the state's view
+        if not all(self._prefix_of_base(value) for value in past.values()):
+            return False
+        # counted as the arena's own buffers are: one dict entry and the state's view
         return all(self._references({name: value.base}, name) <= self._alone for name, value in past.items())
+
+    @staticmethod
+    def _prefix_of_base(value: np.ndarray) -> bool:
+        """Whether ``value`` is the first rows of the C-contiguous 3-D array that owns its memory."""
+        base = value.base
+        return (type(base) is np.ndarray and base.ndim == 3 and base.base is None and base.dtype == value.dtype
+                and base.flags.c_contiguous and value.flags.c_contiguous and value.ctypes.data == base.ctypes.data)
 
     def _exclusive(self, name: str) -> bool:
         """Whether the state's view is the only view of ``name``'s buffer (nobody else reads its rows)."""
