@@ -566,7 +566,7 @@ PROFILE_CONTEXTS = (64, 512)
 
 
 def graph_profiles(workers: Mapping[str, Worker], ours: Mapping[str, Any], genai: Mapping[str, Path],
-                   reps: int = 3) -> list[dict[str, Any]]:
+                   threads: int, reps: int = 3) -> list[dict[str, Any]]:
     """Each side's decoder graph alone in a plain ORT session (its own venv's onnxruntime), one decode step
     profiled: kernel time, run time and the executor's time between kernels, per variant and context.
     ``reps`` times per side, alternating sides (load drifts over minutes here): the unprofiled CPU time is
@@ -575,7 +575,8 @@ def graph_profiles(workers: Mapping[str, Worker], ours: Mapping[str, Any], genai
     for variant in ours["variants"]:
         path = Path(ours["out"]) / "onnx" / variant / "decoder.onnx"
         for context in PROFILE_CONTEXTS:
-            asks = {"ours": lambda: workers["ours"].ask("graph_profile", optional=True, path=str(path), context=context)}
+            asks = {"ours": lambda: workers["ours"].ask("graph_profile", optional=True, path=str(path), context=context,
+                                                       threads=threads)}
             if variant in genai:
                 asks["genai"] = lambda: workers["genai"].ask("graph_profile", optional=True, variant=variant,
                                                             context=context)
@@ -586,22 +587,24 @@ def graph_profiles(workers: Mapping[str, Worker], ours: Mapping[str, Any], genai
             for side, answers in runs.items():
                 last = answers[-1]
                 if "error" not in last:
-                    samples = [answer["cpu_us_unprofiled"] for answer in answers if "error" not in answer]
-                    last = {**last, "cpu_us_unprofiled": round(statistics.median(samples), 1),
-                            "cpu_us_unprofiled_reps": samples}
+                    samples = [answer["unprofiled_us"] for answer in answers if "error" not in answer]
+                    last = {**last, "unprofiled_us": round(statistics.median(samples), 1),
+                            "unprofiled_us_reps": samples}
                 rows.append({"side": side, "variant": variant, **last})
     return rows
 
 
 def print_graph_profiles(rows: Sequence[Mapping[str, Any]]) -> None:
     """One line per profiled graph: nodes, unprofiled CPU time, and (profiled) run = kernels + outside."""
-    print("decoder graphs alone (plain ORT session, 1 thread; run/kernels/outside from ORT's profiler):")
+    threads = next((row["threads"] for row in rows if "threads" in row), 1)
+    print(f"decoder graphs alone (plain ORT session, {threads} intra-op thread(s), median "
+          f"{'thread CPU' if threads == 1 else 'wall'} time; run/kernels/outside from ORT's profiler):")
     for row in rows:
         if "error" in row:
             print(f"  {row['side']:5s} {row['variant']:4s}: {row['error']}")
             continue
         print(f"  {row['side']:5s} {row['variant']:4s} @{row['context']:<4d} ORT {row['onnxruntime']:7s} "
-              f"nodes {row['nodes_per_run']:5.0f}  cpu {row['cpu_us_unprofiled'] / 1e3:6.3f} ms  "
+              f"nodes {row['nodes_per_run']:5.0f}  time {row['unprofiled_us'] / 1e3:6.3f} ms  "
               f"run {row['run_us'] / 1e3:6.3f} = kernels {row['kernels_us'] / 1e3:6.3f} + outside "
               f"{row['outside_kernels_us'] / 1e3:5.3f} ms ({row['outside_per_node_us']:.2f} us/node)")
 
@@ -622,7 +625,7 @@ def measure_all(args: argparse.Namespace, python: Path, ours: Mapping[str, Any],
             measured["profile"] = workers["ours"].ask("profile", variant="fp32", context=512, steps=20)
         measured["graph_stats"] = optimized_graph_stats(workers, ours, genai)
         if not args.no_profile:
-            measured["graph_profiles"] = graph_profiles(workers, ours, genai)
+            measured["graph_profiles"] = graph_profiles(workers, ours, genai, args.threads)
     finally:
         for worker in workers.values():
             worker.close()

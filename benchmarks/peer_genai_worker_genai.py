@@ -72,7 +72,7 @@ class GenaiSide:
         self.og, self.np = og, np
         self.generators: dict[str, Any] = {}
         self.vocab: dict[str, int] = {}
-        self.graphs: dict[str, tuple[Path, int, int, bool]] = {}  # decoder path, max_length, head size, shared buffer
+        self.graphs: dict[str, tuple[Path, int, int, bool, int]] = {}  # path, max_length, head size, shared buffer, threads
 
     def load(self, variant: str, model_dir: str, max_length: int, threads: int) -> dict[str, Any]:
         set_threads(Path(model_dir), threads)
@@ -84,7 +84,7 @@ class GenaiSide:
         self.vocab[variant] = int(config["model"]["vocab_size"])
         self.graphs[variant] = (Path(model_dir) / config["model"]["decoder"]["filename"], max_length,
                                 int(config["model"]["decoder"]["head_size"]),
-                                bool(config["search"].get("past_present_share_buffer", False)))
+                                bool(config["search"].get("past_present_share_buffer", False)), threads)
         return {"variant": variant, "vocab_size": self.vocab[variant], "max_length": max_length}
 
     def _ids(self, variant: str, length: int, salt: int) -> Any:
@@ -120,9 +120,10 @@ class GenaiSide:
         ``ort_graph_profile.profile_decode_graph``."""
         from ort_graph_profile import profile_decode_graph  # beside this file; needs numpy + onnxruntime only
 
-        path, max_length, head_size, shared = self.graphs[variant]
+        path, max_length, head_size, shared, threads = self.graphs[variant]
         overrides = {"kv_cache_dim": head_size, **({"past_sequence_length": max_length} if shared else {})}
-        return profile_decode_graph(str(path), context, overrides=overrides, share_buffer=shared, runs=runs)
+        return profile_decode_graph(str(path), context, overrides=overrides, share_buffer=shared, runs=runs,
+                                    threads=threads)
 
 
 def versions() -> dict[str, str]:

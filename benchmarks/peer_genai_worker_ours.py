@@ -144,12 +144,12 @@ class OursSide:
                         "last `steps` decode runs per op type (the cache fill before them is left out)"}
 
 
-def graph_profile(path: str, context: int, runs: int = 50) -> dict[str, Any]:
+def graph_profile(path: str, context: int, runs: int = 50, threads: int = 1) -> dict[str, Any]:
     """Our decoder graph alone in a plain ORT session (``ort_graph_profile.py``, beside this file): an
     ``inplace`` cache bound in place as ``BoundOrtRunner`` binds it, a ``concat`` one allocated by ORT."""
     from ort_graph_profile import profile_decode_graph
 
-    return profile_decode_graph(path, context, runs=runs)
+    return profile_decode_graph(path, context, runs=runs, threads=threads)
 
 
 def optimized_nodes(path: str) -> dict[str, Any]:
