@@ -248,6 +248,9 @@ def test_adopt_takes_over_a_buffer_only_the_loaded_state_reads():
     shared = {"k": other[:, :3]}
     assert arena.adopt(shared)["k"] is shared["k"] and arena.buffers["k"].ctypes.data == address
     assert arena.feed(shared, 1)["k"].base is not other and longer.base is other  # copied, `longer` untouched
+    # buffers of different capacities are never taken over together (the arena's share one capacity)
+    mixed = {"k": np.zeros((1, 10, 8), np.float32)[:, :3], "v": np.zeros((1, 6, 8), np.float32)[:, :3]}
+    assert all(arena.adopt(mixed)[name] is mixed[name] for name in mixed)
 
 
 def test_layout_converts_to_and_from_transformers_heads():

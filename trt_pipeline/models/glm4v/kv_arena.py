@@ -141,6 +141,8 @@ class KvArena:
         no other view references (so writing rows past it changes nothing anyone reads)."""
         if not all(self._prefix_of_base(value) for value in past.values()):
             return False
+        if len({value.base.shape[1] for value in past.values()}) != 1:  # the arena's buffers share one capacity
+            return False
         # counted as the arena's own buffers are: one dict entry and the state's view
         return all(self._references({name: value.base}, name) <= self._alone for name, value in past.items())
 
