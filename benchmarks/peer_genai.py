@@ -569,7 +569,7 @@ def graph_profiles(workers: Mapping[str, Worker], ours: Mapping[str, Any], genai
                    threads: int, reps: int = 3) -> list[dict[str, Any]]:
     """Each side's decoder graph alone in a plain ORT session (its own venv's onnxruntime), one decode step
     profiled: kernel time, run time and the executor's time between kernels, per variant and context.
-    ``reps`` times per side, alternating sides (load drifts over minutes here): the unprofiled CPU time is
+    ``reps`` times per side, alternating sides (load drifts over minutes here): the unprofiled time is
     the median over them (every value kept), the profile split the last one's."""
     rows = []
     for variant in ours["variants"]:
@@ -595,7 +595,7 @@ def graph_profiles(workers: Mapping[str, Worker], ours: Mapping[str, Any], genai
 
 
 def print_graph_profiles(rows: Sequence[Mapping[str, Any]]) -> None:
-    """One line per profiled graph: nodes, unprofiled CPU time, and (profiled) run = kernels + outside."""
+    """One line per profiled graph: nodes, unprofiled time, and (profiled) run = kernels + outside."""
     threads = next((row["threads"] for row in rows if "threads" in row), 1)
     print(f"decoder graphs alone (plain ORT session, {threads} intra-op thread(s), median "
           f"{'thread CPU' if threads == 1 else 'wall'} time; run/kernels/outside from ORT's profiler):")
