@@ -126,8 +126,7 @@ class DecodeBatch:
     def _start_alone(self, member: Any, cache: SequenceCache) -> None:
         """A sequence joining an empty batch runs on its own arrays: no padding, so no copy (with an
         ``inplace`` cache its first decode step continues the prefill's arena buffer in place)."""
-        self.state = CacheState(dict(zip(self.engine.past_names, cache.kv)), torch.ones(1, cache.length, dtype=torch.long),
-                                torch.tensor([cache.next_position], dtype=torch.long))
+        self.state = self.engine.state_of(cache.kv, cache.next_position)
         self.rows, self.lengths, self.joining = [member], [cache.length], []
 
 

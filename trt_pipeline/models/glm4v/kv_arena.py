@@ -85,13 +85,14 @@ class KvArena:
         batch, length = self._shape(past)
         if batch != 1 or self._is_handed(past):
             return dict(past)
-        if not all(self._holds(n, v, length, length) for n, v in past.items()):
-            if not self._sole_owner(past):
-                return dict(past)
+        if all(self._holds(n, v, length, length) for n, v in past.items()):
+            self._settle(past, length, length, holds=True)
+        elif self._sole_owner(past):
             # rows of another buffer only this state reads (a saved state whose buffer the arena left when it
             # copied for another reader): that buffer becomes the arena's, instead of a copy per load
             self.handed, self.buffers = {}, {name: value.base for name, value in past.items()}
-        self._settle(past, length, length)
+        else:
+            return dict(past)
         buffers = self.buffers
         self.handed = {name: buffers[name][:, :length] for name in past}
         return dict(self.handed)
@@ -109,12 +110,14 @@ class KvArena:
         handed = self.handed
         return len(handed) == len(past) and all(handed.get(name) is value for name, value in past.items())
 
-    def _settle(self, past: Mapping[str, np.ndarray], length: int, need: int) -> None:
+    def _settle(self, past: Mapping[str, np.ndarray], length: int, need: int, holds: bool | None = None) -> None:
         """Keep ``past``'s rows where they are when they are a prefix of these buffers with room for ``need``
-        rows and nobody reads rows beyond ``length``; else copy them into new buffers."""
+        rows (``holds``, when the caller checked it already) and nobody reads rows beyond ``length``; else
+        copy them into new buffers."""
         high = self.high
         self.handed = {}  # the arena's own views must not count as readers below
-        holds = all(self._holds(name, value, length, need) for name, value in past.items())
+        if holds is None:
+            holds = all(self._holds(name, value, length, need) for name, value in past.items())
         if not holds or (length < high and not all(self._exclusive(name) for name in past)):
             self._rebuild(past, length, need)
 

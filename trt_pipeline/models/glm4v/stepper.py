@@ -192,7 +192,6 @@ class FeedBuilder:
         shape = self.kv_layout.shape(batch, 0)
         return {name: self.cast(name, np.zeros(shape, np.float32)) for name in self.past_names}
 
-
     def decoder_feed(
         self,
         embeds: torch.Tensor,
