@@ -203,6 +203,12 @@ class ExportManifest:
         return "inplace" if (self.raw.get("decoder_graph") or {}).get("kv_cache") == "inplace" else "concat"
 
     @property
+    def kv_free_rows(self) -> bool:
+        """Whether the decoder takes an ``inplace`` cache longer than its attended rows (the write position
+        comes from ``attention_mask``; inplace exports made before that: False, fed exactly)."""
+        return self.kv_cache == "inplace" and (self.raw.get("decoder_graph") or {}).get("kv_cache_free_rows") is True
+
+    @property
     def precision(self) -> str:
         """The precision folder the export wrote (``fp32``, or ``bf16``/``fp16`` for a same-dtype export)."""
         return str(self.raw.get("precision", "fp32"))

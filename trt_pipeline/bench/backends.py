@@ -211,6 +211,7 @@ class HostFedBackend(Backend):
 
     def _activate(self, vision: Any, decoder: Any) -> None:
         """Activate the runners and make the stepper (chunks of the exported ``sequence_length`` max)."""
+        from trt_pipeline.models.glm4v.contract import ExportContract
         from trt_pipeline.models.glm4v.stepper import DecoderStepper, FeedBuilder
         from trt_pipeline.runtime.host_threads import single_thread_host_torch
 
@@ -222,7 +223,9 @@ class HostFedBackend(Backend):
             if runner is not None:
                 runner.activate()
         chunk = self.setup.ranges["sequence_length"].max
-        self.stepper = DecoderStepper(self.assets, decoder, chunk_size=chunk, check_inputs=False)
+        # the export's contract, as `serve` and `generate` step it (an inplace cache fed in blocks where it can be)
+        contract = ExportContract.from_manifest(self.setup.manifest)
+        self.stepper = DecoderStepper(self.assets, decoder, chunk_size=chunk, check_inputs=False, contract=contract)
         self.kv_cache = self.stepper.builder.kv_layout.kind
         self.vision_builder = FeedBuilder.for_runner(self.assets, vision) if vision is not None else None
 

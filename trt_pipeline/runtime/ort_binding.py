@@ -25,6 +25,11 @@ An output that is the in-place update of an input (``present.X`` of an ``inplace
 same shape and type as ``past_key_values.X``: :func:`inplace_aliases`) is bound to that input's own
 memory: ONNX Runtime's ``ScatterElements`` then writes only the new rows (it skips copying its input
 when input and output are one buffer), and the run returns the fed array itself as the output.
+Such a pair stays bound while the same array object is fed again (tracked by weak reference, so the
+runner never keeps a cache alive or counts as its reader): a host that feeds its cache as the same
+views for many steps (:class:`~trt_pipeline.models.glm4v.kv_arena.KvArena` blocks) binds it once per
+block, not every tensor every step. Outputs bound by pointer are rebound only when their address or
+shape changes.
 
 Why a lean path at all: a decode step of a small model is a few milliseconds, and the run
 streams every weight through the CPU caches, so the host work after it runs cache-cold and costs
@@ -36,6 +41,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -245,6 +251,15 @@ class BoundOrtRunner(OnnxrtRunner):
         self._c_binding = self.binding._iobinding  # the C binding the public wrapper forwards to
         self._cpu = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
         self._bound_names: tuple[str, ...] | None = None
+        #: in-place pairs bound now: fed input name -> weak reference to the array bound (the same live
+        #: object fed again is still bound: its memory and shape cannot have changed)
+        self._bound_sources: dict[str, weakref.ref] = {}
+        self._bound_outputs: dict[str, tuple[int, tuple[int, ...]]] = {}  # by pointer: (address, shape)
+
+    @property
+    def binds_in_place(self) -> bool:
+        """Whether runs write ``present.*`` into the fed ``past_key_values.*`` arrays (an inplace graph)."""
+        return bool(self._aliases)
 
     def infer_impl(self, feed_dict: Mapping[str, Any]) -> OrderedDict:
         out = self._bind_slab(feed_dict)
@@ -266,8 +281,9 @@ class BoundOrtRunner(OnnxrtRunner):
         if names != self._bound_names:
             binding.clear_binding_inputs()
             self._bound_names = names
+            self._bound_sources = {}
         aliased: dict[str, np.ndarray] = {}
-        sources, make_ortvalue = self._alias_sources, self._ortvalue
+        sources, make_ortvalue, bound = self._alias_sources, self._ortvalue, self._bound_sources
         for name, value in feed.items():
             if type(value) is not np.ndarray:  # torch in, torch out: the general path (it clears what was bound)
                 return None
@@ -276,24 +292,33 @@ class BoundOrtRunner(OnnxrtRunner):
                 # ONNX Runtime reads a C-contiguous array in place and copies any other one itself
                 binding.bind_input(name, value)
                 continue
+            target = alias[0]
+            last = bound.get(name)
+            if last is not None and last() is value:  # the very array bound last time: still bound, both ways
+                aliased[target] = value
+                continue
             # an in-place output: bound to the fed array's memory through ONE OrtValue serving as input and
             # output (half the work of binding the input, then the output by pointer); a fed array that cannot
             # be written in place (not C-contiguous, another dtype) sends the feed to the general path
-            target, dtype = alias
-            if value.dtype != dtype or not value.flags.c_contiguous:
+            if value.dtype != alias[1] or not value.flags.c_contiguous:
                 return None
             ortvalue = make_ortvalue(value, cpu)
             binding.bind_ortvalue_input(name, ortvalue)
             binding.bind_ortvalue_output(target, ortvalue)
+            bound[name] = weakref.ref(value)
             aliased[target] = value
         plans, size = layout.plan(known)
         slab, base = self.pool.take_with_address("", (size,), np.uint8)
         arrays: list[np.ndarray] = []
+        outputs = self._bound_outputs
         for (shape, offset, stride), (_, dtype, onnx_type, names) in zip(plans, layout.groups):
             block = slab[offset:offset + stride * len(names)].view(dtype).reshape(len(names), stride // dtype.itemsize)
             arrays.extend(block[:, :math.prod(shape)].reshape((len(names), *shape)))
             for name in names:
-                binding.bind_output(name, cpu, onnx_type, shape, base + offset)
+                where = (base + offset, shape)
+                if outputs.get(name) != where:  # a pointer binding: the same address and shape is the same binding
+                    binding.bind_output(name, cpu, onnx_type, shape, base + offset)
+                    outputs[name] = where
                 offset += stride
         # the result is assembled before the run: objects made now are still in the CPU caches,
         # which the run (streaming every weight) evicts
@@ -315,7 +340,7 @@ class BoundOrtRunner(OnnxrtRunner):
         binding = self.binding
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
-        self._bound_names = None
+        self._bound_names, self._bound_sources, self._bound_outputs = None, {}, {}
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
         pooled: dict[str, np.ndarray] = {}

@@ -34,6 +34,10 @@ class ExportContract:
     max_past: int
     min_image_tokens: int
     max_image_tokens: int
+    #: the decoder takes an ``inplace`` cache longer than its attended rows (``decoder_graph.kv_cache_free_rows``)
+    kv_free_rows: bool = False
+    #: the longest cache array a decoder call takes (``total_sequence_length``'s max; None: not recorded)
+    max_total: int | None = None
 
     @property
     def max_sequence(self) -> int:
@@ -48,8 +52,10 @@ class ExportContract:
             raise OnnxModelError(f"{manifest.path} defines no {', '.join(missing)} range.", path=manifest.path,
                                  hint=f"re-run `autoglm-trt export` to regenerate {manifest.path.name}.")
         tokens = dims["num_image_tokens"]
+        total = dims.get("total_sequence_length")
         return cls(manifest.path, dims["batch_size"].max, dims["sequence_length"].max,
-                   dims["past_sequence_length"].max, tokens.min, tokens.max)
+                   dims["past_sequence_length"].max, tokens.min, tokens.max,
+                   kv_free_rows=manifest.kv_free_rows, max_total=total.max if total is not None else None)
 
     def _refuse(self, what: str, value: int, dim: str, limit: int, bound: str = "at most") -> ShapeError:
         return ShapeError(

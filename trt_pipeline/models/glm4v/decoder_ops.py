@@ -7,6 +7,8 @@ export.json records :func:`decoder_graph` of it.
 
 from __future__ import annotations
 
+from typing import Any
+
 #: The decoder graph flavours ``autoglm-trt export --decoder-ops`` chooses between (the first is the default).
 #:
 #: * ``portable``: only ops every supported TensorRT parses (JetPack 6's 10.3 included) at opset 18;
@@ -24,9 +26,11 @@ DECODER_OPS = ("portable", "fused")
 #: * ``concat``: ``past_key_values.*`` ``[B, kv_heads, past, head_dim]`` in, ``present.*``
 #:   ``[B, kv_heads, past + S, head_dim]`` out: every step writes the whole cache anew (a copy per
 #:   step that grows with the context). Every flavour and every runtime.
-#: * ``inplace``: ``past_key_values.*`` ``[B, past + S, kv_heads * head_dim]`` in (the last S rows are
-#:   don't-care slots for the new tokens), ``present.*`` the same array with those rows written
-#:   (one ``ScatterElements`` per tensor). A runtime that binds each ``present.*`` to its
+#: * ``inplace``: ``past_key_values.*`` ``[B, T, kv_heads * head_dim]`` in, ``T >= past + S``: rows
+#:   ``past .. past + S - 1`` are don't-care slots for the new tokens, where ``past + S`` is the row count
+#:   up to the last position ``attention_mask`` attends (the mask is ``[B, T]`` too, 0 on the free
+#:   rows after it); ``present.*`` the same array with those rows written (one ``ScatterElements``
+#:   per tensor). A runtime that binds each ``present.*`` to its
 #:   ``past_key_values.*`` buffer (:class:`~trt_pipeline.runtime.ort_binding.BoundOrtRunner`) writes
 #:   only the new rows, and a host that keeps one growing buffer per tensor
 #:   (:class:`~trt_pipeline.models.glm4v.stepper.DecoderStepper`) feeds a prefix view of it: no
@@ -85,10 +89,14 @@ def check_export_dtype(ops: str, dtype: str) -> None:
                                "(AutoCast keeps Attention in fp32), or export --decoder-ops portable --dtype float16")
 
 
-_INPLACE_CACHE = {
+_INPLACE_CACHE: dict[str, Any] = {
     "kv_cache": "inplace",
-    "kv_cache_update": "ScatterElements of the new rows into past_key_values.* [B, past + S, kv_heads * head_dim] "
+    "kv_cache_update": "ScatterElements of the new rows into past_key_values.* [B, T, kv_heads * head_dim] at rows "
+                       "past .. past + S - 1, past + S = the rows up to the last attended position (attention_mask 1) "
                        "(present.* is that array); ONNX Runtime IO binding aliases present to past: no cache copy",
+    # rows after the last attended one are free (masked, never written): a host may feed a longer buffer
+    # (T > past + S) and bind it once per block of decode steps (trt_pipeline.models.glm4v.kv_arena)
+    "kv_cache_free_rows": True,
 }
 
 
@@ -105,7 +113,7 @@ def check_kv_cache(ops: str, kv_cache: str) -> None:
                           hint="add --decoder-ops fused, or drop --kv-cache inplace")
 
 
-def decoder_graph(ops: str, kv_cache: str = "concat") -> dict[str, str]:
+def decoder_graph(ops: str, kv_cache: str = "concat") -> dict[str, Any]:
     """How the decoder graph of flavour ``ops`` spells its hot spots (export.json's ``decoder_graph``)."""
     record = dict(_FUSED_GRAPH if ops == "fused" else _PORTABLE_GRAPH)
     if kv_cache == "inplace":

@@ -40,7 +40,7 @@ from trt_pipeline.models.glm4v import host
 from trt_pipeline.models.glm4v.contract import ExportContract
 from trt_pipeline.models.glm4v.config import Glm4vDims
 from trt_pipeline.models.glm4v.io_spec import LOGITS_POSITIONS, KvLayout, past_names, present_names
-from trt_pipeline.models.glm4v.kv_arena import KvArena
+from trt_pipeline.models.glm4v.kv_arena import KV_BLOCK, KvArena
 from trt_pipeline.models.glm4v.processing import MultimodalInputs
 
 #: Which positions of a step get logits: the last one, every one, or explicit indices of the segment.
@@ -57,6 +57,19 @@ class HostTables(Protocol):
 
 def _np(t: torch.Tensor, dtype: Any = np.float32) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy().astype(dtype, copy=False))
+
+
+def pad_mask(mask: np.ndarray, total: int) -> np.ndarray:
+    """``mask [B, T]`` followed by zero columns up to ``total`` (the free rows of a fed inplace cache)."""
+    padded = np.zeros((mask.shape[0], total), np.int64)
+    padded[:, :mask.shape[1]] = mask
+    return padded
+
+
+def runner_binds_in_place(runner: Any) -> bool:
+    """Whether an active runner writes ``present.*`` into the fed ``past_key_values.*`` arrays
+    (:class:`~trt_pipeline.runtime.ort_binding.BoundOrtRunner` over an inplace graph)."""
+    return bool(getattr(runner, "binds_in_place", False))
 
 
 def runner_inputs(runner: Any) -> dict[str, np.dtype]:
@@ -203,16 +216,21 @@ class FeedBuilder:
         """One decoder step: ``embeds [B, S, H]`` after ``past`` (``attention_mask [B, past + S]``).
 
         ``positions`` are the M-RoPE ids ``[3, B, S]`` of the new tokens. An ``inplace`` cache
-        ``past`` may already span the new rows (``past + S``, as a stepper feeds it) or not (extended here).
+        ``past`` may already span the new rows (``past + S``, as a stepper feeds it) or not (extended here),
+        or run further (free rows of a graph that takes them, :class:`KvArena` blocks: the mask gets 0 there).
         """
         total = attention_mask.shape[1]
-        if self.kv_layout.inplace and past and self.kv_layout.length(next(iter(past.values()))) != total:
+        mask = _np(attention_mask, np.int64)
+        fed = self.kv_layout.length(next(iter(past.values()))) if self.kv_layout.inplace and past else total
+        if fed < total:
             # not yet spanning the new rows: a copy that does (a stepper feeds views of its KvArena instead)
             past = {name: KvArena.extended(value, total) for name, value in past.items()}
+        elif fed > total:  # free rows after the new ones (a KvArena block): the mask covers them with 0
+            mask = pad_mask(mask, fed)
         cos, sin = host.text_rope(self.dims.text, positions)
         feed: dict[str, np.ndarray] = {
             "inputs_embeds": _np(embeds),
-            "attention_mask": _np(attention_mask, np.int64),
+            "attention_mask": mask,
             "rope_cos": _np(cos),
             "rope_sin": _np(sin),
             LOGITS_POSITIONS: np.asarray(logit_indices(logits, embeds.shape[1]), np.int64),
@@ -362,8 +380,12 @@ class DecoderStepper:
         self.check_inputs = check_inputs
         self.contract = contract
         layout = self.builder.kv_layout
-        #: an inplace cache's growing buffers (None: concat, each step's present.* is the next past)
-        self.arena = KvArena(layout) if layout.inplace else None
+        #: an inplace cache's growing buffers (None: concat, each step's present.* is the next past); fed in
+        #: blocks of KV_BLOCK rows, bound once per block, when the graph takes free rows and the runner
+        #: writes in place (any other runner would only copy the free rows)
+        blocks = layout.inplace and contract is not None and contract.kv_free_rows and runner_binds_in_place(runner)
+        self.arena = KvArena(layout, KV_BLOCK if blocks else None, contract.max_total if blocks else None) \
+            if layout.inplace else None
         self.reset(1)
 
     # -- cache ----------------------------------------------------------------------------------
@@ -431,16 +453,28 @@ class DecoderStepper:
             embeds = feed["inputs_embeds"]
             self.contract.check_step(int(embeds.shape[0]), int(embeds.shape[1]), self.past_length)
         out = self.runner.infer(feed, check_inputs=self.check_inputs)
-        past = self._past_from(out)
+        need = self.past_length + int(positions.shape[2])
+        past = self._past_from(out, feed, need)
         after = positions.amax(dim=(0, 2)) + 1
-        mask = torch.as_tensor(feed["attention_mask"]).long()  # every decoder runner takes the mask
+        mask = torch.as_tensor(feed["attention_mask"])[:, :need].long()  # every decoder runner takes the mask
         self.state = CacheState(past, mask, torch.maximum(self.state.next_position, after))
         return StepOutput(step_logits(out, feed, logits, positions.shape[2]), feed, out)
 
-    def _past_from(self, out: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """A run's ``present.*`` outputs as the next step's ``past_key_values.*`` (numpy, not copied)."""
+    def _past_from(self, out: Mapping[str, Any], feed: Mapping[str, Any], need: int) -> dict[str, np.ndarray]:
+        """A run's ``present.*`` outputs as the next step's ``past_key_values.*`` (numpy, not copied), ``need`` rows.
+
+        Fed in blocks (:class:`KvArena`), the outputs span the block: written in place (the fed arrays
+        came back), the state is the arena's exact views; else the outputs' first ``need`` rows."""
         builder = self.builder  # mapped in C: this runs once per decode step, cache-cold after the run
-        return dict(zip(builder.past_names, map(np.asarray, map(out.__getitem__, builder.present_names))))
+        past = dict(zip(builder.past_names, map(np.asarray, map(out.__getitem__, builder.present_names))))
+        arena = self.arena
+        if arena is None or arena.block is None or not past:
+            return past
+        first = builder.past_names[0]
+        if past[first] is feed.get(first) and arena.handed:
+            return dict(arena.handed)
+        rows = builder.kv_layout.rows
+        return {name: rows(value, 0, need) for name, value in past.items()}
 
     # -- segments -------------------------------------------------------------------------------
     def prefill(
@@ -516,12 +550,15 @@ class DecoderStepper:
         batch, length = before.shape
         if self.contract is not None:
             self.contract.check_step(batch, 1, length)
-        mask = np.empty((batch, length + 1), np.int64)
-        mask[:, :-1] = before
-        mask[:, -1] = 1
-        feed = self.builder.decode_feed(tokens.numpy().reshape(batch), next_position, mask, self._step_past(1))
+        past = self._step_past(1)
+        fed = self.builder.kv_layout.length(next(iter(past.values()))) if self.arena is not None and past else length + 1
+        mask = (np.empty if fed == length + 1 else np.zeros)((batch, fed), np.int64)  # 0 on free rows (KvArena blocks)
+        mask[:, :length] = before
+        mask[:, length] = 1
+        feed = self.builder.decode_feed(tokens.numpy().reshape(batch), next_position, mask, past)
         out = self.runner.infer(feed, check_inputs=self.check_inputs)
-        self.state = CacheState(self._past_from(out), torch.from_numpy(mask), torch.from_numpy(next_position + 1))
+        state_mask = torch.from_numpy(mask if fed == length + 1 else mask[:, :length + 1])
+        self.state = CacheState(self._past_from(out, feed, length + 1), state_mask, torch.from_numpy(next_position + 1))
         return StepOutput(step_logits(out, feed, "last", 1), feed, out)
 
 
@@ -552,6 +589,8 @@ __all__ = [
     "StepOutput",
     "encode_images",
     "logit_indices",
+    "pad_mask",
+    "runner_binds_in_place",
     "runner_inputs",
     "runner_kv_cache",
 ]

@@ -103,24 +103,42 @@ def grouped_query_attention(
     return torch.matmul(weights.view(b, kv, groups * s, -1), value).reshape(b, heads, s, d)
 
 
-def inplace_kv_index(batch: int, total: int, query_length: int, width: int, device: torch.device) -> torch.Tensor:
-    """``scatter`` index of the new rows of an ``inplace`` cache ``[B, T, width]``: the last S positions.
+def inplace_kv_index(batch: int, past: torch.Tensor, query_length: int, width: int, device: torch.device) -> torch.Tensor:
+    """``scatter`` index of the new rows of an ``inplace`` cache ``[B, T, width]``: rows ``past .. past + S - 1``.
 
-    Made once per forward from shapes only (the write position is ``T - S``, the same past length
-    the causal bias uses; every row of a left-padded batch writes there) and shared by every layer:
-    it traces to ONE index (Expand) and one ``ScatterElements`` per cache tensor, where ``index_put``
-    would broadcast its values again for every tensor (one more node each).
+    Made once per forward (``past`` from :func:`attended_end`, the same past length the causal bias
+    uses; every row of a left-padded batch writes there) and shared by every layer: it traces to ONE
+    index (Expand) and one ``ScatterElements`` per cache tensor, where ``index_put`` would broadcast
+    its values again for every tensor (one more node each).
     """
-    positions = torch.arange(query_length, device=device) + (total - query_length)
+    positions = torch.arange(query_length, device=device) + past
     return positions.view(1, query_length, 1).expand(batch, query_length, width)
 
 
-def causal_padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive bias [B, 1, S, T] from a [B, T] 0/1 mask; past length = T - S (shape-derived)."""
+def attended_end(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Rows up to and including the last position any row attends (``attention_mask`` 1): a 0-d int64.
+
+    What lets an ``inplace`` cache be fed longer than ``past + S``: the rows after it are free (their
+    mask is 0, and they lie after every query, so the causal bias hides them too), and a host that
+    keeps its cache in a few fixed-size views binds them once instead of per step (see
+    :class:`~trt_pipeline.models.glm4v.kv_arena.KvArena`). The new tokens are the last attended rows
+    (a host always attends them), so for a cache fed exactly ``past + S`` long this is ``T``, as
+    the shape-only graph had it.
+    """
+    index = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
+    return (attention_mask.long() * index).amax(dim=(0, 1))
+
+
+def causal_padding_bias(
+    attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype, past: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    """Additive bias [B, 1, S, T] from a [B, T] 0/1 mask; past length ``past`` (default ``T - S``, shape-derived)."""
     total = attention_mask.shape[1]
     device = attention_mask.device
+    if past is None:
+        past = total - query_length
     key_index = torch.arange(total, device=device).unsqueeze(0)  # [1, T]
-    query_index = torch.arange(query_length, device=device).unsqueeze(1) + (total - query_length)  # [S, 1]
+    query_index = torch.arange(query_length, device=device).unsqueeze(1) + past  # [S, 1]
     causal = key_index <= query_index  # [S, T]
     allowed = causal.unsqueeze(0) & attention_mask.bool().unsqueeze(1)  # [B, S, T]
     allowed = allowed | (key_index == query_index).unsqueeze(0)
@@ -318,7 +336,9 @@ class TextDecoder(nn.Module):
         *past_key_values: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         x = inputs_embeds
-        bias = causal_padding_bias(attention_mask, x.shape[1], x.dtype)  # [B, 1, S, T]
+        # an inplace cache may run past the attended rows (free rows: attended_end); concat's is exact
+        past = attended_end(attention_mask) - x.shape[1] if self.kv_cache == "inplace" else None
+        bias = causal_padding_bias(attention_mask, x.shape[1], x.dtype, past)  # [B, 1, S, T]
         # the host computes the tables in fp32; transformers then casts them to the model dtype
         if self.ops == "fused":
             cos, sin = fused_rotary_tables(rope_cos.to(x.dtype), rope_sin.to(x.dtype))
@@ -329,7 +349,7 @@ class TextDecoder(nn.Module):
         kv_index = None
         if self.kv_cache == "inplace":
             width = self.dims.num_key_value_heads * self.dims.head_dim
-            kv_index = inplace_kv_index(x.shape[0], attention_mask.shape[1], x.shape[1], width, x.device)
+            kv_index = inplace_kv_index(x.shape[0], past, x.shape[1], width, x.device)
         presents: list[torch.Tensor] = []
         for index, layer in enumerate(self.language_model.layers):
             x, key, value = layer(x, cos, sin, bias, past_key_values[2 * index], past_key_values[2 * index + 1], kv_index)
