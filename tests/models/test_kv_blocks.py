@@ -230,3 +230,28 @@ def test_block_views_do_not_hide_a_saved_state_from_copy_on_write():
     shorter = {"k": arena.handed["k"][:, :2]}
     arena.feed(shorter, 1)  # nobody but this state and the arena's block view reads the buffer: in place
     assert id(arena.buffers["k"]) == mine
+
+
+def test_a_kept_binding_reads_what_the_arrays_hold_now(tiny_inplace_export):
+    """The runner keeps an in-place binding while the same arrays are fed: it must read their current
+    rows (not a copy made at bind time), and any other array gets bound anew."""
+    assets = HostAssets.from_export_dir(tiny_inplace_export)
+    with decoder_runner(tiny_inplace_export) as runner:
+        stepper = DecoderStepper(assets, runner, contract=contract_of(tiny_inplace_export))
+        stepper.prefill_tokens(PROMPT)
+        feed, _ = stepper.prepare_decode(torch.tensor([7]))
+        feed = {name: np.array(value) for name, value in feed.items()}  # arrays the runner has not bound yet
+        counter = runner._ortvalue = CountingOrtValues(runner._ortvalue)
+        first = runner.infer(feed, check_inputs=False)["logits"].copy()
+        bound = counter.calls
+        caches = [value for name, value in feed.items() if name.startswith("past_key_values.")]
+        assert bound == len(caches)  # one OrtValue per in-place pair
+        for value in caches:
+            value[:, :PROMPT.shape[1]] *= 0.5  # the same objects, other rows
+        kept = runner.infer(feed, check_inputs=False)["logits"].copy()
+        assert counter.calls == bound  # nothing bound again
+        copies = {name: np.array(value) for name, value in feed.items()}  # other objects, the same values
+        rebound = runner.infer(copies, check_inputs=False)["logits"].copy()
+        assert counter.calls == 2 * bound
+        assert np.array_equal(kept, rebound)
+        assert float(np.abs(first - kept).max()) > 1e-3  # halving the cache did change the step

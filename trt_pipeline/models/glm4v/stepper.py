@@ -471,7 +471,8 @@ class DecoderStepper:
         if arena is None or arena.block is None or not past:
             return past
         first = builder.past_names[0]
-        if past[first] is feed.get(first) and arena.handed:
+        fed = feed.get(first)
+        if past[first] is fed and fed is arena.bound.get(first):  # the arena's block, written in place
             return dict(arena.handed)
         rows = builder.kv_layout.rows
         return {name: rows(value, 0, need) for name, value in past.items()}
