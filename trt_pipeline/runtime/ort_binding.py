@@ -255,6 +255,7 @@ class BoundOrtRunner(OnnxrtRunner):
         #: object fed again is still bound: its memory and shape cannot have changed)
         self._bound_sources: dict[str, weakref.ref] = {}
         self._bound_outputs: dict[str, tuple[int, tuple[int, ...]]] = {}  # by pointer: (address, shape)
+        self._keeper: KeptBinding | None = None  # the kept binding the session's binding is now (None: per-run)
 
     @property
     def binds_in_place(self) -> bool:
@@ -270,12 +271,52 @@ class BoundOrtRunner(OnnxrtRunner):
         self.inference_time = time.time() - start
         return out
 
+    def keep(self, feed: Mapping[str, np.ndarray], check_inputs: bool = True) -> KeptBinding:
+        """Bind ``feed``'s arrays (C-contiguous numpy, kept alive and changed only in place by the caller)
+        and outputs into buffers of their own, once: :meth:`KeptBinding.run` then runs without binding."""
+        if not self.is_active:
+            raise RuntimeError(f"{self.name}: activate the runner before keeping a binding")
+        if check_inputs:
+            from polygraphy.backend.base import util as base_util
+
+            base_util.check_inputs(feed, self.get_input_metadata(use_numpy_dtypes=False))
+        return KeptBinding(self, feed)
+
     def _bind_slab(self, feed: Mapping[str, Any]) -> OrderedDict | None:
         """Numpy feed, every output shape known: one slab, C-level binds, no per-run clearing (None: general path)."""
         layout = self._layout
         known = layout.known(feed) if layout.complete else None
         if known is None:
             return None
+        aliased = self._bind_inputs(feed)
+        if aliased is None:
+            return None
+        binding, cpu = self._c_binding, self._cpu
+        self._keeper = None
+        plans, size = layout.plan(known)
+        slab, base = self.pool.take_with_address("", (size,), np.uint8)
+        arrays: list[np.ndarray] = []
+        outputs = self._bound_outputs
+        for (shape, offset, stride), (_, dtype, onnx_type, names) in zip(plans, layout.groups):
+            block = slab[offset:offset + stride * len(names)].view(dtype).reshape(len(names), stride // dtype.itemsize)
+            arrays.extend(block[:, :math.prod(shape)].reshape((len(names), *shape)))
+            for name in names:
+                where = (base + offset, shape)
+                if outputs.get(name) != where:  # a pointer binding: the same address and shape is the same binding
+                    binding.bind_output(name, cpu, onnx_type, shape, base + offset)
+                    outputs[name] = where
+                offset += stride
+        # the result is assembled before the run: objects made now are still in the CPU caches,
+        # which the run (streaming every weight) evicts
+        if layout.in_order and not aliased:
+            return OrderedDict(zip(layout.names, arrays))
+        by_name = dict(zip(layout.order_names, arrays))
+        by_name.update(aliased)
+        return OrderedDict((name, by_name[name]) for name in self._output_names)
+
+    def _bind_inputs(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+        """Bind every input of a numpy ``feed`` (an in-place pair once per array object); -> the aliased
+        outputs {present name: fed array}, or None when the feed must take the general path."""
         binding, cpu = self._c_binding, self._cpu
         names = tuple(feed)
         if names != self._bound_names:
@@ -307,26 +348,7 @@ class BoundOrtRunner(OnnxrtRunner):
             binding.bind_ortvalue_output(target, ortvalue)
             bound[name] = weakref.ref(value)
             aliased[target] = value
-        plans, size = layout.plan(known)
-        slab, base = self.pool.take_with_address("", (size,), np.uint8)
-        arrays: list[np.ndarray] = []
-        outputs = self._bound_outputs
-        for (shape, offset, stride), (_, dtype, onnx_type, names) in zip(plans, layout.groups):
-            block = slab[offset:offset + stride * len(names)].view(dtype).reshape(len(names), stride // dtype.itemsize)
-            arrays.extend(block[:, :math.prod(shape)].reshape((len(names), *shape)))
-            for name in names:
-                where = (base + offset, shape)
-                if outputs.get(name) != where:  # a pointer binding: the same address and shape is the same binding
-                    binding.bind_output(name, cpu, onnx_type, shape, base + offset)
-                    outputs[name] = where
-                offset += stride
-        # the result is assembled before the run: objects made now are still in the CPU caches,
-        # which the run (streaming every weight) evicts
-        if layout.in_order and not aliased:
-            return OrderedDict(zip(layout.names, arrays))
-        by_name = dict(zip(layout.order_names, arrays))
-        by_name.update(aliased)
-        return OrderedDict((name, by_name[name]) for name in self._output_names)
+        return aliased
 
     def _infer_general(self, feed_dict: Mapping[str, Any]) -> OrderedDict:
         """Any feed (torch tensors, outputs with axes no input names): per-output buffers, cleared bindings."""
@@ -340,7 +362,7 @@ class BoundOrtRunner(OnnxrtRunner):
         binding = self.binding
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
-        self._bound_names, self._bound_sources, self._bound_outputs = None, {}, {}
+        self._bound_names, self._bound_sources, self._bound_outputs, self._keeper = None, {}, {}, None
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
         pooled: dict[str, np.ndarray] = {}
@@ -369,4 +391,62 @@ class BoundOrtRunner(OnnxrtRunner):
         del self.binding, self.pool, self.sess, self._c_binding
 
 
-__all__ = ["BoundOrtRunner", "BufferPool", "OutputLayout", "inplace_aliases", "input_axes", "known_axes", "resolve_shape", "symbolic_axes"]
+class KeptBinding:
+    """One feed bound once: inputs over the caller's arrays, outputs into buffers of its own.
+
+    A decode loop that feeds the same arrays step after step and changes only their contents (the
+    token's embedding row, its rotary rows, one more mask column; the cache written in place by the
+    run itself) pays, per step, only for the run: no feed dict, no binding, no output planning. On a
+    small model's decode step that per-step host work was a tenth of the step, and it all runs right
+    after the run has streamed every weight through the CPU caches, i.e. cache-cold.
+    (:class:`~trt_pipeline.models.glm4v.kept_decode.KeptDecode` is that loop.)
+
+    The runner's binding is shared: when any other run of the runner (or another kept binding) has
+    bound it since, :meth:`run` binds this feed again first, so mixing kept and per-run calls stays
+    correct. ``outputs`` are the same arrays after every run (the in-place outputs are the fed arrays).
+    """
+
+    def __init__(self, runner: BoundOrtRunner, feed: Mapping[str, np.ndarray]) -> None:
+        layout = runner._layout
+        known = layout.known(feed) if layout.complete else None
+        odd = [name for name, value in feed.items() if type(value) is not np.ndarray or not value.flags.c_contiguous]
+        if known is None or odd:
+            raise ValueError(f"a kept binding needs C-contiguous numpy arrays for every input (not: {odd}) and "
+                             "outputs whose shapes the inputs fix")
+        self.runner, self.feed = runner, dict(feed)
+        plans, size = layout.plan(known)
+        self._slab = np.empty(size + SLAB_ALIGNMENT, np.uint8)
+        base = -self._slab.ctypes.data % SLAB_ALIGNMENT  # the slab's first cache line
+        by_name: dict[str, np.ndarray] = {}
+        self._targets: list[tuple[str, int, tuple[int, ...], int]] = []
+        for (shape, offset, stride), (_, dtype, onnx_type, names) in zip(plans, layout.groups):
+            for name in names:
+                start = base + offset
+                by_name[name] = self._slab[start:start + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
+                self._targets.append((name, onnx_type, shape, self._slab.ctypes.data + start))
+                offset += stride
+        self._aliases = {target: source for target, source in runner._aliases.items() if source in self.feed}
+        by_name.update((target, self.feed[source]) for target, source in self._aliases.items())
+        self.outputs = OrderedDict((name, by_name[name]) for name in runner._output_names)
+        self._bind()
+
+    def _bind(self) -> None:
+        runner = self.runner
+        if runner._bind_inputs(self.feed) is None:
+            raise ValueError("a kept binding's feed must be written in place as fed (C-contiguous, the declared dtypes)")
+        binding, cpu = runner._c_binding, runner._cpu
+        for name, onnx_type, shape, address in self._targets:
+            binding.bind_output(name, cpu, onnx_type, shape, address)
+        runner._bound_outputs = {}  # the per-run path's pointer bindings are replaced
+        runner._keeper = self
+
+    def run(self) -> OrderedDict:
+        """Run on the arrays' current contents; -> ``outputs`` (the same arrays every time)."""
+        runner = self.runner
+        if runner._keeper is not self:
+            self._bind()
+        runner.sess._sess.run_with_iobinding(runner._c_binding, None)
+        return self.outputs
+
+
+__all__ = ["BoundOrtRunner", "KeptBinding", "BufferPool", "OutputLayout", "inplace_aliases", "input_axes", "known_axes", "resolve_shape", "symbolic_axes"]

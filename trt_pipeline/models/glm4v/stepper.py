@@ -40,6 +40,7 @@ from trt_pipeline.models.glm4v import host
 from trt_pipeline.models.glm4v.contract import ExportContract
 from trt_pipeline.models.glm4v.config import Glm4vDims
 from trt_pipeline.models.glm4v.io_spec import LOGITS_POSITIONS, KvLayout, past_names, present_names
+from trt_pipeline.models.glm4v.kept_decode import KeptDecode
 from trt_pipeline.models.glm4v.kv_arena import KV_BLOCK, KvArena
 from trt_pipeline.models.glm4v.processing import MultimodalInputs
 
@@ -240,6 +241,13 @@ class FeedBuilder:
             feed["position_ids"] = _np(positions, np.int64)
         return self._finish(feed)
 
+    def decode_tables(self) -> _DecodeTables:
+        """The embedding and M-RoPE rows :meth:`decode_feed` looks up (made on first use)."""
+        tables = self._decode_tables
+        if tables is None:
+            tables = self._decode_tables = _DecodeTables(self)
+        return tables
+
     def decode_feed(
         self, tokens: np.ndarray, positions: np.ndarray, attention_mask: np.ndarray, past: Mapping[str, np.ndarray]
     ) -> OrderedDict:
@@ -253,9 +261,7 @@ class FeedBuilder:
         embedding rows and rows of :func:`~trt_pipeline.models.glm4v.host.text_rope_table`.
         Not for ``reference_inputs`` builders (their ``position_ids``): use :meth:`decoder_feed`.
         """
-        tables = self._decode_tables
-        if tables is None:
-            tables = self._decode_tables = _DecodeTables(self)
+        tables = self.decode_tables()
         cos, sin = tables.rope(positions)
         batch = tokens.shape[0]
         embeds = tables.embeddings(tokens).reshape(batch, 1, -1)
@@ -386,6 +392,9 @@ class DecoderStepper:
         blocks = layout.inplace and contract is not None and contract.kv_free_rows and runner_binds_in_place(runner)
         self.arena = KvArena(layout, KV_BLOCK if blocks else None, contract.max_total if blocks else None) \
             if layout.inplace else None
+        #: batch-of-one decode steps through one kept binding per block (None: every step binds its feed)
+        self.kept = KeptDecode(self.builder, self.arena, runner, check_inputs) \
+            if KeptDecode.applies(self.builder, self.arena, runner) else None
         self.reset(1)
 
     # -- cache ----------------------------------------------------------------------------------
@@ -547,10 +556,16 @@ class DecoderStepper:
             feed, positions = self.prepare_decode(tokens)
             return self.step(feed, positions)
         state = self.state
-        before, next_position = state.attention_mask.numpy(), state.next_position.numpy()
-        batch, length = before.shape
+        batch, length = state.attention_mask.shape
         if self.contract is not None:
             self.contract.check_step(batch, 1, length)
+        kept = self.kept
+        if kept is not None and kept.prepare(state, tokens):  # one kept binding per cache block
+            after = CacheState(dict(self.arena.handed), kept.state_mask, torch.from_numpy(state.next_position.numpy() + 1))
+            logits, out = kept.run()
+            self.state = after
+            return StepOutput(logits, kept.feed, out)
+        before, next_position = state.attention_mask.numpy(), state.next_position.numpy()
         past = self._step_past(1)
         fed = self.builder.kv_layout.length(next(iter(past.values()))) if self.arena is not None and past else length + 1
         mask = (np.empty if fed == length + 1 else np.zeros)((batch, fed), np.int64)  # 0 on free rows (KvArena blocks)
