@@ -6,7 +6,7 @@ dicts) cost another 0.2 ms on the small preset: run right after the run has stre
 through the CPU caches, each of those small steps misses the caches. onnxruntime-genai's C++ loop
 has none of it. With an ``inplace`` cache fed in blocks
 (:class:`~trt_pipeline.models.glm4v.kv_arena.KvArena`), every input of a decode step keeps its
-shape for a whole block of 64 steps, so :class:`KeptDecode` builds the step's feed once per block
+shape for a whole block of ``KV_BLOCK`` steps, so :class:`KeptDecode` builds the step's feed once per block
 (:meth:`~trt_pipeline.models.glm4v.stepper.FeedBuilder.decode_feed`, the same arrays as the general
 path), keeps it bound (:class:`~trt_pipeline.runtime.ort_binding.KeptBinding`) and per step only
 writes the token's embedding row, its rotary rows and one mask column into those arrays, then runs.
