@@ -16,7 +16,11 @@ Everything data-dependent around the two exported graphs happens here, once:
   (greedy generation, a server sampling with temperature/top-p) picks tokens itself.
   :meth:`~DecoderStepper.decode` builds its feed from tables (:meth:`FeedBuilder.decode_feed`)
   instead of the general :meth:`~DecoderStepper.prepare` path: bitwise the same feed, cache and
-  logits, a fraction of the host work (a small model's decode step is a few milliseconds).
+  logits, a fraction of the host work (a small model's decode step is a few milliseconds). With an
+  ``inplace`` cache fed in blocks to a runner that writes it in place (the export's contract says
+  the graph takes free rows), a batch of one decodes through
+  :class:`~trt_pipeline.models.glm4v.kept_decode.KeptDecode`: that feed built and bound once per
+  block, then only written into.
 
 The runner is anything with Polygraphy's ``infer(feed, check_inputs=...)`` and
 ``get_input_metadata()``: the torch modules runner, ONNX Runtime's ``OnnxrtRunner``, the TensorRT
