@@ -53,12 +53,14 @@ def test_bench_of_an_inplace_export_records_its_cache_and_in_place_steps(benched
     assert data["config"]["kv_cache"] == "inplace"
     ort = data["backends"]["ort-fp32"]
     assert (ort["kv_cache"], ort["kv_update"]) == ("inplace", "in place")
+    assert any("blocks of 16 rows" in note and "KeptDecode" in note for note in ort["notes"])  # the decode path is recorded
     assert [row["context"] for row in ort["decode"]] == list(CONTEXTS) and all(r["p50_ms"] > 0 for r in ort["decode"])
     torch_export = data["backends"]["torch-export"]
     assert torch_export["kv_cache"] == "inplace" and torch_export["kv_update"] in ("in place", "copy")
     # the same step without IO binding: ONNX Runtime's ScatterElements writes a new array, a whole copy
     unbound = benched["inplace-unbound"]["backends"]["ort-fp32"]
     assert (unbound["kv_cache"], unbound["kv_update"]) == ("inplace", "copy")
+    assert not any("blocks of" in note for note in unbound["notes"])  # a copying runner is fed exactly
     concat = benched["concat"]
     assert concat["config"]["kv_cache"] == "concat"
     assert (concat["backends"]["ort-fp32"]["kv_cache"], concat["backends"]["ort-fp32"]["kv_update"]) == ("concat", "copy")

@@ -227,6 +227,10 @@ class HostFedBackend(Backend):
         contract = ExportContract.from_manifest(self.setup.manifest)
         self.stepper = DecoderStepper(self.assets, decoder, chunk_size=chunk, check_inputs=False, contract=contract)
         self.kv_cache = self.stepper.builder.kv_layout.kind
+        arena = self.stepper.arena
+        if arena is not None and arena.block is not None:
+            kept = "one kept binding per block (KeptDecode)" if self.stepper.kept is not None else "bound per step"
+            self.notes.append(f"kv cache fed in blocks of {arena.block} rows; batch-of-one decode: {kept}")
         self.vision_builder = FeedBuilder.for_runner(self.assets, vision) if vision is not None else None
 
     def _ids(self, length: int, salt: int = 0) -> Any:
