@@ -261,3 +261,14 @@ def test_a_kept_binding_reads_what_the_arrays_hold_now(tiny_inplace_export):
         assert counter.calls == 2 * bound
         assert np.array_equal(kept, rebound)
         assert float(np.abs(first - kept).max()) > 1e-3  # halving the cache did change the step
+
+
+def test_a_step_whose_last_position_nobody_attends_is_refused(tiny_inplace_export):
+    """The inplace graph writes where the attended rows end: a right-padded step that attends no last
+    position in any row would write elsewhere, so the feed builder refuses it."""
+    assets = HostAssets.from_export_dir(tiny_inplace_export)
+    with decoder_runner(tiny_inplace_export) as runner:
+        stepper = DecoderStepper(assets, runner)
+        with pytest.raises(ValueError, match="last new position attended"):
+            stepper.prefill(stepper.builder.token_embeddings(PROMPT), torch.tensor([[1] * 11 + [0]]),
+                            torch.arange(12).view(1, 1, -1).expand(3, 1, -1))

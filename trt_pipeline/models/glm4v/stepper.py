@@ -226,6 +226,10 @@ class FeedBuilder:
         """
         total = attention_mask.shape[1]
         mask = _np(attention_mask, np.int64)
+        if self.kv_layout.inplace and total and not mask[:, -1].any():
+            # the inplace graph writes the new rows where the mask's attended rows end (text.attended_end)
+            raise ValueError("an inplace KV cache step needs its last new position attended (attention_mask 1) "
+                             "in at least one row: left-pad the batch (as Glm4vProcessing does)")
         fed = self.kv_layout.length(next(iter(past.values()))) if self.kv_layout.inplace and past else total
         if fed < total:
             # not yet spanning the new rows: a copy that does (a stepper feeds views of its KvArena instead)
