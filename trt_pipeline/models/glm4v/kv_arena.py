@@ -45,10 +45,10 @@ from trt_pipeline.models.glm4v.io_spec import KvLayout
 #: Rows of headroom a new buffer gets beyond what the step needs (at least), so decode steps keep fitting.
 MIN_HEADROOM = 64
 #: Rows a fed cache view grows by in block mode. ONNX Runtime's CPU ``Attention`` reads every fed row,
-#: masked or not (~1.7 us a row on the small preset: 65 -> 128 rows made an int4 step 100 us slower), and a
-#: new block costs one binding of the whole feed; continuous decode on the small preset was fastest at 16
-#: (int4, 128 steps from 64 / 512 cached tokens: 2.79 / 3.62 ms a step; 8: 2.81 / 3.64; 32: 2.83 / 3.63;
-#: 64: 2.84 / 3.64). At a 25k-token phone-agent context 15 rows are 0.06 %.
+#: masked or not (~1.5 us a row on the small preset's int4 decoder), and a new block costs one binding of
+#: the whole feed; continuous decode on the small preset was fastest at 16 (``benchmarks/kv_block_sweep.py``,
+#: int4, 128 steps from 64 / 512 tokens: 2.85 / 3.70 ms a step; 8 rows 2.88 / 3.72, 32: 2.90 / 3.70,
+#: 64: 2.94 / 3.77, a binding every step 3.01 / 3.85). At a 25k-token phone-agent context 15 rows are 0.06 %.
 KV_BLOCK = 16
 
 

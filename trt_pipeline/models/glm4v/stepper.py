@@ -374,6 +374,8 @@ class DecoderStepper:
             None runs each segment in one call.
         check_inputs: passed to ``runner.infer`` (Polygraphy's input shape/dtype check).
         contract: the export's limits; a call outside them is refused before the runner sees it.
+        kv_block: rows an ``inplace`` cache's fed views grow by, where the contract says the graph takes
+            free rows (:data:`~trt_pipeline.models.glm4v.kv_arena.KV_BLOCK`; ``benchmarks/kv_block_sweep.py``).
     """
 
     def __init__(
@@ -385,6 +387,7 @@ class DecoderStepper:
         chunk_size: int | None = None,
         check_inputs: bool = True,
         contract: ExportContract | None = None,
+        kv_block: int = KV_BLOCK,
     ) -> None:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -398,7 +401,7 @@ class DecoderStepper:
         #: blocks of KV_BLOCK rows, bound once per block, when the graph takes free rows and the runner
         #: writes in place (any other runner would only copy the free rows)
         blocks = layout.inplace and contract is not None and contract.kv_free_rows and runner_binds_in_place(runner)
-        self.arena = KvArena(layout, KV_BLOCK if blocks else None, contract.max_total if blocks else None) \
+        self.arena = KvArena(layout, kv_block if blocks else None, contract.max_total if blocks else None) \
             if layout.inplace else None
         #: batch-of-one decode steps through one kept binding per block (None: every step binds its feed)
         self.kept = KeptDecode(self.builder, self.arena, runner, check_inputs) \
