@@ -25,6 +25,8 @@ import pytest
 import torch
 from serve_helpers import API_KEY, MODEL, agent_messages, png_data_url
 
+from trt_pipeline.models.glm4v.kv_arena import KV_BLOCK
+
 KINDS = ("fused", "inplace")
 LOGITS_ATOL = 1e-5
 
@@ -36,6 +38,11 @@ def engines(tiny_fused_export: Path, tiny_inplace_export: Path) -> Iterator[dict
     loaded = {"fused": ServeEngine.load(tiny_fused_export, "ort", "fp32"),
               "inplace": ServeEngine.load(tiny_inplace_export, "ort", "fp32")}
     assert [engine.kv_layout.kind for engine in loaded.values()] == ["concat", "inplace"]
+    # the inplace export is served as `serve` runs it: its cache fed in blocks, a lone reply decoded through
+    # one kept binding per block (KeptDecode); batches of several rows take the general path
+    stepper = loaded["inplace"]._stepper()
+    assert stepper.arena.block == KV_BLOCK and stepper.kept is not None
+    assert loaded["fused"]._stepper().kept is None
     yield loaded
     for engine in loaded.values():
         engine.close()
