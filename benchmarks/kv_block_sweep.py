@@ -29,48 +29,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def graph_step_us(path: Path, context: int, extras: list[int], rounds: int, reps: int = 40) -> dict[int, float]:
-    """Median CPU us of one bound decode step per number of free rows (random cache, one session)."""
+    """Median CPU us of one bound decode step per number of free rows (``ort_graph_profile``'s seeded feed and
+    in-place binding, the mask 0 on the free rows; one session)."""
     import onnxruntime as ort
-    from onnxruntime.capi import _pybind_state as ort_c
+    from ort_graph_profile import bind, decode_feed
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    inputs = {node.name: node for node in session.get_inputs()}
-    width, hidden = inputs["past_key_values.0.key"].shape[2], inputs["inputs_embeds"].shape[2]
-    rotary, vocab = inputs["rope_cos"].shape[2], session.get_outputs()[0].shape[2]
-    cpu = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
-    rng = np.random.default_rng(0)
     bound = {}
     for extra in extras:
-        rows = context + 1 + extra
-        mask = np.zeros((1, rows), np.int64)
-        mask[0, :context + 1] = 1
-        feed = {"inputs_embeds": rng.standard_normal((1, 1, hidden)).astype(np.float32), "attention_mask": mask,
-                "rope_cos": np.ones((1, 1, rotary), np.float32), "rope_sin": np.zeros((1, 1, rotary), np.float32),
-                "logits_positions": np.zeros(1, np.int64)}
-        caches = {name: np.zeros((1, rows, width), np.float32) for name in inputs if name.startswith("past_key_values.")}
-        for cache in caches.values():
-            cache[:, :context] = rng.standard_normal((1, context, width)) * 0.5
-        binding, keep = session.io_binding()._iobinding, []  # the arrays must outlive their OrtValues
-        for name, value in {**feed, **caches}.items():
-            ortvalue = ort_c.OrtValue.ortvalue_from_numpy(value, cpu)
-            keep += [ortvalue, value]
-            binding.bind_ortvalue_input(name, ortvalue)
-            if name in caches:
-                binding.bind_ortvalue_output(name.replace("past_key_values.", "present."), ortvalue)
-        logits = np.empty((1, 1, vocab), np.float32)
-        ortvalue = ort_c.OrtValue.ortvalue_from_numpy(logits, cpu)
-        keep += [ortvalue, logits]
-        binding.bind_ortvalue_output("logits", ortvalue)
-        bound[extra] = (binding, keep)
+        feed = decode_feed(session, context, {"total_sequence_length": context + 1 + extra})
+        feed["attention_mask"] = np.zeros((1, context + 1 + extra), np.int64)
+        feed["attention_mask"][0, :context + 1] = 1
+        bound[extra] = (bind(session, feed)[0], feed)  # the feed must outlive its binding
     samples: dict[int, list[float]] = {extra: [] for extra in extras}
     for _ in range(rounds):
         for extra, (binding, _) in bound.items():
             times = []
             for _ in range(reps):
                 start = time.thread_time_ns()
-                session._sess.run_with_iobinding(binding, None)
+                session.run_with_iobinding(binding)
                 times.append((time.thread_time_ns() - start) / 1e3)
             samples[extra].append(statistics.median(times))
     return {extra: round(statistics.median(values), 1) for extra, values in samples.items()}
@@ -121,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # ort_graph_profile, beside this file
     from trt_pipeline.runtime.onnxruntime_runner import onnx_path
 
     before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()

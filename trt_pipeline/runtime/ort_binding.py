@@ -209,6 +209,20 @@ class OutputLayout:
             known[dim] = value.shape[index]
         return known
 
+    def carve(self, slab: np.ndarray, address: int, plans: Sequence[tuple[tuple[int, ...], int, int]]
+              ) -> tuple[list[np.ndarray], list[tuple[str, int, tuple[int, ...], int]]]:
+        """Every output as a view of ``slab`` (laid out by :meth:`plan`, its first byte at ``address``): (the
+        arrays in ``order_names`` order, one reshape per group; [(name, ONNX type, shape, address)] to bind)."""
+        arrays: list[np.ndarray] = []
+        targets: list[tuple[str, int, tuple[int, ...], int]] = []
+        for (shape, offset, stride), (_, dtype, onnx_type, names) in zip(plans, self.groups):
+            block = slab[offset:offset + stride * len(names)].view(dtype).reshape(len(names), stride // dtype.itemsize)
+            arrays.extend(block[:, :math.prod(shape)].reshape((len(names), *shape)))
+            for name in names:
+                targets.append((name, onnx_type, shape, address + offset))
+                offset += stride
+        return arrays, targets
+
     def plan(self, known: Mapping[str, int]) -> tuple[list[tuple[tuple[int, ...], int, int]], int]:
         """([(shape, byte offset, byte stride between the group's outputs)] per group, slab bytes)."""
         plans, offset = [], 0
@@ -295,17 +309,13 @@ class BoundOrtRunner(OnnxrtRunner):
         self._keeper = None
         plans, size = layout.plan(known)
         slab, base = self.pool.take_with_address("", (size,), np.uint8)
-        arrays: list[np.ndarray] = []
+        arrays, targets = layout.carve(slab, base, plans)
         outputs = self._bound_outputs
-        for (shape, offset, stride), (_, dtype, onnx_type, names) in zip(plans, layout.groups):
-            block = slab[offset:offset + stride * len(names)].view(dtype).reshape(len(names), stride // dtype.itemsize)
-            arrays.extend(block[:, :math.prod(shape)].reshape((len(names), *shape)))
-            for name in names:
-                where = (base + offset, shape)
-                if outputs.get(name) != where:  # a pointer binding: the same address and shape is the same binding
-                    binding.bind_output(name, cpu, onnx_type, shape, base + offset)
-                    outputs[name] = where
-                offset += stride
+        for name, onnx_type, shape, address in targets:
+            where = (address, shape)
+            if outputs.get(name) != where:  # a pointer binding: the same address and shape is the same binding
+                binding.bind_output(name, cpu, onnx_type, shape, address)
+                outputs[name] = where
         # the result is assembled before the run: objects made now are still in the CPU caches,
         # which the run (streaming every weight) evicts
         if layout.in_order and not aliased:
@@ -416,15 +426,9 @@ class KeptBinding:
         self.runner, self.feed = runner, dict(feed)
         plans, size = layout.plan(known)
         self._slab = np.empty(size + SLAB_ALIGNMENT, np.uint8)
-        base = -self._slab.ctypes.data % SLAB_ALIGNMENT  # the slab's first cache line
-        by_name: dict[str, np.ndarray] = {}
-        self._targets: list[tuple[str, int, tuple[int, ...], int]] = []
-        for (shape, offset, stride), (_, dtype, onnx_type, names) in zip(plans, layout.groups):
-            for name in names:
-                start = base + offset
-                by_name[name] = self._slab[start:start + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
-                self._targets.append((name, onnx_type, shape, self._slab.ctypes.data + start))
-                offset += stride
+        start = -self._slab.ctypes.data % SLAB_ALIGNMENT  # the slab's first cache line
+        arrays, self._targets = layout.carve(self._slab[start:], self._slab.ctypes.data + start, plans)
+        by_name = dict(zip(layout.order_names, arrays))
         self._aliases = {target: source for target, source in runner._aliases.items() if source in self.feed}
         by_name.update((target, self.feed[source]) for target, source in self._aliases.items())
         self.outputs = OrderedDict((name, by_name[name]) for name in runner._output_names)

@@ -584,8 +584,8 @@ class DecoderStepper:
         mask[:, length] = 1
         feed = self.builder.decode_feed(tokens.numpy().reshape(batch), next_position, mask, past)
         out = self.runner.infer(feed, check_inputs=self.check_inputs)
-        state_mask = torch.from_numpy(mask if fed == length + 1 else mask[:, :length + 1])
-        self.state = CacheState(self._past_from(out, feed, length + 1), state_mask, torch.from_numpy(next_position + 1))
+        self.state = CacheState(self._past_from(out, feed, length + 1), torch.from_numpy(mask[:, :length + 1]),
+                                torch.from_numpy(next_position + 1))
         return StepOutput(step_logits(out, feed, "last", 1), feed, out)
 
 
