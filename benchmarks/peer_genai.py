@@ -50,6 +50,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS, KV_CACHES, default_kv_cache
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 WORKER_OURS = ROOT / "benchmarks" / "peer_genai_worker_ours.py"
@@ -250,12 +252,14 @@ def ensure_ours(work: Path, args: argparse.Namespace, log: Path) -> dict[str, An
     if trained_like_norms(checkpoint):
         shutil.rmtree(out, ignore_errors=True)
     # the export is re-made when the package source or what it is asked for (flavour, flags) changed
-    flavour = ["--decoder-ops", args.decoder_ops, *(["--kv-cache", args.kv_cache] if args.decoder_ops == "fused" else [])]
+    kv_cache = args.kv_cache or default_kv_cache(args.decoder_ops)
+    flavour = ["--decoder-ops", args.decoder_ops, "--kv-cache", kv_cache]
     stamp = " ".join([source_stamp(), *flavour, *args.export_arg])
     previous = stamp_file.read_text().strip() if stamp_file.is_file() else None
     if args.fresh or not (out / "export.json").is_file() or previous != stamp:
         shutil.rmtree(out, ignore_errors=True)
-        checked(cli("export", str(checkpoint), "--out", str(out), "--max-seq", "256", "--max-kv", str(args.max_kv),
+        # --max-seq 512: `precision int4` calibrates on prompts up to 268 tokens, which must fit the export
+        checked(cli("export", str(checkpoint), "--out", str(out), "--max-seq", "512", "--max-kv", str(args.max_kv),
                     "--no-validate", *flavour, *args.export_arg), log, env=ours_env())
         stamp_file.write_text(stamp + "\n")
     variants, notes = ["fp32"], []
@@ -268,7 +272,7 @@ def ensure_ours(work: Path, args: argparse.Namespace, log: Path) -> dict[str, An
         if (out / "onnx" / "int4" / "decoder.onnx").is_file():
             variants.append("int4")
     return {"checkpoint": checkpoint, "out": out, "variants": variants, "notes": notes, "source_stamp": stamp,
-            "decoder_ops": args.decoder_ops, "kv_cache": args.kv_cache if args.decoder_ops == "fused" else "concat"}
+            "decoder_ops": args.decoder_ops, "kv_cache": kv_cache}
 
 
 def ensure_int4(out: Path, args: argparse.Namespace, log: Path) -> list[str]:
@@ -462,10 +466,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "prefill, which both runtimes run slower for ~30 steps; 30: settled steps)")
     parser.add_argument("--max-kv", type=int, default=1024, help="our export's past_sequence_length max = genai max_length")
     parser.add_argument("--export-arg", action="append", default=[], help="extra `autoglm-trt export` argument")
-    parser.add_argument("--decoder-ops", choices=("fused", "portable"), default="fused",
-                        help="our decoder flavour (`export --decoder-ops`): fused is the one for ONNX Runtime")
-    parser.add_argument("--kv-cache", choices=("concat", "inplace"), default="concat",
-                        help="our KV-cache contract with fused ops (`export --kv-cache`; portable is always concat)")
+    parser.add_argument("--decoder-ops", choices=DECODER_OPS, default="fused",
+                        help="our decoder flavour (`export --decoder-ops`): fused is the standard-op one for ONNX Runtime, "
+                             "onnxruntime the ORT-only one (contrib ops, as genai's)")
+    parser.add_argument("--kv-cache", choices=KV_CACHES, default=None,
+                        help="our KV-cache contract (`export --kv-cache`) [default: the flavour's: concat, shared for onnxruntime]")
     parser.add_argument("--no-int4", action="store_true", help="fp32 only")
     parser.add_argument("--int4-arg", action="append", default=[],
                         help="`precision int4` argument replacing the defaults (genai's scope), repeatable")

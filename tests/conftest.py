@@ -80,6 +80,19 @@ def tiny_inplace_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="session")
+def tiny_ort_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_fused_export``'s twin with ``--decoder-ops onnxruntime`` (com.microsoft GroupQueryAttention /
+    SkipSimplifiedLayerNormalization, a shared ``[B, kv, T, D]`` cache), same ranges, validated against
+    transformers like every export. Read-only."""
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.export.exporter import export
+
+    out = tmp_path_factory.mktemp("exports") / "tiny-onnxruntime"
+    cfg = ExportConfig(max_seq=96, max_kv=128, max_image_tokens=64, decoder_ops="onnxruntime")
+    return export(tiny_checkpoint, out, cfg, show_progress=False)
+
+
+@pytest.fixture(scope="session")
 def compare_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fp32 export of ``tiny_checkpoint`` for the compare tests (small ranges, no validation grid).
 

@@ -15,7 +15,8 @@ import torch
 from trt_pipeline.accuracy.gates import DEFAULT_GATES
 from trt_pipeline.accuracy.metrics import cosine
 from trt_pipeline.models.glm4v import host
-from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS
+from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS, default_kv_cache
+from trt_pipeline.models.glm4v.io_spec import KvLayout
 from trt_pipeline.models.glm4v.generation import HostAssets, greedy_generate, prefill_embeddings
 from trt_pipeline.models.glm4v.model import Glm4vExportModel
 from trt_pipeline.models.glm4v.processing import Glm4vProcessing
@@ -69,11 +70,12 @@ def batch_inputs(processing):
 
 @pytest.fixture(params=DECODER_OPS)
 def decoder_ops(request: pytest.FixtureRequest, pair):
-    """Each decoder graph flavour (``--decoder-ops``) traces the same numbers: both are held to transformers."""
+    """Each decoder graph flavour (``--decoder-ops``, with its default cache) traces the same numbers: each is
+    held to transformers (the onnxruntime flavour through its contrib ops' torch math)."""
     ours = pair[1]
-    ours.decoder.use_ops(request.param)
+    ours.decoder.use_graph(request.param, default_kv_cache(request.param))
     yield request.param
-    ours.decoder.use_ops("portable")
+    ours.decoder.use_graph("portable")
 
 
 def test_prefill_logits_match_on_padded_batch(pair, decoder_ops):
@@ -89,7 +91,10 @@ def test_prefill_logits_match_on_padded_batch(pair, decoder_ops):
         )
         cos, sin = host.text_rope(ours.dims.text, positions)
         every_position = torch.arange(inputs.input_ids.shape[1])
-        actual = ours.decoder(embeds, inputs.attention_mask, cos, sin, every_position, *ours.empty_past(2))[0]
+        layout = KvLayout.of(ours.dims, ours.decoder.kv_cache)  # a cache written in place spans the new rows
+        past = ours.empty_past(2) if not layout.inplace else [
+            torch.zeros(layout.shape(2, embeds.shape[1])) for _ in ours.empty_past(2)]
+        actual = ours.decoder(embeds, inputs.attention_mask, cos, sin, every_position, *past)[0]
     valid = inputs.attention_mask.bool()
     assert (actual[valid] - expected[valid]).abs().max().item() <= LOGITS_ATOL
 

@@ -226,7 +226,7 @@ def test_arena_copies_on_write_and_extends_batches_exactly():
     assert extended.shape == (2, 4, 8) and extended.flags.c_contiguous and np.array_equal(extended[:, :3], batch["k"])
     with pytest.raises(ValueError):
         KvArena(KvLayout("concat", 2, 4))
-    with pytest.raises(ValueError, match="concat-layout cache"):
+    with pytest.raises(ValueError, match="cache of another layout"):
         arena.feed({"k": np.zeros((1, 2, 3, 4), np.float32)}, 1)
 
 

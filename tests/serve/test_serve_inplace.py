@@ -1,4 +1,7 @@
-"""The server on an ``export --kv-cache inplace`` export: the same tokens as on the fused concat export.
+"""The server on an export whose cache is written in place: the same tokens as on the fused concat export.
+
+Every test runs twice: on ``export --kv-cache inplace`` and on ``export --decoder-ops onnxruntime``
+(GroupQueryAttention writing a shared ``[B, kv, T, D]`` cache, fed whole): the ``written`` engine.
 
 ``tiny_inplace_export`` and ``tiny_fused_export`` are one checkpoint with the same decoder ops; only
 the cache contract differs (``[B, past + S, kv * D]`` written in place vs ``[B, kv, T, D]``
@@ -29,17 +32,26 @@ from trt_pipeline.models.glm4v.kv_arena import KV_BLOCK
 
 KINDS = ("fused", "inplace")
 LOGITS_ATOL = 1e-5
+#: the exports whose cache the graph writes in place: fixture name -> export.json's kv_cache
+WRITTEN = {"tiny_inplace_export": "inplace", "tiny_ort_export": "shared"}
+
+
+@pytest.fixture(scope="module", params=list(WRITTEN))
+def written_export(request: pytest.FixtureRequest) -> Path:
+    """The export under test (``engines["inplace"]``): ``--kv-cache inplace`` or ``--decoder-ops onnxruntime``."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")
-def engines(tiny_fused_export: Path, tiny_inplace_export: Path) -> Iterator[dict[str, Any]]:
+def engines(tiny_fused_export: Path, written_export: Path) -> Iterator[dict[str, Any]]:
     from trt_pipeline.serve.engine import ServeEngine
 
     loaded = {"fused": ServeEngine.load(tiny_fused_export, "ort", "fp32"),
-              "inplace": ServeEngine.load(tiny_inplace_export, "ort", "fp32")}
-    assert [engine.kv_layout.kind for engine in loaded.values()] == ["concat", "inplace"]
-    # the inplace export is served as `serve` runs it: its cache fed in blocks, a lone reply decoded through
-    # one kept binding per block (KeptDecode); batches of several rows take the general path
+              "inplace": ServeEngine.load(written_export, "ort", "fp32")}
+    kind = loaded["inplace"].kv_layout.kind
+    assert loaded["fused"].kv_layout.kind == "concat" and kind in WRITTEN.values()
+    # the export is served as `serve` runs it: its cache fed in blocks (a shared one: whole), a lone reply
+    # decoded through one kept binding per block (KeptDecode); batches of several rows take the general path
     stepper = loaded["inplace"]._stepper()
     assert stepper.arena.block == KV_BLOCK and stepper.kept is not None
     assert loaded["fused"]._stepper().kept is None
@@ -114,13 +126,13 @@ def test_one_sequence_equals_the_fused_export_and_decodes_in_place(engines: dict
     assert engines["fused"]._stepper().arena is None
 
 
-def test_without_io_binding_the_inplace_export_gives_the_same_tokens(tiny_inplace_export: Path, engines: dict[str, Any],
+def test_without_io_binding_the_inplace_export_gives_the_same_tokens(written_export: Path, engines: dict[str, Any],
                                                                       prompts: list[Any]) -> None:
     """``serve --no-io-binding``: ONNX Runtime returns new cache arrays (nothing written in place), same numbers."""
     from trt_pipeline.runtime.onnxruntime_runner import OrtSettings
     from trt_pipeline.serve.engine import ServeEngine
 
-    engine = ServeEngine.load(tiny_inplace_export, "ort", "fp32", ort=OrtSettings(io_binding=False))
+    engine = ServeEngine.load(written_export, "ort", "fp32", ort=OrtSettings(io_binding=False))
     try:
         got, got_logits, _ = solo_greedy(engine, prompts[0], 8)
     finally:
@@ -320,7 +332,7 @@ def chat(server: Any, messages: list[dict[str, Any]], stream: bool = False) -> t
 
 
 def test_openai_endpoint_on_the_inplace_export_equals_the_fused_export(
-        tiny_fused_export: Path, tiny_inplace_export: Path, start_server: Any) -> None:
+        tiny_fused_export: Path, written_export: Path, start_server: Any) -> None:
     import concurrent.futures
 
     from trt_pipeline.serve.chat import MediaPolicy
@@ -342,20 +354,22 @@ def test_openai_endpoint_on_the_inplace_export_equals_the_fused_export(
         server.stop()
         return results
 
-    want, got = session(tiny_fused_export), session(tiny_inplace_export)
+    want, got = session(tiny_fused_export), session(written_export)
     assert got == want
     assert got[-1][1] > 0 and len({text for text, _ in got}) > 1
 
 
 # -- loading ---------------------------------------------------------------------------------------
-def test_torch_backend_serves_the_flavour_the_export_traced(tiny_inplace_export: Path, engines: dict[str, Any],
+def test_torch_backend_serves_the_flavour_the_export_traced(written_export: Path, engines: dict[str, Any],
                                                             prompts: list[Any]) -> None:
-    """``serve --backend torch`` runs the export's decoder flavour (fused ops, inplace cache) and its tokens."""
+    """``serve --backend torch`` runs the export's decoder flavour (its ops and cache) and its tokens."""
+    from trt_pipeline.artifacts import read_export_manifest
     from trt_pipeline.serve.engine import ServeEngine
 
-    engine = ServeEngine.load(tiny_inplace_export, "torch", "fp32")
+    manifest = read_export_manifest(written_export)
+    engine = ServeEngine.load(written_export, "torch", "fp32")
     try:
-        assert engine.kv_layout.inplace and engine.decoder.module.ops == "fused"
+        assert engine.kv_layout.kind == manifest.kv_cache and engine.decoder.module.ops == manifest.decoder_ops
         want, want_logits, _ = solo_greedy(engines["fused"], prompts[3], 8)
         got, got_logits, _ = solo_greedy(engine, prompts[3], 8)
     finally:
@@ -364,7 +378,7 @@ def test_torch_backend_serves_the_flavour_the_export_traced(tiny_inplace_export:
     assert max_abs(got_logits, want_logits) <= 1e-4
 
 
-def test_a_decoder_of_another_cache_layout_is_refused(tiny_inplace_export: Path, tiny_fused_export: Path,
+def test_a_decoder_of_another_cache_layout_is_refused(written_export: Path, tiny_fused_export: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Runners whose cache is not the export's (e.g. an engine built from another export) fail at load,
     naming export.json, instead of having their caches cut on the wrong axis."""
@@ -373,12 +387,16 @@ def test_a_decoder_of_another_cache_layout_is_refused(tiny_inplace_export: Path,
 
     other = serve_engine.RUNNER_FACTORIES["ort"]
     monkeypatch.setitem(serve_engine.RUNNER_FACTORIES, "ort", lambda _out, precision, ort: other(tiny_fused_export, precision, ort))
-    with pytest.raises(OnnxModelError, match=r"concat KV cache, but .*export\.json records --kv-cache inplace"):
-        serve_engine.ServeEngine.load(tiny_inplace_export, "ort", "fp32")
+    from trt_pipeline.artifacts import read_export_manifest
+
+    kind = read_export_manifest(written_export).kv_cache
+    with pytest.raises(OnnxModelError, match=rf"concat KV cache, but .*export\.json records --kv-cache {kind}"):
+        serve_engine.ServeEngine.load(written_export, "ort", "fp32")
 
 
-def test_describe_names_the_cache_layout(engines: dict[str, Any], tiny_inplace_export: Path) -> None:
+def test_describe_names_the_cache_layout(engines: dict[str, Any], written_export: Path) -> None:
     from trt_pipeline.serve.model import ServeConfig, describe
 
-    assert "inplace KV cache" in describe(ServeConfig(out=tiny_inplace_export), engines["inplace"])
-    assert "concat KV cache" in describe(ServeConfig(out=tiny_inplace_export), engines["fused"])
+    kind = engines["inplace"].kv_layout.kind
+    assert f"{kind} KV cache" in describe(ServeConfig(out=written_export), engines["inplace"])
+    assert "concat KV cache" in describe(ServeConfig(out=written_export), engines["fused"])

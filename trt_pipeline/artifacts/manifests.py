@@ -199,14 +199,15 @@ class ExportManifest:
 
     @property
     def kv_cache(self) -> str:
-        """The decoder's KV-cache contract (``--kv-cache``: concat or inplace; exports before it existed: concat)."""
-        return "inplace" if (self.raw.get("decoder_graph") or {}).get("kv_cache") == "inplace" else "concat"
+        """The decoder's KV-cache contract (``--kv-cache``: concat, inplace or shared; exports before it existed: concat)."""
+        kind = (self.raw.get("decoder_graph") or {}).get("kv_cache")
+        return kind if kind in ("inplace", "shared") else "concat"
 
     @property
     def kv_free_rows(self) -> bool:
-        """Whether the decoder takes an ``inplace`` cache longer than its attended rows (the write position
-        comes from ``attention_mask``; inplace exports made before that: False, fed exactly)."""
-        return self.kv_cache == "inplace" and (self.raw.get("decoder_graph") or {}).get("kv_cache_free_rows") is True
+        """Whether the decoder takes an ``inplace`` / ``shared`` cache longer than its attended rows (the write
+        position comes from ``attention_mask``; inplace exports made before that: False, fed exactly)."""
+        return self.kv_cache != "concat" and (self.raw.get("decoder_graph") or {}).get("kv_cache_free_rows") is True
 
     @property
     def precision(self) -> str:

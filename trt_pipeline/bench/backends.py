@@ -230,7 +230,9 @@ class HostFedBackend(Backend):
         arena = self.stepper.arena
         if arena is not None and arena.block is not None:
             kept = "one kept binding per block (KeptDecode)" if self.stepper.kept is not None else "bound per step"
-            self.notes.append(f"kv cache fed in blocks of {arena.block} rows; batch-of-one decode: {kept}")
+            fed = (f"in blocks of {arena.block} rows" if arena.layout.sequence_major
+                   else "whole (shared [1, kv, capacity, D] buffers; GroupQueryAttention reads the attended rows)")
+            self.notes.append(f"kv cache fed {fed}; batch-of-one decode: {kept}")
         self.vision_builder = FeedBuilder.for_runner(self.assets, vision) if vision is not None else None
 
     def _ids(self, length: int, salt: int = 0) -> Any:

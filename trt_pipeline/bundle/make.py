@@ -102,14 +102,17 @@ def refuse_unparseable(out_dir: Path, target: BundleTarget, precision: str) -> N
     """
     from trt_pipeline.engine.onnx_ops import TARGETS as PARSE_TABLES
     from trt_pipeline.engine.onnx_ops import check_model
+    from trt_pipeline.models.glm4v.decoder_ops import tensorrt_hint
 
     table = PARSE_TABLES[target.parse_table]
     for graph in sorted(OutputLayout(out_dir).onnx_dir(precision).glob("*.onnx")):
         check = check_model(graph, targets=(target.parse_table,))[0]
         if not check:
+            contrib = [key.rpartition(":")[2] for key in check.unsupported if key.startswith("com.microsoft:")]
+            hint = tensorrt_hint(contrib) if contrib else None
             raise ConfigError(
-                f"{check.describe()} ({table.description}, the oldest TensorRT of {target.name})",
-                path=graph, hint=f"bundle another precision for {target.name}, or pick a target with a newer TensorRT")
+                f"{check.describe()} ({table.description}, the oldest TensorRT of {target.name})", path=graph,
+                hint=hint or f"bundle another precision for {target.name}, or pick a target with a newer TensorRT")
 
 
 def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, precision: str = "fp16") -> Bundle:

@@ -269,7 +269,8 @@ def decoder_samples(
         samples.append(_sample(f"{entry.id}/decode", decode, stepper,
                                {"batch_size": 1, "sequence_length": 1, "past_sequence_length": seq}))
     if extremes:
-        samples += corner_samples(assets, ranges, reference_decoder, seed=seed, token_pool=text_token_pool(heldout))
+        samples += corner_samples(assets, ranges, reference_decoder, seed=seed, token_pool=text_token_pool(heldout),
+                                  notes=notes)
     return FeedLoader("decoder", samples, notes)
 
 
@@ -283,14 +284,18 @@ def text_token_pool(heldout: Sequence[HeldoutInput]) -> torch.Tensor | None:
 @torch.no_grad()
 def corner_samples(
     assets: Any, ranges: dict[str, DimRange], reference_decoder: Any, *, seed: int = 0,
-    token_pool: torch.Tensor | None = None,
+    token_pool: torch.Tensor | None = None, notes: list[str] | None = None,
 ) -> list[Sample]:
     """batch_size x sequence_length x past_sequence_length at min and max (text tokens, no padding).
 
     Tokens are windows of ``token_pool`` (the held-out prompts' text, cycled, a random offset per
     row) so long sequences stay in the distribution the model (and an INT8 calibration) sees;
-    without a pool they are uniform random ids.
+    without a pool they are uniform random ids. A corner the decoder's KV-cache contract refuses
+    (:func:`~trt_pipeline.models.glm4v.decoder_ops.step_refusal`: a shared cache's batched chunk) is
+    left out and named in ``notes``.
     """
+    from trt_pipeline.models.glm4v.decoder_ops import step_refusal
+
     text = assets.dims.text
     batch_r, seq_r, past_r = ranges["batch_size"], ranges["sequence_length"], ranges["past_sequence_length"]
     total_max = ranges["total_sequence_length"].max if "total_sequence_length" in ranges else None
@@ -303,6 +308,11 @@ def corner_samples(
     ):
         batch, seq = max(batch, 1), max(seq, 1)
         if total_max is not None and past + seq > total_max:
+            continue
+        why = step_refusal(stepper.builder.kv_layout.kind, batch, seq, past)
+        if why is not None:
+            if notes is not None:
+                notes.append(f"skipped extreme/b{batch}-s{seq}-p{past}: {why}")
             continue
         if token_pool is not None:
             starts = torch.randint(0, len(token_pool), (batch,), generator=generator)

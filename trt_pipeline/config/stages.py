@@ -79,9 +79,10 @@ class DimRange:
 class ExportConfig:
     """Options of ``autoglm-trt export`` (``[export]`` in pipeline.toml)."""
 
-    opset: int | None = None  # None: the decoder_ops flavour's default (18 portable, 23 fused)
-    decoder_ops: str = "portable"  # portable | fused (trt_pipeline.models.glm4v.text.DECODER_OPS)
-    kv_cache: str = "concat"  # concat | inplace (fused only; trt_pipeline.models.glm4v.decoder_ops.KV_CACHES)
+    opset: int | None = None  # None: the decoder_ops flavour's default (18 portable, 23 fused / onnxruntime)
+    decoder_ops: str = "portable"  # portable | fused | onnxruntime (trt_pipeline.models.glm4v.decoder_ops.DECODER_OPS)
+    # concat | inplace (fused) | shared (onnxruntime): decoder_ops.KV_CACHES_OF; None: the flavour's first
+    kv_cache: str | None = None
     components: tuple[str, ...] = COMPONENTS
     # Request shapes: a named workload (trt_pipeline.export.workloads) sets each one; a value
     # given here overrides it. None: phone-agent for real-width checkpoints, tiny otherwise.
@@ -102,10 +103,12 @@ class ExportConfig:
     allow_missing_tokenizer: bool = False  # export without tokenizer/chat template/image processor (warning)
 
     def __post_init__(self) -> None:
-        from trt_pipeline.models.glm4v.decoder_ops import check_kv_cache
+        from trt_pipeline.models.glm4v.decoder_ops import check_kv_cache, default_kv_cache
 
         _check_components(self.components)
         self._resolve_opset()
+        if self.kv_cache is None:
+            object.__setattr__(self, "kv_cache", default_kv_cache(self.decoder_ops))
         check_kv_cache(self.decoder_ops, self.kv_cache)
         newest = _newest_onnx_opset()
         if self.opset > newest:
@@ -131,6 +134,7 @@ class ExportConfig:
         low = DECODER_OPS_MIN_OPSET[self.decoder_ops]
         if self.opset < low:
             why = ("LayerNormalization needs opset >= 17" if self.decoder_ops == "portable" else
+                   "its RotaryEmbedding and RMSNormalization ops are opset 23" if self.decoder_ops == "onnxruntime" else
                    "its Attention, RotaryEmbedding and RMSNormalization ops are opset 23")
             raise ConfigError(f"--opset {self.opset} is too old for --decoder-ops {self.decoder_ops}: {why}.",
                               hint=f"pass --opset {low} or higher, or leave --opset out.")

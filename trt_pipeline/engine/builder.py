@@ -237,17 +237,16 @@ def parse_onnx(trt: Any, log: LogCapture, onnx_path: Path, *, strongly_typed: bo
 
 def parse_failure_hint(trt: Any, onnx_path: Path) -> str:
     """What to do when the parser refused a graph: a fused-ops export on a TensorRT older than 10.15
-    gets told to re-export portable (the usual cause: a ``--decoder-ops fused`` export on JetPack 6)."""
+    gets told to re-export portable (the usual cause: a ``--decoder-ops fused`` export on JetPack 6), an
+    onnxruntime-flavour one to re-export a standard flavour."""
     import onnx
 
-    from trt_pipeline.models.glm4v.decoder_ops import FUSED_ONNX_OPS
+    from trt_pipeline.models.glm4v.decoder_ops import tensorrt_hint
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    fused = sorted({node.op_type for node in model.graph.node if node.op_type in FUSED_ONNX_OPS})
-    if fused:
-        return (f"this graph uses {', '.join(fused)} (`export --decoder-ops fused`, opset 23), which TensorRT parses "
-                f"from 10.15 on (this is TensorRT {getattr(trt, '__version__', '?')}); re-export with "
-                "`--decoder-ops portable` (the default) for this TensorRT, or build with TensorRT >= 10.15")
+    hint = tensorrt_hint(node.op_type for node in model.graph.node)
+    if hint:
+        return f"{hint} (this is TensorRT {getattr(trt, '__version__', '?')})"
     return ("the named node uses an operator or attribute this TensorRT does not support; try a newer TensorRT "
             "or check the ONNX with ONNX Runtime (`autoglm-trt` verified it there)")
 
@@ -562,6 +561,22 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
+def refuse_onnxruntime_flavour(out_dir: Path) -> None:
+    """Refuse, before looking for TensorRT, an export whose decoder is the ``onnxruntime`` flavour
+    (``com.microsoft`` ops: no TensorRT parses them). An unreadable export.json is left to the input checks."""
+    from trt_pipeline.artifacts import read_export_manifest
+    from trt_pipeline.models.glm4v.decoder_ops import ONNXRUNTIME_ONLY_HINT
+
+    try:
+        manifest = read_export_manifest(out_dir)
+    except Exception:  # noqa: BLE001 - resolve_build_inputs names what is wrong with it
+        return
+    if manifest.decoder_ops == "onnxruntime" and "decoder" in manifest.components:
+        raise ConfigError(f"{manifest.path}: the decoder was exported with `--decoder-ops onnxruntime` "
+                          "(GroupQueryAttention, SkipSimplifiedLayerNormalization: ONNX Runtime contrib ops), which no "
+                          "TensorRT parses.", path=manifest.path, hint=ONNXRUNTIME_ONLY_HINT)
+
+
 def build_engines(
     cfg: BuildConfig,
     *,
@@ -587,6 +602,7 @@ def build_engines(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True)
+    refuse_onnxruntime_flavour(cfg.out_dir)
     ctx = ctx or require_tensorrt(cfg.device_index)
     validate_for_tensorrt(cfg, ctx.shim, ctx.gpu)
     plan = plan_build(cfg)

@@ -56,6 +56,28 @@ def rename_dims(model: onnx.ModelProto, spec: ComponentSpec) -> None:
     del model.graph.value_info[:]
 
 
+#: (domain, op) -> indices of outputs ONNX Runtime computes only when they are named
+_OPTIONAL_OUTPUTS = {("com.microsoft", "SkipSimplifiedLayerNormalization"): (1, 2, 3)}
+
+
+def unname_unread_outputs(model: onnx.ModelProto) -> int:
+    """Leave the optional outputs of contrib ops that nothing reads unnamed; -> how many.
+
+    ``torch.onnx.ops.symbolic_multi_out`` names every output of the ops it emits, and ONNX Runtime
+    computes a named output even when no node reads it: the ``onnxruntime`` flavour's
+    ``SkipSimplifiedLayerNormalization`` would write its mean and inverse std-dev per token in every
+    layer (its sum is read; those two are not).
+    """
+    read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    count = 0
+    for node in model.graph.node:
+        for index in _OPTIONAL_OUTPUTS.get((node.domain, node.op_type), ()):
+            if index < len(node.output) and node.output[index] and node.output[index] not in read:
+                node.output[index] = ""
+                count += 1
+    return count
+
+
 def export_component(
     module: torch.nn.Module,
     spec: ComponentSpec,
@@ -87,6 +109,7 @@ def export_component(
     del program
     model = onnx.load(str(path), load_external_data=False)
     rename_dims(model, spec)
+    unname_unread_outputs(model)
     onnx.save(model, str(path))
     del model
     check_and_infer(path)

@@ -204,7 +204,7 @@ def export_component_streaming(
     """Trace weight-free, simplify weight-free, stream the weights; returns the manifest facts."""
     import onnx
 
-    from trt_pipeline.export.onnx_export import check_and_infer, rename_dims
+    from trt_pipeline.export.onnx_export import check_and_infer, rename_dims, unname_unread_outputs
 
     model = trace_weight_free(module, spec, example_args, opset, variadic_from)
     detached = detach_weights(model, {name for name, _ in module.named_parameters()})
@@ -217,6 +217,7 @@ def export_component_streaming(
     del model, detached, kept
     proto = onnx.load(str(path), load_external_data=False)
     rename_dims(proto, spec)
+    unname_unread_outputs(proto)
     onnx.save(proto, str(path))
     del proto
     check_and_infer(path)

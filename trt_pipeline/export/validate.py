@@ -328,6 +328,7 @@ def validate(
     Writes ``OUT/reports/validation[-PRECISION].json`` and raises AtolError on failure. With
     ``verify`` (default) the ONNX files and host tables are checked against their manifests first.
     """
+    from trt_pipeline.models.glm4v.decoder_ops import step_refusal
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.runtime.onnxruntime_runner import onnx_path
 
@@ -349,6 +350,13 @@ def validate(
     decoder_points = list(itertools.product(
         ranges["batch_size"].grid(), ranges["sequence_length"].grid(), ranges["past_sequence_length"].grid()
     ))
+    # points the decoder's contract refuses (the shared cache: no chunked prefill of a batch): named, not run
+    refused = {point: why for point in decoder_points if (why := step_refusal(manifest.kv_cache, *point))}
+    if refused:
+        decoder_points = [point for point in decoder_points if point not in refused]
+        report.details["decoder_points_not_run"] = [
+            {"batch_size": b, "sequence_length": s, "past_sequence_length": p, "why": why}
+            for (b, s, p), why in refused.items()]
     if max_points:
         decoder_points = decoder_points[:max_points]
     vision_points = ranges["num_patches"].grid()

@@ -255,6 +255,7 @@ def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    refuse_onnxruntime_flavour(out_dir, "fp16", "decoder" in cfg.components)
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("fp16")
@@ -284,6 +285,21 @@ def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress
         data["seconds"] = round(time.perf_counter() - start, 3)
         write_json_atomic(tmp / PRECISION_MANIFEST, data)
     return _finish(target, "fp16", report, time.perf_counter() - start)
+
+
+def refuse_onnxruntime_flavour(out_dir: Path, precision: str, decoder: bool) -> None:
+    """A half or INT8 decoder from an ``--decoder-ops onnxruntime`` export is refused before anything is written.
+
+    Its GroupQueryAttention and SkipSimplifiedLayerNormalization are float32 kernels on ONNX Runtime's
+    CPU provider, the flavour's only runtime, and INT8 Q/DQ is the TensorRT variant, which no TensorRT
+    builds from this graph. Its precisions are fp32 and int4 (``precision int4 --activations fp32``).
+    """
+    if decoder and read_export_manifest(out_dir).decoder_ops == "onnxruntime":
+        raise ConfigError(f"{out_dir} is a `--decoder-ops onnxruntime` export: its decoder has no {precision} variant "
+                          "(ONNX Runtime's GroupQueryAttention / SkipSimplifiedLayerNormalization run in float32 on "
+                          "CPUs, and no TensorRT parses the graph).", path=OutputLayout(out_dir).export_manifest,
+                          hint="make `autoglm-trt precision int4 --activations fp32` for 4-bit weights on ONNX Runtime, "
+                               "or export --decoder-ops fused / portable for fp16 and INT8")
 
 
 # --- int8 -----------------------------------------------------------------------------------
@@ -319,6 +335,7 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    refuse_onnxruntime_flavour(out_dir, "int8", cfg.components.get("decoder") in ("int8", "fp16"))
     refuse_fused_int8(out_dir, cfg)
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
     layout = OutputLayout(out_dir)

@@ -25,6 +25,8 @@ class TorchModuleRunner(BaseRunner):
         super().__init__(name=name, prefix=f"torch-{spec.name}")
         self.module = module
         self.spec = spec
+        #: the decoder module's KV-cache contract (its input metadata has no axis names to tell shared from concat)
+        self.kv_cache: str | None = getattr(module, "kv_cache", None)
 
     def activate_impl(self) -> None:
         self.module.eval()

@@ -73,7 +73,7 @@ class DecodeBatch:
     def _row_cache(self, row: int) -> SequenceCache:
         state, rows = self._current(), self.engine.kv_layout.rows
         start = state.attention_mask.shape[1] - self.lengths[row]
-        kv = [np.ascontiguousarray(rows(state.past[name][row:row + 1], start)) for name in self.engine.past_names]
+        kv = [_own_rows(rows(state.past[name][row:row + 1], start)) for name in self.engine.past_names]
         return self.engine.sequence_cache(kv, int(state.next_position[row]))
 
     def _current(self) -> CacheState:
@@ -128,6 +128,17 @@ class DecodeBatch:
         ``inplace`` cache its first decode step continues the prefill's arena buffer in place)."""
         self.state = self.engine.state_of(cache.kv, cache.next_position)
         self.rows, self.lengths, self.joining = [member], [cache.length], []
+
+
+def _own_rows(view: np.ndarray) -> np.ndarray:
+    """A leaving row's cache as its sequence keeps it: the view itself when it is the first rows of a
+    batch-of-one buffer (the stepper's arena: the next turn continues it in place; a ``shared`` cache's
+    row prefix is such a view without being contiguous), else a contiguous copy (padding stripped)."""
+    base = view.base
+    if (view.shape[0] == 1 and isinstance(base, np.ndarray) and base.shape[0] == 1 and view.strides == base.strides
+            and view.ctypes.data == base.ctypes.data):
+        return view
+    return np.ascontiguousarray(view)
 
 
 def _select_rows(state: CacheState | None, rows: list[int], layout: KvLayout) -> CacheState | None:

@@ -29,13 +29,17 @@ from trt_pipeline.cli.options import (
 def export_command(
     checkpoint: CheckpointDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")] = Path("engines/export"),
-    opset: Annotated[Optional[int], typer.Option(help="ONNX opset [default: 18 for portable, 23 for fused decoder ops].")] = None,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset [default: 18 for portable, 23 for fused / onnxruntime decoder ops].")] = None,
     decoder_ops: Annotated[str, typer.Option("--decoder-ops", help=(
         "portable: ops every TensorRT parses (JetPack 6's 10.3 too). fused: opset-23 Attention/RotaryEmbedding/"
-        "RMSNormalization, faster on ONNX Runtime (Android, CPU) and parsed by TensorRT >= 10.15 / 11, not 10.3."))] = "portable",
-    kv_cache: Annotated[str, typer.Option("--kv-cache", help=(
+        "RMSNormalization, faster on ONNX Runtime (Android, CPU) and parsed by TensorRT >= 10.15 / 11, not 10.3. "
+        "onnxruntime: ONNX Runtime only (com.microsoft GroupQueryAttention / SkipSimplifiedLayerNormalization, "
+        "as onnxruntime-genai's graphs), the fastest on CPUs; no TensorRT parses it."))] = "portable",
+    kv_cache: Annotated[Optional[str], typer.Option("--kv-cache", help=(
         "concat: each step returns the whole KV cache anew. inplace (with --decoder-ops fused): the cache is "
-        "updated in place (ScatterElements), so ONNX Runtime writes only the new rows and holds one cache, not two."))] = "concat",
+        "updated in place (ScatterElements), so ONNX Runtime writes only the new rows and holds one cache, not two. "
+        "shared (with --decoder-ops onnxruntime): GroupQueryAttention writes the new rows into the bound buffer "
+        "[default: concat; shared for onnxruntime]."))] = None,
     components: Components = "vision_encoder,decoder",
     workload: Annotated[Optional[str], typer.Option("--workload", help=(
         "Request shapes the export is made for: phone-agent | tiny [default: phone-agent for real-width "

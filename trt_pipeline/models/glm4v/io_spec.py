@@ -60,7 +60,7 @@ NUM_LOGITS = "num_logits"
 class KvLayout:
     """Where the sequence axis of one KV-cache array is, and how to make, cut and convert such arrays.
 
-    The single place that knows the two :data:`KV_CACHES` layouts, so hosts (stepper, server,
+    The single place that knows the :data:`KV_CACHES` layouts, so hosts (stepper, server,
     calibration, comparison) slice and grow caches without spelling axis numbers.
     """
 
@@ -78,15 +78,22 @@ class KvLayout:
 
     @property
     def inplace(self) -> bool:
+        """Whether the graph writes the new rows into the fed cache (``inplace``, ``shared``): the cache input
+        then already spans the new positions and ``present.*`` has its shape."""
+        return self.kind != "concat"
+
+    @property
+    def sequence_major(self) -> bool:
+        """``[B, T, kv * D]`` (``inplace``) rather than transformers' ``[B, kv, T, D]`` (``concat``, ``shared``)."""
         return self.kind == "inplace"
 
     @property
     def seq_axis(self) -> int:
-        """The axis of cached positions: 2 of ``[B, kv, T, D]`` (concat), 1 of ``[B, T, kv * D]`` (inplace)."""
-        return 1 if self.inplace else 2
+        """The axis of cached positions: 1 of ``[B, T, kv * D]`` (inplace), 2 of ``[B, kv, T, D]`` (concat, shared)."""
+        return 1 if self.sequence_major else 2
 
     def shape(self, batch: int, length: int) -> tuple[int, ...]:
-        if self.inplace:
+        if self.sequence_major:
             return (batch, length, self.kv_heads * self.head_dim)
         return (batch, self.kv_heads, length, self.head_dim)
 
@@ -103,14 +110,14 @@ class KvLayout:
 
     def to_heads(self, array: Any) -> Any:
         """``[B, kv, T, D]`` (transformers' cache layout) of an array in this layout (numpy or torch; a view)."""
-        if not self.inplace:
+        if not self.sequence_major:
             return array
         heads = array.reshape(array.shape[0], array.shape[1], self.kv_heads, self.head_dim)
         return heads.permute(0, 2, 1, 3) if hasattr(heads, "permute") else heads.transpose(0, 2, 1, 3)
 
     def from_heads(self, array: Any) -> Any:
         """This layout of a ``[B, kv, T, D]`` array (numpy or torch; a C-contiguous copy for inplace)."""
-        if not self.inplace:
+        if not self.sequence_major:
             return array
         batch, _, length, _ = array.shape
         moved = array.permute(0, 2, 1, 3) if hasattr(array, "permute") else array.transpose(0, 2, 1, 3)
@@ -147,8 +154,8 @@ def vision_spec(dims: Glm4vDims, dtype: str = "float32") -> ComponentSpec:
 def decoder_spec(dims: Glm4vDims, dtype: str = "float32", kv_cache: str = "concat") -> ComponentSpec:
     """Embeddings, KV cache and logits in the export ``dtype``; mask and rotary tables as the host makes them.
 
-    ``kv_cache`` (:data:`KV_CACHES`): an ``inplace`` cache input already spans the new positions
-    (``total_sequence_length``) and has the output's shape."""
+    ``kv_cache`` (:data:`KV_CACHES`): an ``inplace`` / ``shared`` cache input already spans the new
+    positions (``total_sequence_length``) and has the output's shape."""
     t = dims.text
     b, s, p, total = "batch_size", "sequence_length", "past_sequence_length", "total_sequence_length"
     layout = KvLayout.of(dims, kv_cache)

@@ -31,6 +31,12 @@ was about half the host work of a small model's decode step). The state keeps ex
 a state, and the free rows of a fed view change with the next step. Free rows are zero (new
 buffers) or rows of an earlier step, never uninitialised memory: the graph masks them out, and a
 masked NaN would still poison the attention sum.
+
+**Shared caches.** A ``shared`` cache (the ``onnxruntime`` flavour) is ``[1, kv_heads, T, head_dim]``:
+its row prefixes are not contiguous, so in block mode the arena feeds each buffer whole (the block
+is the capacity, at most ``max_rows``) and GroupQueryAttention reads only the attended rows: the cache
+is bound once per buffer, not once per block. Without blocks (a runner that does not write in place)
+each step gets exactly sized copies, as batches of more than one do.
 """
 
 from __future__ import annotations
@@ -83,14 +89,14 @@ class KvArena:
             return {}
         batch, length = self._shape(past)
         need = length + new
-        if batch != 1:
+        if batch != 1 or (self.block is None and not self.layout.sequence_major):
             return {name: self.extended(value, need) for name, value in past.items()}
         # a decode step continuing the last one feeds back exactly the views handed out (the runner wrote
         # into them): checked by identity; every other start is settled by the per-array checks
         if not (self._is_handed(past) and need <= self.capacity):
             self._settle(past, length, need)
-        buffers = self.buffers
-        self.handed = {name: buffers[name][:, :need] for name in past}
+        buffers, rows = self.buffers, self.layout.rows
+        self.handed = {name: rows(buffers[name], 0, need) for name in past}
         if self.block is None:
             return dict(self.handed)
         return self._block_views(need)
@@ -99,12 +105,16 @@ class KvArena:
         """The fed views in block mode: ``need`` rows rounded up to the block (within the buffers and
         ``max_rows``), the same objects as last time when that is still the row count."""
         block = self.block
-        rows = min(-(-need // block) * block, self.capacity, self.max_rows or need)
-        rows = max(rows, need)
+        if self.layout.sequence_major:
+            rows = min(-(-need // block) * block, self.capacity, self.max_rows or need)
+            rows = max(rows, need)
+        else:  # [1, kv, T, D]: only the whole buffer is contiguous
+            rows = self.capacity
         bound = self.bound
         if bound and self._bound_rows == rows:
             return bound
-        self.bound = {name: buffer[:, :rows] for name, buffer in self.buffers.items()}
+        cut = self.layout.rows
+        self.bound = {name: cut(buffer, 0, rows) for name, buffer in self.buffers.items()}
         self._bound_rows = rows
         return self.bound
 
@@ -135,20 +145,23 @@ class KvArena:
             self.handed, self.bound, self.buffers = {}, {}, {name: value.base for name, value in past.items()}
             if self.block is not None:  # its free rows are fed (masked): never uninitialised memory
                 for buffer in self.buffers.values():
-                    buffer[:, length:] = 0
+                    self.layout.rows(buffer, length)[...] = 0
         else:
             return dict(past)
-        buffers = self.buffers
-        self.handed = {name: buffers[name][:, :length] for name in past}
+        buffers, rows = self.buffers, self.layout.rows
+        self.handed = {name: rows(buffers[name], 0, length) for name in past}
         return dict(self.handed)
 
     def _shape(self, past: Mapping[str, np.ndarray]) -> tuple[int, int]:
-        """(batch, cached rows) of an inplace-layout ``past`` (a 4-D concat-layout array is refused by name)."""
+        """(batch, cached rows) of a ``past`` in this arena's layout (an array of another layout is refused)."""
         first = next(iter(past.values()))
-        if first.ndim != 3:
-            raise ValueError(f"an inplace KV cache holds [batch, positions, kv_heads * head_dim] arrays, got shape "
-                             f"{tuple(first.shape)}: a concat-layout cache (made by another export?) cannot be fed to it")
-        return int(first.shape[0]), int(first.shape[1])
+        layout = self.layout
+        if first.ndim != len(layout.shape(1, 1)):
+            spelled = ("[batch, positions, kv_heads * head_dim]" if layout.sequence_major
+                       else "[batch, kv_heads, positions, head_dim]")
+            raise ValueError(f"an {layout.kind} KV cache holds {spelled} arrays, got shape {tuple(first.shape)}: a "
+                             "cache of another layout (made by another export?) cannot be fed to it")
+        return int(first.shape[0]), layout.length(first)
 
     def _is_handed(self, past: Mapping[str, np.ndarray]) -> bool:
         """Whether ``past`` is exactly the views the arena handed out last (the latest state)."""
@@ -170,36 +183,39 @@ class KvArena:
     def high(self) -> int:
         """Rows the views of the last feed cover: the longest prefix of the buffers anyone may still read
         (a shorter start either copied into new buffers or was the only reader of the old ones)."""
-        return next(iter(self.handed.values())).shape[1] if self.handed else 0
+        return self.layout.length(next(iter(self.handed.values()))) if self.handed else 0
 
     @property
     def capacity(self) -> int:
         """Rows every buffer holds (0 before the first feed)."""
-        return next(iter(self.buffers.values())).shape[1] if self.buffers else 0
+        return self.layout.length(next(iter(self.buffers.values()))) if self.buffers else 0
 
     def _holds(self, name: str, value: np.ndarray, length: int, need: int) -> bool:
         """Whether ``value`` is the first ``length`` rows of this arena's buffer, which has room for ``need``."""
         buffer = self.buffers.get(name)
-        return (buffer is not None and value.base is buffer and value.shape[1] == length
-                and buffer.shape[1] >= need and value.dtype == buffer.dtype and value.flags.c_contiguous
+        length_of = self.layout.length
+        return (buffer is not None and value.base is buffer and length_of(value) == length
+                and length_of(buffer) >= need and value.dtype == buffer.dtype and value.strides == buffer.strides
                 and value.ctypes.data == buffer.ctypes.data)  # a prefix: the view starts at row 0
 
     def _sole_owner(self, past: Mapping[str, np.ndarray]) -> bool:
-        """Whether each array of ``past`` is a row-0 prefix view of a ``[1, capacity, width]`` buffer that
-        no other view references (so writing rows past it changes nothing anyone reads)."""
+        """Whether each array of ``past`` is a row-0 prefix view of a buffer (``[1, capacity, width]``, or
+        ``[1, kv, capacity, D]`` shared) that no other view references (so writing rows past it changes
+        nothing anyone reads)."""
         if not all(self._prefix_of_base(value) for value in past.values()):
             return False
-        if len({value.base.shape[1] for value in past.values()}) != 1:  # the arena's buffers share one capacity
+        if len({self.layout.length(value.base) for value in past.values()}) != 1:  # one capacity for all buffers
             return False
         # counted as the arena's own buffers are: one dict entry and the state's view
         return all(self._references({name: value.base}, name) <= self._alone for name, value in past.items())
 
     @staticmethod
     def _prefix_of_base(value: np.ndarray) -> bool:
-        """Whether ``value`` is the first rows of the C-contiguous 3-D array that owns its memory."""
+        """Whether ``value`` is the first rows of the C-contiguous array (of its rank) that owns its memory."""
         base = value.base
-        return (type(base) is np.ndarray and base.ndim == 3 and base.base is None and base.dtype == value.dtype
-                and base.flags.c_contiguous and value.flags.c_contiguous and value.ctypes.data == base.ctypes.data)
+        return (type(base) is np.ndarray and base.ndim == value.ndim and base.base is None
+                and base.dtype == value.dtype and base.flags.c_contiguous and value.strides == base.strides
+                and value.ctypes.data == base.ctypes.data)
 
     def _exclusive(self, name: str) -> bool:
         """Whether the state's view is the only view of ``name``'s buffer (nobody else reads its rows;
@@ -216,20 +232,27 @@ class KvArena:
         capacity = need + max(need // 2, MIN_HEADROOM)
         if self.block is not None:  # whole blocks; zeroed (calloc): block mode feeds the free rows
             capacity = -(-capacity // self.block) * self.block
+            if self.max_rows is not None and not self.layout.sequence_major:  # fed whole: within the graph's range
+                capacity = max(min(capacity, self.max_rows), need)
         make = np.empty if self.block is None else np.zeros
-        buffers = {}
+        layout, buffers = self.layout, {}
         for name, value in past.items():
-            buffer = make((1, capacity, value.shape[2]), dtype=value.dtype)
-            buffer[:, :length] = value
+            buffer = make(layout.shape(1, capacity), dtype=value.dtype)
+            layout.rows(buffer, 0, length)[...] = value
             buffers[name] = buffer
         self.buffers, self.bound = buffers, {}
 
-    @staticmethod
-    def extended(value: np.ndarray, need: int) -> np.ndarray:
-        """A ``[B, need, width]`` copy whose first rows are ``value`` (batches of more than one)."""
-        out = np.empty((value.shape[0], need, value.shape[2]), dtype=value.dtype)
-        out[:, :value.shape[1]] = value
-        return out
+    def extended(self, value: np.ndarray, need: int) -> np.ndarray:
+        """A C-contiguous copy of ``value`` with room for ``need`` rows (batches of more than one; shared caches
+        without blocks): its first rows are ``value``'s, the rest are the step's to write."""
+        return extended(self.layout, value, need)
 
 
-__all__ = ["KV_BLOCK", "KvArena", "MIN_HEADROOM"]
+def extended(layout: KvLayout, value: np.ndarray, need: int) -> np.ndarray:
+    """A C-contiguous ``layout`` array of ``need`` rows whose first rows are ``value``'s (the rest uninitialised)."""
+    out = np.empty(layout.shape(int(value.shape[0]), need), dtype=value.dtype)
+    layout.rows(out, 0, layout.length(value))[...] = value
+    return out
+
+
+__all__ = ["KV_BLOCK", "KvArena", "MIN_HEADROOM", "extended"]

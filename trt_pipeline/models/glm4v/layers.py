@@ -24,6 +24,22 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.variance_epsilon = eps
         self.fused = False  # the decoder's ``fused`` ops flavour: one opset-23 RMSNormalization node
+        self.contrib = False  # the ``onnxruntime`` flavour: add_norm is one SkipSimplifiedLayerNormalization
+
+    def add_norm(self, x: torch.Tensor, delta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(norm(x + delta), x + delta)``: a residual add and this norm (``delta`` None: no add).
+
+        The ``onnxruntime`` flavour traces the pair as one ``SkipSimplifiedLayerNormalization``; the
+        others as the ``Add`` and the norm they always had.
+        """
+        if delta is None:
+            return self(x), x
+        if self.contrib:
+            from trt_pipeline.models.glm4v.contrib_ops import skip_rms_norm
+
+            return skip_rms_norm(delta, x, self.weight, self.variance_epsilon)
+        x = x + delta
+        return self(x), x
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         input_dtype = hidden_states.dtype

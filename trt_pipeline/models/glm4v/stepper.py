@@ -43,9 +43,10 @@ import torch
 from trt_pipeline.models.glm4v import host
 from trt_pipeline.models.glm4v.contract import ExportContract
 from trt_pipeline.models.glm4v.config import Glm4vDims
+from trt_pipeline.models.glm4v.decoder_ops import KV_CACHES, step_refusal
 from trt_pipeline.models.glm4v.io_spec import LOGITS_POSITIONS, KvLayout, past_names, present_names
 from trt_pipeline.models.glm4v.kept_decode import KeptDecode
-from trt_pipeline.models.glm4v.kv_arena import KV_BLOCK, KvArena
+from trt_pipeline.models.glm4v.kv_arena import KV_BLOCK, KvArena, extended
 from trt_pipeline.models.glm4v.processing import MultimodalInputs
 
 #: Which positions of a step get logits: the last one, every one, or explicit indices of the segment.
@@ -95,12 +96,24 @@ def runner_inputs(runner: Any) -> dict[str, np.dtype]:
 
 def runner_kv_cache(runner: Any) -> str:
     """The KV-cache contract a decoder runner declares: ``inplace`` when its cache inputs are 3-D
-    (``[B, T, kv * D]``), else ``concat`` (a runner without cache inputs, e.g. the vision encoder, too)."""
+    (``[B, T, kv * D]``), ``shared`` when they are 4-D with the mask's length axis (``[B, kv, T, D]``, the
+    new rows included), else ``concat`` (a runner without cache inputs, e.g. the vision encoder, too)."""
+    declared = getattr(runner, "kv_cache", None)  # a runner that says it (the transformers reference runner)
+    if isinstance(declared, str) and declared in KV_CACHES:
+        return declared
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         meta = runner.get_input_metadata()
     shapes = [entry.shape for name, entry in meta.items() if name.startswith("past_key_values.")]
-    return "inplace" if shapes and shapes[0] is not None and len(shapes[0]) == 3 else "concat"
+    past = shapes[0] if shapes else None
+    if past is None:
+        return "concat"
+    if len(past) == 3:
+        return "inplace"
+    mask = meta["attention_mask"].shape if "attention_mask" in meta else None
+    if len(past) == 4 and mask is not None and isinstance(past[2], str) and past[2] == mask[1]:
+        return "shared"
+    return "concat"
 
 
 def logit_indices(request: Logits, length: int) -> list[int]:
@@ -228,12 +241,15 @@ class FeedBuilder:
         mask = _np(attention_mask, np.int64)
         if self.kv_layout.inplace and total and not mask[:, -1].any():
             # the inplace graph writes the new rows where the mask's attended rows end (text.attended_end)
-            raise ValueError("an inplace KV cache step needs its last new position attended (attention_mask 1) "
+            raise ValueError(f"an {self.kv_layout.kind} KV cache step needs its last new position attended (attention_mask 1) "
                              "in at least one row: left-pad the batch (as Glm4vProcessing does)")
+        why = step_refusal(self.kv_layout.kind, int(mask.shape[0]), int(embeds.shape[1]), total - int(embeds.shape[1]))
+        if why is not None:
+            raise ValueError(f"{why}: prefill such batches one row at a time")
         fed = self.kv_layout.length(next(iter(past.values()))) if self.kv_layout.inplace and past else total
         if fed < total:
             # not yet spanning the new rows: a copy that does (a stepper feeds views of its KvArena instead)
-            past = {name: KvArena.extended(value, total) for name, value in past.items()}
+            past = {name: extended(self.kv_layout, value, total) for name, value in past.items()}
         elif fed > total:  # free rows after the new ones (a KvArena block): the mask covers them with 0
             mask = pad_mask(mask, fed)
         cos, sin = host.text_rope(self.dims.text, positions)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trt_pipeline.models.glm4v.config import TextDims
-from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS, KV_CACHES
+from trt_pipeline.models.glm4v import contrib_ops
+from trt_pipeline.models.glm4v.decoder_ops import DECODER_OPS, KV_CACHES, kv_cache_refusal
 from trt_pipeline.models.glm4v.layers import RMSNorm, activation
 
 
@@ -129,6 +130,14 @@ def attended_end(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long() * index).amax(dim=(0, 1))
 
 
+def shared_kv_lengths(end: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GroupQueryAttention's ``seqlens_k`` (int32 ``[B]``: the last attended row, :func:`attended_end` - 1, for
+    every row) and ``total_sequence_length`` (int32 scalar: the fed rows ``T``, which the bias spans)."""
+    batch, total = attention_mask.shape
+    seqlens_k = (end - 1).to(torch.int32).reshape(1).expand(batch)
+    return seqlens_k, torch.full((), total, dtype=torch.int32, device=attention_mask.device)
+
+
 def causal_padding_bias(
     attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype, past: torch.Tensor | int | None = None
 ) -> torch.Tensor:
@@ -160,6 +169,7 @@ class TextAttention(nn.Module):
         self.v_proj = nn.Linear(dims.hidden_size, self.num_kv_heads * self.head_dim, bias=True)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, dims.hidden_size, bias=False)
         self.fused = False  # set by TextDecoder.use_ops: opset-23 Attention/RotaryEmbedding instead of spelled-out ops
+        self.contrib = False  # set by TextDecoder.use_ops: the onnxruntime flavour's GroupQueryAttention
 
     def forward(
         self,
@@ -170,13 +180,16 @@ class TextAttention(nn.Module):
         past_key: torch.Tensor,
         past_value: torch.Tensor,
         kv_index: torch.Tensor | None = None,
+        lengths: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, S, hidden]; cos/sin [B, S, 1, D] from :func:`head_rotary_tables`; bias [B, 1, 1, S, T].
 
         (Fused: cos/sin [B, S, rotary_dim / 2] from :func:`fused_rotary_tables`, bias [B, 1, S, T];
-        with ``kv_index`` (:func:`inplace_kv_index`) the past is an ``inplace`` cache ``[B, T, kv * D]``.)"""
+        with ``kv_index`` (:func:`inplace_kv_index`) the past is an ``inplace`` cache ``[B, T, kv * D]``;
+        onnxruntime: ``lengths`` = GroupQueryAttention's ``seqlens_k`` and ``total_sequence_length``
+        (:func:`shared_kv_lengths`), the past a ``shared`` cache ``[B, kv, T, D]``.)"""
         if self.fused:
-            return self._fused(x, cos, sin, bias, past_key, past_value, kv_index)
+            return self._fused(x, cos, sin, bias, past_key, past_value, kv_index, lengths)
         b, s, _ = x.shape
         heads = self.num_heads + self.num_kv_heads
         # query and key heads go through one rotary (same tables, [B, S, 1, D]) and one transpose
@@ -192,6 +205,7 @@ class TextAttention(nn.Module):
     def _fused(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor,
         past_key: torch.Tensor, past_value: torch.Tensor, kv_index: torch.Tensor | None = None,
+        lengths: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The same attention as opset 23 ops: one ``RotaryEmbedding`` per projection, one ``Attention``.
 
@@ -210,6 +224,12 @@ class TextAttention(nn.Module):
         # fp32 graphs leave softmax_precision out (the same precision, and ONNX Runtime's CUDA Attention
         # refuses the attribute); half graphs ask for a float softmax like transformers' eager path
         half = q.dtype != torch.float32
+        if self.contrib:  # GroupQueryAttention writes the new rows into the shared cache and reads the attended ones
+            seqlens_k, total = lengths  # type: ignore[misc]
+            out, key, value = contrib_ops.group_query_attention(
+                q, k, self.v_proj(x), past_key.to(q.dtype), past_value.to(q.dtype), bias, seqlens_k, total,
+                num_heads=self.num_heads, kv_num_heads=self.num_kv_heads, scale=self.scaling)
+            return self.o_proj(out), key, value
         if kv_index is not None:  # inplace cache: write the new rows, attend over the whole (sequence-major) cache
             key = past_key.to(q.dtype).scatter(1, kv_index, k)
             value = past_value.to(q.dtype).scatter(1, kv_index, self.v_proj(x))
@@ -256,11 +276,19 @@ class DecoderLayer(nn.Module):
         past_key: torch.Tensor,
         past_value: torch.Tensor,
         kv_index: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        attn_out, key, value = self.self_attn(self.input_layernorm(x), cos, sin, bias, past_key, past_value, kv_index)
-        x = x + self.post_self_attn_layernorm(attn_out)
-        x = x + self.post_mlp_layernorm(self.mlp(self.post_attention_layernorm(x)))
-        return x, key, value
+        delta: torch.Tensor | None = None,
+        lengths: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (residual stream, the MLP's output still to be added to it, present key, present value).
+
+        The last residual add is left to the next layer's :meth:`RMSNorm.add_norm` (or the caller), so
+        the onnxruntime flavour runs every add + RMSNorm pair as one ``SkipSimplifiedLayerNormalization``;
+        the other flavours trace the same Add then norm as before. ``delta``: the previous layer's.
+        """
+        h, x = self.input_layernorm.add_norm(x, delta)
+        attn_out, key, value = self.self_attn(h, cos, sin, bias, past_key, past_value, kv_index, lengths)
+        h, x = self.post_attention_layernorm.add_norm(x, self.post_self_attn_layernorm(attn_out))
+        return x, self.post_mlp_layernorm(self.mlp(h)), key, value
 
 
 class TextModel(nn.Module):
@@ -302,15 +330,23 @@ class TextDecoder(nn.Module):
 
     def use_graph(self, ops: str, kv_cache: str = "concat") -> TextDecoder:
         """Trace as export.json's ``decoder_graph`` says: ``ops`` flavour and ``kv_cache`` contract."""
-        self.kv_cache = "concat"  # any flavour takes it, so the order below never refuses a valid pair
-        return self.use_ops(ops).use_kv_cache(kv_cache)
+        if ops not in DECODER_OPS:
+            raise ValueError(f"decoder ops {ops!r}: choose one of {', '.join(DECODER_OPS)}")
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"KV cache {kv_cache!r}: choose one of {', '.join(KV_CACHES)}")
+        why = kv_cache_refusal(ops, kv_cache)
+        if why is not None:
+            raise ValueError(f"the {ops} decoder ops cannot trace a {kv_cache} KV cache: {why}")
+        self.kv_cache = kv_cache
+        return self.use_ops(ops)
 
     def use_kv_cache(self, kind: str) -> TextDecoder:
         """Trace with the ``kind`` KV-cache contract of :data:`~trt_pipeline.models.glm4v.io_spec.KV_CACHES` (inplace: fused ops only)."""
         if kind not in KV_CACHES:
             raise ValueError(f"KV cache {kind!r}: choose one of {', '.join(KV_CACHES)}")
-        if kind == "inplace" and self.ops != "fused":
-            raise ValueError("an inplace KV cache needs the fused decoder ops (use_ops('fused') first)")
+        why = kv_cache_refusal(self.ops, kind)
+        if why is not None:
+            raise ValueError(f"the {self.ops} decoder ops cannot trace a {kind} KV cache: {why}")
         self.kv_cache = kind
         return self
 
@@ -318,12 +354,15 @@ class TextDecoder(nn.Module):
         """Trace as the ``ops`` flavour of :data:`DECODER_OPS` from now on (same weights, same numbers)."""
         if ops not in DECODER_OPS:
             raise ValueError(f"decoder ops {ops!r}: choose one of {', '.join(DECODER_OPS)}")
-        if ops != "fused" and self.kv_cache == "inplace":
-            raise ValueError("an inplace KV cache needs the fused decoder ops (use_kv_cache('concat') first)")
+        why = kv_cache_refusal(ops, self.kv_cache)
+        if why is not None:
+            raise ValueError(f"the {ops} decoder ops cannot trace the current {self.kv_cache} KV cache: {why} "
+                             "(use_graph(ops, kv_cache) sets both)")
         self.ops = ops
         for module in self.language_model.modules():  # every attention and RMSNorm of the text model
             if isinstance(module, (TextAttention, RMSNorm)):
-                module.fused = ops == "fused"
+                module.fused = ops in ("fused", "onnxruntime")  # onnxruntime: fused + contrib attention / norms
+                module.contrib = ops == "onnxruntime"
         return self
 
     def forward(
@@ -336,11 +375,12 @@ class TextDecoder(nn.Module):
         *past_key_values: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         x = inputs_embeds
-        # an inplace cache may run past the attended rows (free rows: attended_end); concat's is exact
-        past = attended_end(attention_mask) - x.shape[1] if self.kv_cache == "inplace" else None
+        # an inplace / shared cache may run past the attended rows (free rows: attended_end); concat's is exact
+        end = attended_end(attention_mask) if self.kv_cache != "concat" else None
+        past = end - x.shape[1] if end is not None else None
         bias = causal_padding_bias(attention_mask, x.shape[1], x.dtype, past)  # [B, 1, S, T]
         # the host computes the tables in fp32; transformers then casts them to the model dtype
-        if self.ops == "fused":
+        if self.ops != "portable":  # fused, onnxruntime: the opset-23 RotaryEmbedding tables
             cos, sin = fused_rotary_tables(rope_cos.to(x.dtype), rope_sin.to(x.dtype))
         else:
             bias = bias.unsqueeze(1)  # [B, 1, 1, S, T]: the grouped-query view's mask
@@ -350,10 +390,14 @@ class TextDecoder(nn.Module):
         if self.kv_cache == "inplace":
             width = self.dims.num_key_value_heads * self.dims.head_dim
             kv_index = inplace_kv_index(x.shape[0], past, x.shape[1], width, x.device)
+        lengths = shared_kv_lengths(end, attention_mask) if self.kv_cache == "shared" else None
         presents: list[torch.Tensor] = []
+        delta = None
         for index, layer in enumerate(self.language_model.layers):
-            x, key, value = layer(x, cos, sin, bias, past_key_values[2 * index], past_key_values[2 * index + 1], kv_index)
+            x, delta, key, value = layer(x, cos, sin, bias, past_key_values[2 * index], past_key_values[2 * index + 1],
+                                         kv_index, delta, lengths)
             presents.extend((key, value))
+        x = x + delta
         x = x.index_select(1, logits_positions)  # RMSNorm and the LM head are per-position
         logits = self.lm_head(self.language_model.norm(x))
         return (logits, *presents)
