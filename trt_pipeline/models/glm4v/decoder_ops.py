@@ -27,10 +27,10 @@ from typing import Any
 #:   ``[B, kv_heads, T, head_dim]`` cache itself and reads only the attended rows (``seqlens_k``), so
 #:   free rows cost nothing and the whole buffer is bound once; ``SkipSimplifiedLayerNormalization``
 #:   does the residual add and the next RMSNorm in one node (2 a layer). On the small preset's int4
-#:   decoder, graph alone, one thread, that was ~10 % faster a decode step than ``fused`` + ``inplace``
-#:   (232 nodes after ONNX Runtime's optimizer instead of 274). The flavour exists because the
-#:   standard-op graphs measured slower than onnxruntime-genai's int4 (issue 16); export a standard
-#:   flavour for TensorRT.
+#:   decoder: 228 nodes after ONNX Runtime's optimizer instead of 274 (``fused`` + ``inplace``); a whole
+#:   int4 decode step through the stepper 0.99-1.06x as fast (``benchmarks/graph_ab.py``, README "Against
+#:   onnxruntime-genai"). The flavour exists because the standard-op graphs measured slower than
+#:   onnxruntime-genai's int4 (issue 16); export a standard flavour for TensorRT.
 DECODER_OPS = ("portable", "fused", "onnxruntime")
 #: The decoder's KV-cache contracts (``autoglm-trt export --kv-cache``; the first is the default).
 #:
