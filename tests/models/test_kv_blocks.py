@@ -26,29 +26,11 @@ from trt_pipeline.models.glm4v.generation import HostAssets
 from trt_pipeline.models.glm4v.io_spec import KvLayout
 from trt_pipeline.models.glm4v.kv_arena import KV_BLOCK, KvArena
 from trt_pipeline.models.glm4v.stepper import DecoderStepper
-from trt_pipeline.runtime.onnxruntime_runner import OrtSettings, onnx_path, ort_runner
+
+from stepping import contract_of, decoder_runner, greedy
 
 PROMPT = torch.arange(5, 17).view(1, -1)  # 12 tokens: 60 decode steps cross several KV_BLOCK boundaries
 DECODE_STEPS = 60
-
-
-def decoder_runner(export_dir, io_binding: bool = True):
-    return ort_runner(onnx_path(export_dir, "fp32", "decoder"), settings=OrtSettings(intra_op_threads=1, io_binding=io_binding))
-
-
-def contract_of(export_dir) -> ExportContract:
-    return ExportContract.from_manifest(read_export_manifest(export_dir))
-
-
-def greedy(stepper: DecoderStepper, prompt: torch.Tensor, steps: int, chunk_size: int | None = None):
-    """Logits [1, 1 + steps, vocab] of the prompt's last position and each decode step; the tokens."""
-    logits = [stepper.prefill_tokens(prompt, chunk_size=chunk_size).logits]
-    tokens = []
-    for _ in range(steps):
-        token = logits[-1][:, -1].argmax(-1)
-        tokens.append(int(token))
-        logits.append(stepper.decode(token).logits)
-    return torch.cat(logits, dim=1), tokens
 
 
 class CountingOrtValues:

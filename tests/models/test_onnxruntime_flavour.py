@@ -21,34 +21,17 @@ from trt_pipeline.artifacts import read_export_manifest
 from trt_pipeline.config import ExportConfig
 from trt_pipeline.engine.onnx_ops import check_model
 from trt_pipeline.errors import ConfigError, ShapeError
-from trt_pipeline.models.glm4v.contract import ExportContract
 from trt_pipeline.models.glm4v.decoder_ops import KV_CACHES_OF, step_refusal
 from trt_pipeline.models.glm4v.generation import HostAssets
 from trt_pipeline.models.glm4v.io_spec import KvLayout
 from trt_pipeline.models.glm4v.kv_arena import KvArena
 from trt_pipeline.models.glm4v.stepper import DecoderStepper, runner_kv_cache
-from trt_pipeline.runtime.onnxruntime_runner import OrtSettings, onnx_path, ort_runner
+from trt_pipeline.runtime.onnxruntime_runner import onnx_path
+
+from stepping import contract_of, decoder_runner, greedy
 
 PROMPT = torch.arange(5, 17).view(1, -1)
 DECODE_STEPS = 40
-
-
-def decoder_runner(export_dir, io_binding: bool = True):
-    return ort_runner(onnx_path(export_dir, "fp32", "decoder"), settings=OrtSettings(intra_op_threads=1, io_binding=io_binding))
-
-
-def contract_of(export_dir) -> ExportContract:
-    return ExportContract.from_manifest(read_export_manifest(export_dir))
-
-
-def greedy(stepper: DecoderStepper, prompt: torch.Tensor, steps: int, chunk_size: int | None = None):
-    logits = [stepper.prefill_tokens(prompt, chunk_size=chunk_size).logits]
-    tokens = []
-    for _ in range(steps):
-        token = logits[-1][:, -1].argmax(-1)
-        tokens.append(int(token))
-        logits.append(stepper.decode(token).logits)
-    return torch.cat(logits, dim=1), tokens
 
 
 def test_the_graph_is_onnxruntime_contrib_ops_and_export_json_says_so(tiny_ort_export):
