@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from trt_pipeline.models.glm4v.io_spec import KvLayout
+from trt_pipeline.models.glm4v.kv_arena import prefix_of_buffer
 from trt_pipeline.models.glm4v.stepper import CacheState
 from trt_pipeline.serve.engine import SequenceCache, ServeEngine
 
@@ -132,11 +133,9 @@ class DecodeBatch:
 
 def _own_rows(view: np.ndarray) -> np.ndarray:
     """A leaving row's cache as its sequence keeps it: the view itself when it is the first rows of a
-    batch-of-one buffer (the stepper's arena: the next turn continues it in place; a ``shared`` cache's
-    row prefix is such a view without being contiguous), else a contiguous copy (padding stripped)."""
-    base = view.base
-    if (view.shape[0] == 1 and isinstance(base, np.ndarray) and base.shape[0] == 1 and view.strides == base.strides
-            and view.ctypes.data == base.ctypes.data):
+    batch-of-one buffer (the stepper's arena: the next turn continues it in place), else a contiguous
+    copy (padding stripped)."""
+    if view.base is not None and view.base.shape[0] == 1 and prefix_of_buffer(view):
         return view
     return np.ascontiguousarray(view)
 

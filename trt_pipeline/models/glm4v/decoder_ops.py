@@ -110,12 +110,8 @@ _REFUSED_DTYPES = {
         "an fp16 graph of opset-23 Attention/RotaryEmbedding fails the fp16 validation on ONNX Runtime's CPU "
         "kernels (tiny checkpoint: logits error 2.7x transformers' own fp16 drift, gate 2x; the portable fp16 "
         "graph passes)"),
-    ("onnxruntime", "float16"): (
-        "ONNX Runtime's CPU GroupQueryAttention and SkipSimplifiedLayerNormalization are float32 kernels (the "
-        "flavour is for CPU hosts)"),
-    ("onnxruntime", "bfloat16"): (
-        "ONNX Runtime's CPU GroupQueryAttention and SkipSimplifiedLayerNormalization are float32 kernels (the "
-        "flavour is for CPU hosts)"),
+    **{("onnxruntime", half): "ONNX Runtime's CPU GroupQueryAttention and SkipSimplifiedLayerNormalization are "
+                              "float32 kernels (the flavour is for CPU hosts)" for half in ("float16", "bfloat16")},
 }
 
 

@@ -90,7 +90,7 @@ class KvArena:
         batch, length = self._shape(past)
         need = length + new
         if batch != 1 or (self.block is None and not self.layout.sequence_major):
-            return {name: self.extended(value, need) for name, value in past.items()}
+            return {name: extended(self.layout, value, need) for name, value in past.items()}
         # a decode step continuing the last one feeds back exactly the views handed out (the runner wrote
         # into them): checked by identity; every other start is settled by the per-array checks
         if not (self._is_handed(past) and need <= self.capacity):
@@ -202,20 +202,12 @@ class KvArena:
         """Whether each array of ``past`` is a row-0 prefix view of a buffer (``[1, capacity, width]``, or
         ``[1, kv, capacity, D]`` shared) that no other view references (so writing rows past it changes
         nothing anyone reads)."""
-        if not all(self._prefix_of_base(value) for value in past.values()):
+        if not all(prefix_of_buffer(value) for value in past.values()):
             return False
         if len({self.layout.length(value.base) for value in past.values()}) != 1:  # one capacity for all buffers
             return False
         # counted as the arena's own buffers are: one dict entry and the state's view
         return all(self._references({name: value.base}, name) <= self._alone for name, value in past.items())
-
-    @staticmethod
-    def _prefix_of_base(value: np.ndarray) -> bool:
-        """Whether ``value`` is the first rows of the C-contiguous array (of its rank) that owns its memory."""
-        base = value.base
-        return (type(base) is np.ndarray and base.ndim == value.ndim and base.base is None
-                and base.dtype == value.dtype and base.flags.c_contiguous and value.strides == base.strides
-                and value.ctypes.data == base.ctypes.data)
 
     def _exclusive(self, name: str) -> bool:
         """Whether the state's view is the only view of ``name``'s buffer (nobody else reads its rows;
@@ -242,17 +234,24 @@ class KvArena:
             buffers[name] = buffer
         self.buffers, self.bound = buffers, {}
 
-    def extended(self, value: np.ndarray, need: int) -> np.ndarray:
-        """A C-contiguous copy of ``value`` with room for ``need`` rows (batches of more than one; shared caches
-        without blocks): its first rows are ``value``'s, the rest are the step's to write."""
-        return extended(self.layout, value, need)
+
+
+def prefix_of_buffer(value: np.ndarray) -> bool:
+    """Whether ``value`` is the first rows of the C-contiguous array (of its rank) that owns its memory (a view
+    the arena handed out, in either layout: a ``shared`` cache's row prefix is such a view without being
+    contiguous)."""
+    base = value.base
+    return (type(base) is np.ndarray and base.ndim == value.ndim and base.base is None
+            and base.dtype == value.dtype and base.flags.c_contiguous and value.strides == base.strides
+            and value.ctypes.data == base.ctypes.data)
 
 
 def extended(layout: KvLayout, value: np.ndarray, need: int) -> np.ndarray:
-    """A C-contiguous ``layout`` array of ``need`` rows whose first rows are ``value``'s (the rest uninitialised)."""
+    """A C-contiguous ``layout`` array of ``need`` rows whose first rows are ``value``'s (the rest uninitialised):
+    what a batch of more than one, or a shared cache without blocks, is fed instead of an arena view."""
     out = np.empty(layout.shape(int(value.shape[0]), need), dtype=value.dtype)
     layout.rows(out, 0, layout.length(value))[...] = value
     return out
 
 
-__all__ = ["KV_BLOCK", "KvArena", "MIN_HEADROOM", "extended"]
+__all__ = ["KV_BLOCK", "KvArena", "MIN_HEADROOM", "extended", "prefix_of_buffer"]

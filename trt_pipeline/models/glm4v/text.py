@@ -157,6 +157,17 @@ def causal_padding_bias(
     return torch.where(allowed, zero, neg).unsqueeze(1)
 
 
+def check_graph(ops: str, kv_cache: str, advice: str = "") -> None:
+    """ValueError unless ``ops`` (:data:`DECODER_OPS`) can trace the ``kv_cache`` contract (:data:`KV_CACHES`)."""
+    if ops not in DECODER_OPS:
+        raise ValueError(f"decoder ops {ops!r}: choose one of {', '.join(DECODER_OPS)}")
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"KV cache {kv_cache!r}: choose one of {', '.join(KV_CACHES)}")
+    why = kv_cache_refusal(ops, kv_cache)
+    if why is not None:
+        raise ValueError(f"the {ops} decoder ops cannot trace a {kv_cache} KV cache: {why}{advice}")
+
+
 class TextAttention(nn.Module):
     def __init__(self, dims: TextDims) -> None:
         super().__init__()
@@ -330,34 +341,19 @@ class TextDecoder(nn.Module):
 
     def use_graph(self, ops: str, kv_cache: str = "concat") -> TextDecoder:
         """Trace as export.json's ``decoder_graph`` says: ``ops`` flavour and ``kv_cache`` contract."""
-        if ops not in DECODER_OPS:
-            raise ValueError(f"decoder ops {ops!r}: choose one of {', '.join(DECODER_OPS)}")
-        if kv_cache not in KV_CACHES:
-            raise ValueError(f"KV cache {kv_cache!r}: choose one of {', '.join(KV_CACHES)}")
-        why = kv_cache_refusal(ops, kv_cache)
-        if why is not None:
-            raise ValueError(f"the {ops} decoder ops cannot trace a {kv_cache} KV cache: {why}")
+        check_graph(ops, kv_cache)
         self.kv_cache = kv_cache
         return self.use_ops(ops)
 
     def use_kv_cache(self, kind: str) -> TextDecoder:
         """Trace with the ``kind`` KV-cache contract of :data:`~trt_pipeline.models.glm4v.io_spec.KV_CACHES` (inplace: fused ops only)."""
-        if kind not in KV_CACHES:
-            raise ValueError(f"KV cache {kind!r}: choose one of {', '.join(KV_CACHES)}")
-        why = kv_cache_refusal(self.ops, kind)
-        if why is not None:
-            raise ValueError(f"the {self.ops} decoder ops cannot trace a {kind} KV cache: {why}")
+        check_graph(self.ops, kind)
         self.kv_cache = kind
         return self
 
     def use_ops(self, ops: str) -> TextDecoder:
         """Trace as the ``ops`` flavour of :data:`DECODER_OPS` from now on (same weights, same numbers)."""
-        if ops not in DECODER_OPS:
-            raise ValueError(f"decoder ops {ops!r}: choose one of {', '.join(DECODER_OPS)}")
-        why = kv_cache_refusal(ops, self.kv_cache)
-        if why is not None:
-            raise ValueError(f"the {ops} decoder ops cannot trace the current {self.kv_cache} KV cache: {why} "
-                             "(use_graph(ops, kv_cache) sets both)")
+        check_graph(ops, self.kv_cache, " (use_graph(ops, kv_cache) sets both)")
         self.ops = ops
         for module in self.language_model.modules():  # every attention and RMSNorm of the text model
             if isinstance(module, (TextAttention, RMSNorm)):
