@@ -7,12 +7,19 @@ both projects' decoders on the same machine, at the same moment, with the same t
 1. **genai venv** (``--venv``, default ``/work/.venvs/genai``; never the project's venv): created when
    missing, with ``onnxruntime-genai==0.18.*`` (which pins its own onnxruntime) and what its model
    builder needs (torch CPU ``2.13.0``, transformers, onnx, onnx_ir).
-2. **Peer model**: a random-weight ``Qwen2ForCausalLM`` checkpoint with the small preset's text dims
-   (hidden, layers, heads, KV heads, FFN, vocab, rope theta, norm eps; see :func:`qwen2_config`), then
+2. **Peer model** (``--peer``): a random-weight checkpoint with the small preset's text dims (hidden,
+   layers, heads, KV heads, FFN, vocab, rope theta, norm eps; see :func:`peer_config`), then
    ``python -m onnxruntime_genai.models.builder -i <hf> -o <out> -p fp32|int4 -e cpu``.
-   Qwen2 differs from GLM-4.1V's text decoder only in what costs little at decode: full instead of
-   partial (half) rotary, 2 RMSNorms per layer instead of 4, 1-D instead of M-RoPE positions.
-   The weights moved per token (every projection, the LM head) are the same shapes.
+   The weights moved per token (every projection, the LM head) are the same shapes as ours.
+
+   * ``qwen2`` (the issue's peer, default): ``Qwen2ForCausalLM``. It has 2 RMSNorms per layer where
+     GLM-4 has 4 (GLM-4's "sandwich" norms after attention and after the MLP), full instead of
+     partial (half) rotary, 1-D instead of M-RoPE positions.
+   * ``gemma2``: ``Gemma2ForCausalLM`` set up as GLM-4's layer: the same 4 norms per layer in the same
+     places, SiLU MLP, no soft-capping, every layer full attention, scale 1/sqrt(head_dim). What is
+     left differs little at decode: full rotary, 1-D positions, genai's q/k/v packed into one MatMul
+     and the embedding scaled by sqrt(hidden) (one Mul). This peer asks what genai's graph does on a
+     layer with GLM-4's work, so the gap to ``qwen2`` is the price of the architecture, not the graph.
 3. **Ours**: ``autoglm-trt init-checkpoint --preset small`` + ``export`` (re-made when the package
    source changed since the last export), and ``precision int4`` when main has that command.
 4. **Interleaved rounds**: two long-lived workers (ours in the project venv,
@@ -68,13 +75,15 @@ CASES: tuple[tuple[str, int], ...] = (("prefill", 16), ("prefill", 256), ("decod
 INT4_MATCHING_GENAI = ["--activations", "fp32", "--block-size", "32", "--quantize-lm-head", "--no-evaluate"]
 #: fallback when that is refused: our defaults in the ONNX Runtime flavour
 INT4_ORT_DEFAULTS = ["--activations", "fp32", "--no-evaluate"]
-#: Qwen2Config field <- GLM-4.1V text_config field (same meaning)
 GENAI_LOGITS_NOTE = ("genai's prefill computes logits for every prompt position (its builder's default, no "
                      "prune_lm_head); ours for the last one: at vocab 2304 the LM head is ~2 % of a prompt token's FLOPs")
 #: measuring sides: our export in the project venv, genai's model in its venv, and the control: our
 #: export and our code run in the genai venv (genai's onnxruntime version)
 CONTROL = "ours_genai_ort"
 SIDES = ("ours", "genai", CONTROL)
+#: peer name -> the transformers architecture genai's builder gets
+PEERS = {"qwen2": "Qwen2ForCausalLM", "gemma2": "Gemma2ForCausalLM"}
+#: Qwen2Config / Gemma2Config field <- GLM-4.1V text_config field (same meaning)
 QWEN2_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "vocab_size", "rms_norm_eps", "max_position_embeddings")
 
@@ -109,6 +118,43 @@ def qwen2_config(text: Mapping[str, Any]) -> dict[str, Any]:
         config.update(eos_token_id=eos, bos_token_id=text.get("bos_token_id", first),
                       pad_token_id=text.get("pad_token_id", first))
     return config
+
+
+def gemma2_config(text: Mapping[str, Any]) -> dict[str, Any]:
+    """``Gemma2Config`` kwargs: :func:`qwen2_config`'s dims, with the layer shaped as GLM-4's.
+
+    Gemma-2's layer has GLM-4's 4 RMSNorms in the same places (before and after attention, before and
+    after the MLP). Gemma-only work is turned off so it costs what GLM-4 costs: SiLU instead of
+    GELU, no attention or final-logit soft-capping, every layer full attention (no sliding window),
+    and the query scale 1/sqrt(head_dim) as GLM-4's. genai folds Gemma's ``1 + weight`` norm
+    weights at build time; its embedding scale by sqrt(hidden) stays one Mul.
+    """
+    config = qwen2_config(text)
+    config.pop("use_sliding_window")
+    head_dim = int(text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"])
+    layers = int(config["num_hidden_layers"])
+    config.update(head_dim=head_dim, query_pre_attn_scalar=head_dim, hidden_activation=config.pop("hidden_act"),
+                  attn_logit_softcapping=None, final_logit_softcapping=None,
+                  layer_types=["full_attention"] * layers, sliding_window=int(config["max_position_embeddings"]))
+    return config
+
+
+def peer_config(peer: str, text: Mapping[str, Any]) -> dict[str, Any]:
+    """The peer checkpoint's config kwargs (``PEERS[peer]``) with the dims of GLM-4.1V's ``text_config``."""
+    if peer not in PEERS:
+        raise ValueError(f"peer {peer!r}: choose one of {', '.join(PEERS)}")
+    return qwen2_config(text) if peer == "qwen2" else gemma2_config(text)
+
+
+def peer_dirs(work: Path, peer: str, variant: str | None = None) -> Path:
+    """Where a peer's checkpoint (``variant`` None) or built genai model lives under ``work``.
+
+    The qwen2 peer keeps the names it has always had (``qwen2/``, ``genai-fp32/``), so earlier work
+    folders are reused.
+    """
+    if variant is None:
+        return work / peer
+    return work / (f"genai-{variant}" if peer == "qwen2" else f"genai-{peer}-{variant}")
 
 
 def builder_command(python: Path | str, hf_dir: Path | str, out_dir: Path | str, precision: str,
@@ -291,22 +337,25 @@ def ensure_int4(out: Path, args: argparse.Namespace, log: Path) -> list[str]:
     return notes
 
 
-def ensure_genai(work: Path, python: Path, checkpoint: Path, variants: Sequence[str], log: Path) -> dict[str, Path]:
-    """Qwen2 checkpoint with our text dims, then genai's builder per precision."""
-    hf = work / "qwen2"
+def ensure_genai(work: Path, python: Path, checkpoint: Path, variants: Sequence[str], log: Path,
+                 peer: str = "qwen2") -> dict[str, Path]:
+    """The peer checkpoint with our text dims, then genai's builder per precision."""
+    hf = peer_dirs(work, peer)
     text = json.loads((checkpoint / "config.json").read_text())["text_config"]
-    spec = {"config": qwen2_config(text), "seed": 0, "tokenizer_dir": str(checkpoint)}
-    spec_file = work / "qwen2_spec.json"
+    spec = {"config": peer_config(peer, text), "seed": 0, "tokenizer_dir": str(checkpoint)}
+    if peer != "qwen2":
+        spec["architecture"] = PEERS[peer]
+    spec_file = work / f"{peer}_spec.json"
     if not (hf / "config.json").is_file() or not spec_file.is_file() or json.loads(spec_file.read_text()) != spec:
         work.mkdir(parents=True, exist_ok=True)
         spec_file.write_text(json.dumps(spec, indent=2))
         shutil.rmtree(hf, ignore_errors=True)
-        checked([str(python), str(WORKER_GENAI), "make-qwen2", str(spec_file), str(hf)], log)
+        checked([str(python), str(WORKER_GENAI), "make-peer", str(spec_file), str(hf)], log)
         for variant in variants:
-            shutil.rmtree(work / f"genai-{variant}", ignore_errors=True)
+            shutil.rmtree(peer_dirs(work, peer, variant), ignore_errors=True)
     models = {}
     for variant in variants:
-        out = work / f"genai-{variant}"
+        out = peer_dirs(work, peer, variant)
         if not (out / "genai_config.json").is_file():
             checked(builder_command(python, hf, out, variant, work / "builder-cache"), log)
         models[variant] = out
@@ -471,6 +520,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "onnxruntime the ORT-only one (contrib ops, as genai's)")
     parser.add_argument("--kv-cache", choices=KV_CACHES, default=None,
                         help="our KV-cache contract (`export --kv-cache`) [default: the flavour's: concat, shared for onnxruntime]")
+    parser.add_argument("--peer", choices=tuple(PEERS), default="qwen2",
+                        help="genai's model: qwen2 (the issue's peer) or gemma2 (GLM-4's 4 norms per layer; see above)")
     parser.add_argument("--no-int4", action="store_true", help="fp32 only")
     parser.add_argument("--int4-arg", action="append", default=[],
                         help="`precision int4` argument replacing the defaults (genai's scope), repeatable")
@@ -533,8 +584,9 @@ def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str
                  "loaded": loaded["ours"]},
         "control": {"side": CONTROL, "what": "our export through the same OrtBackend code, run in the genai venv "
                     "(its onnxruntime version); speedup_same_ort = genai_ms / its ms", "measured": CONTROL in loaded},
-        "genai": {"models": {v: str(p) for v, p in genai.items()}, "checkpoint": "Qwen2ForCausalLM, random weights, "
-                  "small preset text dims (see qwen2_spec.json beside the models)",
+        "genai": {"models": {v: str(p) for v, p in genai.items()}, "peer": args.peer,
+                  "checkpoint": f"{PEERS[args.peer]}, random weights, small preset text dims (see "
+                                f"{args.peer}_spec.json beside the models)",
                   "timed_through": "onnxruntime_genai.Generator.append_tokens (rewind_to between calls)",
                   "loaded": loaded["genai"]},
         "notes": [*ours["notes"], GENAI_LOGITS_NOTE],
@@ -644,13 +696,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     python = ensure_venv(args.venv, log)
     ours = ensure_ours(args.work, args, log)
     checkpoint = Path(ours["checkpoint"])
-    genai = ensure_genai(args.work, python, checkpoint, ["fp32"] + ([] if args.no_int4 else ["int4"]), log)
+    genai = ensure_genai(args.work, python, checkpoint, ["fp32"] + ([] if args.no_int4 else ["int4"]), log,
+                         peer=args.peer)
     measured, loaded = measure_all(args, python, ours, genai)
     result = record(args, ours, genai, loaded, measured)
     args.results.mkdir(parents=True, exist_ok=True)
     json_path, png_path = args.results / "peer_genai.json", args.results / "peer_genai.png"
     json_path.write_text(json.dumps(result, indent=2) + "\n")
-    title = (f"autoglm-trt vs onnxruntime-genai {measured['versions'].get('onnxruntime-genai')}, small-preset text "
+    title = (f"autoglm-trt vs onnxruntime-genai {measured['versions'].get('onnxruntime-genai')} ({args.peer}), "
+             f"small-preset text "
              f"dims, {args.threads} threads each, {args.clock} clock, median of {args.rounds} interleaved rounds")
     plot(result["table"], png_path, title)
     print_table(result["table"], title)

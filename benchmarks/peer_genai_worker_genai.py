@@ -3,9 +3,10 @@
 This file imports nothing from ``trt_pipeline`` (the genai venv does not have it, and onnxruntime-genai
 pins its own onnxruntime, which must not meet the main venv's). Two modes:
 
-``make-qwen2 SPEC.json OUT``
-    Write a random-weight ``Qwen2ForCausalLM`` checkpoint (``save_pretrained``) from the config fields
-    in SPEC.json (``{"config": {...}, "seed": 0, "tokenizer_dir": "..."}``); the tokenizer files of
+``make-peer SPEC.json OUT``
+    Write a random-weight checkpoint (``save_pretrained``) of SPEC.json's ``architecture``
+    (``Qwen2ForCausalLM`` when absent, or ``Gemma2ForCausalLM``) from its config fields
+    (``{"config": {...}, "seed": 0, "tokenizer_dir": "..."}``); the tokenizer files of
     ``tokenizer_dir`` (our small preset's checkpoint) are copied beside it so genai's builder finds one.
 ``serve``
     A long-lived worker: one JSON request per stdin line, one JSON answer per stdout line. Requests:
@@ -37,14 +38,23 @@ from typing import Any
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
-def make_qwen2(spec_path: Path, out: Path) -> None:
-    """Random-weight Qwen2 checkpoint with the given dims (seeded), plus the tokenizer files."""
+#: the architectures a peer checkpoint may have -> (config class, model class) in transformers
+ARCHITECTURES = {"Qwen2ForCausalLM": ("Qwen2Config", "Qwen2ForCausalLM"),
+                 "Gemma2ForCausalLM": ("Gemma2Config", "Gemma2ForCausalLM")}
+
+
+def make_peer(spec_path: Path, out: Path) -> None:
+    """Random-weight peer checkpoint with the given dims (seeded), plus the tokenizer files."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
     spec = json.loads(spec_path.read_text())
+    architecture = spec.get("architecture", "Qwen2ForCausalLM")
+    if architecture not in ARCHITECTURES:
+        raise SystemExit(f"{spec_path}: architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    config_class, model_class = (getattr(transformers, name) for name in ARCHITECTURES[architecture])
     torch.manual_seed(int(spec.get("seed", 0)))
-    model = Qwen2ForCausalLM(Qwen2Config(**spec["config"])).to(torch.float32).eval()
+    model = model_class(config_class(**spec["config"])).to(torch.float32).eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
     source = Path(spec["tokenizer_dir"]) if spec.get("tokenizer_dir") else None
@@ -162,9 +172,9 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["make-qwen2"]:
-        make_qwen2(Path(sys.argv[2]), Path(sys.argv[3]))
+    if sys.argv[1:2] == ["make-peer"]:
+        make_peer(Path(sys.argv[2]), Path(sys.argv[3]))
     elif sys.argv[1:2] == ["serve"]:
         serve()
     else:
-        sys.exit(f"usage: {sys.argv[0]} make-qwen2 SPEC.json OUT | serve")
+        sys.exit(f"usage: {sys.argv[0]} make-peer SPEC.json OUT | serve")

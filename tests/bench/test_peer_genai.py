@@ -51,6 +51,37 @@ def test_qwen2_config_reads_rope_theta_from_a_saved_config_and_refuses_a_missing
         peer.qwen2_config(dict(PRESETS["small"].text))  # a preset's vocab comes from its tokenizer
 
 
+def test_gemma2_peer_is_a_layer_of_glm4_shape():
+    """The gemma2 peer: the small preset's dims, and per layer GLM-4's four norms, SiLU, no soft-capping."""
+    from transformers import Gemma2Config
+    from transformers.models.gemma2.modeling_gemma2 import Gemma2DecoderLayer
+    from transformers.models.glm4v.configuration_glm4v import Glm4vTextConfig
+    from transformers.models.glm4v.modeling_glm4v import Glm4vTextDecoderLayer
+
+    text = dict(PRESETS["small"].text, vocab_size=2304, hidden_act="silu")
+    config = peer.peer_config("gemma2", text)
+    assert {k: v for k, v in config.items() if k in peer.QWEN2_FIELDS} == \
+        {k: v for k, v in peer.qwen2_config(text).items() if k in peer.QWEN2_FIELDS}
+    gemma = Gemma2Config(**config)
+    assert (gemma.head_dim, gemma.query_pre_attn_scalar, gemma.hidden_activation) == (64, 64, "silu")
+    assert gemma.attn_logit_softcapping is None and gemma.final_logit_softcapping is None
+    assert gemma.layer_types == ["full_attention"] * 12  # genai builds no sliding-window layer
+
+    def norms(layer) -> int:
+        return sum("norm" in name for name, _ in layer.named_children())
+
+    glm = Glm4vTextConfig(**{k: v for k, v in text.items() if k in peer.QWEN2_FIELDS})
+    assert norms(Gemma2DecoderLayer(gemma, 0)) == norms(Glm4vTextDecoderLayer(glm, 0)) == 4
+    with pytest.raises(ValueError, match="qwen2, gemma2"):
+        peer.peer_config("llama", text)
+
+
+def test_peer_folders_keep_the_qwen2_names():
+    work = Path("/w")
+    assert (peer.peer_dirs(work, "qwen2"), peer.peer_dirs(work, "qwen2", "int4")) == (work / "qwen2", work / "genai-int4")
+    assert peer.peer_dirs(work, "gemma2", "fp32") == work / "genai-gemma2-fp32"
+
+
 def test_builder_and_venv_commands():
     command = peer.builder_command("/v/bin/python", "/w/qwen2", "/w/genai-int4", "int4", "/w/cache")
     assert command == ["/v/bin/python", "-m", "onnxruntime_genai.models.builder", "-i", "/w/qwen2", "-o",
