@@ -92,6 +92,10 @@ def tiny_ort_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
     return export(tiny_checkpoint, out, cfg, show_progress=False)
 
 
+#: the export settings of ``compare_export`` and its streamed twin ``streamed_export``
+COMPARE_CFG = dict(max_batch=2, max_seq=128, max_kv=128, validate=False)
+
+
 @pytest.fixture(scope="session")
 def compare_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fp32 export of ``tiny_checkpoint`` for the compare tests (small ranges, no validation grid).
@@ -101,8 +105,19 @@ def compare_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
     from trt_pipeline.config import ExportConfig
     from trt_pipeline.export.exporter import export
 
-    cfg = ExportConfig(max_batch=2, max_seq=128, max_kv=128, validate=False)
-    return export(tiny_checkpoint, tmp_path_factory.mktemp("compare") / "export", cfg, show_progress=False)
+    return export(tiny_checkpoint, tmp_path_factory.mktemp("compare") / "export", ExportConfig(**COMPARE_CFG),
+                  show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def streamed_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``compare_export``'s twin exported the way the real 9B is: weight-free trace, streamed weights
+    (``Linear`` weights reach their MatMul through a Transpose). Read-only."""
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.export.exporter import export
+
+    out = tmp_path_factory.mktemp("streamed") / "export"
+    return export(tiny_checkpoint, out, ExportConfig(streaming=True, **COMPARE_CFG), show_progress=False)
 
 
 @pytest.fixture(scope="session")

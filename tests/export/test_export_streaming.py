@@ -16,13 +16,12 @@ from trt_pipeline.export.exporter import export
 from trt_pipeline.export.streaming import verify_initializer_hashes
 from trt_pipeline.graph.simplify import random_feed
 
-COMPARE_CFG = dict(max_batch=2, max_seq=128, max_kv=128, validate=False)  # as the compare_export fixture
+from tests.conftest import COMPARE_CFG
 
 
 @pytest.fixture(scope="module")
-def streamed(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("streamed") / "export"
-    return export(tiny_checkpoint, out, ExportConfig(streaming=True, **COMPARE_CFG), show_progress=False)
+def streamed(streamed_export):
+    return streamed_export
 
 
 @pytest.mark.parametrize("component", ["vision_encoder", "decoder"])

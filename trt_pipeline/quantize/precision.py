@@ -371,6 +371,7 @@ def _int8_folder_component(out_dir: Path, component: str, tmp: Path, calib: Any,
     import tempfile
 
     from trt_pipeline.graph.autocast import autocast_file
+    from trt_pipeline.graph.weight_folding import folded_weights_file
     from trt_pipeline.quantize.int8_search import HeldoutReference, quantize_int8_component
 
     layout = OutputLayout(out_dir)
@@ -380,6 +381,7 @@ def _int8_folder_component(out_dir: Path, component: str, tmp: Path, calib: Any,
         reference = HeldoutReference(out_dir, heldout, cfg.max_new_tokens) if heldout is not None else None
         vision = tmp / onnx_file_name("vision_encoder")
         with tempfile.TemporaryDirectory(prefix=".int8-work.", dir=tmp.parent) as scratch:
+            src = folded_weights_file(src, Path(scratch) / "folded")  # a streamed export's weights, as initializers
             result, extra = quantize_int8_component(
                 component, src, dst, calib.feeds(component), cfg, Path(scratch), reference=reference,
                 vision_variant=vision if vision.is_file() else layout.onnx_path("fp32", "vision_encoder"))
@@ -443,7 +445,10 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
 
 def _int4_component(out_dir: Path, folder: Path, component: str, cfg: Any, calib: Any) -> dict[str, Any]:
     """One component of the int4 folder: INT4 weights, an fp16 AutoCast or an fp32 copy; its manifest entry."""
+    import tempfile
+
     from trt_pipeline.graph.autocast import autocast_file
+    from trt_pipeline.graph.weight_folding import folded_weights_file
     from trt_pipeline.quantize.int4 import quantize_int4_file
 
     precision = cfg.components[component]
@@ -452,10 +457,12 @@ def _int4_component(out_dir: Path, folder: Path, component: str, cfg: Any, calib
     extra: dict[str, Any] = {}
     if precision == "int4":
         inputs = read_export_manifest(out_dir).components[component].inputs
-        result = quantize_int4_file(src, dst, calib.feeds(component), inputs=inputs, method=cfg.method,
-                                    block_size=cfg.block_size, activations=cfg.activations,
-                                    quantize_lm_head=cfg.quantize_lm_head, nodes_to_exclude=cfg.nodes_to_exclude,
-                                    opset=cfg.opset)
+        with tempfile.TemporaryDirectory(prefix=".int4-work.", dir=folder.parent) as scratch:
+            weights = folded_weights_file(src, Path(scratch))  # a streamed export's weights, as initializers
+            result = quantize_int4_file(weights, dst, calib.feeds(component), inputs=inputs, method=cfg.method,
+                                        block_size=cfg.block_size, activations=cfg.activations,
+                                        quantize_lm_head=cfg.quantize_lm_head, nodes_to_exclude=cfg.nodes_to_exclude,
+                                        opset=cfg.opset)
         extra = {"nodes_quantized": result.nodes_quantized, "nodes_excluded": result.nodes_excluded,
                  "int4": result.to_dict()}
     elif precision == "fp16":
