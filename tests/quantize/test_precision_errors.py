@@ -133,3 +133,28 @@ def test_cli_exit_codes(export: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["precision", "int8", str(export), "--vision-precision", "int4"])
     assert result.exit_code == 2
     _no_variant(export)
+
+
+@pytest.fixture(scope="module")
+def bf16_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bf16 export, as `export --dtype auto` writes the real 9B's (onnx/bf16, no onnx/fp32)."""
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.export.exporter import export as run_export
+
+    cfg = ExportConfig(dtype="bfloat16", streaming=True, max_batch=1, max_seq=16, max_kv=16, max_image_tokens=16,
+                       validate=False)
+    return run_export(tiny_checkpoint, tmp_path_factory.mktemp("bf16") / "export", cfg, show_progress=False)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8", "int4"])
+def test_a_bf16_export_is_refused_with_the_export_to_make(bf16_export: Path, precision: str) -> None:
+    from typer.testing import CliRunner
+
+    from trt_pipeline.cli import app
+
+    result = CliRunner().invoke(app, ["precision", precision, str(bf16_export)])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"is a bfloat16 export ({bf16_export / 'onnx' / 'bf16'}); `precision {precision}` starts from an fp32 export" in text
+    assert "--dtype float32" in text and ("--dtype float16" in text) == (precision == "fp16")
+    assert sorted(p.name for p in (bf16_export / "onnx").iterdir()) == ["bf16"]  # nothing written

@@ -99,6 +99,22 @@ def calibration_folders(calib: Path | str | None, need_heldout: bool = True) -> 
     return calib_dir, heldout_dir if heldout_dir.is_dir() else None
 
 
+def refuse_half_export(manifest: ExportManifest, precision: str) -> None:
+    """The precisions start from fp32 weights: a bf16/fp16 export (``--dtype auto`` keeps the real 9B's
+    bf16) has no ``onnx/fp32`` folder. Say so, and what to export instead, rather than "not found"."""
+    if manifest.precision == "fp32":
+        return
+    folder = manifest.layout.onnx_dir(manifest.precision)
+    fp32 = "`--dtype float32` (streamed like this one; the 9B's fp32 graphs are ~41 GB on disk)"
+    instead = (f"re-export with `--dtype float16`, which writes the fp16 graph itself, or with {fp32}"
+               if precision == "fp16" else f"re-export with {fp32} and run `precision {precision}` on that")
+    raise ConfigError(
+        f"{manifest.path} is a {manifest.raw.get('dtype', manifest.precision)} export ({folder}); `precision "
+        f"{precision}` starts from an fp32 export (OUT/onnx/fp32).",
+        path=manifest.path,
+        hint=f"{instead}. A {manifest.precision} export builds and runs on TensorRT as it is.")
+
+
 def _components(manifest: ExportManifest, wanted: list[str], out_dir: Path) -> list[str]:
     from trt_pipeline.runtime.onnxruntime_runner import onnx_path
 
@@ -227,13 +243,14 @@ def _finish(target: Path, precision: str, report: dict[str, Any] | None, seconds
 
 
 # --- shared set-up ----------------------------------------------------------------------------
-def _prepare(out_dir: Path, cfg: Any, show_progress: bool) -> tuple[list[str], Path, Path | None, Any, Any, dict]:
+def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str) -> tuple[list[str], Path, Path | None, Any, Any, dict]:
     """Everything both variants do before writing: components, data folders, readers, input hashes.
 
     All input errors (missing export, calibration data missing/empty/undecodable/out of range)
     surface here, before the output folder is touched.
     """
     manifest = read_export_manifest(out_dir)
+    refuse_half_export(manifest, precision)
     components = _components(manifest, list(cfg.components), out_dir)
     calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
     calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
@@ -256,7 +273,7 @@ def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress
     start = time.perf_counter()
     out_dir = Path(out_dir)
     refuse_onnxruntime_flavour(out_dir, "fp16", "decoder" in cfg.components)
-    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
+    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress, "fp16")
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("fp16")
     report = None
@@ -337,7 +354,7 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
     out_dir = Path(out_dir)
     refuse_onnxruntime_flavour(out_dir, "int8", cfg.components.get("decoder") in ("int8", "fp16"))
     refuse_fused_int8(out_dir, cfg)
-    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
+    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress, "int8")
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("int8")
     report = None
@@ -422,7 +439,7 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
     cfg = cfg if cfg is not None else Int4Config()
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress)
+    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress, "int4")
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("int4")
     with atomic_output_dir(target) as tmp:
