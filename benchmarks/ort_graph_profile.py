@@ -142,4 +142,45 @@ def profile_decode_graph(path: str, context: int, *, overrides: dict[str, int] |
             "unprofiled_us": round(statistics.median(samples), 1), **split_profile(trace, runs)}
 
 
-__all__ = ["decode_dims", "decode_feed", "profile_decode_graph", "split_profile"]
+def interleaved_graph_times(graphs: dict[str, dict[str, Any]], context: int, *, rounds: int = 9, runs: int = 40,
+                            warmup: int = 20, threads: int = 1) -> dict[str, Any]:
+    """Several decoder graphs in ONE process and ONE onnxruntime, one decode step each, timed in turns.
+
+    ``graphs``: name -> ``{"path", "overrides", "share_buffer"}`` (as :func:`profile_decode_graph` takes
+    them). Every round times ``runs`` steps of each graph, the order rotating; a graph's figure is the
+    median over rounds of its round medians, and ``speed_vs[a][b]`` the median over rounds of the
+    per-round ratio ``b / a`` (> 1: ``a`` faster). Run from two venvs, two graphs also meet two ORT
+    versions and two machine moments; here they meet neither, so only the graphs differ.
+    """
+    import onnxruntime as ort
+
+    bound: dict[str, Any] = {}
+    for name, graph in graphs.items():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(graph["path"], options, providers=["CPUExecutionProvider"])
+        feed = decode_feed(session, context, graph.get("overrides"))
+        binding, _ = bind(session, feed, graph.get("share_buffer", False))
+        for _ in range(warmup):
+            session.run_with_iobinding(binding)
+        bound[name] = (session, binding, feed)
+    clock = time.thread_time_ns if threads == 1 else time.perf_counter_ns
+    names, per_round = list(bound), {name: [] for name in bound}
+    for index in range(rounds):
+        for name in names[index % len(names):] + names[:index % len(names)]:
+            session, binding, _ = bound[name]
+            samples = []
+            for _ in range(runs):
+                begin = clock()
+                session.run_with_iobinding(binding)
+                samples.append((clock() - begin) / 1e3)
+            per_round[name].append(statistics.median(samples))
+    speed = {a: {b: round(statistics.median(y / x for x, y in zip(per_round[a], per_round[b])), 3)
+                 for b in names if b != a} for a in names}
+    return {"context": context, "onnxruntime": ort.__version__, "threads": threads, "rounds": rounds,
+            "runs_per_round": runs, "clock": "thread CPU" if threads == 1 else "wall",
+            "median_us": {name: round(statistics.median(values), 1) for name, values in per_round.items()},
+            "speed_vs": speed, "rounds_us": {name: [round(v, 1) for v in values] for name, values in per_round.items()}}
+
+
+__all__ = ["decode_dims", "decode_feed", "interleaved_graph_times", "profile_decode_graph", "split_profile"]

@@ -37,6 +37,8 @@ both projects' decoders on the same machine, at the same moment, with the same t
 6. Each side's decoder graph alone (``ort_graph_profile.py``, after the rounds): a plain ORT session of
    its own venv, one decode step at 64 and 512 cached tokens, the cache bound as its runtime binds it,
    profiled: kernel time vs the executor's time between kernels (which grows with the node count).
+7. Both decoder graphs in ONE process of the genai venv (the control worker), timed in turns: the same
+   onnxruntime at the same moments, so the graphs alone are compared (``graphs_same_ort``).
 
 Writes ``benchmarks/results/peer_genai.json`` and ``peer_genai.png``; prints a table.
 
@@ -596,6 +598,7 @@ def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str
         "nodes_onnxruntime_optimized": measured.get("graph_stats"),
         "ours_decode_profile": measured.get("profile"),
         "graph_profiles": measured.get("graph_profiles"),
+        "graphs_same_ort": measured.get("graphs_same_ort"),
         "all_rounds": measured["rounds"],
     }
 
@@ -651,6 +654,40 @@ def graph_profiles(workers: Mapping[str, Worker], ours: Mapping[str, Any], genai
     return rows
 
 
+def graphs_same_ort(workers: Mapping[str, Worker], ours: Mapping[str, Any], genai: Mapping[str, Path],
+                    threads: int) -> list[dict[str, Any]]:
+    """Our decoder graph and genai's, timed in turns in ONE process of the genai venv (the control worker):
+    the same onnxruntime, the same moments, each bound as its own runtime binds it; per variant and context.
+    ``speed`` = genai us / ours us (> 1: our graph faster). Compared with the table (the runtimes around the
+    graphs included) it tells the graph's share of the gap from the host loop's."""
+    if CONTROL not in workers:
+        return []
+    rows = []
+    for variant in [v for v in ours["variants"] if v in genai]:
+        graphs = {"ours": {"path": str(Path(ours["out"]) / "onnx" / variant / "decoder.onnx")},
+                  "genai": workers["genai"].ask("graph_spec", variant=variant)}
+        for context in PROFILE_CONTEXTS:
+            answer = workers[CONTROL].ask("graphs_same_ort", optional=True, graphs=graphs, context=context,
+                                          threads=threads)
+            if "error" not in answer:
+                answer = {**answer, "speed": answer["speed_vs"]["ours"]["genai"]}
+            rows.append({"variant": variant, "context": context, **answer})
+    return rows
+
+
+def print_graphs_same_ort(rows: Sequence[Mapping[str, Any]]) -> None:
+    if not rows:
+        return
+    print("decoder graphs in one process of genai's onnxruntime, timed in turns (speed = genai us / ours us):")
+    for row in rows:
+        if "error" in row:
+            print(f"  {row['variant']:4s} @{row['context']}: {row['error']}")
+            continue
+        print(f"  {row['variant']:4s} @{row['context']:<4d} ORT {row['onnxruntime']:7s} ours "
+              f"{row['median_us']['ours'] / 1e3:6.3f} ms  genai {row['median_us']['genai'] / 1e3:6.3f} ms  "
+              f"speed {row['speed']:.3f}x")
+
+
 def print_graph_profiles(rows: Sequence[Mapping[str, Any]]) -> None:
     """One line per profiled graph: nodes, unprofiled time, and (profiled) run = kernels + outside."""
     threads = next((row["threads"] for row in rows if "threads" in row), 1)
@@ -683,6 +720,7 @@ def measure_all(args: argparse.Namespace, python: Path, ours: Mapping[str, Any],
         measured["graph_stats"] = optimized_graph_stats(workers, ours, genai)
         if not args.no_profile:
             measured["graph_profiles"] = graph_profiles(workers, ours, genai, args.threads)
+            measured["graphs_same_ort"] = graphs_same_ort(workers, ours, genai, args.threads)
     finally:
         for worker in workers.values():
             worker.close()
@@ -716,6 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            for name, entry in optimized.items()})
     if result["graph_profiles"]:
         print_graph_profiles(result["graph_profiles"])
+    print_graphs_same_ort(result["graphs_same_ort"] or [])
     print(f"load before: {measured['load_before']}\nload after:  {measured['load_after']}")
     print(f"wrote {json_path} and {png_path}")
     return 0

@@ -13,7 +13,8 @@ pins its own onnxruntime, which must not meet the main venv's). Two modes:
     ``{"cmd": "load", "variant": "fp32", "model_dir": ..., "max_length": 1024, "threads": 2}``,
     ``{"cmd": "measure", "variant": ..., "phase": "prefill"|"decode", "n": 16, "iterations": 5,
     "warmup": 2}`` (answers per-call seconds), ``{"cmd": "graph_profile", "variant", "context"}`` (the
-    decoder graph alone in a plain ORT session: ``ort_graph_profile.py``), ``{"cmd": "versions"}``,
+    decoder graph alone in a plain ORT session: ``ort_graph_profile.py``), ``{"cmd": "graph_spec",
+    "variant"}`` (the graph's path and how genai binds its cache), ``{"cmd": "versions"}``,
     ``{"cmd": "quit"}``.
 
 Timing uses genai's own runtime, ``og.Generator``, the way its users run it:
@@ -124,16 +125,22 @@ class GenaiSide:
         return samples
 
 
+    def graph_spec(self, variant: str) -> dict[str, Any]:
+        """How a plain session binds genai's decoder graph as genai's runtime does (for
+        ``ort_graph_profile.interleaved_graph_times`` in another worker)."""
+        path, max_length, head_size, shared, _ = self.graphs[variant]
+        overrides = {"kv_cache_dim": head_size, **({"past_sequence_length": max_length} if shared else {})}
+        return {"path": str(path), "overrides": overrides, "share_buffer": shared}
+
     def graph_profile(self, variant: str, context: int, runs: int = 50) -> dict[str, Any]:
         """genai's decoder graph in a plain ORT session, its cache bound as genai's runtime binds it (one
         ``max_length`` buffer per tensor shared by past and present when the config says so):
         ``ort_graph_profile.profile_decode_graph``."""
         from ort_graph_profile import profile_decode_graph  # beside this file; needs numpy + onnxruntime only
 
-        path, max_length, head_size, shared, threads = self.graphs[variant]
-        overrides = {"kv_cache_dim": head_size, **({"past_sequence_length": max_length} if shared else {})}
-        return profile_decode_graph(str(path), context, overrides=overrides, share_buffer=shared, runs=runs,
-                                    threads=threads)
+        spec, threads = self.graph_spec(variant), self.graphs[variant][4]
+        return profile_decode_graph(spec["path"], context, overrides=spec["overrides"],
+                                    share_buffer=spec["share_buffer"], runs=runs, threads=threads)
 
 
 def versions() -> dict[str, str]:
@@ -162,6 +169,8 @@ def serve() -> None:
                 result = side.measure(**request)
             elif command == "graph_profile":
                 result = side.graph_profile(**request)
+            elif command == "graph_spec":
+                result = side.graph_spec(**request)
             elif command == "versions":
                 result = versions()
             else:

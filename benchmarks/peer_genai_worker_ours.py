@@ -19,6 +19,8 @@ measures on main: IO binding, thread settings and graph changes land here withou
 ``{"cmd": "graph_profile", "path": ..., "context": 512}``
     the decoder graph alone in a plain ORT session, profiled: kernels vs the executor around them
     (``benchmarks/ort_graph_profile.py``);
+``{"cmd": "graphs_same_ort", "graphs": {name: {"path", "overrides", "share_buffer"}}, "context": 64}``
+    several decoder graphs timed in turns in this process (``ort_graph_profile.interleaved_graph_times``);
 ``{"cmd": "versions"}``, ``{"cmd": "quit"}``.
 """
 
@@ -152,6 +154,16 @@ def graph_profile(path: str, context: int, runs: int = 50, threads: int = 1) -> 
     return profile_decode_graph(path, context, runs=runs, threads=threads)
 
 
+def graphs_same_ort(graphs: dict[str, dict[str, Any]], context: int, rounds: int = 9, threads: int = 1) -> dict[str, Any]:
+    """Several decoder graphs timed in turns in this one process (``ort_graph_profile.interleaved_graph_times``).
+
+    Asked of the control worker, which runs in the genai venv: our graph and genai's then meet the same
+    onnxruntime at the same moments, so the figure compares the graphs and nothing else."""
+    from ort_graph_profile import interleaved_graph_times
+
+    return interleaved_graph_times(graphs, context, rounds=rounds, threads=threads)
+
+
 def optimized_nodes(path: str) -> dict[str, Any]:
     """Node counts of a graph as written and after this venv's ONNX Runtime optimizer.
 
@@ -180,7 +192,7 @@ def serve() -> None:
     os.dup2(2, 1)
     side = OursSide()
     handlers = {"load": side.load, "measure": side.measure, "profile": side.profile, "versions": versions,
-                "graph_stats": optimized_nodes, "graph_profile": graph_profile}
+                "graph_stats": optimized_nodes, "graph_profile": graph_profile, "graphs_same_ort": graphs_same_ort}
     for line in sys.stdin:
         request = json.loads(line)
         command = request.pop("cmd")

@@ -207,6 +207,20 @@ def test_graph_profile_binds_the_cache_as_the_runtime_does(flavour, tiny_inplace
     assert (cache.shape[1] if flavour == "inplace" else cache.shape[2]) == (25 if flavour == "inplace" else 24)
 
 
+def test_graphs_same_ort_times_every_graph_in_turns(tiny_inplace_export, tiny_fused_export):
+    """Two decoder graphs in one process: a median per graph, every round kept, paired speeds that are each
+    other's inverse (odd rounds: the median ratio is one round's); a graph that cannot load stops it."""
+    graphs = {name: {"path": str(export / "onnx" / "fp32" / "decoder.onnx")}
+              for name, export in (("inplace", tiny_inplace_export), ("concat", tiny_fused_export))}
+    result = graph_profile.interleaved_graph_times(graphs, 24, rounds=3, runs=5, warmup=2)
+    assert set(result["median_us"]) == {"inplace", "concat"} and all(v > 0 for v in result["median_us"].values())
+    assert all(len(values) == 3 for values in result["rounds_us"].values())
+    forward, backward = result["speed_vs"]["inplace"]["concat"], result["speed_vs"]["concat"]["inplace"]
+    assert forward > 0 and abs(forward * backward - 1) < 0.01
+    with pytest.raises(Exception):
+        graph_profile.interleaved_graph_times({"missing": {"path": "/nonexistent.onnx"}}, 8, rounds=1, runs=1)
+
+
 def test_decode_warmup_is_the_untimed_steps_after_each_fill():
     args = peer.parse_args(["--decode-warmup", "30", "--iterations", "8"])
     assert peer.iterations_for("decode", 512, args) == (8, 30)

@@ -110,7 +110,7 @@ def refuse_half_export(manifest: ExportManifest, precision: str) -> None:
                if precision == "fp16" else f"re-export with {fp32} and run `precision {precision}` on that")
     raise ConfigError(
         f"{manifest.path} is a {manifest.raw.get('dtype', manifest.precision)} export ({folder}); `precision "
-        f"{precision}` starts from an fp32 export (OUT/onnx/fp32).",
+        f"{precision}` starts from an fp32 export, which writes {manifest.layout.onnx_dir('fp32')}.",
         path=manifest.path,
         hint=f"{instead}. A {manifest.precision} export builds and runs on TensorRT as it is.")
 
