@@ -294,7 +294,8 @@ def ensure_ours(work: Path, args: argparse.Namespace, log: Path) -> dict[str, An
 
     checkpoint, out, stamp_file = work / "checkpoint", work / "export", work / "export.stamp"
     if not (checkpoint / "config.json").is_file():
-        checked(cli("init-checkpoint", "--preset", "small", "--out", str(checkpoint), "--overwrite"), log, env=ours_env())
+        checked(cli("init-checkpoint", "--preset", args.preset, "--out", str(checkpoint), "--overwrite", *args.init_arg),
+                log, env=ours_env())
     # norms as a trained model's (not all ones), else ORT fuses none of them in our graph (genai's
     # builder emits its fused norm op whatever the weights)
     if trained_like_norms(checkpoint):
@@ -406,6 +407,11 @@ class Worker:
         self.stderr.close()
 
 
+def cases_of(args: argparse.Namespace) -> tuple[tuple[str, int], ...]:
+    """The cases this run measures (``--decode-only``: a wide model's prefill 256 takes seconds a call)."""
+    return tuple(case for case in CASES if not (args.decode_only and case[0] == "prefill"))
+
+
 def iterations_for(phase: str, n: int, args: argparse.Namespace) -> tuple[int, int]:
     """(timed calls, warm-up calls) per measurement of one case in one round."""
     if phase == "prefill":
@@ -422,7 +428,7 @@ def run_rounds(workers: Mapping[str, Worker], variants: Mapping[str, Sequence[st
         started = time.perf_counter()
         measured: dict[str, list[float]] = {}
         for variant in all_variants:
-            for phase, n in CASES:
+            for phase, n in cases_of(args):
                 timed, warmup = iterations_for(phase, n, args)
                 for side in side_order(index + CASES.index((phase, n)), list(workers)):
                     if variant in variants[side]:
@@ -525,6 +531,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peer", choices=tuple(PEERS), default="qwen2",
                         help="genai's model: qwen2 (the issue's peer) or gemma2 (GLM-4's 4 norms per layer; see above)")
     parser.add_argument("--no-int4", action="store_true", help="fp32 only")
+    parser.add_argument("--preset", default="small",
+                        help="`init-checkpoint --preset` of our checkpoint (the peer copies its text dims) [small]")
+    parser.add_argument("--init-arg", action="append", default=[],
+                        help="extra `init-checkpoint` argument, repeatable (e.g. --preset phone-9b --init-arg=--with-weights "
+                             "--init-arg=--layers --init-arg=2: the real width, 2 layers)")
+    parser.add_argument("--decode-only", action="store_true", help="skip the prefill cases")
     parser.add_argument("--int4-arg", action="append", default=[],
                         help="`precision int4` argument replacing the defaults (genai's scope), repeatable")
     parser.add_argument("--no-control", action="store_true",
@@ -575,7 +587,8 @@ def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str
         "clock": "CPU time of the thread running the session" if args.clock == "cpu" else "wall",
         "rounds": args.rounds, "iterations_per_case_per_round": args.iterations, "max_kv": args.max_kv,
         "decode_warmup_steps": args.decode_warmup,
-        "cases": [case_name(*case) for case in CASES],
+        "cases": [case_name(*case) for case in cases_of(args)],
+        "checkpoint": {"preset": args.preset, "init_args": args.init_arg},
         "load": {"before": measured["load_before"], "after": measured["load_after"],
                  "note": "2 cores shared with other sessions: absolute ms are noisy, ratios come from "
                          "interleaved rounds"},

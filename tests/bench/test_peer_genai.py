@@ -82,6 +82,13 @@ def test_peer_folders_keep_the_qwen2_names():
     assert peer.peer_dirs(work, "gemma2", "fp32") == work / "genai-gemma2-fp32"
 
 
+def test_decode_only_keeps_the_decode_cases_and_the_checkpoint_options_reach_init_checkpoint():
+    args = peer.parse_args(["--decode-only", "--preset", "phone-9b", "--init-arg=--layers", "--init-arg=2"])
+    assert peer.cases_of(args) == (("decode", 64), ("decode", 512))
+    assert peer.cases_of(peer.parse_args([])) == peer.CASES
+    assert (args.preset, args.init_arg) == ("phone-9b", ["--layers", "2"])
+
+
 def test_builder_and_venv_commands():
     command = peer.builder_command("/v/bin/python", "/w/qwen2", "/w/genai-int4", "int4", "/w/cache")
     assert command == ["/v/bin/python", "-m", "onnxruntime_genai.models.builder", "-i", "/w/qwen2", "-o",

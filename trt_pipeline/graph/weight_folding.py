@@ -22,10 +22,10 @@ checkpoint bytes (its sha256 check).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 
 #: weight transforms the streamed trace leaves on initializers (and what folding them computes)
@@ -39,57 +39,93 @@ def weight_transforms(model: onnx.ModelProto) -> list[onnx.NodeProto]:
             if n.op_type in FOLDED_OPS and n.input and all(name in inits for name in n.input if name)]
 
 
-def _folded(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarray:
-    """What ``node`` computes from its initializer inputs (ONNX semantics)."""
-    data = numpy_helper.to_array(inits[node.input[0]])
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    if node.op_type == "Transpose":
-        return np.transpose(data, attrs.get("perm"))
-    shape = [int(d) for d in numpy_helper.to_array(inits[node.input[1]])]
-    if not attrs.get("allowzero", 0):  # 0 copies the input's dim
-        shape = [data.shape[i] if d == 0 else d for i, d in enumerate(shape)]
-    return data.reshape(shape)
+def folded_array(op_type: str, attributes: dict[str, Any], data: np.ndarray, shape: np.ndarray | None = None) -> np.ndarray:
+    """What a ``Transpose`` (``perm``) or ``Reshape`` (``shape``, ``allowzero``) node computes (ONNX semantics)."""
+    if op_type == "Transpose":
+        return np.ascontiguousarray(np.transpose(data, attributes.get("perm")))
+    return data.reshape(_reshaped(data.shape, shape, attributes))
 
 
-def fold_weight_transforms(model: onnx.ModelProto) -> list[str]:
-    """Replace every ``Transpose``/``Reshape`` of initializers by its result, in place, until none is left.
+def _reshaped(dims: tuple[int, ...], shape: np.ndarray | None, attributes: dict[str, Any]) -> tuple[int, ...]:
+    """Reshape's output dims for input ``dims`` (0 copies the input's dim unless ``allowzero``; one -1 is inferred)."""
+    assert shape is not None, "Reshape needs its shape input"
+    wanted = [int(d) for d in shape]
+    if not attributes.get("allowzero", 0):
+        wanted = [dims[i] if d == 0 else d for i, d in enumerate(wanted)]
+    if -1 in wanted:
+        known = int(np.prod([d for d in wanted if d != -1]))
+        wanted[wanted.index(-1)] = int(np.prod(dims)) // max(known, 1)
+    return tuple(wanted)
 
-    The result takes the node's output name, so no consumer changes; an input initializer is dropped
-    once nothing else reads it. ``model`` must hold the weights' data (loaded external data).
-    Returns the folded nodes' names.
+
+def _out_dims(op_type: str, attributes: dict[str, Any], dims: tuple[int, ...], shape: np.ndarray | None) -> tuple[int, ...]:
+    if op_type == "Transpose":
+        perm = attributes.get("perm") or list(reversed(range(len(dims))))
+        return tuple(dims[i] for i in perm)
+    return _reshaped(dims, shape, attributes)
+
+
+def fold_weight_transforms(model: Any) -> list[str]:
+    """Replace every ``Transpose``/``Reshape`` of initializers in an ``onnx_ir`` model by a lazy initializer.
+
+    The initializer computes the node's result when it is written (one tensor at a time, as the
+    streamed export writes them), so nothing is materialized here and a tensor above protobuf's
+    2 GB (the 9B's fp32 LM head: 2.48 GB) is no problem. It takes the node's output name, so no
+    consumer changes; an input initializer is dropped once nothing else reads it. Repeated while a
+    fold makes another foldable (Reshape of a Transpose). Returns the folded nodes' names.
     """
-    graph = model.graph
-    folded: list[str] = []
-    while nodes := weight_transforms(model):
-        inits = {t.name: t for t in graph.initializer}
-        made = [numpy_helper.from_array(np.ascontiguousarray(_folded(node, inits)), node.output[0]) for node in nodes]
+    import onnx_ir as ir
+
+    graph, folded = model.graph, []
+    while nodes := [n for n in graph if n.op_type in FOLDED_OPS and n.domain in ("", "ai.onnx") and n.inputs
+                    and all(v is not None and v.is_initializer() and v.const_value is not None for v in n.inputs)]:
         for node in nodes:
-            graph.node.remove(node)
+            data, *rest = [v.const_value for v in node.inputs]
+            attributes = {name: attr.value for name, attr in node.attributes.items()}
+            shape = rest[0].numpy() if rest else None
+            dims = _out_dims(node.op_type, attributes, tuple(int(d) for d in data.shape), shape)
+
+            def compute(op: str = node.op_type, attrs: dict[str, Any] = attributes, source: Any = data,
+                        target: np.ndarray | None = shape, name: str = node.outputs[0].name) -> Any:
+                return ir.Tensor(folded_array(op, attrs, source.numpy(), target), name=name)
+
+            output, inputs = node.outputs[0], list(node.inputs)
+            value = ir.Value(shape=ir.Shape(dims), type=ir.TensorType(data.dtype),
+                             const_value=ir.LazyTensor(compute, dtype=data.dtype, shape=ir.Shape(dims), name=output.name))
+            output.replace_all_uses_with(value, replace_graph_outputs=True)
+            graph.remove(node, safe=True)
+            value.name = output.name
+            graph.register_initializer(value)
+            for source in inputs:
+                if not source.uses() and not source.is_graph_output():
+                    graph.initializers.pop(source.name)
             folded.append(node.name)
-        read = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
-        for name in {name for node in nodes for name in node.input if name} - read:
-            graph.initializer.remove(inits[name])
-        graph.initializer.extend(made)
     return folded
 
 
 def folded_weights_file(src: Path, scratch: Path) -> Path:
     """``src`` itself when it has no weight transforms to fold; else a folded copy written into ``scratch``.
 
-    The copy keeps ``src``'s storage: external data (``NAME.data`` beside it) when ``src`` has any.
-    Loads the whole model, as the quantizers that read the copy do anyway.
+    The copy keeps ``src``'s storage: external data (``NAME.data`` beside it) when ``src`` has any,
+    written one tensor at a time (:func:`~trt_pipeline.export.streaming.save_with_external_data`).
     """
-    from trt_pipeline.graph.autocast import has_external_data, save_model
+    import onnx_ir as ir
+
+    from trt_pipeline.export.streaming import save_with_external_data
+    from trt_pipeline.graph.autocast import has_external_data
 
     src = Path(src)
     if not weight_transforms(onnx.load(str(src), load_external_data=False)):
         return src
-    model = onnx.load(str(src))
+    model = ir.load(str(src))
     fold_weight_transforms(model)
     scratch.mkdir(parents=True, exist_ok=True)
     dst = scratch / src.name
-    save_model(model, dst, has_external_data(src))
+    if has_external_data(src):
+        save_with_external_data(model, dst)
+    else:
+        ir.save(model, str(dst))
     return dst
 
 
-__all__ = ["FOLDED_OPS", "fold_weight_transforms", "folded_weights_file", "weight_transforms"]
+__all__ = ["FOLDED_OPS", "fold_weight_transforms", "folded_array", "folded_weights_file", "weight_transforms"]
