@@ -601,7 +601,7 @@ def record(args: argparse.Namespace, ours: Mapping[str, Any], genai: Mapping[str
         "control": {"side": CONTROL, "what": "our export through the same OrtBackend code, run in the genai venv "
                     "(its onnxruntime version); speedup_same_ort = genai_ms / its ms", "measured": CONTROL in loaded},
         "genai": {"models": {v: str(p) for v, p in genai.items()}, "peer": args.peer,
-                  "checkpoint": f"{PEERS[args.peer]}, random weights, small preset text dims (see "
+                  "checkpoint": f"{PEERS[args.peer]}, random weights, the {args.preset} preset's text dims (see "
                                 f"{args.peer}_spec.json beside the models)",
                   "timed_through": "onnxruntime_genai.Generator.append_tokens (rewind_to between calls)",
                   "loaded": loaded["genai"]},
@@ -756,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path, png_path = args.results / "peer_genai.json", args.results / "peer_genai.png"
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     title = (f"autoglm-trt vs onnxruntime-genai {measured['versions'].get('onnxruntime-genai')} ({args.peer}), "
-             f"small-preset text "
+             f"{args.preset}-preset text "
              f"dims, {args.threads} threads each, {args.clock} clock, median of {args.rounds} interleaved rounds")
     plot(result["table"], png_path, title)
     print_table(result["table"], title)
