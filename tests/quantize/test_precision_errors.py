@@ -158,3 +158,21 @@ def test_a_bf16_export_is_refused_with_the_export_to_make(bf16_export: Path, pre
     assert f"is a bfloat16 export ({bf16_export / 'onnx' / 'bf16'}); `precision {precision}` starts from an fp32 export" in text
     assert "--dtype float32" in text and ("--dtype float16" in text) == (precision == "fp16")
     assert sorted(p.name for p in (bf16_export / "onnx").iterdir()) == ["bf16"]  # nothing written
+
+
+def test_an_fp16_export_asked_for_fp16_is_told_it_is_fp16_already(export: Path) -> None:
+    """The refusal reads export.json's dtype: an fp16 export asked for `precision fp16` has nothing to make."""
+    import dataclasses
+    import json
+
+    from trt_pipeline.artifacts.manifests import read_export_manifest
+    from trt_pipeline.errors import ConfigError
+    from trt_pipeline.quantize.precision import refuse_half_export
+
+    manifest = json.loads((export / "export.json").read_text())
+    (export / "export.json").write_text(json.dumps({**manifest, "dtype": "float16", "precision": "fp16"}))
+    with pytest.raises(ConfigError, match="already is fp16: build or bundle it as it is"):
+        refuse_half_export(read_export_manifest(export), "fp16")
+    with pytest.raises(ConfigError, match="--dtype float32"):
+        refuse_half_export(read_export_manifest(export), "int4")
+    refuse_half_export(dataclasses.replace(read_export_manifest(export), raw=manifest), "int4")  # fp32: accepted

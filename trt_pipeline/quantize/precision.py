@@ -106,8 +106,12 @@ def refuse_half_export(manifest: ExportManifest, precision: str) -> None:
         return
     folder = manifest.layout.onnx_dir(manifest.precision)
     fp32 = "`--dtype float32` (streamed like this one; the 9B's fp32 graphs are ~41 GB on disk)"
-    instead = (f"re-export with `--dtype float16`, which writes the fp16 graph itself, or with {fp32}"
-               if precision == "fp16" else f"re-export with {fp32} and run `precision {precision}` on that")
+    if precision == manifest.precision:  # an fp16 export asked for `precision fp16`: it is that already
+        instead = f"this export already is {precision}: build or bundle it as it is"
+    elif precision == "fp16":
+        instead = f"re-export with `--dtype float16`, which writes the fp16 graph itself, or with {fp32}"
+    else:
+        instead = f"re-export with {fp32} and run `precision {precision}` on that"
     raise ConfigError(
         f"{manifest.path} is a {manifest.raw.get('dtype', manifest.precision)} export ({folder}); `precision "
         f"{precision}` starts from an fp32 export, which writes {manifest.layout.onnx_dir('fp32')}.",
