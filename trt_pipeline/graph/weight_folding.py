@@ -112,16 +112,18 @@ def folded_weights_file(src: Path, scratch: Path) -> Path:
     import onnx_ir as ir
 
     from trt_pipeline.export.streaming import save_with_external_data
-    from trt_pipeline.graph.autocast import has_external_data
 
     src = Path(src)
-    if not weight_transforms(onnx.load(str(src), load_external_data=False)):
+    proto = onnx.load(str(src), load_external_data=False)  # read once: the check, the storage and the model
+    if not weight_transforms(proto):
         return src
-    model = ir.load(str(src))
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    model = ir.serde.deserialize_model(proto)  # what ir.load does with the proto it reads
+    ir.external_data.set_base_dir(model.graph, str(src.parent))
     fold_weight_transforms(model)
     scratch.mkdir(parents=True, exist_ok=True)
     dst = scratch / src.name
-    if has_external_data(src):
+    if external:
         save_with_external_data(model, dst)
     else:
         ir.save(model, str(dst))
