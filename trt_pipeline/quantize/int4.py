@@ -46,7 +46,7 @@ import io
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,8 @@ from trt_pipeline.progress import log as log_line
 from trt_pipeline.quantize.int8 import feed_list_reader, stage_model
 
 #: ``--method`` -> ModelOpt ``calibration_method``.
+#: a progress hook: (weights done, weights in all)
+OnWeight = Callable[[int, int], None]
 METHODS: dict[str, str] = {"awq": "awq_full", "awq-lite": "awq_lite", "awq-clip": "awq_clip", "rtn": "rtn_dq"}
 ACTIVATIONS = ("fp16", "fp32")
 #: Export dims that are a prefill feed's sequence axis (total = sequence there: nothing cached).
@@ -148,12 +150,14 @@ def check_block_fits(matmuls: Sequence[WeightMatMul], block_size: int, path: Pat
 
 
 # --- opset upgrade --------------------------------------------------------------------------
-def gemms_to_matmuls(model: onnx.ModelProto, names: Sequence[str]) -> int:
+def gemms_to_matmuls(model: onnx.ModelProto, names: Sequence[str], transpose_nodes: bool = False) -> int:
     """Rewrite the Gemms ``names`` (2-D weight, alpha = beta = 1, no transA) as MatMul (+ Add of C).
 
     ONNX Runtime fuses ``DequantizeLinear(int4) -> MatMul`` into ``MatMulNBits`` but has no such
     fusion for Gemm; TensorRT parses both. A ``transB`` weight is stored transposed (``[K, N]``) so the
-    block axis is 0 as for the MatMuls. With a bias, the MatMul runs on ``Unsqueeze(A, 0)`` and is
+    block axis is 0 as for the MatMuls; with ``transpose_nodes`` (a graph whose weights are not loaded)
+    it gets a ``Transpose`` node of the same output name instead, for
+    :func:`~trt_pipeline.graph.weight_folding.fold_weight_transforms` to fold lazily. With a bias, the MatMul runs on ``Unsqueeze(A, 0)`` and is
     squeezed before the Add: ORT's ``MatMulAddFusion`` (basic level, before the QDQ fusions) turns a
     2-D MatMul + Add back into a Gemm, which then stays unfused (measured, ORT 1.24). Returns how
     many Gemms were rewritten.
@@ -161,21 +165,25 @@ def gemms_to_matmuls(model: onnx.ModelProto, names: Sequence[str]) -> int:
     from onnx import numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
-    wanted, done = set(names), 0
+    wanted, done, shift = set(names), 0, 0  # shift: nodes added before the current index
     for index, node in enumerate(list(model.graph.node)):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if (node.op_type != "Gemm" or node.name not in wanted or attrs.get("transA", 0)
                 or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
             continue
-        weight = node.input[1]
+        weight, new = node.input[1], []
         if attrs.get("transB", 0):
-            transposed = numpy_helper.to_array(inits[weight]).T.copy()
             weight = f"{node.input[1]}_transposed_for_{node.name}"
-            model.graph.initializer.append(numpy_helper.from_array(transposed, weight))
-        new = _matmul_nodes(model, node, weight)
+            if transpose_nodes:
+                new.append(onnx.helper.make_node("Transpose", [node.input[1]], [weight], name=f"{weight}_node", perm=[1, 0]))
+            else:
+                transposed = numpy_helper.to_array(inits[node.input[1]]).T.copy()
+                model.graph.initializer.append(numpy_helper.from_array(transposed, weight))
+        new += _matmul_nodes(model, node, weight)
         model.graph.node.remove(node)
         for offset, made in enumerate(new):
-            model.graph.node.insert(index + done + offset, made)
+            model.graph.node.insert(index + shift + offset, made)
+        shift += len(new) - 1
         done += 1
     return done
 
@@ -196,6 +204,25 @@ def _matmul_nodes(model: onnx.ModelProto, gemm: onnx.NodeProto, weight: str) -> 
             make("Add", [f"{out}_p", gemm.input[2]], [out], name=f"{gemm.name}_bias")]
 
 
+def upgrade_hint(opset: int, current: int) -> str:
+    return (f"re-export with `autoglm-trt export CHECKPOINT --out OUT --opset {opset}` (the export is opset "
+            f"{current}; INT4 needs DequantizeLinear with block_size, opset >= {MIN_OPSET}).")
+
+
+def upgraded(model: onnx.ModelProto, src: Path, opset: int) -> onnx.ModelProto:
+    """``model`` (``src``'s graph, its external weights loaded or not) at ``opset``, by onnx's version converter.
+
+    Raises OnnxModelError naming the file's opset and the export flag when the converter fails."""
+    current = opset_of(model)
+    if current >= opset:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, opset)
+    except Exception as error:  # the converter raises assorted RuntimeError/ValidationError
+        raise OnnxModelError(f"{src} is opset {current} and onnx cannot upgrade it to opset {opset}: {error}",
+                             path=src, hint=upgrade_hint(opset, current)) from error
+
+
 def prepare_graph(src: Path, dst: Path, opset: int, feed: dict[str, np.ndarray] | None,
                   gemms: Sequence[str] = ()) -> int:
     """Write ``src`` at ``opset`` with ``gemms`` as MatMuls to ``dst`` (checked equal on ``feed``).
@@ -207,19 +234,34 @@ def prepare_graph(src: Path, dst: Path, opset: int, feed: dict[str, np.ndarray] 
 
     model = onnx.load(str(src))
     current = opset_of(model)
-    hint = (f"re-export with `autoglm-trt export CHECKPOINT --out OUT --opset {opset}` (the export is opset "
-            f"{current}; INT4 needs DequantizeLinear with block_size, opset >= {MIN_OPSET}).")
-    if current < opset:
-        try:
-            model = onnx.version_converter.convert_version(model, opset)
-        except Exception as error:  # the converter raises assorted RuntimeError/ValidationError
-            raise OnnxModelError(f"{src} is opset {current} and onnx cannot upgrade it to opset {opset}: {error}",
-                                 path=src, hint=hint) from error
+    model = upgraded(model, src, opset)
     changed = gemms_to_matmuls(model, gemms) > 0 or current < opset
     save_model(model, dst, has_external_data(src))
     if changed and feed is not None:
-        _check_same_outputs(src, dst, feed, hint)
+        _check_same_outputs(src, dst, feed, upgrade_hint(opset, current))
     return current
+
+
+def prepare_structure(src: Path, scratch: Path, opset: int, feed: dict[str, np.ndarray] | None,
+                      gemms: Sequence[str] = ()) -> tuple[onnx.ModelProto, int]:
+    """:func:`prepare_graph` without loading the external weights: (``src``'s graph at ``opset``, its opset).
+
+    The graph keeps its initializers as ``src`` stores them; a ``transB`` Gemm's weight gets a Transpose
+    node. The rewritten graph is checked against ``src`` on ``feed`` when its weights are inside it
+    (below 2 GB); a graph with external data is not run twice in memory (the 9B's: 41 GB each), the
+    precision stage's accuracy gates compare the quantized graph with fp32 instead.
+    """
+    structure = onnx.load(str(src), load_external_data=False)
+    current = opset_of(structure)
+    structure = upgraded(structure, src, opset)
+    changed = gemms_to_matmuls(structure, gemms, transpose_nodes=True) > 0 or current < opset
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in structure.graph.initializer)
+    if changed and feed is not None and not external:
+        checked = scratch / "opset" / src.name
+        checked.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(structure, str(checked))
+        _check_same_outputs(src, checked, feed, upgrade_hint(opset, current))
+    return structure, current
 
 
 def _check_same_outputs(src: Path, dst: Path, feed: dict[str, np.ndarray], hint: str) -> None:
@@ -361,27 +403,36 @@ def _modelopt_int4(staged: Path, method: str, feeds: Sequence[dict[str, np.ndarr
 
 
 def _quantize_weights(src: Path, staged: Path, method: str, feeds: Sequence[dict[str, np.ndarray]], inputs: Any,
-                      block_size: int, exclude: Sequence[str], external: bool,
-                      log: io.StringIO | None) -> tuple[onnx.ModelProto, str, str | None, dict[str, int] | None]:
-    """(model, method used, fallback reason, AWQ feed summary): AWQ, else RTN with the reason logged."""
-    reason, awq = None, None
-    if method != "rtn":
-        chosen, length = awq_feeds(feeds, inputs)
-        awq = {"feeds": len(chosen), "tokens_per_feed": length, "feeds_given": len(feeds)}
-        if chosen:
-            try:
-                return _modelopt_int4(staged, method, chosen, block_size, exclude, external, log), method, None, awq
-            except Exception as error:  # ModelOpt's AWQ raises assorted ValueError/RuntimeError/LinAlgError
-                reason = f"ModelOpt {METHODS[method]} failed: {type(error).__name__}: {error}"
-        else:
-            reason = "no prefill calibration feed (AWQ needs prompt activations)"
-        log_line(f"int4 {src.name}: {method} not possible ({reason}); falling back to rtn (round to nearest)")
+                      block_size: int, exclude: Sequence[str], external: bool, log: io.StringIO | None,
+                      ) -> tuple[onnx.ModelProto | None, str, str | None, dict[str, int] | None]:
+    """(AWQ's model, method used, fallback reason, AWQ feed summary); no model when AWQ cannot run: the
+    caller then quantizes by RTN (:func:`_rtn_file`), the reason logged and returned."""
+    chosen, length = awq_feeds(feeds, inputs)
+    awq = {"feeds": len(chosen), "tokens_per_feed": length, "feeds_given": len(feeds)}
+    if chosen:
+        try:
+            return _modelopt_int4(staged, method, chosen, block_size, exclude, external, log), method, None, awq
+        except Exception as error:  # ModelOpt's AWQ raises assorted ValueError/RuntimeError/LinAlgError
+            reason = f"ModelOpt {METHODS[method]} failed: {type(error).__name__}: {error}"
+    else:
+        reason = "no prefill calibration feed (AWQ needs prompt activations)"
+    log_line(f"int4 {src.name}: {method} not possible ({reason}); falling back to rtn (round to nearest)")
+    return None, "rtn", reason, awq
+
+
+def _rtn_file(src: Path, dst: Path, scratch: Path, targets: Sequence[WeightMatMul], block_size: int, opset: int,
+              feed: dict[str, np.ndarray] | None, gemms: Sequence[str], on_weight: OnWeight | None = None) -> int:
+    """RTN INT4 of the ``targets``' weights of ``src`` into ``dst``, one weight at a time
+    (:mod:`~trt_pipeline.quantize.int4_rtn`); returns ``src``'s opset."""
+    from trt_pipeline.quantize.int4_rtn import quantize_rtn_file
+
+    structure, opset_from = prepare_structure(src, scratch, opset, feed, gemms)
     try:
-        model = _modelopt_int4(staged, "rtn", [], block_size, exclude, external, log)
+        quantize_rtn_file(src, dst, [m.name for m in targets], block_size, structure, on_weight)
     except Exception as error:
         raise OnnxModelError(f"ModelOpt INT4 quantization failed on {src}: {type(error).__name__}: {error}",
                              path=src, hint="inspect the graph's MatMul weights; keep this component in fp16.") from error
-    return model, "rtn", reason, awq
+    return opset_from
 
 
 def weight_bytes(model: onnx.ModelProto) -> dict[str, int]:
@@ -434,6 +485,33 @@ def _check_args(src: Path, feeds: Sequence[Any], method: str, activations: str, 
         raise CalibrationError(f"no calibration feeds for {src}.", hint="check the calibration split.")
 
 
+def stored_bytes(path: Path) -> int:
+    """Bytes of an ONNX file and the external data files its initializers name."""
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {entry.value for tensor in model.graph.initializer if tensor.data_location == onnx.TensorProto.EXTERNAL
+                 for entry in tensor.external_data if entry.key == "location"}
+    return path.stat().st_size + sum((path.parent / location).stat().st_size for location in locations
+                                     if (path.parent / location).is_file())
+
+
+def check_whole_graph_memory(src: Path, method: str) -> None:
+    """AWQ runs ModelOpt on the whole fp32 graph: every weight loaded, then an ONNX Runtime session of it
+    for the calibration activations. Refused up front when the weights alone exceed the memory this
+    process has (the real 9B's 41 GB on a 24 GiB machine), instead of being killed an hour in;
+    RTN quantizes one weight at a time and is never refused for size."""
+    from trt_pipeline.export.twin import available_memory
+
+    if method == "rtn":
+        return
+    size, available = stored_bytes(src), available_memory()
+    if size > available:
+        raise ConfigError(
+            f"--method {method} quantizes {src} as a whole: ModelOpt loads its {size / 1e9:.1f} GB and ONNX Runtime "
+            f"a second copy to calibrate, more than the {available / 1e9:.1f} GB of memory available here.",
+            path=src, hint="pass --method rtn (one weight at a time: it holds the int4 weights and one fp32 weight), "
+                           f"or run on a machine with more than {2 * size / 1e9:.0f} GB of memory.")
+
+
 def quantize_int4_file(
     src: Path | str,
     dst: Path | str,
@@ -447,6 +525,7 @@ def quantize_int4_file(
     nodes_to_exclude: Sequence[str] = (),
     opset: int = MIN_OPSET,
     log: io.StringIO | None = None,
+    on_weight: OnWeight | None = None,
 ) -> Int4Report:
     """INT4 weight-only quantization of ``src`` (fp32 ONNX) into ``dst``; see the module docstring.
 
@@ -458,40 +537,51 @@ def quantize_int4_file(
         method: ``awq`` | ``awq-lite`` | ``awq-clip`` | ``rtn``. activations: ``fp16`` (TensorRT) | ``fp32`` (ORT CPU).
         block_size: rows per scale; None: :func:`auto_block_size` of the quantized MatMuls.
         nodes_to_exclude: node-name regexes left in floating point.
+        on_weight: called with (weights done, weights in all) as RTN quantizes them (a progress bar's hook).
     """
     from trt_pipeline.graph.autocast import autocast_file, has_external_data, save_model
+    from trt_pipeline.graph.weight_folding import folded_weights_file
 
     src, dst = Path(src), Path(dst)
     _check_args(src, feeds, method, activations, block_size, opset)
+    check_whole_graph_memory(src, method)
     start = time.perf_counter()
-    model = onnx.load(str(src), load_external_data=False)
-    matmuls = weight_matmuls(model)
-    excluded = _exclusions(model, matmuls, quantize_lm_head, nodes_to_exclude)
-    targets = [m for m in matmuls if m.name not in excluded]
-    if not targets:
-        raise ConfigError(f"{src} has no MatMul with a 2-D weight left to quantize ({len(matmuls)} candidates, "
-                          f"{len(excluded)} excluded).", path=src)
-    source = "--block-size" if block_size is not None else (
-        f"auto: largest power of two in [{MIN_BLOCK_SIZE}, {FIELD_BLOCK_SIZE}] with >= {MIN_BLOCKS_PER_COLUMN} blocks in "
-        f"the narrowest K ({min(m.k for m in targets)}) dividing every K")
-    block_size = block_size if block_size is not None else auto_block_size(targets)
-    check_block_fits(targets, block_size, src)
-    external = has_external_data(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".int4.", dir=dst.parent) as scratch:
-        staged = stage_model(src, Path(scratch) / "src")
-        upgraded = Path(scratch) / "opset" / src.name
+        # a streamed export's weights reach their MatMuls through Transposes: folded into initializers first
+        folded = folded_weights_file(src, Path(scratch) / "folded")
+        model = onnx.load(str(folded), load_external_data=False)
+        matmuls = weight_matmuls(model)
+        excluded = _exclusions(model, matmuls, quantize_lm_head, nodes_to_exclude)
+        targets = [m for m in matmuls if m.name not in excluded]
+        if not targets:
+            raise ConfigError(f"{src} has no MatMul with a 2-D weight left to quantize ({len(matmuls)} candidates, "
+                              f"{len(excluded)} excluded).", path=src)
+        source = "--block-size" if block_size is not None else (
+            f"auto: largest power of two in [{MIN_BLOCK_SIZE}, {FIELD_BLOCK_SIZE}] with >= {MIN_BLOCKS_PER_COLUMN} blocks "
+            f"in the narrowest K ({min(m.k for m in targets)}) dividing every K")
+        block_size = block_size if block_size is not None else auto_block_size(targets)
+        check_block_fits(targets, block_size, src)
+        external = has_external_data(folded)
         gemms = [m.name for m in targets if m.op_type == "Gemm"]
-        opset_from = prepare_graph(staged, upgraded, opset, feeds[0], gemms)
-        quantized, used, reason, awq = _quantize_weights(src, upgraded, method, feeds, inputs, block_size,
-                                                         list(excluded), external, log)
+        weights_only = Path(scratch) / "int4" / dst.name if activations == "fp16" else dst
+        if method == "rtn":  # one weight at a time: never the whole fp32 graph in memory
+            opset_from = _rtn_file(folded, weights_only, Path(scratch), targets, block_size, opset, feeds[0], gemms,
+                                   on_weight)
+            used, reason, awq = "rtn", None, None
+        else:
+            staged = folded if folded != src else stage_model(src, Path(scratch) / "src")
+            upgraded_file = Path(scratch) / "opset" / src.name
+            opset_from = prepare_graph(staged, upgraded_file, opset, feeds[0], gemms)
+            quantized, used, reason, awq = _quantize_weights(src, upgraded_file, method, feeds, inputs, block_size,
+                                                             list(excluded), external, log)
+            if quantized is not None:
+                save_model(quantized, weights_only, external)
+            else:  # fell back to RTN: written one weight at a time from the upgraded graph
+                _rtn_file(upgraded_file, weights_only, Path(scratch), targets, block_size, opset, None, (), on_weight)
         auto = None
         if activations == "fp16":
-            weights_only = Path(scratch) / "int4" / dst.name
-            save_model(quantized, weights_only, external)
             auto = autocast_file(weights_only, dst, feeds, keep_io_types=True, log=log).to_dict()
-        else:
-            save_model(quantized, dst, external)
     final = onnx.load(str(dst), load_external_data=False)
     return Int4Report(
         method=method, method_used=used, modelopt_method=METHODS[used], block_size=block_size, block_size_source=source,
@@ -524,6 +614,7 @@ def ort_fused_matmuls(path: Path | str, optimized: Path | str | None = None) -> 
 
 __all__ = [
     "ACTIVATIONS", "METHODS", "MIN_OPSET", "Int4Report", "WeightMatMul", "auto_block_size", "awq_feeds",
-    "check_block_fits", "check_block_size", "check_opset", "dq_matmuls", "gemms_to_matmuls", "lm_head_names",
-    "ort_fused_matmuls", "prepare_graph", "quantize_int4_file", "weight_bytes", "weight_matmuls",
+    "check_block_fits", "check_block_size", "check_opset", "check_whole_graph_memory", "dq_matmuls",
+    "gemms_to_matmuls", "lm_head_names", "ort_fused_matmuls", "prepare_graph", "prepare_structure",
+    "quantize_int4_file", "stored_bytes", "upgraded", "weight_bytes", "weight_matmuls",
 ]

@@ -452,7 +452,10 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
             task = progress.add_task("int4", total=len(components))
             for component in components:
                 progress.update(task, description=f"{cfg.components[component]} {component}")
-                entries[component] = _int4_component(out_dir, tmp, component, cfg, calib)
+                def on_weight(done: int, total: int, component: str = component) -> None:
+                    progress.update(task, description=f"{cfg.components[component]} {component}: weight {done}/{total}")
+
+                entries[component] = _int4_component(out_dir, tmp, component, cfg, calib, on_weight)
                 progress.advance(task)
         data = _base_manifest("int4", "int4-weight-only", cfg, hashes, calib, heldout, calib_dir, heldout_dir)
         data["method"] = cfg.method
@@ -464,12 +467,10 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
     return _finish(target, "int4", report, time.perf_counter() - start)
 
 
-def _int4_component(out_dir: Path, folder: Path, component: str, cfg: Any, calib: Any) -> dict[str, Any]:
+def _int4_component(out_dir: Path, folder: Path, component: str, cfg: Any, calib: Any,
+                    on_weight: Any = None) -> dict[str, Any]:
     """One component of the int4 folder: INT4 weights, an fp16 AutoCast or an fp32 copy; its manifest entry."""
-    import tempfile
-
     from trt_pipeline.graph.autocast import autocast_file
-    from trt_pipeline.graph.weight_folding import folded_weights_file
     from trt_pipeline.quantize.int4 import quantize_int4_file
 
     precision = cfg.components[component]
@@ -478,12 +479,10 @@ def _int4_component(out_dir: Path, folder: Path, component: str, cfg: Any, calib
     extra: dict[str, Any] = {}
     if precision == "int4":
         inputs = read_export_manifest(out_dir).components[component].inputs
-        with tempfile.TemporaryDirectory(prefix=".int4-work.", dir=folder.parent) as scratch:
-            weights = folded_weights_file(src, Path(scratch))  # a streamed export's weights, as initializers
-            result = quantize_int4_file(weights, dst, calib.feeds(component), inputs=inputs, method=cfg.method,
-                                        block_size=cfg.block_size, activations=cfg.activations,
-                                        quantize_lm_head=cfg.quantize_lm_head, nodes_to_exclude=cfg.nodes_to_exclude,
-                                        opset=cfg.opset)
+        result = quantize_int4_file(src, dst, calib.feeds(component), inputs=inputs, method=cfg.method,
+                                    block_size=cfg.block_size, activations=cfg.activations,
+                                    quantize_lm_head=cfg.quantize_lm_head, nodes_to_exclude=cfg.nodes_to_exclude,
+                                    opset=cfg.opset, on_weight=on_weight)
         extra = {"nodes_quantized": result.nodes_quantized, "nodes_excluded": result.nodes_excluded,
                  "int4": result.to_dict()}
     elif precision == "fp16":

@@ -1,0 +1,140 @@
+"""RTN INT4 one weight at a time (``quantize/int4_rtn.py``) against ModelOpt's RTN of the whole graph.
+
+``precision int4 --method rtn`` (and AWQ's fallback) quantizes each weight on its own so the real
+9B's fp32 graph is never loaded whole. These tests hold it to ModelOpt's whole-graph result: the same
+DequantizeLinear nodes, the same int4 bytes and scales, the same outputs, on both tiny components
+(the vision encoder's Gemms with ``transB`` included) and on a weight cut into column slices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from trt_pipeline.artifacts.layout import onnx_file_name
+
+BLOCK = 16
+
+
+def _feed(export: Path, component: str) -> dict[str, np.ndarray]:
+    from trt_pipeline.quantize.calibration_reader import CalibrationReader
+    from trt_pipeline.quantize.dataset import load_split
+    from trt_pipeline.quantize.precision import calibration_folders
+
+    calib_dir, _ = calibration_folders(None)
+    return CalibrationReader(export, load_split(calib_dir), 2).feeds(component)[0]
+
+
+def _dequantized(model: onnx.ModelProto) -> dict[str, tuple[list[str], dict[str, int], list[np.ndarray], str]]:
+    """Per DequantizeLinear: (inputs, attributes, the initializers' arrays, their element types)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    found = {}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear":
+            found[node.name] = (list(node.input), {a.name: a.i for a in node.attribute},
+                                [numpy_helper.to_array(inits[name]) for name in node.input],
+                                ",".join(onnx.TensorProto.DataType.Name(inits[name].data_type) for name in node.input))
+    return found
+
+
+def _matmul_inputs(model: onnx.ModelProto) -> dict[str, list[str]]:
+    return {n.name: list(n.input) for n in model.graph.node if n.op_type == "MatMul"}
+
+
+@pytest.mark.parametrize("component", ["decoder", "vision_encoder"])
+def test_one_weight_at_a_time_equals_modelopt_rtn_of_the_whole_graph(tiny_export: Path, tmp_path: Path,
+                                                                     component: str) -> None:
+    from trt_pipeline.quantize.int4 import (_exclusions, _modelopt_int4, prepare_graph, quantize_int4_file,
+                                            weight_matmuls)
+    from trt_pipeline.runtime.onnxruntime_runner import session
+
+    src = tiny_export / "onnx" / "fp32" / onnx_file_name(component)
+    feed = _feed(tiny_export, component)
+    model = onnx.load(str(src))
+    matmuls = weight_matmuls(model)
+    unfit = tuple(f"{m.name}$" for m in matmuls if m.k % BLOCK)  # the patch embedding's K = 1176
+    excluded = _exclusions(model, matmuls, False, unfit)
+    gemms = [m.name for m in matmuls if m.op_type == "Gemm" and m.name not in excluded]
+    assert component == "decoder" or gemms  # the vision encoder's Gemms (transB) take the rewrite path
+    prepare_graph(src, tmp_path / "up" / src.name, 21, None, gemms)
+    whole = _modelopt_int4(tmp_path / "up" / src.name, "rtn", [], BLOCK, list(excluded), False, None)
+    onnx.save(whole, str(tmp_path / "whole.onnx"))
+
+    report = quantize_int4_file(src, tmp_path / "one" / src.name, [feed], method="rtn", activations="fp32",
+                                block_size=BLOCK, nodes_to_exclude=unfit)
+    one = onnx.load(str(tmp_path / "one" / src.name))
+
+    expected, actual = _dequantized(whole), _dequantized(one)
+    assert sorted(actual) == sorted(expected) and len(actual) == len(report.nodes_quantized) > 0
+    for name, (inputs, attributes, arrays, types) in expected.items():
+        got = actual[name]
+        assert (got[0], got[1], got[3]) == (inputs, attributes, types), name
+        for want, have in zip(arrays, got[2]):
+            assert want.dtype == have.dtype and np.array_equal(want, have), name  # byte for byte
+    assert _matmul_inputs(one) == _matmul_inputs(whole)
+    names = [o.name for o in session(tmp_path / "whole.onnx").get_outputs()]
+    for name, a, b in zip(names, session(tmp_path / "whole.onnx").run(names, feed),
+                          session(tmp_path / "one" / src.name).run(names, feed)):
+        assert a.shape == b.shape and float(np.max(np.abs(a - b))) == 0.0, name
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(16, 100), (48, 100), (16, 33), (64, 33)])
+def test_row_slices_give_the_whole_weights_rtn(rows: int, columns: int) -> None:
+    """RTN's scales are per block of rows of one column: a weight quantized in slices of whole blocks of
+    rows (how the 9B's 2.5 GB LM head stays under protobuf's 2 GB and in bounded memory) is the weight
+    quantized whole (the slices' packed int4 bytes joined), for even and odd widths and a short last slice."""
+    from trt_pipeline.quantize.int4_rtn import modelopt_rtn, quantized_weight
+
+    weight = np.random.default_rng(rows + columns).standard_normal((112, columns)).astype(np.float32)
+    weight[40:56, 3] *= 40  # one loud block: a scale shared across blocks or columns would show
+    node, whole = modelopt_rtn("w", weight, BLOCK)
+    sliced_node, sliced = quantized_weight("w", weight, BLOCK, chunk_bytes=rows * columns * 4)
+    assert list(sliced_node.input) == list(node.input) and sorted(sliced) == sorted(whole)
+    for name in whole:
+        assert sliced[name].data_type == whole[name].data_type and list(sliced[name].dims) == list(whole[name].dims)
+        assert np.array_equal(numpy_helper.to_array(sliced[name]), numpy_helper.to_array(whole[name])), name
+
+
+def test_rtn_writes_external_data_when_the_source_has_it(tiny_export: Path, tmp_path: Path) -> None:
+    """A source with external data (every export above 2 GB) gives an int4 graph with external data,
+    whose weights are the in-memory source's quantized ones."""
+    from trt_pipeline.quantize.int4 import quantize_int4_file
+
+    src = tiny_export / "onnx" / "fp32" / "decoder.onnx"
+    external = tmp_path / "external" / "decoder.onnx"
+    external.parent.mkdir()
+    onnx.save(onnx.load(str(src)), str(external), save_as_external_data=True, location="decoder.onnx.data",
+              size_threshold=0)
+    feed = _feed(tiny_export, "decoder")
+    quantize_int4_file(src, tmp_path / "a" / "decoder.onnx", [feed], method="rtn", activations="fp32", block_size=BLOCK)
+    quantize_int4_file(external, tmp_path / "b" / "decoder.onnx", [feed], method="rtn", activations="fp32",
+                       block_size=BLOCK)
+    assert (tmp_path / "b" / "decoder.onnx.data").is_file() and not (tmp_path / "a" / "decoder.onnx.data").exists()
+    a, b = (_dequantized(onnx.load(str(tmp_path / side / "decoder.onnx"))) for side in "ab")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert all(np.array_equal(x, y) for x, y in zip(a[name][2], b[name][2])), name
+
+
+def test_awq_is_refused_up_front_when_the_graph_exceeds_the_memory_and_rtn_is_not(tiny_export: Path, tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """AWQ loads the whole fp32 graph (the real 9B's 41 GB): where that cannot fit it is refused before any
+    work, naming the sizes and ``--method rtn``; RTN, one weight at a time, runs under the same limit."""
+    import trt_pipeline.export.twin as twin
+    from trt_pipeline.errors import ConfigError
+    from trt_pipeline.quantize.int4 import quantize_int4_file, stored_bytes
+
+    src = tiny_export / "onnx" / "fp32" / "decoder.onnx"
+    monkeypatch.setattr(twin, "available_memory", lambda: stored_bytes(src) // 2)
+    feed = _feed(tiny_export, "decoder")
+    with pytest.raises(ConfigError, match=r"--method awq quantizes .* as a whole") as info:
+        quantize_int4_file(src, tmp_path / "awq" / "decoder.onnx", [feed], method="awq", activations="fp32",
+                           block_size=BLOCK)
+    assert "--method rtn" in info.value.hint and not (tmp_path / "awq").exists()
+    report = quantize_int4_file(src, tmp_path / "rtn" / "decoder.onnx", [feed], method="rtn", activations="fp32",
+                                block_size=BLOCK)
+    assert report.method_used == "rtn" and report.nodes_quantized

@@ -1,0 +1,173 @@
+"""Round-to-nearest INT4, one weight at a time: ModelOpt's RTN per weight, the graph never loaded whole.
+
+ModelOpt's ``int4.quantize`` takes a whole ``ModelProto``: it loads every weight, and the opset
+upgrade before it (``onnx.version_converter``) and the output check after it do the same. For the
+real 9B's fp32 graph that is 41 GB several times over, so ``precision int4`` of the model phones run
+could not be made on an ordinary machine (the README said so). Round to nearest needs no
+activations: a weight's int4 values and scales depend on that weight alone, and on each column
+alone (one scale per ``block_size`` rows of a column). So :func:`quantize_rtn_file`
+
+* takes the graph's *structure* (the proto without its external data) upgraded to the INT4 opset
+  (:func:`~trt_pipeline.quantize.int4.prepare_structure`);
+* reads it with onnx_ir, whose external tensors stay on disk until they are read;
+* for every weight to quantize, runs ModelOpt's own RTN (``rtn_dq``, the same call as for a whole
+  graph) on a one-``MatMul`` model of a slice of the weight's rows (whole blocks, at most
+  :data:`CHUNK_BYTES`), joins the slices' int4 values and scales, and puts ModelOpt's
+  ``DequantizeLinear`` and its two initializers into the graph in place of the weight;
+* writes the graph one tensor at a time (external data when the source had it or it is above 2 GB).
+
+It holds the int4 weights made so far (an eighth of their fp32 bytes), one fp32 weight being read and
+one slice in ModelOpt's hands, never the fp32 graph. The int4 weights, scales and nodes are ModelOpt's whole-graph RTN's, byte
+for byte (``tests/quantize/test_int4_rtn.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+#: the largest column slice of a weight handed to ModelOpt at once (its working copies are a few times this)
+CHUNK_BYTES = 256 * 1024**2
+#: graphs whose initializers exceed this are written with external data (protobuf's 2 GB limit, with margin)
+EXTERNAL_ABOVE_BYTES = 2 * 1024**3 - 64 * 1024**2
+
+
+def modelopt_rtn(name: str, weight: np.ndarray, block_size: int) -> tuple[onnx.NodeProto, dict[str, onnx.TensorProto]]:
+    """ModelOpt's RTN (``rtn_dq``) of one 2-D weight ``[K, N]`` named ``name``: its DequantizeLinear node
+    and that node's initializers (the int4 weight ``[K, N]``, the scales ``[K / block_size, N]``)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from trt_pipeline.graph.autocast import quiet_modelopt
+    from trt_pipeline.quantize.int4 import MIN_OPSET
+
+    k, n = weight.shape
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", name], ["y"], name="matmul")], "one_weight",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+                              [numpy_helper.from_array(weight, name)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", MIN_OPSET)])
+    model.ir_version = 10
+    from modelopt.onnx.quantization.int4 import quantize
+
+    with quiet_modelopt(None):
+        quantized = quantize(model, calibration_method="rtn_dq", calibration_eps=["cpu"], block_size=block_size,
+                             use_external_data_format=False, nodes_to_exclude=None, log_level="WARNING")
+    nodes = [node for node in quantized.graph.node if node.op_type == "DequantizeLinear"]
+    if len(nodes) != 1:
+        raise RuntimeError(f"ModelOpt's RTN of {name} gave {len(nodes)} DequantizeLinear nodes, expected one")
+    tensors = {t.name: t for t in quantized.graph.initializer}
+    return nodes[0], {input_name: tensors[input_name] for input_name in nodes[0].input if input_name in tensors}
+
+
+def quantized_weight(name: str, weight: np.ndarray, block_size: int,
+                     chunk_bytes: int = CHUNK_BYTES) -> tuple[onnx.NodeProto, dict[str, onnx.TensorProto]]:
+    """:func:`modelopt_rtn` of ``weight [K, N]`` by slices of whole blocks of rows (at most ``chunk_bytes``), joined.
+
+    RTN's scale is per block of ``block_size`` rows of one column, so the slices' results are the whole
+    weight's. Row slices of a C-order array are views (the weight is read from disk slice by slice, never
+    copied whole), and their packed int4 bytes follow each other in the whole weight's packing (a slice of
+    whole 16+-row blocks holds an even number of elements: no nibble is split); a tensor without raw bytes
+    is joined through numpy."""
+    from onnx import numpy_helper
+
+    k, n = weight.shape
+    rows = max(1, chunk_bytes // max(1, n * weight.itemsize) // block_size) * block_size
+    if rows >= k:
+        return modelopt_rtn(name, np.ascontiguousarray(weight), block_size)
+    node, parts = None, {}
+    for start in range(0, k, rows):
+        node, tensors = modelopt_rtn(name, np.ascontiguousarray(weight[start:start + rows]), block_size)
+        for key, tensor in tensors.items():
+            parts.setdefault(key, []).append(tensor)
+    assert node is not None
+    joined = {}
+    for key, tensors in parts.items():
+        first = tensors[0]
+        dims = [sum(t.dims[0] for t in tensors), *first.dims[1:]]
+        if all(t.HasField("raw_data") for t in tensors):
+            joined[key] = onnx.helper.make_tensor(key, first.data_type, dims, b"".join(t.raw_data for t in tensors),
+                                                  raw=True)
+        else:
+            joined[key] = numpy_helper.from_array(np.concatenate([numpy_helper.to_array(t) for t in tensors]), key)
+    return node, joined
+
+
+def _as_value(tensor: onnx.TensorProto) -> Any:
+    import onnx_ir as ir
+
+    data = ir.serde.deserialize_tensor(tensor)
+    return ir.Value(name=tensor.name, shape=ir.Shape(data.shape), type=ir.TensorType(data.dtype), const_value=data)
+
+
+def quantize_weights(model: Any, weights: Sequence[str], block_size: int,
+                     on_weight: Callable[[int, int], None] | None = None) -> list[str]:
+    """Replace each initializer of ``weights`` in the onnx_ir ``model`` by ModelOpt's RTN DequantizeLinear.
+
+    Every MatMul reading the weight reads the dequantized weight instead. Returns the DequantizeLinear
+    nodes' names; ``on_weight(done, total)`` after each weight."""
+    import onnx_ir as ir
+
+    graph, made = model.graph, []
+    for name in weights:
+        value = graph.initializers[name]
+        node, tensors = quantized_weight(name, value.const_value.numpy(), block_size)
+        inputs = []
+        for input_name in node.input:
+            new = _as_value(tensors[input_name])
+            graph.register_initializer(new)
+            inputs.append(new)
+        attributes = [ir.AttrInt64(a.name, a.i) for a in node.attribute]
+        dequantized = ir.Node("", "DequantizeLinear", inputs, attributes, name=node.name, num_outputs=1)
+        dequantized.outputs[0].name = node.output[0]
+        dequantized.outputs[0].shape, dequantized.outputs[0].type = value.shape, value.type
+        users = list(value.uses())
+        graph.insert_before(users[0].node, dequantized)
+        for user, index in users:
+            user.replace_input_with(index, dequantized.outputs[0])
+        graph.initializers.pop(name)
+        made.append(node.name)
+        if on_weight is not None:
+            on_weight(len(made), len(weights))
+    return made
+
+
+def quantize_rtn_file(src: Path, dst: Path, matmuls: Sequence[str], block_size: int, structure: onnx.ModelProto,
+                      on_weight: Callable[[int, int], None] | None = None) -> list[str]:
+    """RTN INT4 of the weights of the MatMuls named ``matmuls`` of ``src`` into ``dst``, one weight at a time.
+
+    ``structure``: ``src``'s graph already at the INT4 opset with its Gemms as MatMuls
+    (:func:`~trt_pipeline.quantize.int4.prepare_structure`), its initializers as ``src`` stores them
+    (external ones are read beside ``src``, when their turn comes). Returns the DequantizeLinear nodes' names.
+    """
+    import onnx_ir as ir
+
+    from trt_pipeline.export.streaming import save_with_external_data
+    from trt_pipeline.graph.autocast import restore_shapes
+    from trt_pipeline.graph.weight_folding import fold_weight_transforms
+
+    model = ir.serde.deserialize_model(structure)
+    ir.external_data.set_base_dir(model.graph, str(Path(src).parent))
+    fold_weight_transforms(model)  # a Gemm(transB)'s weight reaches its MatMul through a Transpose
+    nodes = {node.name: node for node in model.graph}
+    weights = list(dict.fromkeys(nodes[name].inputs[1].name for name in matmuls))  # shared weights once
+    made = quantize_weights(model, weights, block_size, on_weight)
+    model.ir_version = max(model.ir_version or 0, 10)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in structure.graph.initializer)
+    size = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    data = dst.with_name(dst.name + ".data")
+    if data.exists():
+        data.unlink()
+    if external or size > EXTERNAL_ABOVE_BYTES:
+        save_with_external_data(model, dst)
+    else:
+        ir.save(model, str(dst))
+    restore_shapes(dst)
+    return made
+
+
+__all__ = ["CHUNK_BYTES", "modelopt_rtn", "quantize_rtn_file", "quantize_weights", "quantized_weight"]
