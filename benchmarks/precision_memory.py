@@ -16,6 +16,10 @@ into ``--out`` under ``--label``.
 
     python benchmarks/precision_memory.py --label after [--variants fp16,int4] [--calib-samples 2,8]
     python benchmarks/precision_memory.py --label before --tree /path/to/checkout-before-fix
+
+``--export DIR`` measures an existing fp32 export instead (e.g. a real-width one from ``init-checkpoint
+--preset phone-9b --with-weights --layers N``), ``--precision-arg`` passes options to ``precision``
+(``--precision-arg=--method --precision-arg=rtn``), ``--out`` keeps such runs in a file of their own.
 """
 
 from __future__ import annotations
@@ -76,9 +80,9 @@ def autocast_summary(export: Path, variant: str) -> dict:
     return out
 
 
-def measure(export: Path, variant: str, samples: int, tree: Path, cap: str, log: Path) -> dict:
+def measure(export: Path, variant: str, samples: int, tree: Path, cap: str, log: Path, extra: list[str] = ()) -> dict:
     start = time.perf_counter()
-    done = run_cli(["precision", variant, str(export), "--calib-samples", str(samples)], tree, log, cap=cap)
+    done = run_cli(["precision", variant, str(export), "--calib-samples", str(samples), *extra], tree, log, cap=cap)
     text = log.read_text(errors="replace")
     memcap = _MEMCAP_RE.search(text)
     rss = _RSS_RE.search(text)
@@ -92,9 +96,20 @@ def measure(export: Path, variant: str, samples: int, tree: Path, cap: str, log:
         "wall_s": float(memcap["wall"]) if memcap else None,  # memcap's: excludes the wait for the bench lock
         "wall_with_lock_wait_s": round(time.perf_counter() - start, 1),
         "cap": cap,
+        "export": str(export),
+        "precision_args": list(extra),
     }
     row.update(autocast_summary(export, variant) if done.returncode == 0 else {})
     return row
+
+
+def _describe(export: Path) -> str:
+    """The export's model in a few words: layers, width, parameters, stored bytes of its fp32 graphs."""
+    config = json.loads((export / "hf" / "config.json").read_text())
+    text = config.get("text_config", config)
+    stored = sum(f.stat().st_size for f in (export / "onnx" / "fp32").iterdir() if f.is_file())
+    return (f"{text.get('num_hidden_layers')} decoder layers, hidden {text.get('hidden_size')}, vocab "
+            f"{text.get('vocab_size')}, fp32 graphs {stored / 1e9:.2f} GB")
 
 
 def main() -> int:
@@ -107,28 +122,34 @@ def main() -> int:
     parser.add_argument("--cap", default="16G", help="memcap limit")
     parser.add_argument("--work", type=Path, default=Path("/tmp/precision-memory"))
     parser.add_argument("--out", type=Path, default=RESULTS / "precision_memory.json")
+    parser.add_argument("--export", type=Path, help="an existing fp32 export to measure (default: the small preset's, made)")
+    parser.add_argument("--precision-arg", action="append", default=[], help="an option for `precision` (repeatable)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    export = prepare_export(args.work, args.tree)
+    export = args.export or prepare_export(args.work, args.tree)
     commit = subprocess.run(["git", "-C", str(args.tree), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     rows = []
     for variant in args.variants.split(","):
         for samples in (int(s) for s in args.calib_samples.split(",")):
             log = args.work / f"{args.label}.{variant}.{samples}.log"
-            row = measure(export, variant, samples, args.tree, args.cap, log)
+            row = measure(export, variant, samples, args.tree, args.cap, log, args.precision_arg)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     record = json.loads(args.out.read_text()) if args.out.is_file() else {}
     record.update({
-        "what": "autoglm-trt precision fp16/int4 on the small preset export (init-checkpoint --preset small; "
-                "export --max-seq 512 --no-validate: the held-out prompts need > 256 tokens): memcap cgroup peak, max RSS (/usr/bin/time -v), wall time",
-        "command": "python benchmarks/precision_memory.py --label LABEL [--tree CHECKOUT]",
+        "what": (f"autoglm-trt precision on the fp32 export {export} ({_describe(export)})" if args.export else
+                 "autoglm-trt precision fp16/int4 on the small preset export (init-checkpoint --preset small; "
+                 "export --max-seq 512 --no-validate: the held-out prompts need > 256 tokens)")
+                + ": memcap cgroup peak, max RSS (/usr/bin/time -v), wall time",
+        "command": "python benchmarks/precision_memory.py --label LABEL [--tree CHECKOUT]"
+                   + (" --export EXPORT " + " ".join(f"--precision-arg={a}" for a in args.precision_arg) if args.export else ""),
     })
     runs = record.setdefault("runs", {}).setdefault(args.label, {})
     runs["tree_commit"] = commit.strip() or args.tree_note or runs.get("tree_commit", "")
     for row in rows:  # a row replaces the earlier one of the same variant and sample count
         row.update(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load=os.getloadavg()[0])
-        kept = [r for r in runs.get("rows", []) if (r["variant"], r["calib_samples"]) != (row["variant"], row["calib_samples"])]
+        kept = [r for r in runs.get("rows", []) if (r["variant"], r["calib_samples"], r.get("export")) !=
+                (row["variant"], row["calib_samples"], row["export"])]
         runs["rows"] = sorted([*kept, row], key=lambda r: (r["variant"], r["calib_samples"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -131,3 +131,23 @@ def test_int8_of_a_streamed_export_scales_its_weights_per_channel(streamed_expor
     in_memory = quantize_nodes(_copy(compare_export, tmp_path / "memory"))
     assert in_memory["per-channel"] >= 12
     assert quantize_nodes(_copy(streamed_export, tmp_path / "streamed")) == in_memory
+
+
+@pytest.mark.parametrize("component", ["decoder.onnx", "vision_encoder.onnx"])
+def test_the_dataless_folded_structure_finds_the_folded_files_gemms(streamed_export: Path, tmp_path: Path,
+                                                                    component: str) -> None:
+    """RTN finds its MatMuls on the folded *structure* (no weight read or written); it must see what the
+    folded file shows: the same GEMMs, the same weight names and shapes."""
+    from trt_pipeline.graph.weight_folding import folded_structure, folded_weights_file
+    from trt_pipeline.quantize.int4 import weight_matmuls
+
+    src = streamed_export / "onnx" / "fp32" / component
+    proto = onnx.load(str(src), load_external_data=False)
+    before = proto.SerializeToString()
+    structure = folded_structure(proto)
+    assert proto.SerializeToString() == before  # the given model is left as it was
+    written = onnx.load(str(folded_weights_file(src, tmp_path)), load_external_data=False)
+    assert weight_matmuls(structure) == weight_matmuls(written)
+    assert len(weight_matmuls(structure)) >= (12 if component == "decoder.onnx" else 1)
+    if component == "decoder.onnx":
+        assert not weight_matmuls(proto)  # every Linear weight behind a Transpose, as streamed

@@ -138,3 +138,63 @@ def test_awq_is_refused_up_front_when_the_graph_exceeds_the_memory_and_rtn_is_no
     report = quantize_int4_file(src, tmp_path / "rtn" / "decoder.onnx", [feed], method="rtn", activations="fp32",
                                 block_size=BLOCK)
     assert report.method_used == "rtn" and report.nodes_quantized
+
+
+def _external_copy(streamed_export: Path, to: Path) -> Path:
+    """A writable copy of the streamed export: its fp32 graphs store their weights as external data, as
+    every export above 2 GB does (the real 9B's)."""
+    import shutil
+
+    out = Path(shutil.copytree(streamed_export, to, ignore=shutil.ignore_patterns("fp16", "int8", "int4")))
+    assert (out / "onnx" / "fp32" / "decoder.onnx.data").is_file()
+    return out
+
+
+def test_rtn_of_a_large_graph_to_fp32_activations_runs_no_fp32_graph(streamed_export: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """Building calibration feeds runs the fp32 graphs (the 9B's decoder: 41 GB in ONNX Runtime). RTN to fp32
+    activations of a graph with external data reads none, so ``precision int4`` never builds them there;
+    fp16 activations (AutoCast's reference run) still do."""
+    from trt_pipeline.config.int4 import Int4Config
+    from trt_pipeline.quantize.calibration_reader import CalibrationReader
+    from trt_pipeline.quantize.precision import make_int4
+
+    export = _external_copy(streamed_export, tmp_path / "export")
+    built: list[str] = []
+    real_build = CalibrationReader.build
+
+    def build(self):
+        built.append(self.description)
+        return real_build(self)
+
+    monkeypatch.setattr(CalibrationReader, "build", build)
+    cfg = Int4Config(method="rtn", activations="fp32", block_size=BLOCK, calib_samples=2, evaluate=False,
+                     components={"decoder": "int4", "vision_encoder": "fp32"})
+    folder = make_int4(export, cfg, show_progress=False)
+    manifest = __import__("json").loads((folder / "manifest.json").read_text())
+    assert built == [] and manifest["calibration"]["feeds"] is None
+    assert manifest["components"]["decoder"]["int4"]["nodes_quantized"]
+    assert (folder / "decoder.onnx.data").is_file()  # external in, external out
+
+    fp16 = Int4Config(method="rtn", activations="fp16", block_size=BLOCK, calib_samples=2, evaluate=False,
+                      components={"decoder": "int4", "vision_encoder": "fp32"})
+    make_int4(export, fp16, show_progress=False)
+    assert set(built) == {"calibration inputs"}  # built once, asked for by every reader of it
+
+
+def test_evaluation_is_refused_up_front_when_the_fp32_decoder_exceeds_the_memory(streamed_export: Path,
+                                                                                  tmp_path: Path, monkeypatch) -> None:
+    import trt_pipeline.export.twin as twin
+    from trt_pipeline.config.int4 import Int4Config
+    from trt_pipeline.errors import ConfigError
+    from trt_pipeline.quantize.int4 import stored_bytes
+    from trt_pipeline.quantize.precision import make_int4
+
+    export = _external_copy(streamed_export, tmp_path / "export")
+    monkeypatch.setattr(twin, "available_memory",
+                        lambda: stored_bytes(export / "onnx" / "fp32" / "decoder.onnx") - 1)
+    with pytest.raises(ConfigError, match="the accuracy gates run .*decoder.onnx") as info:
+        make_int4(export, Int4Config(method="rtn", activations="fp32", block_size=BLOCK, calib_samples=2),
+                  show_progress=False)
+    assert "--no-evaluate" in info.value.hint
+    assert sorted(p.name for p in (export / "onnx").iterdir()) == ["fp32"]  # nothing written

@@ -103,6 +103,35 @@ def fold_weight_transforms(model: Any) -> list[str]:
     return folded
 
 
+def folded_structure(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``'s graph as :func:`fold_weight_transforms` leaves it, for reading its structure only.
+
+    Every folded node's output becomes an initializer of the folded dims and type *without data*, so
+    the GEMMs and their weights' shapes can be found (``quantize.int4.weight_matmuls``) without
+    reading or writing a weight; the result is never run or saved. ``model`` is not changed.
+    """
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    graph = folded.graph
+    while nodes := weight_transforms(folded):
+        inits = {t.name: t for t in graph.initializer}
+        for node in nodes:
+            source = inits[node.input[0]]
+            attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            shape = onnx.numpy_helper.to_array(inits[node.input[1]]) if len(node.input) > 1 else None
+            dims = _out_dims(node.op_type, attributes, tuple(source.dims), shape)
+            graph.initializer.append(_dataless(node.output[0], source.data_type, dims))
+            graph.node.remove(node)
+    return folded
+
+
+def _dataless(name: str, data_type: int, dims: tuple[int, ...]) -> onnx.TensorProto:
+    tensor = onnx.TensorProto()
+    tensor.name, tensor.data_type = name, data_type
+    tensor.dims.extend(dims)
+    return tensor
+
+
 def folded_weights_file(src: Path, scratch: Path) -> Path:
     """``src`` itself when it has no weight transforms to fold; else a folded copy written into ``scratch``.
 
@@ -130,4 +159,5 @@ def folded_weights_file(src: Path, scratch: Path) -> Path:
     return dst
 
 
-__all__ = ["FOLDED_OPS", "fold_weight_transforms", "folded_array", "folded_weights_file", "weight_transforms"]
+__all__ = ["FOLDED_OPS", "fold_weight_transforms", "folded_array", "folded_structure", "folded_weights_file",
+           "weight_transforms"]

@@ -178,16 +178,22 @@ class CalibrationReader:
     def decoder_decode_feeds(self) -> list[dict[str, np.ndarray]]:
         return self.build().decoder_decode
 
-    def summary(self) -> dict[str, Any]:
-        """Counts and shapes for manifests: items, feeds per component, ranges covered."""
-        built = self.build()
+    @property
+    def built(self) -> bool:
+        """Whether the feeds were built (running the fp32 graphs): a stage that needs none never builds them."""
+        return self._feeds is not None
+
+    def summary(self, build: bool = True) -> dict[str, Any]:
+        """Counts and shapes for manifests: items, feeds per component, ranges covered; with ``build``
+        False, feeds that were never built (a stage that needs none) are None, not built now."""
+        built = self.build() if build else self._feeds
         prepared = self.prepare()
         return {
             "items": self.item_ids,
             "num_items": len(self.items),
             "images_dropped": self.images_dropped,
             "decode_steps": self.decode_steps,
-            "feeds": {
+            "feeds": None if built is None else {
                 VISION: len(built.vision_encoder),
                 "decoder_prefill": len(built.decoder_prefill),
                 "decoder_decode": len(built.decoder_decode),

@@ -481,7 +481,7 @@ def _check_args(src: Path, feeds: Sequence[Any], method: str, activations: str, 
     check_opset(opset)
     if not src.is_file():
         raise OnnxModelError(f"{src} not found.", path=src, hint="run `autoglm-trt export` first.")
-    if not feeds:
+    if not feeds and (method != "rtn" or activations == "fp16"):  # RTN to fp32 activations reads no activation
         raise CalibrationError(f"no calibration feeds for {src}.", hint="check the calibration split.")
 
 
@@ -540,7 +540,7 @@ def quantize_int4_file(
         on_weight: called with (weights done, weights in all) as RTN quantizes them (a progress bar's hook).
     """
     from trt_pipeline.graph.autocast import autocast_file, has_external_data, save_model
-    from trt_pipeline.graph.weight_folding import folded_weights_file
+    from trt_pipeline.graph.weight_folding import folded_structure, folded_weights_file
 
     src, dst = Path(src), Path(dst)
     _check_args(src, feeds, method, activations, block_size, opset)
@@ -548,9 +548,14 @@ def quantize_int4_file(
     start = time.perf_counter()
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".int4.", dir=dst.parent) as scratch:
-        # a streamed export's weights reach their MatMuls through Transposes: folded into initializers first
-        folded = folded_weights_file(src, Path(scratch) / "folded")
-        model = onnx.load(str(folded), load_external_data=False)
+        # a streamed export's weights reach their MatMuls through Transposes: RTN folds them as it writes
+        # the graph (their structure is enough to find the MatMuls); ModelOpt's AWQ reads a folded copy
+        if method == "rtn":
+            folded = src
+            model = folded_structure(onnx.load(str(src), load_external_data=False))
+        else:
+            folded = folded_weights_file(src, Path(scratch) / "folded")
+            model = onnx.load(str(folded), load_external_data=False)
         matmuls = weight_matmuls(model)
         excluded = _exclusions(model, matmuls, quantize_lm_head, nodes_to_exclude)
         targets = [m for m in matmuls if m.name not in excluded]
@@ -566,8 +571,8 @@ def quantize_int4_file(
         gemms = [m.name for m in targets if m.op_type == "Gemm"]
         weights_only = Path(scratch) / "int4" / dst.name if activations == "fp16" else dst
         if method == "rtn":  # one weight at a time: never the whole fp32 graph in memory
-            opset_from = _rtn_file(folded, weights_only, Path(scratch), targets, block_size, opset, feeds[0], gemms,
-                                   on_weight)
+            opset_from = _rtn_file(folded, weights_only, Path(scratch), targets, block_size, opset,
+                                   feeds[0] if feeds else None, gemms, on_weight)
             used, reason, awq = "rtn", None, None
         else:
             staged = folded if folded != src else stage_model(src, Path(scratch) / "src")

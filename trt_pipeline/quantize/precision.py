@@ -208,7 +208,7 @@ def _base_manifest(precision: str, stage: str, cfg: Any, hashes: dict[str, str],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": hashes,
         "config": cfg.to_dict(),
-        "calibration": {"folder": str(calib_dir), **calib.summary()},
+        "calibration": {"folder": str(calib_dir), **calib.summary(build=calib.built)},
         "heldout": {"folder": str(heldout_dir), **heldout.summary()} if heldout is not None else None,
         "tool_versions": tool_versions(*TOOLS),
     }
@@ -247,11 +247,13 @@ def _finish(target: Path, precision: str, report: dict[str, Any] | None, seconds
 
 
 # --- shared set-up ----------------------------------------------------------------------------
-def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str) -> tuple[list[str], Path, Path | None, Any, Any, dict]:
+def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str,
+             needs_feeds: Any = None) -> tuple[list[str], Path, Path | None, Any, Any, dict]:
     """Everything both variants do before writing: components, data folders, readers, input hashes.
 
     All input errors (missing export, calibration data missing/empty/undecodable/out of range)
-    surface here, before the output folder is touched.
+    surface here, before the output folder is touched. The calibration feeds are built (the fp32
+    graphs run on them) unless ``needs_feeds(components)`` says no stage of this run reads them.
     """
     manifest = read_export_manifest(out_dir)
     refuse_half_export(manifest, precision)
@@ -260,7 +262,8 @@ def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str) -> tu
     calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
                               cfg.decode_steps, cfg.evaluate, show_progress)
     hashes = _input_hashes(out_dir, components, calib_dir, heldout_dir)
-    calib.build()
+    if needs_feeds is None or needs_feeds(components):
+        calib.build()
     return components, calib_dir, heldout_dir, calib, heldout, hashes
 
 
@@ -443,7 +446,9 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
     cfg = cfg if cfg is not None else Int4Config()
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress, "int4")
+    check_evaluation_memory(out_dir, cfg)
+    components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(
+        out_dir, cfg, show_progress, "int4", lambda components: int4_needs_feeds(out_dir, cfg, components))
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("int4")
     with atomic_output_dir(target) as tmp:
@@ -467,6 +472,42 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
     return _finish(target, "int4", report, time.perf_counter() - start)
 
 
+def int4_needs_feeds(out_dir: Path, cfg: Any, components: list[str]) -> bool:
+    """Whether ``precision int4`` of ``components`` reads calibration feeds, whose building runs the fp32
+    graphs (the real 9B's decoder: 41 GB in ONNX Runtime). AWQ needs their activations, fp16 AutoCast its
+    reference run, and a graph under 2 GB the opset upgrade's check; RTN of a large graph to fp32
+    activations (ONNX Runtime's int4 of the 9B) needs none."""
+    from trt_pipeline.graph.autocast import has_external_data
+
+    layout = OutputLayout(out_dir)
+    for component in components:
+        precision = cfg.components[component]
+        if precision == "fp16" or (precision == "int4" and (
+                cfg.method != "rtn" or cfg.activations == "fp16"
+                or not has_external_data(layout.onnx_path("fp32", component)))):
+            return True
+    return False
+
+
+def check_evaluation_memory(out_dir: Path, cfg: Any) -> None:
+    """The accuracy gates run the fp32 decoder in ONNX Runtime: refused up front (naming ``--no-evaluate``)
+    when its weights alone exceed the memory available here, instead of the kernel killing the run after
+    the variant is made."""
+    from trt_pipeline.export.twin import available_memory
+    from trt_pipeline.quantize.int4 import stored_bytes
+
+    reference = OutputLayout(out_dir).onnx_path("fp32", "decoder")
+    if not cfg.evaluate or not reference.is_file():
+        return
+    size, available = stored_bytes(reference), available_memory()
+    if size > available:
+        raise ConfigError(
+            f"the accuracy gates run {reference} ({size / 1e9:.1f} GB) in ONNX Runtime, more than the "
+            f"{available / 1e9:.1f} GB of memory available here.", path=reference,
+            hint="pass --no-evaluate (the variant is written, not compared), or evaluate on a machine with "
+                 "more memory.")
+
+
 def _int4_component(out_dir: Path, folder: Path, component: str, cfg: Any, calib: Any,
                     on_weight: Any = None) -> dict[str, Any]:
     """One component of the int4 folder: INT4 weights, an fp16 AutoCast or an fp32 copy; its manifest entry."""
@@ -479,7 +520,8 @@ def _int4_component(out_dir: Path, folder: Path, component: str, cfg: Any, calib
     extra: dict[str, Any] = {}
     if precision == "int4":
         inputs = read_export_manifest(out_dir).components[component].inputs
-        result = quantize_int4_file(src, dst, calib.feeds(component), inputs=inputs, method=cfg.method,
+        feeds = calib.feeds(component) if calib.built else []  # RTN of a large graph to fp32 activations: none
+        result = quantize_int4_file(src, dst, feeds, inputs=inputs, method=cfg.method,
                                     block_size=cfg.block_size, activations=cfg.activations,
                                     quantize_lm_head=cfg.quantize_lm_head, nodes_to_exclude=cfg.nodes_to_exclude,
                                     opset=cfg.opset, on_weight=on_weight)
