@@ -40,9 +40,12 @@ def weight_transforms(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 
 def folded_array(op_type: str, attributes: dict[str, Any], data: np.ndarray, shape: np.ndarray | None = None) -> np.ndarray:
-    """What a ``Transpose`` (``perm``) or ``Reshape`` (``shape``, ``allowzero``) node computes (ONNX semantics)."""
+    """What a ``Transpose`` (``perm``) or ``Reshape`` (``shape``, ``allowzero``) node computes (ONNX semantics).
+
+    A Transpose is a view of ``data`` (written in C order all the same): RTN reads a folded weight
+    in slices of rows, so the 9B's 2.5 GB LM head is never copied whole."""
     if op_type == "Transpose":
-        return np.ascontiguousarray(np.transpose(data, attributes.get("perm")))
+        return np.transpose(data, attributes.get("perm"))
     return data.reshape(_reshaped(data.shape, shape, attributes))
 
 

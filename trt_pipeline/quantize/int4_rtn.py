@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 
 #: the largest column slice of a weight handed to ModelOpt at once (its working copies are a few times this)
-CHUNK_BYTES = 256 * 1024**2
+CHUNK_BYTES = 64 * 1024**2
 #: graphs whose initializers exceed this are written with external data (protobuf's 2 GB limit, with margin)
 EXTERNAL_ABOVE_BYTES = 2 * 1024**3 - 64 * 1024**2
 
