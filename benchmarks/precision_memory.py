@@ -70,9 +70,15 @@ def autocast_summary(export: Path, variant: str) -> dict:
     if not manifest.is_file():
         return {}
     data = json.loads(manifest.read_text())
-    out = {"accuracy": data.get("accuracy", {}).get("passed", data.get("accuracy"))}
+    out = {"accuracy": (data.get("accuracy") or {}).get("passed", data.get("accuracy"))}
     for component, entry in data.get("components", {}).items():
-        auto = entry.get("autocast") or (entry.get("int4") or {}).get("autocast")
+        int4 = entry.get("int4") or {}
+        if int4:
+            out.setdefault("int4", {})[component] = {k: int4.get(k) for k in ("method_used", "block_size", "opset_from",
+                                                                             "seconds")}
+            out["int4"][component].update(nodes_quantized=len(int4.get("nodes_quantized", [])),
+                                          weight_bytes=(int4.get("weight_bytes") or {}).get("total"))
+        auto = entry.get("autocast") or int4.get("autocast")
         if auto:
             out[component] = {k: auto.get(k) for k in ("reference_runner", "reference_feeds", "reference_tensors",
                                                         "reference_kept_bytes", "nodes", "nodes_fp16", "seconds")}

@@ -26,6 +26,11 @@ bytes read per token by ~4x against fp16 while the activations stay in floating 
    all feeds, so it gets equal-length prefill feeds (:func:`awq_feeds`: the common length that keeps
    the most tokens). If an AWQ method cannot run (no such feed, or ModelOpt's AWQ raises), the stage falls
    back to RTN, logs why and records ``fallback_reason`` in the report; never silently.
+   RTN needs no activations, so it runs one weight at a time (:mod:`~trt_pipeline.quantize.int4_rtn`:
+   ModelOpt's RTN per weight, the graph read and written one tensor at a time; byte for byte the
+   whole-graph result) and never holds the fp32 graph: the real 9B's int4 is made on a machine that
+   cannot hold its 41 GB. AWQ runs ModelOpt on the whole graph and is refused up front
+   (:func:`check_whole_graph_memory`) where the graph's weights exceed the memory available.
    The LM head stays in floating point unless asked (the AWQ recipe's default: it sets the logits
    every greedy step compares).
 4. **Activations.** ``fp16`` (default, TensorRT): the non-quantized part is AutoCast to fp16 as
@@ -63,9 +68,9 @@ from trt_pipeline.errors import CalibrationError, ConfigError, OnnxModelError
 from trt_pipeline.progress import log as log_line
 from trt_pipeline.quantize.int8 import feed_list_reader, stage_model
 
-#: ``--method`` -> ModelOpt ``calibration_method``.
 #: a progress hook: (weights done, weights in all)
 OnWeight = Callable[[int, int], None]
+#: ``--method`` -> ModelOpt ``calibration_method``.
 METHODS: dict[str, str] = {"awq": "awq_full", "awq-lite": "awq_lite", "awq-clip": "awq_clip", "rtn": "rtn_dq"}
 ACTIVATIONS = ("fp16", "fp32")
 #: Export dims that are a prefill feed's sequence axis (total = sequence there: nothing cached).
@@ -157,7 +162,8 @@ def gemms_to_matmuls(model: onnx.ModelProto, names: Sequence[str], transpose_nod
     fusion for Gemm; TensorRT parses both. A ``transB`` weight is stored transposed (``[K, N]``) so the
     block axis is 0 as for the MatMuls; with ``transpose_nodes`` (a graph whose weights are not loaded)
     it gets a ``Transpose`` node of the same output name instead, for
-    :func:`~trt_pipeline.graph.weight_folding.fold_weight_transforms` to fold lazily. With a bias, the MatMul runs on ``Unsqueeze(A, 0)`` and is
+    :func:`~trt_pipeline.graph.weight_folding.fold_weight_transforms` to fold lazily. With a bias,
+    the MatMul runs on ``Unsqueeze(A, 0)`` and is
     squeezed before the Add: ORT's ``MatMulAddFusion`` (basic level, before the QDQ fusions) turns a
     2-D MatMul + Add back into a Gemm, which then stays unfused (measured, ORT 1.24). Returns how
     many Gemms were rewritten.
@@ -175,7 +181,8 @@ def gemms_to_matmuls(model: onnx.ModelProto, names: Sequence[str], transpose_nod
         if attrs.get("transB", 0):
             weight = f"{node.input[1]}_transposed_for_{node.name}"
             if transpose_nodes:
-                new.append(onnx.helper.make_node("Transpose", [node.input[1]], [weight], name=f"{weight}_node", perm=[1, 0]))
+                new.append(onnx.helper.make_node("Transpose", [node.input[1]], [weight], name=f"{weight}_node",
+                                                 perm=[1, 0]))
             else:
                 transposed = numpy_helper.to_array(inits[node.input[1]]).T.copy()
                 model.graph.initializer.append(numpy_helper.from_array(transposed, weight))

@@ -151,7 +151,7 @@ def quantize_rtn_file(src: Path, dst: Path, matmuls: Sequence[str], block_size: 
 
     model = ir.serde.deserialize_model(structure)
     ir.external_data.set_base_dir(model.graph, str(Path(src).parent))
-    fold_weight_transforms(model)  # a Gemm(transB)'s weight reaches its MatMul through a Transpose
+    fold_weight_transforms(model)  # a streamed export's (and a Gemm(transB)'s) weights sit behind Transposes
     nodes = {node.name: node for node in model.graph}
     weights = list(dict.fromkeys(nodes[name].inputs[1].name for name in matmuls))  # shared weights once
     made = quantize_weights(model, weights, block_size, on_weight)
