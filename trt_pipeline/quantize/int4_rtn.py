@@ -16,14 +16,16 @@ alone (one scale per ``block_size`` rows of a column). So :func:`quantize_rtn_fi
   ``DequantizeLinear`` and its two initializers into the graph in place of the weight;
 * writes the graph one tensor at a time (external data when the source had it or it is above 2 GB).
 
-It holds the int4 weights made so far (an eighth of their fp32 bytes), one fp32 weight being read and
-one slice in ModelOpt's hands, never the fp32 graph. The int4 weights, scales and nodes are ModelOpt's whole-graph RTN's, byte
+The int4 weights are lazy tensors computed as the graph is written: it holds the weight being
+written (read from disk, in row slices) and one slice in ModelOpt's hands, never the fp32 graph nor
+the int4 graph, so its peak does not grow with depth. The int4 weights, scales and nodes are ModelOpt's whole-graph RTN's, byte
 for byte (``tests/quantize/test_int4_rtn.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,42 +98,109 @@ def quantized_weight(name: str, weight: np.ndarray, block_size: int,
     return node, joined
 
 
-def _as_value(tensor: onnx.TensorProto) -> Any:
-    import onnx_ir as ir
+@dataclass(frozen=True)
+class DequantizePattern:
+    """What ModelOpt's RTN makes of a weight named ``W``, learned once from a small weight: the
+    DequantizeLinear's name, its inputs' and output's names (each ``W`` + a suffix) and attributes."""
 
-    data = ir.serde.deserialize_tensor(tensor)
-    return ir.Value(name=tensor.name, shape=ir.Shape(data.shape), type=ir.TensorType(data.dtype), const_value=data)
+    node: str
+    inputs: tuple[str, ...]
+    output: str
+    attributes: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def learn(cls, block_size: int) -> DequantizePattern:
+        stand_in = "autoglm_trt_int4_pattern"
+        weight = np.linspace(-1.0, 1.0, 2 * block_size * 8, dtype=np.float32).reshape(2 * block_size, 8)
+        node, _ = modelopt_rtn(stand_in, weight, block_size)
+        suffix = cls._suffix(stand_in)
+        return cls(suffix(node.name), tuple(suffix(i) for i in node.input), suffix(node.output[0]),
+                   tuple((a.name, a.i) for a in node.attribute))
+
+    @staticmethod
+    def _suffix(stand_in: str) -> Callable[[str], str]:
+        def suffix(text: str) -> str:
+            if not text.startswith(stand_in):
+                raise RuntimeError(f"ModelOpt's RTN named {text!r}, not the weight's name + a suffix")
+            return text[len(stand_in):]
+        return suffix
+
+    def of(self, name: str) -> onnx.NodeProto:
+        """The DequantizeLinear ModelOpt makes for the weight ``name``."""
+        return onnx.helper.make_node("DequantizeLinear", [name + i for i in self.inputs], [name + self.output],
+                                     name=name + self.node, **dict(self.attributes))
+
+
+class _OneWeight:
+    """The RTN result of the weight being written, computed when its first tensor is written (the int4
+    weight and its scales are written one after the other) and kept only until the next weight's."""
+
+    def __init__(self, block_size: int, on_weight: Callable[[int, int], None] | None, total: int) -> None:
+        self.block_size, self.on_weight, self.total, self.done = block_size, on_weight, total, 0
+        self.name: str | None = None
+        self.tensors: dict[str, onnx.TensorProto] = {}
+
+    def tensor(self, name: str, source: Any, expected: onnx.NodeProto, key: str, dims: list[int]) -> Any:
+        import onnx_ir as ir
+
+        if self.name != name:
+            self.name, self.tensors = None, {}  # the previous weight's result is freed first
+            node, self.tensors = quantized_weight(name, source.numpy(), self.block_size)
+            if (list(node.input), list(node.output), node.name) != (list(expected.input), list(expected.output),
+                                                                    expected.name):
+                raise RuntimeError(f"ModelOpt's RTN of {name} made {node.name} {list(node.input)} -> "
+                                   f"{list(node.output)}, not the {expected.name} planned from its pattern")
+            self.name = name
+            self.done += 1
+            if self.on_weight is not None:
+                self.on_weight(self.done, self.total)
+        tensor = self.tensors[key]
+        if list(tensor.dims) != dims:
+            raise RuntimeError(f"ModelOpt's RTN of {name} made {key} of shape {list(tensor.dims)}, planned {dims}")
+        return ir.serde.deserialize_tensor(tensor)
 
 
 def quantize_weights(model: Any, weights: Sequence[str], block_size: int,
                      on_weight: Callable[[int, int], None] | None = None) -> list[str]:
     """Replace each initializer of ``weights`` in the onnx_ir ``model`` by ModelOpt's RTN DequantizeLinear.
 
-    Every MatMul reading the weight reads the dequantized weight instead. Returns the DequantizeLinear
-    nodes' names; ``on_weight(done, total)`` after each weight."""
+    The DequantizeLinear and its initializers are planned from :class:`DequantizePattern`; the int4
+    weight and its scales are lazy tensors computed when the graph is written (:class:`_OneWeight`),
+    so only the weight being written is held, at any depth. Every MatMul reading the weight reads the
+    dequantized weight instead. Returns the DequantizeLinear nodes' names; ``on_weight(done, total)``
+    is called as each weight is quantized (while the graph is written)."""
     import onnx_ir as ir
 
-    graph, made = model.graph, []
+    graph, pattern = model.graph, DequantizePattern.learn(block_size)
+    current, made = _OneWeight(block_size, on_weight, len(weights)), []
     for name in weights:
         value = graph.initializers[name]
-        node, tensors = quantized_weight(name, value.const_value.numpy(), block_size)
+        k, n = (int(d) for d in value.shape)
+        expected = pattern.of(name)
+        planned = {expected.input[0]: (ir.DataType.INT4, [k, n]),
+                   expected.input[1]: (value.const_value.dtype, [-(-k // block_size), n])}
         inputs = []
-        for input_name in node.input:
-            new = _as_value(tensors[input_name])
+        for key in expected.input:
+            dtype, dims = planned[key]
+
+            def compute(name: str = name, source: Any = value.const_value, expected: onnx.NodeProto = expected,
+                        key: str = key, dims: list[int] = dims) -> Any:
+                return current.tensor(name, source, expected, key, dims)
+
+            lazy = ir.LazyTensor(compute, dtype=dtype, shape=ir.Shape(dims), name=key)
+            new = ir.Value(name=key, shape=ir.Shape(dims), type=ir.TensorType(dtype), const_value=lazy)
             graph.register_initializer(new)
             inputs.append(new)
-        attributes = [ir.AttrInt64(a.name, a.i) for a in node.attribute]
-        dequantized = ir.Node("", "DequantizeLinear", inputs, attributes, name=node.name, num_outputs=1)
-        dequantized.outputs[0].name = node.output[0]
+        attributes = [ir.AttrInt64(a.name, a.i) for a in expected.attribute]
+        dequantized = ir.Node("", "DequantizeLinear", inputs, attributes, name=expected.name, num_outputs=1)
+        dequantized.outputs[0].name = expected.output[0]
         dequantized.outputs[0].shape, dequantized.outputs[0].type = value.shape, value.type
         users = list(value.uses())
         graph.insert_before(users[0].node, dequantized)
         for user, index in users:
             user.replace_input_with(index, dequantized.outputs[0])
         graph.initializers.pop(name)
-        made.append(node.name)
-        if on_weight is not None:
-            on_weight(len(made), len(weights))
+        made.append(expected.name)
     return made
 
 
@@ -170,4 +239,4 @@ def quantize_rtn_file(src: Path, dst: Path, matmuls: Sequence[str], block_size: 
     return made
 
 
-__all__ = ["CHUNK_BYTES", "modelopt_rtn", "quantize_rtn_file", "quantize_weights", "quantized_weight"]
+__all__ = ["CHUNK_BYTES", "DequantizePattern", "modelopt_rtn", "quantize_rtn_file", "quantize_weights", "quantized_weight"]
