@@ -492,6 +492,28 @@ def _check_args(src: Path, feeds: Sequence[Any], method: str, activations: str, 
         raise CalibrationError(f"no calibration feeds for {src}.", hint="check the calibration split.")
 
 
+def _targets(src: Path, scratch: Path, method: str, quantize_lm_head: bool, nodes_to_exclude: Sequence[str],
+             ) -> tuple[Path, list[WeightMatMul], dict[str, str]]:
+    """(the graph to quantize, its MatMuls to quantize, those left in floating point with why).
+
+    A streamed export's weights reach their MatMuls through Transposes: RTN folds them as it writes the
+    graph (their dataless structure is enough to find the MatMuls); ModelOpt's AWQ reads a folded copy."""
+    from trt_pipeline.graph.weight_folding import folded_structure, folded_weights_file
+
+    if method == "rtn":
+        folded, model = src, folded_structure(onnx.load(str(src), load_external_data=False))
+    else:
+        folded = folded_weights_file(src, scratch / "folded")
+        model = onnx.load(str(folded), load_external_data=False)
+    matmuls = weight_matmuls(model)
+    excluded = _exclusions(model, matmuls, quantize_lm_head, nodes_to_exclude)
+    targets = [m for m in matmuls if m.name not in excluded]
+    if not targets:
+        raise ConfigError(f"{src} has no MatMul with a 2-D weight left to quantize ({len(matmuls)} candidates, "
+                          f"{len(excluded)} excluded).", path=src)
+    return folded, targets, excluded
+
+
 def stored_bytes(path: Path) -> int:
     """Bytes of an ONNX file and the external data files its initializers name."""
     model = onnx.load(str(path), load_external_data=False)
@@ -547,7 +569,6 @@ def quantize_int4_file(
         on_weight: called with (weights done, weights in all) as RTN quantizes them (a progress bar's hook).
     """
     from trt_pipeline.graph.autocast import autocast_file, has_external_data, save_model
-    from trt_pipeline.graph.weight_folding import folded_structure, folded_weights_file
 
     src, dst = Path(src), Path(dst)
     _check_args(src, feeds, method, activations, block_size, opset)
@@ -555,20 +576,7 @@ def quantize_int4_file(
     start = time.perf_counter()
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".int4.", dir=dst.parent) as scratch:
-        # a streamed export's weights reach their MatMuls through Transposes: RTN folds them as it writes
-        # the graph (their structure is enough to find the MatMuls); ModelOpt's AWQ reads a folded copy
-        if method == "rtn":
-            folded = src
-            model = folded_structure(onnx.load(str(src), load_external_data=False))
-        else:
-            folded = folded_weights_file(src, Path(scratch) / "folded")
-            model = onnx.load(str(folded), load_external_data=False)
-        matmuls = weight_matmuls(model)
-        excluded = _exclusions(model, matmuls, quantize_lm_head, nodes_to_exclude)
-        targets = [m for m in matmuls if m.name not in excluded]
-        if not targets:
-            raise ConfigError(f"{src} has no MatMul with a 2-D weight left to quantize ({len(matmuls)} candidates, "
-                              f"{len(excluded)} excluded).", path=src)
+        folded, targets, excluded = _targets(src, Path(scratch), method, quantize_lm_head, nodes_to_exclude)
         source = "--block-size" if block_size is not None else (
             f"auto: largest power of two in [{MIN_BLOCK_SIZE}, {FIELD_BLOCK_SIZE}] with >= {MIN_BLOCKS_PER_COLUMN} blocks "
             f"in the narrowest K ({min(m.k for m in targets)}) dividing every K")

@@ -43,15 +43,15 @@ def modelopt_rtn(name: str, weight: np.ndarray, block_size: int) -> tuple[onnx.N
     and that node's initializers (the int4 weight ``[K, N]``, the scales ``[K / block_size, N]``)."""
     from onnx import TensorProto, helper, numpy_helper
 
+    from trt_pipeline.config.int4 import INT4_MIN_OPSET
     from trt_pipeline.graph.autocast import quiet_modelopt
-    from trt_pipeline.quantize.int4 import MIN_OPSET
 
     k, n = weight.shape
     graph = helper.make_graph([helper.make_node("MatMul", ["x", name], ["y"], name="matmul")], "one_weight",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
                               [numpy_helper.from_array(weight, name)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", MIN_OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", INT4_MIN_OPSET)])
     model.ir_version = 10
     from modelopt.onnx.quantization.int4 import quantize
 
@@ -132,29 +132,40 @@ class DequantizePattern:
 
 
 class _OneWeight:
-    """The RTN result of the weight being written, computed when its first tensor is written (the int4
-    weight and its scales are written one after the other) and kept only until the next weight's."""
+    """RTN results computed when a weight's first tensor is written, each kept until its last tensor is.
+
+    The int4 weight and its scales are usually written one after the other, so one weight's result is
+    held at a time. A weight's fp32 source is dropped once its result exists: the mapped pages of the
+    export's data file are released as the writing goes on, not kept to the end."""
 
     def __init__(self, block_size: int, on_weight: Callable[[int, int], None] | None, total: int) -> None:
         self.block_size, self.on_weight, self.total, self.done = block_size, on_weight, total, 0
-        self.name: str | None = None
-        self.tensors: dict[str, onnx.TensorProto] = {}
+        self.sources: dict[str, tuple[Any, onnx.NodeProto]] = {}  # weight -> (fp32 tensor, planned node)
+        self.results: dict[str, dict[str, onnx.TensorProto]] = {}  # weight -> its tensors not written yet
 
-    def tensor(self, name: str, source: Any, expected: onnx.NodeProto, key: str, dims: list[int]) -> Any:
+    def plan(self, name: str, source: Any, expected: onnx.NodeProto) -> None:
+        self.sources[name] = (source, expected)
+
+    def tensor(self, name: str, key: str, dims: list[int]) -> Any:
         import onnx_ir as ir
 
-        if self.name != name:
-            self.name, self.tensors = None, {}  # the previous weight's result is freed first
-            node, self.tensors = quantized_weight(name, source.numpy(), self.block_size)
+        if name not in self.results:
+            if name not in self.sources:
+                raise RuntimeError(f"the int4 tensor {key} of {name} was read twice; it is made to be written once")
+            source, expected = self.sources.pop(name)
+            node, tensors = quantized_weight(name, source.numpy(), self.block_size)
+            del source
             if (list(node.input), list(node.output), node.name) != (list(expected.input), list(expected.output),
                                                                     expected.name):
                 raise RuntimeError(f"ModelOpt's RTN of {name} made {node.name} {list(node.input)} -> "
                                    f"{list(node.output)}, not the {expected.name} planned from its pattern")
-            self.name = name
+            self.results[name] = tensors
             self.done += 1
             if self.on_weight is not None:
                 self.on_weight(self.done, self.total)
-        tensor = self.tensors[key]
+        tensor = self.results[name].pop(key)
+        if not self.results[name]:
+            del self.results[name]
         if list(tensor.dims) != dims:
             raise RuntimeError(f"ModelOpt's RTN of {name} made {key} of shape {list(tensor.dims)}, planned {dims}")
         return ir.serde.deserialize_tensor(tensor)
@@ -179,13 +190,13 @@ def quantize_weights(model: Any, weights: Sequence[str], block_size: int,
         expected = pattern.of(name)
         planned = {expected.input[0]: (ir.DataType.INT4, [k, n]),
                    expected.input[1]: (value.const_value.dtype, [-(-k // block_size), n])}
+        current.plan(name, value.const_value, expected)
         inputs = []
         for key in expected.input:
             dtype, dims = planned[key]
 
-            def compute(name: str = name, source: Any = value.const_value, expected: onnx.NodeProto = expected,
-                        key: str = key, dims: list[int] = dims) -> Any:
-                return current.tensor(name, source, expected, key, dims)
+            def compute(name: str = name, key: str = key, dims: list[int] = dims) -> Any:
+                return current.tensor(name, key, dims)
 
             lazy = ir.LazyTensor(compute, dtype=dtype, shape=ir.Shape(dims), name=key)
             new = ir.Value(name=key, shape=ir.Shape(dims), type=ir.TensorType(dtype), const_value=lazy)
