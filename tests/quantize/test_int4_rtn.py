@@ -198,3 +198,27 @@ def test_evaluation_is_refused_up_front_when_the_fp32_decoder_exceeds_the_memory
                   show_progress=False)
     assert "--no-evaluate" in info.value.hint
     assert sorted(p.name for p in (export / "onnx").iterdir()) == ["fp32"]  # nothing written
+
+
+def test_calibrating_is_refused_up_front_when_the_fp32_graphs_exceed_the_memory(streamed_export: Path, tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    """fp16 activations need calibration feeds, made by running the fp32 graphs (the 9B's decoder: 41 GB): where
+    they cannot fit, ``precision int4`` says so before any work and names the flags that need no calibration;
+    with those flags the same limit is no obstacle."""
+    import trt_pipeline.export.twin as twin
+    from trt_pipeline.config.int4 import Int4Config
+    from trt_pipeline.errors import ConfigError
+    from trt_pipeline.quantize.int4 import stored_bytes
+    from trt_pipeline.quantize.precision import make_int4
+
+    export = _external_copy(streamed_export, tmp_path / "export")
+    monkeypatch.setattr(twin, "available_memory",
+                        lambda: stored_bytes(export / "onnx" / "fp32" / "decoder.onnx") - 1)
+    components = {"decoder": "int4", "vision_encoder": "fp32"}
+    with pytest.raises(ConfigError, match="building the int4 calibration feeds runs .*decoder.onnx") as info:
+        make_int4(export, Int4Config(method="rtn", activations="fp16", block_size=BLOCK, calib_samples=2,
+                                     evaluate=False, components=components), show_progress=False)
+    assert "--method rtn --activations fp32" in info.value.hint
+    assert sorted(p.name for p in (export / "onnx").iterdir()) == ["fp32"]  # nothing written
+    make_int4(export, Int4Config(method="rtn", activations="fp32", block_size=BLOCK, calib_samples=2, evaluate=False,
+                                 components=components), show_progress=False)

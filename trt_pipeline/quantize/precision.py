@@ -263,6 +263,7 @@ def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str,
                               cfg.decode_steps, cfg.evaluate, show_progress)
     hashes = _input_hashes(out_dir, components, calib_dir, heldout_dir)
     if needs_feeds is None or needs_feeds(components):
+        check_calibration_memory(out_dir, precision, components)
         calib.build()
     return components, calib_dir, heldout_dir, calib, heldout, hashes
 
@@ -493,19 +494,43 @@ def check_evaluation_memory(out_dir: Path, cfg: Any) -> None:
     """The accuracy gates run the fp32 decoder in ONNX Runtime: refused up front (naming ``--no-evaluate``)
     when its weights alone exceed the memory available here, instead of the kernel killing the run after
     the variant is made."""
+    if cfg.evaluate:
+        _refuse_above_memory([OutputLayout(out_dir).onnx_path("fp32", "decoder")], "the accuracy gates run",
+                             "pass --no-evaluate (the variant is written, not compared), or evaluate on a machine "
+                             "with more memory.")
+
+
+#: what to do instead of calibrating, per precision, when the fp32 graphs do not fit in memory
+CALIBRATION_ALTERNATIVES = {
+    "int4": "pass --method rtn --activations fp32 (ONNX Runtime's int4: quantized one weight at a time, "
+            "with no calibration run), or calibrate on a machine with more memory.",
+    "fp16": "export with --dtype float16 (it writes an fp16 graph itself, with no calibration run), or run "
+            "precision fp16 on a machine with more memory.",
+    "int8": "calibrate on a machine with more memory (INT8 needs the activations of the fp32 graphs).",
+}
+
+
+def check_calibration_memory(out_dir: Path, precision: str, components: list[str]) -> None:
+    """Building the calibration feeds runs the fp32 graphs of ``components`` in ONNX Runtime, all open at
+    once (the 9B's decoder alone: 41 GB): refused up front, with what to do instead, where they exceed the
+    memory available here."""
+    layout = OutputLayout(out_dir)
+    _refuse_above_memory([layout.onnx_path("fp32", component) for component in components],
+                         f"building the {precision} calibration feeds runs", CALIBRATION_ALTERNATIVES[precision])
+
+
+def _refuse_above_memory(graphs: list[Path], doing: str, hint: str) -> None:
+    """ConfigError when the ONNX graphs ``graphs`` (with their external data) exceed the memory available."""
     from trt_pipeline.export.twin import available_memory
     from trt_pipeline.quantize.int4 import stored_bytes
 
-    reference = OutputLayout(out_dir).onnx_path("fp32", "decoder")
-    if not cfg.evaluate or not reference.is_file():
-        return
-    size, available = stored_bytes(reference), available_memory()
+    graphs = [graph for graph in graphs if graph.is_file()]
+    size = sum(stored_bytes(graph) for graph in graphs)
+    available = available_memory() if graphs else size
     if size > available:
-        raise ConfigError(
-            f"the accuracy gates run {reference} ({size / 1e9:.1f} GB) in ONNX Runtime, more than the "
-            f"{available / 1e9:.1f} GB of memory available here.", path=reference,
-            hint="pass --no-evaluate (the variant is written, not compared), or evaluate on a machine with "
-                 "more memory.")
+        names = ", ".join(str(graph) for graph in graphs)
+        raise ConfigError(f"{doing} {names} ({size / 1e9:.1f} GB) in ONNX Runtime, more than the "
+                          f"{available / 1e9:.1f} GB of memory available here.", path=graphs[0], hint=hint)
 
 
 def _int4_component(out_dir: Path, folder: Path, component: str, cfg: Any, calib: Any,
