@@ -130,9 +130,19 @@ def _capture_classification() -> Iterator[dict[str, list[str]]]:
         nodeclassifier.NodeClassifier.run = original  # type: ignore[method-assign]
 
 
-def has_external_data(path: Path) -> bool:
-    model = onnx.load(str(path), load_external_data=False)
+def stores_external_data(model: onnx.ModelProto) -> bool:
+    """Whether any initializer of ``model`` keeps its bytes in an external data file."""
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def external_data_files(model: onnx.ModelProto) -> set[str]:
+    """The external data files ``model``'s initializers name (locations relative to the model's folder)."""
+    return {entry.value for tensor in model.graph.initializer if tensor.data_location == onnx.TensorProto.EXTERNAL
+            for entry in tensor.external_data if entry.key == "location"}
+
+
+def has_external_data(path: Path) -> bool:
+    return stores_external_data(onnx.load(str(path), load_external_data=False))
 
 
 def save_model(model: onnx.ModelProto, path: Path, external: bool | None = None) -> str | None:
@@ -319,7 +329,10 @@ __all__ = [
     "AutocastReport",
     "autocast_file",
     "autocast_model",
+    "external_data_files",
+    "has_external_data",
     "io_dtypes",
     "quiet_modelopt",
     "save_model",
+    "stores_external_data",
 ]

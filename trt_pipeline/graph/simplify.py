@@ -20,6 +20,7 @@ import onnx
 from trt_pipeline.artifacts import atomic_path
 from trt_pipeline.config import SimplifyConfig
 from trt_pipeline.errors import OnnxModelError
+from trt_pipeline.graph.autocast import stores_external_data
 from trt_pipeline.models.glm4v.io_spec import LOGITS_POSITIONS
 from trt_pipeline.progress import log, progress_bar
 
@@ -83,7 +84,7 @@ def simplify_model(path: Path, cfg: SimplifyConfig = SimplifyConfig()) -> dict[s
     size = _model_bytes(path)
     model = onnx.load(str(path), load_external_data=False)  # one in-memory copy (inline weights included)
     before = len(model.graph.node)
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    external = stores_external_data(model)
     if size > cfg.skip_above_bytes:
         log(f"[yellow]warning:[/] {path.name} is {size / 1e9:.1f} GB (> 2 GB protobuf limit): simplification skipped")
         return {"skipped": f"model is {size} bytes, above the 2 GB onnxsim limit", "nodes_before": before}

@@ -123,16 +123,9 @@ def folded_structure(model: onnx.ModelProto) -> onnx.ModelProto:
             attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             shape = onnx.numpy_helper.to_array(inits[node.input[1]]) if len(node.input) > 1 else None
             dims = _out_dims(node.op_type, attributes, tuple(source.dims), shape)
-            graph.initializer.append(_dataless(node.output[0], source.data_type, dims))
+            graph.initializer.append(onnx.TensorProto(name=node.output[0], data_type=source.data_type, dims=dims))
             graph.node.remove(node)
     return folded
-
-
-def _dataless(name: str, data_type: int, dims: tuple[int, ...]) -> onnx.TensorProto:
-    tensor = onnx.TensorProto()
-    tensor.name, tensor.data_type = name, data_type
-    tensor.dims.extend(dims)
-    return tensor
 
 
 def folded_weights_file(src: Path, scratch: Path) -> Path:
@@ -144,12 +137,13 @@ def folded_weights_file(src: Path, scratch: Path) -> Path:
     import onnx_ir as ir
 
     from trt_pipeline.export.streaming import save_with_external_data
+    from trt_pipeline.graph.autocast import stores_external_data
 
     src = Path(src)
     proto = onnx.load(str(src), load_external_data=False)  # read once: the check, the storage and the model
     if not weight_transforms(proto):
         return src
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    external = stores_external_data(proto)
     model = ir.serde.deserialize_model(proto)  # what ir.load does with the proto it reads
     ir.external_data.set_base_dir(model.graph, str(src.parent))
     fold_weight_transforms(model)

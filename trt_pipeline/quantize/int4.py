@@ -65,8 +65,10 @@ from trt_pipeline.config.int4 import INT4_MIN_BLOCKS_PER_COLUMN as MIN_BLOCKS_PE
 from trt_pipeline.config.int4 import INT4_MIN_OPSET as MIN_OPSET
 from trt_pipeline.config.int4 import check_block_size, check_opset
 from trt_pipeline.errors import CalibrationError, ConfigError, OnnxModelError
+from trt_pipeline.graph.autocast import stores_external_data
 from trt_pipeline.progress import log as log_line
 from trt_pipeline.quantize.int8 import feed_list_reader, stage_model
+from trt_pipeline.quantize.memory_needs import memory_shortfall, stored_bytes  # noqa: F401 - stored_bytes: part of this API
 
 #: a progress hook: (weights done, weights in all)
 OnWeight = Callable[[int, int], None]
@@ -262,7 +264,7 @@ def prepare_structure(src: Path, scratch: Path, opset: int, feed: dict[str, np.n
     current = opset_of(structure)
     structure = upgraded(structure, src, opset)
     changed = gemms_to_matmuls(structure, gemms, transpose_nodes=True) > 0 or current < opset
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in structure.graph.initializer)
+    external = stores_external_data(structure)
     if changed and feed is not None and not external:
         checked = scratch / "opset" / src.name
         checked.parent.mkdir(parents=True, exist_ok=True)
@@ -514,30 +516,18 @@ def _targets(src: Path, scratch: Path, method: str, quantize_lm_head: bool, node
     return folded, targets, excluded
 
 
-def stored_bytes(path: Path) -> int:
-    """Bytes of an ONNX file and the external data files its initializers name."""
-    model = onnx.load(str(path), load_external_data=False)
-    locations = {entry.value for tensor in model.graph.initializer if tensor.data_location == onnx.TensorProto.EXTERNAL
-                 for entry in tensor.external_data if entry.key == "location"}
-    return path.stat().st_size + sum((path.parent / location).stat().st_size for location in locations
-                                     if (path.parent / location).is_file())
-
-
 def check_whole_graph_memory(src: Path, method: str) -> None:
     """AWQ runs ModelOpt on the whole fp32 graph: every weight loaded, then an ONNX Runtime session of it
     for the calibration activations. Refused up front when the weights alone exceed the memory this
     process has (the real 9B's 41 GB on a 24 GiB machine), instead of being killed an hour in;
     RTN quantizes one weight at a time and is never refused for size."""
-    from trt_pipeline.export.twin import available_memory
-
-    if method == "rtn":
-        return
-    size, available = stored_bytes(src), available_memory()
-    if size > available:
+    shortfall = memory_shortfall([src]) if method != "rtn" else None
+    if shortfall is not None:
+        size, available = shortfall
         raise ConfigError(
             f"--method {method} quantizes {src} as a whole: ModelOpt loads its {size / 1e9:.1f} GB and ONNX Runtime "
             f"a second copy to calibrate, more than the {available / 1e9:.1f} GB of memory available here.",
-            path=src, hint="pass --method rtn (one weight at a time: it holds the int4 weights and one fp32 weight), "
+            path=src, hint="pass --method rtn (one weight at a time: it holds only the weight being written), "
                            f"or run on a machine with more than {2 * size / 1e9:.0f} GB of memory.")
 
 
@@ -582,7 +572,6 @@ def quantize_int4_file(
             f"in the narrowest K ({min(m.k for m in targets)}) dividing every K")
         block_size = block_size if block_size is not None else auto_block_size(targets)
         check_block_fits(targets, block_size, src)
-        external = has_external_data(folded)
         gemms = [m.name for m in targets if m.op_type == "Gemm"]
         weights_only = Path(scratch) / "int4" / dst.name if activations == "fp16" else dst
         if method == "rtn":  # one weight at a time: never the whole fp32 graph in memory
@@ -590,6 +579,7 @@ def quantize_int4_file(
                                    feeds[0] if feeds else None, gemms, on_weight)
             used, reason, awq = "rtn", None, None
         else:
+            external = has_external_data(folded)
             staged = folded if folded != src else stage_model(src, Path(scratch) / "src")
             upgraded_file = Path(scratch) / "opset" / src.name
             opset_from = prepare_graph(staged, upgraded_file, opset, feeds[0], gemms)

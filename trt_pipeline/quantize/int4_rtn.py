@@ -72,10 +72,7 @@ def quantized_weight(name: str, weight: np.ndarray, block_size: int,
     RTN's scale is per block of ``block_size`` rows of one column, so the slices' results are the whole
     weight's. Row slices of a C-order array are views (the weight is read from disk slice by slice, never
     copied whole), and their packed int4 bytes follow each other in the whole weight's packing (a slice of
-    whole 16+-row blocks holds an even number of elements: no nibble is split); a tensor without raw bytes
-    is joined through numpy."""
-    from onnx import numpy_helper
-
+    whole 16+-row blocks holds an even number of elements: no nibble is split)."""
     k, n = weight.shape
     rows = max(1, chunk_bytes // max(1, n * weight.itemsize) // block_size) * block_size
     if rows >= k:
@@ -90,11 +87,9 @@ def quantized_weight(name: str, weight: np.ndarray, block_size: int,
     for key, tensors in parts.items():
         first = tensors[0]
         dims = [sum(t.dims[0] for t in tensors), *first.dims[1:]]
-        if all(t.HasField("raw_data") for t in tensors):
-            joined[key] = onnx.helper.make_tensor(key, first.data_type, dims, b"".join(t.raw_data for t in tensors),
-                                                  raw=True)
-        else:
-            joined[key] = numpy_helper.from_array(np.concatenate([numpy_helper.to_array(t) for t in tensors]), key)
+        if not all(t.HasField("raw_data") for t in tensors):
+            raise RuntimeError(f"ModelOpt's RTN of {name} gave {key} without raw bytes; its slices cannot be joined")
+        joined[key] = onnx.helper.make_tensor(key, first.data_type, dims, b"".join(t.raw_data for t in tensors), raw=True)
     return node, joined
 
 
@@ -226,7 +221,7 @@ def quantize_rtn_file(src: Path, dst: Path, matmuls: Sequence[str], block_size: 
     import onnx_ir as ir
 
     from trt_pipeline.export.streaming import save_with_external_data
-    from trt_pipeline.graph.autocast import restore_shapes
+    from trt_pipeline.graph.autocast import restore_shapes, stores_external_data
     from trt_pipeline.graph.weight_folding import fold_weight_transforms
 
     model = ir.serde.deserialize_model(structure)
@@ -237,7 +232,7 @@ def quantize_rtn_file(src: Path, dst: Path, matmuls: Sequence[str], block_size: 
     made = quantize_weights(model, weights, block_size, on_weight)
     model.ir_version = max(model.ir_version or 0, 10)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in structure.graph.initializer)
+    external = stores_external_data(structure)
     size = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
     data = dst.with_name(dst.name + ".data")
     if data.exists():

@@ -65,6 +65,7 @@ import numpy as np
 import onnx
 
 from trt_pipeline.errors import CalibrationError, ConfigError, OnnxModelError
+from trt_pipeline.graph.autocast import external_data_files
 from trt_pipeline.graph.half_norms import reciprocal_norms
 from trt_pipeline.quantize.calibration_cache import (  # noqa: F401 - the cache format lives there
     CACHE_ALGORITHM,
@@ -120,15 +121,7 @@ def stage_model(src: Path, folder: Path, name: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     dst = folder / (name or src.name)
     shutil.copy2(src, dst)
-    model = onnx.load(str(src), load_external_data=False)
-    locations = {
-        entry.value
-        for tensor in model.graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    for location in locations:
+    for location in external_data_files(onnx.load(str(src), load_external_data=False)):
         source = (src.parent / location).resolve()
         link = folder / location
         if not link.exists():

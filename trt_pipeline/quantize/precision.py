@@ -208,7 +208,7 @@ def _base_manifest(precision: str, stage: str, cfg: Any, hashes: dict[str, str],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": hashes,
         "config": cfg.to_dict(),
-        "calibration": {"folder": str(calib_dir), **calib.summary(build=calib.built)},
+        "calibration": {"folder": str(calib_dir), **calib.summary(build=False)},
         "heldout": {"folder": str(heldout_dir), **heldout.summary()} if heldout is not None else None,
         "tool_versions": tool_versions(*TOOLS),
     }
@@ -521,13 +521,12 @@ def check_calibration_memory(out_dir: Path, precision: str, components: list[str
 
 def _refuse_above_memory(graphs: list[Path], doing: str, hint: str) -> None:
     """ConfigError when the ONNX graphs ``graphs`` (with their external data) exceed the memory available."""
-    from trt_pipeline.export.twin import available_memory
-    from trt_pipeline.quantize.int4 import stored_bytes
+    from trt_pipeline.quantize.memory_needs import memory_shortfall
 
-    graphs = [graph for graph in graphs if graph.is_file()]
-    size = sum(stored_bytes(graph) for graph in graphs)
-    available = available_memory() if graphs else size
-    if size > available:
+    shortfall = memory_shortfall(graphs)
+    if shortfall is not None:
+        size, available = shortfall
+        graphs = [graph for graph in graphs if graph.is_file()]
         names = ", ".join(str(graph) for graph in graphs)
         raise ConfigError(f"{doing} {names} ({size / 1e9:.1f} GB) in ONNX Runtime, more than the "
                           f"{available / 1e9:.1f} GB of memory available here.", path=graphs[0], hint=hint)
