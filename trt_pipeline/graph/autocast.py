@@ -44,6 +44,8 @@ from trt_pipeline.errors import ConfigError, OnnxModelError
 from trt_pipeline.graph.half_norms import reciprocal_norms
 
 TWO_GB = 2 * 1024**3
+#: initializer bytes above which a graph is saved with external data (protobuf's 2 GB, with margin)
+EXTERNAL_ABOVE_BYTES = TWO_GB - 64 * 1024**2
 FP16_MAX = float(np.finfo(np.float16).max)
 REFERENCE_RUNNERS = ("streaming", "modelopt")
 _SKIP_RE = re.compile(r"Skipping node (?P<name>.+?): (?P<reason>.+)$")
@@ -153,7 +155,7 @@ def save_model(model: onnx.ModelProto, path: Path, external: bool | None = None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if external is None:
-        external = sum(_tensor_bytes(t) for t in model.graph.initializer) > TWO_GB - 64 * 1024**2
+        external = sum(_tensor_bytes(t) for t in model.graph.initializer) > EXTERNAL_ABOVE_BYTES
     data = path.with_name(path.name + ".data")
     if data.exists():
         data.unlink()
@@ -261,7 +263,7 @@ def autocast_file(
                 path=src,
                 hint=f"last ModelOpt log lines:\n{tail}" if tail else "re-run with a smaller --calib-samples to debug.",
             ) from error
-    external = external or sum(_tensor_bytes(t) for t in model.graph.initializer) > TWO_GB - 64 * 1024**2
+    external = external or sum(_tensor_bytes(t) for t in model.graph.initializer) > EXTERNAL_ABOVE_BYTES
     reciprocal_norms(model)  # plain ONNX Runtime sessions load it (graph/half_norms.py)
     save_model(model, dst, external)
     report = summarize(model, classes, buffer.getvalue())
@@ -326,6 +328,7 @@ def io_dtypes(path: Path | str) -> dict[str, list[dict[str, Any]]]:
 
 
 __all__ = [
+    "EXTERNAL_ABOVE_BYTES",
     "AutocastReport",
     "autocast_file",
     "autocast_model",

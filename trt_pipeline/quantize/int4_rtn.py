@@ -34,8 +34,6 @@ import onnx
 
 #: the largest column slice of a weight handed to ModelOpt at once (its working copies are a few times this)
 CHUNK_BYTES = 64 * 1024**2
-#: graphs whose initializers exceed this are written with external data (protobuf's 2 GB limit, with margin)
-EXTERNAL_ABOVE_BYTES = 2 * 1024**3 - 64 * 1024**2
 
 
 def modelopt_rtn(name: str, weight: np.ndarray, block_size: int) -> tuple[onnx.NodeProto, dict[str, onnx.TensorProto]]:
@@ -221,7 +219,7 @@ def quantize_rtn_file(src: Path, dst: Path, matmuls: Sequence[str], block_size: 
     import onnx_ir as ir
 
     from trt_pipeline.export.streaming import save_with_external_data
-    from trt_pipeline.graph.autocast import restore_shapes, stores_external_data
+    from trt_pipeline.graph.autocast import EXTERNAL_ABOVE_BYTES, restore_shapes, stores_external_data
     from trt_pipeline.graph.weight_folding import fold_weight_transforms
 
     model = ir.serde.deserialize_model(structure)
