@@ -258,12 +258,14 @@ def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str,
     manifest = read_export_manifest(out_dir)
     refuse_half_export(manifest, precision)
     components = _components(manifest, list(cfg.components), out_dir)
+    build = needs_feeds is None or needs_feeds(components)
+    if build:  # before the inputs are read for their hashes: a refusal comes at once
+        check_calibration_memory(out_dir, precision, components)
     calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
     calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
                               cfg.decode_steps, cfg.evaluate, show_progress)
     hashes = _input_hashes(out_dir, components, calib_dir, heldout_dir)
-    if needs_feeds is None or needs_feeds(components):
-        check_calibration_memory(out_dir, precision, components)
+    if build:
         calib.build()
     return components, calib_dir, heldout_dir, calib, heldout, hashes
 
