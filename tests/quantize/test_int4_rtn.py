@@ -8,6 +8,7 @@ DequantizeLinear nodes, the same int4 bytes and scales, the same outputs, on bot
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,32 @@ def test_calibrating_is_refused_up_front_when_the_fp32_graphs_exceed_the_memory(
     assert sorted(p.name for p in (export / "onnx").iterdir()) == ["fp32"]  # nothing written
     make_int4(export, Int4Config(method="rtn", activations="fp32", block_size=BLOCK, calib_samples=2, evaluate=False,
                                  components=components), show_progress=False)
+
+
+def test_every_stage_that_cannot_fit_is_named_in_one_refusal(streamed_export: Path, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """``precision int4`` with its defaults on the 9B both evaluates and calibrates, and neither fits on an
+    ordinary machine: one refusal names both, with both ways out, so the user is not refused a second time
+    after following the first hint. Following both runs."""
+    import trt_pipeline.export.twin as twin
+    from trt_pipeline.config.int4 import Int4Config
+    from trt_pipeline.errors import ConfigError
+    from trt_pipeline.quantize.int4 import stored_bytes
+    from trt_pipeline.quantize.precision import make_int4
+
+    export = _external_copy(streamed_export, tmp_path / "export")
+    monkeypatch.setattr(twin, "available_memory",
+                        lambda: stored_bytes(export / "onnx" / "fp32" / "decoder.onnx") - 1)
+    components = {"decoder": "int4", "vision_encoder": "fp32"}
+    with pytest.raises(ConfigError) as info:
+        make_int4(export, Int4Config(method="rtn", activations="fp16", block_size=BLOCK, calib_samples=2,
+                                     heldout_samples=2, components=components), show_progress=False)
+    message = str(info.value)
+    fp32 = re.escape(str(export / "onnx" / "fp32"))
+    assert re.search(rf"the accuracy gates run {fp32}/decoder\.onnx \([\d.]+ [kKMG]?B\) in ONNX Runtime; and building "
+                     rf"the int4 calibration feeds runs {fp32}/vision_encoder\.onnx, {fp32}/decoder\.onnx", message), message
+    assert "--no-evaluate" in info.value.hint and "--method rtn --activations fp32" in info.value.hint
+    assert sorted(p.name for p in (export / "onnx").iterdir()) == ["fp32"]  # nothing written
+    make_int4(export, Int4Config(method="rtn", activations="fp32", block_size=BLOCK, calib_samples=2, evaluate=False,
+                                 components=components), show_progress=False)
+    assert (export / "onnx" / "int4" / "decoder.onnx").is_file()

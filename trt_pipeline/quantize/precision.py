@@ -55,6 +55,7 @@ from trt_pipeline.artifacts.manifests import ExportManifest, read_export_manifes
 from trt_pipeline.config import Fp16Config, Int8Config
 from trt_pipeline.errors import CalibrationError, ConfigError
 from trt_pipeline.progress import log, progress_bar
+from trt_pipeline.units import format_bytes
 
 TOOLS = ("onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "onnx-graphsurgeon", "polygraphy",
          "numpy", "torch", "transformers")
@@ -259,8 +260,8 @@ def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str,
     refuse_half_export(manifest, precision)
     components = _components(manifest, list(cfg.components), out_dir)
     build = needs_feeds is None or needs_feeds(components)
-    if build:  # before the inputs are read for their hashes: a refusal comes at once
-        check_calibration_memory(out_dir, precision, components)
+    # before the inputs are read for their hashes: a refusal comes at once
+    check_memory_up_front(out_dir, precision, components, evaluate=cfg.evaluate, calibrate=build)
     calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
     calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
                               cfg.decode_steps, cfg.evaluate, show_progress)
@@ -449,7 +450,6 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
     cfg = cfg if cfg is not None else Int4Config()
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    check_evaluation_memory(out_dir, cfg)
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(
         out_dir, cfg, show_progress, "int4", lambda components: int4_needs_feeds(out_dir, cfg, components))
     layout = OutputLayout(out_dir)
@@ -492,15 +492,9 @@ def int4_needs_feeds(out_dir: Path, cfg: Any, components: list[str]) -> bool:
     return False
 
 
-def check_evaluation_memory(out_dir: Path, cfg: Any) -> None:
-    """The accuracy gates run the fp32 decoder in ONNX Runtime: refused up front (naming ``--no-evaluate``)
-    when its weights alone exceed the memory available here, instead of the kernel killing the run after
-    the variant is made."""
-    if cfg.evaluate:
-        _refuse_above_memory([OutputLayout(out_dir).onnx_path("fp32", "decoder")], "the accuracy gates run",
-                             "pass --no-evaluate (the variant is written, not compared), or evaluate on a machine "
-                             "with more memory.")
-
+#: what to do instead of evaluating, when the fp32 decoder does not fit in memory
+EVALUATION_ALTERNATIVE = ("pass --no-evaluate (the variant is written, not compared), or evaluate on a machine with "
+                          "more memory.")
 
 #: what to do instead of calibrating, per precision, when the fp32 graphs do not fit in memory
 CALIBRATION_ALTERNATIVES = {
@@ -512,26 +506,38 @@ CALIBRATION_ALTERNATIVES = {
 }
 
 
-def check_calibration_memory(out_dir: Path, precision: str, components: list[str]) -> None:
-    """Building the calibration feeds runs the fp32 graphs of ``components`` in ONNX Runtime, all open at
-    once (the 9B's decoder alone: 41 GB): refused up front, with what to do instead, where they exceed the
-    memory available here."""
-    layout = OutputLayout(out_dir)
-    _refuse_above_memory([layout.onnx_path("fp32", component) for component in components],
-                         f"building the {precision} calibration feeds runs", CALIBRATION_ALTERNATIVES[precision])
+def check_memory_up_front(out_dir: Path, precision: str, components: list[str], *, evaluate: bool,
+                          calibrate: bool) -> None:
+    """The stages of a precision run that load whole fp32 graphs into ONNX Runtime, checked before any work:
+    the accuracy gates (the fp32 decoder) when ``evaluate``, and building the calibration feeds (the fp32
+    graphs of ``components``, all open at once) when ``calibrate``. The 9B's decoder alone is 41 GB, so
+    on an ordinary machine the kernel would otherwise kill the run after the variant is made.
 
-
-def _refuse_above_memory(graphs: list[Path], doing: str, hint: str) -> None:
-    """ConfigError when the ONNX graphs ``graphs`` (with their external data) exceed the memory available."""
+    Every stage that cannot fit is named in ONE ConfigError, with every flag that avoids it: a user who
+    fixes the first refusal is not refused again by the second.
+    """
     from trt_pipeline.quantize.memory_needs import memory_shortfall
 
-    shortfall = memory_shortfall(graphs)
-    if shortfall is not None:
-        size, available = shortfall
-        graphs = [graph for graph in graphs if graph.is_file()]
-        names = ", ".join(str(graph) for graph in graphs)
-        raise ConfigError(f"{doing} {names} ({size / 1e9:.1f} GB) in ONNX Runtime, more than the "
-                          f"{available / 1e9:.1f} GB of memory available here.", path=graphs[0], hint=hint)
+    layout = OutputLayout(out_dir)
+    stages = []
+    if evaluate:
+        stages.append(("the accuracy gates run", [layout.onnx_path("fp32", "decoder")], EVALUATION_ALTERNATIVE))
+    if calibrate:
+        stages.append((f"building the {precision} calibration feeds runs",
+                       [layout.onnx_path("fp32", component) for component in components],
+                       CALIBRATION_ALTERNATIVES[precision]))
+    refused, hints, available = [], [], 0
+    for doing, graphs, hint in stages:
+        shortfall = memory_shortfall(graphs)
+        if shortfall is not None:
+            size, available = shortfall
+            names = ", ".join(str(graph) for graph in graphs if graph.is_file())
+            refused.append((f"{doing} {names} ({format_bytes(size, 1)}) in ONNX Runtime", graphs[0]))
+            hints.append(hint)
+    if refused:
+        raise ConfigError(f"{'; and '.join(text for text, _ in refused)}: more than the "
+                          f"{format_bytes(available, 1)} of memory available here.", path=refused[0][1],
+                          hint=" Also: ".join(hints))
 
 
 def _int4_component(out_dir: Path, folder: Path, component: str, cfg: Any, calib: Any,
