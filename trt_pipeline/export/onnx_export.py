@@ -18,9 +18,9 @@ import torch
 
 from trt_pipeline.errors import OnnxModelError
 from trt_pipeline.artifacts.layout import external_data_path
+from trt_pipeline.graph.autocast import EXTERNAL_ABOVE_BYTES
 from trt_pipeline.models.glm4v.io_spec import ComponentSpec
 
-TWO_GB = 2 * 1024**3
 
 
 def dynamic_shapes(spec: ComponentSpec, args: tuple[torch.Tensor, ...], variadic_from: int | None):
@@ -104,7 +104,7 @@ def export_component(
             report=False,
         )
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    use_external = external_data if external_data is not None else weight_bytes > TWO_GB - 64 * 1024**2
+    use_external = external_data if external_data is not None else weight_bytes > EXTERNAL_ABOVE_BYTES
     program.save(str(path), external_data=use_external)
     del program
     model = onnx.load(str(path), load_external_data=False)
