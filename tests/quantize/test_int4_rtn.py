@@ -100,6 +100,24 @@ def test_row_slices_give_the_whole_weights_rtn(rows: int, columns: int) -> None:
         assert np.array_equal(numpy_helper.to_array(sliced[name]), numpy_helper.to_array(whole[name])), name
 
 
+def test_no_slice_leaves_garbage_behind() -> None:
+    """ModelOpt's graph for one slice is a web of reference cycles holding the slice's fp32 copies. Left to
+    Python's occasional full collection they piled up to ~2.5 GB on the real 9B (measured: anonymous memory
+    1.1 -> 3.0 GB across the layers), which pushed the LM head's source out of the page cache under a
+    4 GiB cap and made its quantization re-read the disk for an hour. Each slice's cycles are collected
+    as it ends: nothing is left for a collection to find."""
+    import gc
+
+    from trt_pipeline.quantize.int4_rtn import quantized_weight
+
+    weight = np.random.default_rng(3).standard_normal((8 * BLOCK, 64)).astype(np.float32)
+    quantized_weight("w", weight, BLOCK)  # imports and ModelOpt's first-call set-up
+    gc.collect()
+    node, tensors = quantized_weight("w", weight, BLOCK, chunk_bytes=2 * BLOCK * 64 * 4)  # four slices
+    assert node.op_type == "DequantizeLinear" and tensors
+    assert gc.collect() == 0
+
+
 def test_rtn_writes_external_data_when_the_source_has_it(tiny_export: Path, tmp_path: Path) -> None:
     """A source with external data (every export above 2 GB) gives an int4 graph with external data,
     whose weights are the in-memory source's quantized ones."""
