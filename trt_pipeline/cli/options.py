@@ -28,7 +28,7 @@ PipelineToml = Annotated[Optional[Path], typer.Option("--config", "-c", help="pi
 
 # --- what to work on --------------------------------------------------------------------------------
 Components = Annotated[str, typer.Option(help="Comma-separated: vision_encoder,decoder.")]
-OnnxPrecision = Annotated[str, typer.Option(help="Which OUT/onnx/PRECISION folder: fp32, fp16 or int8.")]
+OnnxPrecision = Annotated[str, typer.Option(help="Which OUT/onnx/PRECISION folder: fp32, fp16, int8 or int4 (the folder `precision` wrote).")]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Greedy tokens per prompt.")]
 
 # --- calibration and held-out data (precision fp16 / int8) -------------------------------------------
