@@ -247,8 +247,11 @@ def test_every_stage_that_cannot_fit_is_named_in_one_refusal(streamed_export: Pa
                                                              monkeypatch) -> None:
     """``precision int4`` with its defaults on the 9B both evaluates and calibrates, and neither fits on an
     ordinary machine: one refusal names both, with both ways out, so the user is not refused a second time
-    after following the first hint. Following both runs."""
+    after following the first hint. Following both runs. The refusal comes before the fp32 graphs are
+    verified against their manifest (hashing the 9B's 37 GB took a minute before the refusal); a run
+    that fits still verifies them."""
     import trt_pipeline.export.twin as twin
+    from trt_pipeline.artifacts.manifests import ComponentEntry
     from trt_pipeline.config.int4 import Int4Config
     from trt_pipeline.errors import ConfigError
     from trt_pipeline.quantize.int4 import stored_bytes
@@ -257,10 +260,19 @@ def test_every_stage_that_cannot_fit_is_named_in_one_refusal(streamed_export: Pa
     export = _external_copy(streamed_export, tmp_path / "export")
     monkeypatch.setattr(twin, "available_memory",
                         lambda: stored_bytes(export / "onnx" / "fp32" / "decoder.onnx") - 1)
+    verified: list[str] = []
+    real_verify = ComponentEntry.verify
+
+    def verify(self, *args, **kwargs):
+        verified.append(self.path.name)
+        return real_verify(self, *args, **kwargs)
+
+    monkeypatch.setattr(ComponentEntry, "verify", verify)
     components = {"decoder": "int4", "vision_encoder": "fp32"}
     with pytest.raises(ConfigError) as info:
         make_int4(export, Int4Config(method="rtn", activations="fp16", block_size=BLOCK, calib_samples=2,
                                      heldout_samples=2, components=components), show_progress=False)
+    assert verified == []  # refused before any graph was hashed
     message = str(info.value)
     fp32 = re.escape(str(export / "onnx" / "fp32"))
     assert re.search(rf"the accuracy gates run {fp32}/decoder\.onnx \([\d.]+ [kKMG]?B\) in ONNX Runtime; and building "
@@ -270,3 +282,4 @@ def test_every_stage_that_cannot_fit_is_named_in_one_refusal(streamed_export: Pa
     make_int4(export, Int4Config(method="rtn", activations="fp32", block_size=BLOCK, calib_samples=2, evaluate=False,
                                  components=components), show_progress=False)
     assert (export / "onnx" / "int4" / "decoder.onnx").is_file()
+    assert {"decoder.onnx", "vision_encoder.onnx"} <= set(verified)  # the run that fits verified its inputs

@@ -120,7 +120,9 @@ def refuse_half_export(manifest: ExportManifest, precision: str) -> None:
         hint=f"{instead}. A {manifest.precision} export builds and runs on TensorRT as it is.")
 
 
-def _components(manifest: ExportManifest, wanted: list[str], out_dir: Path) -> list[str]:
+def _components(manifest: ExportManifest, wanted: list[str], out_dir: Path, verify: bool = True) -> list[str]:
+    """The ``wanted`` components the export has, their fp32 graphs present (and, with ``verify``, their
+    bytes the manifest's: for the 9B that hashes 37 GB, a minute)."""
     from trt_pipeline.runtime.onnxruntime_runner import onnx_path
 
     available = list(manifest.components)
@@ -131,7 +133,7 @@ def _components(manifest: ExportManifest, wanted: list[str], out_dir: Path) -> l
             path=manifest.path,
         )
     for component in chosen:
-        onnx_path(out_dir, "fp32", component)  # raises OnnxModelError when missing
+        onnx_path(out_dir, "fp32", component, verify=verify)  # raises OnnxModelError when missing
     return chosen
 
 
@@ -258,10 +260,11 @@ def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str,
     """
     manifest = read_export_manifest(out_dir)
     refuse_half_export(manifest, precision)
-    components = _components(manifest, list(cfg.components), out_dir)
+    components = _components(manifest, list(cfg.components), out_dir, verify=False)
     build = needs_feeds is None or needs_feeds(components)
-    # before the inputs are read for their hashes: a refusal comes at once
+    # before the graphs are verified and the inputs hashed (both read every byte): a refusal comes at once
     check_memory_up_front(out_dir, precision, components, evaluate=cfg.evaluate, calibrate=build)
+    _components(manifest, components, out_dir)
     calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
     calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
                               cfg.decode_steps, cfg.evaluate, show_progress)
