@@ -171,7 +171,7 @@ def _external_copy(streamed_export: Path, to: Path) -> Path:
 
 def test_rtn_of_a_large_graph_to_fp32_activations_runs_no_fp32_graph(streamed_export: Path, tmp_path: Path,
                                                                      monkeypatch) -> None:
-    """Building calibration feeds runs the fp32 graphs (the 9B's decoder: 41 GB in ONNX Runtime). RTN to fp32
+    """Building calibration feeds runs the fp32 graphs (the 9B's decoder: 35 GB in ONNX Runtime). RTN to fp32
     activations of a graph with external data reads none, so ``precision int4`` never builds them there;
     fp16 activations (AutoCast's reference run) still do."""
     from trt_pipeline.config.int4 import Int4Config
@@ -221,7 +221,7 @@ def test_evaluation_is_refused_up_front_when_the_fp32_decoder_exceeds_the_memory
 
 def test_calibrating_is_refused_up_front_when_the_fp32_graphs_exceed_the_memory(streamed_export: Path, tmp_path: Path,
                                                                                  monkeypatch) -> None:
-    """fp16 activations need calibration feeds, made by running the fp32 graphs (the 9B's decoder: 41 GB): where
+    """fp16 activations need calibration feeds, made by running the fp32 graphs (the 9B's decoder: 35 GB): where
     they cannot fit, ``precision int4`` says so before any work and names the flags that need no calibration;
     with those flags the same limit is no obstacle."""
     import trt_pipeline.export.twin as twin

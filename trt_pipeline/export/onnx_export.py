@@ -22,7 +22,6 @@ from trt_pipeline.graph.autocast import EXTERNAL_ABOVE_BYTES
 from trt_pipeline.models.glm4v.io_spec import ComponentSpec
 
 
-
 def dynamic_shapes(spec: ComponentSpec, args: tuple[torch.Tensor, ...], variadic_from: int | None):
     """torch.export ``dynamic_shapes`` for a component's example args from its spec's symbolic axes
     (shared by the in-memory and the weight-free streamed export, so both trace the same graph)."""

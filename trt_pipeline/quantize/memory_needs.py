@@ -1,7 +1,7 @@
 """Whether a stage that loads whole ONNX graphs can fit in this machine's memory, asked before it starts.
 
 ModelOpt's AWQ, the calibration feeds (the fp32 graphs run in ONNX Runtime) and the accuracy gates each
-hold at least the weights of the graphs they load. For the real 9B's fp32 decoder that is 41 GB: on a
+hold at least the weights of the graphs they load. For the real 9B's fp32 decoder that is 35 GB: on a
 24 GiB machine the kernel would kill the run after minutes of work. The stages compare the graphs'
 stored bytes with :func:`~trt_pipeline.export.twin.available_memory` first and refuse with what to
 run instead (each caller words its own error); the stored bytes are a lower bound, so no run that could

@@ -480,7 +480,7 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
 
 def int4_needs_feeds(out_dir: Path, cfg: Any, components: list[str]) -> bool:
     """Whether ``precision int4`` of ``components`` reads calibration feeds, whose building runs the fp32
-    graphs (the real 9B's decoder: 41 GB in ONNX Runtime). AWQ needs their activations, fp16 AutoCast its
+    graphs (the real 9B's decoder: 35 GB in ONNX Runtime). AWQ needs their activations, fp16 AutoCast its
     reference run, and a graph under 2 GB the opset upgrade's check; RTN of a large graph to fp32
     activations (ONNX Runtime's int4 of the 9B) needs none."""
     from trt_pipeline.graph.autocast import has_external_data
@@ -513,7 +513,7 @@ def check_memory_up_front(out_dir: Path, precision: str, components: list[str], 
                           calibrate: bool) -> None:
     """The stages of a precision run that load whole fp32 graphs into ONNX Runtime, checked before any work:
     the accuracy gates (the fp32 decoder) when ``evaluate``, and building the calibration feeds (the fp32
-    graphs of ``components``, all open at once) when ``calibrate``. The 9B's decoder alone is 41 GB, so
+    graphs of ``components``, all open at once) when ``calibrate``. The 9B's fp32 decoder alone is 35 GB, so
     on an ordinary machine the kernel would otherwise kill the run after the variant is made.
 
     Every stage that cannot fit is named in ONE ConfigError, with every flag that avoids it: a user who
