@@ -5,7 +5,7 @@ the vision encoder, the prompt prefilled in chunks, the reply streamed. This scr
 any export (the real 9B's int4 included), through the OpenAI client the agent uses:
 
 1. starts ``autoglm-trt serve OUT --backend ort --precision P`` on 127.0.0.1 (a free port) and waits
-   until ``/health`` says it is ready (the load time);
+   until ``/health`` says it is ready (the load time), through :class:`trt_pipeline.serve.launch.ServerProcess`;
 2. sends ``--requests`` streamed chat completions (system prompt + a ``--width`` x ``--height`` PNG
    screenshot as a data URL + an instruction; greedy, ``max_tokens=--max-tokens``, usage included).
    They are the same conversation, so the first is cold and the later ones show the prefix cache;
@@ -20,53 +20,23 @@ Writes ``--out`` (JSON) and prints it.
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "import sys; from trt_pipeline.cli import app; sys.argv[0] = 'autoglm-trt'; sys.exit(app())"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def screenshot_url(width: int, height: int) -> str:
-    """A deterministic noise PNG (the worst case for nothing: every patch differs) as a data URL."""
+    """A deterministic noise PNG (every patch differs) as the data URL the agent sends."""
     import numpy as np
     from PIL import Image
 
-    pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    from trt_pipeline.serve.media import encode_data_url
 
-
-def wait_until_ready(root: str, server: subprocess.Popen, timeout: float) -> float:
-    """Seconds until ``/health`` answers 200 (it answers 503 while the models load)."""
-    import urllib.request
-
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with {server.returncode} while loading")
-        try:
-            with urllib.request.urlopen(f"{root}/health", timeout=5):
-                return time.perf_counter() - start
-        except OSError:  # refused before it listens, HTTPError 503 while loading
-            time.sleep(1)
-    raise SystemExit(f"the server was not ready within {timeout} s")
+    return encode_data_url(Image.fromarray(np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)))
 
 
 def one_request(client: Any, url: str, max_tokens: int) -> dict[str, Any]:
@@ -90,16 +60,6 @@ def one_request(client: Any, url: str, max_tokens: int) -> dict[str, Any]:
             "cached_tokens": ((usage or {}).get("prompt_tokens_details") or {}).get("cached_tokens")}
 
 
-def peak_rss_bytes(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="export folder")
@@ -112,27 +72,20 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds for the load and for each request")
     ap.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_request.json")
     args = ap.parse_args()
-    from openai import OpenAI
+    from trt_pipeline.bench.memory import peak_rss_bytes
+    from trt_pipeline.serve.launch import ServerProcess
 
-    port = free_port()
-    root = f"http://127.0.0.1:{port}"
-    command = [*CLI, "serve", str(args.out), "--backend", "ort", "--precision", args.precision, "--host",
-               "127.0.0.1", "--port", str(port), "--threads", str(args.threads)]
-    server = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    server = ServerProcess(args.out, ["--backend", "ort", "--precision", args.precision, "--threads", str(args.threads)])
+    start = time.perf_counter()
+    server.start(timeout=args.timeout)  # waits for /health
     try:
-        load_s = wait_until_ready(root, server, args.timeout)
-        client = OpenAI(base_url=f"{root}/v1", api_key="EMPTY", timeout=args.timeout, max_retries=0)
+        load_s = time.perf_counter() - start
+        client = server.client(timeout=args.timeout)
         url = screenshot_url(args.width, args.height)
         requests = [one_request(client, url, args.max_tokens) for _ in range(args.requests)]
         peak = peak_rss_bytes(server.pid)
-    finally:  # a server still loading its sessions does not stop on SIGTERM: killed after 30 s
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    finally:
+        server.stop()  # terminate, then kill after 30 s (a server still loading ignores SIGTERM)
     result = {"export": str(args.out), "precision": args.precision, "threads": args.threads,
               "screenshot": [args.width, args.height], "max_tokens": args.max_tokens, "server_load_s": round(load_s, 1),
               "requests": requests, "server_peak_rss_bytes": peak,

@@ -105,3 +105,22 @@ def test_cpu_clock_needs_one_thread() -> None:
     for bad in ({"clock": "cpu", "threads": 2}, {"clock": "cpu"}, {"clock": "gpu", "threads": 1}):
         with pytest.raises(ConfigError):
             BenchConfig(**bad)
+
+
+def test_peak_rss_of_another_process_is_its_own():
+    """``peak_rss_bytes(pid)`` reads that process's high-water mark (a server's, in serve_request.py): a child
+    that touches 200 MB reports at least that."""
+    import subprocess
+    import sys
+
+    from trt_pipeline.bench.memory import current_rss_bytes, peak_rss_bytes
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys, numpy; b = numpy.ones(25_000_000); "
+                              "sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        peak = peak_rss_bytes(child.pid)
+        assert peak >= current_rss_bytes(child.pid) >= 200e6
+    finally:
+        child.communicate("")

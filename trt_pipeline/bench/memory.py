@@ -28,34 +28,36 @@ from typing import Any
 from trt_pipeline.errors import PipelineError
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident-set size of this process in bytes.
+def peak_rss_bytes(pid: int | None = None) -> int:
+    """Peak resident-set size of this process (or of the process ``pid``, e.g. a server) in bytes.
 
-    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of the *current* address space.
+    Linux: ``VmHWM`` of ``/proc/<pid>/status``, the high-water mark of the *current* address space.
     Not ``ru_maxrss``: Linux folds the parent's RSS at ``fork`` into a child's ``ru_maxrss`` even
     after ``exec``, so a child started from a 1 GB process reports >= 1 GB whatever it does.
-    Elsewhere: ``ru_maxrss`` (macOS reports bytes). Children of :func:`run_isolated` also poll their
-    RSS (:class:`RssSampler`) and report the larger of both.
+    Elsewhere: ``ru_maxrss`` (macOS reports bytes; this process only). Children of :func:`run_isolated`
+    also poll their RSS (:class:`RssSampler`) and report the larger of both.
     """
     try:
-        with open("/proc/self/status") as handle:
+        with open(f"/proc/{pid or 'self'}/status") as handle:
             for line in handle:
                 if line.startswith("VmHWM:"):  # updated lazily by the kernel: never below current RSS
-                    return max(int(line.split()[1]) * 1024, current_rss_bytes())
+                    return max(int(line.split()[1]) * 1024, current_rss_bytes(pid))
     except OSError:
         pass
+    if pid is not None:
+        return current_rss_bytes(pid)
     value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(value if sys.platform == "darwin" else value * 1024)
 
 
-def current_rss_bytes() -> int:
-    """Current resident-set size of this process in bytes."""
+def current_rss_bytes(pid: int | None = None) -> int:
+    """Current resident-set size of this process (or of the process ``pid``) in bytes."""
     try:
         import psutil
 
-        return int(psutil.Process().memory_info().rss)
+        return int(psutil.Process(pid).memory_info().rss)
     except ImportError:  # pragma: no cover - psutil is a dependency
-        with open("/proc/self/statm") as handle:
+        with open(f"/proc/{pid or 'self'}/statm") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
