@@ -145,7 +145,8 @@ def test_awq_is_refused_up_front_when_the_graph_exceeds_the_memory_and_rtn_is_no
     work, naming the sizes and ``--method rtn``; RTN, one weight at a time, runs under the same limit."""
     import trt_pipeline.export.twin as twin
     from trt_pipeline.errors import ConfigError
-    from trt_pipeline.quantize.int4 import quantize_int4_file, stored_bytes
+    from trt_pipeline.quantize.int4 import quantize_int4_file
+    from trt_pipeline.quantize.memory_needs import stored_bytes
 
     src = tiny_export / "onnx" / "fp32" / "decoder.onnx"
     monkeypatch.setattr(twin, "available_memory", lambda: stored_bytes(src) // 2)
@@ -206,7 +207,7 @@ def test_evaluation_is_refused_up_front_when_the_fp32_decoder_exceeds_the_memory
     import trt_pipeline.export.twin as twin
     from trt_pipeline.config.int4 import Int4Config
     from trt_pipeline.errors import ConfigError
-    from trt_pipeline.quantize.int4 import stored_bytes
+    from trt_pipeline.quantize.memory_needs import stored_bytes
     from trt_pipeline.quantize.precision import make_int4
 
     export = _external_copy(streamed_export, tmp_path / "export")
@@ -227,7 +228,7 @@ def test_calibrating_is_refused_up_front_when_the_fp32_graphs_exceed_the_memory(
     import trt_pipeline.export.twin as twin
     from trt_pipeline.config.int4 import Int4Config
     from trt_pipeline.errors import ConfigError
-    from trt_pipeline.quantize.int4 import stored_bytes
+    from trt_pipeline.quantize.memory_needs import stored_bytes
     from trt_pipeline.quantize.precision import make_int4
 
     export = _external_copy(streamed_export, tmp_path / "export")
@@ -254,7 +255,7 @@ def test_every_stage_that_cannot_fit_is_named_in_one_refusal(streamed_export: Pa
     from trt_pipeline.artifacts.manifests import ComponentEntry
     from trt_pipeline.config.int4 import Int4Config
     from trt_pipeline.errors import ConfigError
-    from trt_pipeline.quantize.int4 import stored_bytes
+    from trt_pipeline.quantize.memory_needs import stored_bytes
     from trt_pipeline.quantize.precision import make_int4
 
     export = _external_copy(streamed_export, tmp_path / "export")

@@ -68,7 +68,7 @@ from trt_pipeline.errors import CalibrationError, ConfigError, OnnxModelError
 from trt_pipeline.graph.autocast import stores_external_data
 from trt_pipeline.progress import log as log_line
 from trt_pipeline.quantize.int8 import feed_list_reader, stage_model
-from trt_pipeline.quantize.memory_needs import memory_shortfall, stored_bytes  # noqa: F401 - stored_bytes: part of this API
+from trt_pipeline.quantize.memory_needs import memory_shortfall
 
 #: a progress hook: (weights done, weights in all)
 OnWeight = Callable[[int, int], None]
@@ -626,5 +626,5 @@ __all__ = [
     "ACTIVATIONS", "METHODS", "MIN_OPSET", "Int4Report", "WeightMatMul", "auto_block_size", "awq_feeds",
     "check_block_fits", "check_block_size", "check_opset", "check_whole_graph_memory", "dq_matmuls",
     "gemms_to_matmuls", "lm_head_names", "ort_fused_matmuls", "prepare_graph", "prepare_structure",
-    "quantize_int4_file", "stored_bytes", "upgraded", "weight_bytes", "weight_matmuls",
+    "quantize_int4_file", "upgraded", "weight_bytes", "weight_matmuls",
 ]
