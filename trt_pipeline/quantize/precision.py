@@ -51,7 +51,12 @@ from trt_pipeline.artifacts.layout import (
     external_data_path,
     onnx_file_name,
 )
-from trt_pipeline.artifacts.manifests import ExportManifest, read_export_manifest
+from trt_pipeline.artifacts.manifests import (
+    ExportManifest,
+    read_export_manifest,
+    read_precision_manifest,
+    verified_onnx,
+)
 from trt_pipeline.config import Fp16Config, Int8Config
 from trt_pipeline.errors import CalibrationError, ConfigError
 from trt_pipeline.progress import log, progress_bar
@@ -120,11 +125,9 @@ def refuse_half_export(manifest: ExportManifest, precision: str) -> None:
         hint=f"{instead}. A {manifest.precision} export builds and runs on TensorRT as it is.")
 
 
-def _components(manifest: ExportManifest, wanted: list[str], out_dir: Path, verify: bool = True) -> list[str]:
-    """The ``wanted`` components the export has, their fp32 graphs present (and, with ``verify``, their
-    bytes the manifest's: for the 9B that hashes 37 GB, a minute)."""
-    from trt_pipeline.runtime.onnxruntime_runner import onnx_path
-
+def _components(manifest: ExportManifest, wanted: list[str], out_dir: Path) -> list[str]:
+    """The ``wanted`` components the export has, their fp32 graphs present (not yet verified: for the 9B
+    that hashes 37 GB, a minute, which the memory refusals come before)."""
     available = list(manifest.components)
     chosen = [c for c in wanted if c in available]
     if not chosen:
@@ -133,19 +136,23 @@ def _components(manifest: ExportManifest, wanted: list[str], out_dir: Path, veri
             path=manifest.path,
         )
     for component in chosen:
-        onnx_path(out_dir, "fp32", component, verify=verify)  # raises OnnxModelError when missing
+        verified_onnx(out_dir, "fp32", component, verify=False)  # raises OnnxModelError when missing
     return chosen
 
 
 def _input_hashes(out_dir: Path, components: list[str], calib_dir: Path, heldout_dir: Path | None) -> dict[str, str]:
+    """sha256 of every input. The fp32 graphs' are their manifest's, which :func:`_prepare` has just
+    verified against their bytes: hashing them again read the 9B's 37 GB a second time (a minute)."""
     layout = OutputLayout(out_dir)
+    fp32 = read_precision_manifest(out_dir, "fp32")
     hashes = {}
     for component in components:
-        path = layout.onnx_path("fp32", component)
-        hashes[layout.rel(path)] = sha256_file(path)
-        data = external_data_path(path)
+        entry = fp32.component(component)
+        path, data = entry.path, external_data_path(entry.path)
+        hashes[layout.rel(path)] = entry.digest.sha256 if entry.digest else sha256_file(path)
         if data.is_file():
-            hashes[layout.rel(data)] = sha256_file(data)
+            verified = entry.external_digest if entry.external_data == data else None
+            hashes[layout.rel(data)] = verified.sha256 if verified else sha256_file(data)
     hashes[layout.rel(layout.export_manifest)] = sha256_file(layout.export_manifest)
     hashes[f"calibration:{calib_dir}"] = sha256_tree(calib_dir)
     if heldout_dir is not None:
@@ -260,11 +267,12 @@ def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str,
     """
     manifest = read_export_manifest(out_dir)
     refuse_half_export(manifest, precision)
-    components = _components(manifest, list(cfg.components), out_dir, verify=False)
+    components = _components(manifest, list(cfg.components), out_dir)
     build = needs_feeds is None or needs_feeds(components)
     # before the graphs are verified and the inputs hashed (both read every byte): a refusal comes at once
     check_memory_up_front(out_dir, precision, components, evaluate=cfg.evaluate, calibrate=build)
-    _components(manifest, components, out_dir)
+    for component in components:
+        verified_onnx(out_dir, "fp32", component)  # ArtifactIntegrityError when its bytes are not the manifest's
     calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
     calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
                               cfg.decode_steps, cfg.evaluate, show_progress)
