@@ -20,7 +20,7 @@ import torch
 from trt_pipeline.artifacts import read_export_manifest
 from trt_pipeline.config import ExportConfig
 from trt_pipeline.engine.onnx_ops import check_model
-from trt_pipeline.errors import ConfigError, ShapeError
+from trt_pipeline.errors import ConfigError
 from trt_pipeline.models.glm4v.decoder_ops import KV_CACHES_OF, step_refusal
 from trt_pipeline.models.glm4v.generation import HostAssets
 from trt_pipeline.models.glm4v.io_spec import KvLayout
@@ -62,7 +62,7 @@ def test_the_export_validated_against_transformers(tiny_ort_export):
     decoder = [r for r in report["results"] if r["component"] == "decoder"]
     assert decoder and all(r["passed"] for r in report["results"])
     assert max(r["max_abs"] for r in decoder if r["output"] == "logits") <= 1e-4
-    skipped = report["decoder_points_not_run"]
+    skipped = report["decoder_points_not_run"]  # the stepper runs these one row at a time (the batched-chunk test)
     assert skipped and all(p["batch_size"] > 1 and p["sequence_length"] > 1 and p["past_sequence_length"] > 0
                            for p in skipped)
     run = {(r["point"]["batch_size"], r["point"]["sequence_length"], r["point"]["past_sequence_length"]) for r in decoder}
@@ -138,21 +138,42 @@ def test_without_io_binding_the_cache_is_fed_exactly(tiny_ort_export):
     assert float((logits - expected).abs().max()) <= 1e-5
 
 
-def test_a_batched_chunk_onto_a_filled_cache_is_refused_before_it_runs(tiny_ort_export):
-    contract = contract_of(tiny_ort_export)
-    with pytest.raises(ShapeError, match="batch of one only") as caught:
-        contract.check_step(2, 4, 8)
-    assert "--decoder-ops fused" in caught.value.hint
-    contract.check_step(2, 1, 8)  # decode of a batch, prefill of a batch, chunks of one row: taken
-    contract.check_step(2, 4, 0)
-    contract.check_step(1, 4, 8)
-    assert step_refusal("inplace", 2, 4, 8) is None and step_refusal("concat", 2, 4, 8) is None
-    with decoder_runner(tiny_ort_export) as runner:
-        stepper = DecoderStepper(HostAssets.from_export_dir(tiny_ort_export), runner)
-        stepper.reset(2)
-        stepper.prefill_tokens(torch.arange(5, 11).view(2, 3))
-        with pytest.raises(ValueError, match="one row at a time"):
-            stepper.prefill_tokens(torch.arange(5, 11).view(2, 3))
+def left_padded_batch(stepper: DecoderStepper) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Embeddings, mask and M-RoPE positions of two text prompts, the second left-padded by 3."""
+    ids = torch.arange(5, 23).view(2, 9)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, :3] = 0
+    positions = (mask.cumsum(1) - 1).clamp(min=0).expand(3, -1, -1)
+    return stepper.builder.token_embeddings(ids), mask, positions
+
+
+@pytest.mark.parametrize("chunk_size", [4, 1])
+def test_a_batchs_chunks_onto_a_filled_cache_run_one_row_at_a_time(tiny_ort_export, tiny_inplace_export, chunk_size):
+    """GroupQueryAttention takes several new tokens onto a filled cache for a batch of one only: the stepper
+    runs a batch's later chunks row by row (its first chunk and its decode steps in one call each). A
+    left-padded batch prefilled in chunks, then decoded: the logits of the fused inplace export, whose graph
+    takes every call whole. Feeding such a chunk straight to the graph is refused."""
+    assert step_refusal("shared", 2, 4, 8) and not step_refusal("shared", 2, 4, 0)
+    assert not (step_refusal("shared", 2, 1, 8) or step_refusal("shared", 1, 4, 8) or step_refusal("inplace", 2, 4, 8))
+    results = []
+    for export in (tiny_inplace_export, tiny_ort_export):
+        with decoder_runner(export) as runner:
+            stepper = DecoderStepper(HostAssets.from_export_dir(export), runner, contract=contract_of(export))
+            stepper.reset(2)
+            embeds, mask, positions = left_padded_batch(stepper)
+            logits = [stepper.prefill(embeds, mask, positions, logits="all", chunk_size=chunk_size).logits[:, 3:]]
+            for token in (7, 11, 13, 17, 19):
+                logits.append(stepper.decode(torch.tensor([token, token + 1])).logits)
+            results.append(torch.cat(logits, dim=1))
+            if export == tiny_ort_export:
+                assert stepper.state.past["past_key_values.0.key"].shape == (2, 2, 14, 32)
+                stepper.reset(2)
+                stepper.prefill(embeds[:, :4], mask[:, :4], positions[:, :, :4])
+                with pytest.raises(ValueError, match="one row at a time"):  # one call's feed for the whole batch
+                    stepper.prepare(embeds[:, 4:], mask[:, 4:], positions[:, :, 4:])
+    expected, got = results
+    assert float((got - expected).abs().max()) <= 1e-4
+    assert float(torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0)) > 0.99999
 
 
 def test_flavour_and_cache_pairs():

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from trt_pipeline.errors import OnnxModelError, ShapeError
-from trt_pipeline.models.glm4v.decoder_ops import step_refusal
 
 #: the export flag that raises each limit
 FLAGS = {
@@ -39,8 +38,6 @@ class ExportContract:
     kv_free_rows: bool = False
     #: the longest cache array a decoder call takes (``total_sequence_length``'s max; None: not recorded)
     max_total: int | None = None
-    #: the decoder's KV-cache contract (``decoder_graph.kv_cache``): a ``shared`` one takes chunked prefill for one row only
-    kv_cache: str = "concat"
 
     @property
     def max_sequence(self) -> int:
@@ -58,8 +55,7 @@ class ExportContract:
         total = dims.get("total_sequence_length")
         return cls(manifest.path, dims["batch_size"].max, dims["sequence_length"].max,
                    dims["past_sequence_length"].max, tokens.min, tokens.max,
-                   kv_free_rows=manifest.kv_free_rows, max_total=total.max if total is not None else None,
-                   kv_cache=manifest.kv_cache)
+                   kv_free_rows=manifest.kv_free_rows, max_total=total.max if total is not None else None)
 
     def _refuse(self, what: str, value: int, dim: str, limit: int, bound: str = "at most") -> ShapeError:
         return ShapeError(
@@ -77,10 +73,6 @@ class ExportContract:
             raise self._refuse("a decoder call's token count", chunk, "sequence_length", self.max_chunk)
         if past > self.max_past:
             raise self._refuse("the KV cache", past, "past_sequence_length", self.max_past)
-        why = step_refusal(self.kv_cache, batch, chunk, past)
-        if why is not None:
-            raise ShapeError(f"{why} ({self.source.name}).", path=self.source,
-                             hint="send such rows one request at a time, or re-export with --decoder-ops fused")
 
     def check_request(self, batch: int, prompt_tokens: int, max_new_tokens: int) -> None:
         """A whole generation: the last decode step appends to ``prompt + new - 2`` cached tokens."""

@@ -193,8 +193,9 @@ def tensorrt_hint(op_types: Iterable[str]) -> str | None:
 
 def step_refusal(kv_cache: str, batch: int, new: int, past: int) -> str | None:
     """Why a decoder of the ``kv_cache`` contract cannot take ``batch`` rows of ``new`` tokens onto ``past``
-    cached ones (None: it can): ONNX Runtime's GroupQueryAttention runs a multi-token call onto a filled
-    cache (chunked prefill) for a batch of one only."""
+    cached ones in ONE call (None: it can): ONNX Runtime's GroupQueryAttention runs a multi-token call onto a
+    filled cache (chunked prefill) for a batch of one only.
+    :class:`~trt_pipeline.models.glm4v.stepper.DecoderStepper` runs such calls one row at a time."""
     if kv_cache == "shared" and batch > 1 and new > 1 and past > 0:
         return (f"the onnxruntime flavour's GroupQueryAttention takes several new tokens onto a filled cache for a "
                 f"batch of one only (got {batch} rows of {new} tokens onto {past})")

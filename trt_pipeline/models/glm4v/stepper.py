@@ -513,6 +513,34 @@ class DecoderStepper:
         rows = builder.kv_layout.rows
         return {name: rows(value, 0, need) for name, value in past.items()}
 
+    def _step_by_rows(self, embeds: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
+                      logits: Logits) -> StepOutput:
+        """:meth:`prepare` + :meth:`step` of a batch's several-token call, run one row at a time.
+
+        For a graph that takes such calls for a batch of one only (:func:`step_refusal`: the onnxruntime
+        flavour's GroupQueryAttention). Each row is fed exact copies of its cache rows (not the
+        arena's buffers, which a row's run would write in place under the next row), and its
+        outputs are copied before the next run reuses the runner's buffers; the rows' logits and
+        caches are then stacked as the batch's. Rows are independent (attention never crosses
+        them), so this is the batched call's result, at the batch's cost in weight reads.
+        """
+        state = self.state
+        if self.contract is not None:
+            self.contract.check_step(self.batch, int(embeds.shape[1]), self.past_length)
+        need = self.past_length + int(embeds.shape[1])
+        mask = torch.cat([state.attention_mask, attention_mask.long()], dim=1)
+        rows_of, logit_rows, pasts = self.builder.kv_layout.rows, [], []
+        for row in range(self.batch):
+            one = slice(row, row + 1)
+            past = {name: np.array(value[one]) for name, value in state.past.items()}
+            feed = self.builder.decoder_feed(embeds[one], mask[one], positions[:, one], past, logits)
+            out = self.runner.infer(feed, check_inputs=self.check_inputs)
+            logit_rows.append(step_logits(out, feed, logits, positions.shape[2]))
+            pasts.append([np.array(rows_of(np.asarray(out[name]), 0, need)) for name in self.builder.present_names])
+        past = {name: np.concatenate([rows[i] for rows in pasts]) for i, name in enumerate(self.builder.past_names)}
+        self.state = CacheState(past, mask, torch.maximum(state.next_position, positions.amax(dim=(0, 2)) + 1))
+        return StepOutput(torch.cat(logit_rows), feed, out)
+
     # -- segments -------------------------------------------------------------------------------
     def prefill(
         self,
@@ -533,12 +561,16 @@ class DecoderStepper:
         wanted = logit_indices(logits, length)
         size = chunk_size or self.chunk_size or length
         pieces: list[torch.Tensor] = []
+        kind = self.builder.kv_layout.kind
         for start in range(0, length, size):
             end = min(start + size, length)
             local = [i - start for i in wanted if start <= i < end]
             chunk = positions[:, :, start:end]
-            feed = self.prepare(embeds[:, start:end], attention_mask[:, start:end], chunk, local or "last")
-            last = self.step(feed, chunk, local or "last")
+            if step_refusal(kind, self.batch, end - start, self.past_length):  # a call the graph takes for one row only
+                last = self._step_by_rows(embeds[:, start:end], attention_mask[:, start:end], chunk, local or "last")
+            else:
+                feed = self.prepare(embeds[:, start:end], attention_mask[:, start:end], chunk, local or "last")
+                last = self.step(feed, chunk, local or "last")
             if local:
                 pieces.append(last.logits)
         return StepOutput(torch.cat(pieces, dim=1), last.feed, last.outputs)
