@@ -198,6 +198,11 @@ class ExportManifest:
         return str((self.raw.get("decoder_graph") or {}).get("ops", "portable"))
 
     @property
+    def vision_ops(self) -> str:
+        """The vision encoder graph's flavour (``--vision-ops``; exports made before it existed: portable)."""
+        return str((self.raw.get("vision_graph") or {}).get("ops", "portable"))
+
+    @property
     def kv_cache(self) -> str:
         """The decoder's KV-cache contract (``--kv-cache``: concat, inplace or shared; exports before it existed: concat)."""
         kind = (self.raw.get("decoder_graph") or {}).get("kv_cache")

@@ -83,6 +83,8 @@ class ExportConfig:
     decoder_ops: str = "portable"  # portable | fused | onnxruntime (trt_pipeline.models.glm4v.decoder_ops.DECODER_OPS)
     # concat | inplace (fused) | shared (onnxruntime): decoder_ops.KV_CACHES_OF; None: the flavour's first
     kv_cache: str | None = None
+    # portable | onnxruntime (decoder_ops.VISION_OPS); None: the decoder flavour's (onnxruntime with onnxruntime)
+    vision_ops: str | None = None
     components: tuple[str, ...] = COMPONENTS
     # Request shapes: a named workload (trt_pipeline.export.workloads) sets each one; a value
     # given here overrides it. None: phone-agent for real-width checkpoints, tiny otherwise.
@@ -103,13 +105,21 @@ class ExportConfig:
     allow_missing_tokenizer: bool = False  # export without tokenizer/chat template/image processor (warning)
 
     def __post_init__(self) -> None:
-        from trt_pipeline.models.glm4v.decoder_ops import check_kv_cache, default_kv_cache
+        from trt_pipeline.models.glm4v.decoder_ops import (
+            check_kv_cache,
+            check_vision_ops,
+            default_kv_cache,
+            default_vision_ops,
+        )
 
         _check_components(self.components)
         self._resolve_opset()
         if self.kv_cache is None:
             object.__setattr__(self, "kv_cache", default_kv_cache(self.decoder_ops))
         check_kv_cache(self.decoder_ops, self.kv_cache)
+        if self.vision_ops is None:
+            object.__setattr__(self, "vision_ops", default_vision_ops(self.decoder_ops))
+        check_vision_ops(self.vision_ops, "auto")
         newest = _newest_onnx_opset()
         if self.opset > newest:
             raise ConfigError(f"--opset {self.opset} is newer than the installed onnx knows (newest: {newest}).",

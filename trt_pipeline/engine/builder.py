@@ -562,8 +562,8 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def refuse_onnxruntime_flavour(out_dir: Path) -> None:
-    """Refuse, before looking for TensorRT, an export whose decoder is the ``onnxruntime`` flavour
-    (``com.microsoft`` ops: no TensorRT parses them). An unreadable export.json is left to the input checks."""
+    """Refuse, before looking for TensorRT, an export whose decoder or vision encoder is an ``onnxruntime``
+    flavour (``com.microsoft`` ops: no TensorRT parses them). An unreadable export.json is left to the input checks."""
     from trt_pipeline.artifacts import read_export_manifest
     from trt_pipeline.models.glm4v.decoder_ops import ONNXRUNTIME_ONLY_HINT
 
@@ -575,6 +575,10 @@ def refuse_onnxruntime_flavour(out_dir: Path) -> None:
         raise ConfigError(f"{manifest.path}: the decoder was exported with `--decoder-ops onnxruntime` "
                           "(GroupQueryAttention, SkipSimplifiedLayerNormalization: ONNX Runtime contrib ops), which no "
                           "TensorRT parses.", path=manifest.path, hint=ONNXRUNTIME_ONLY_HINT)
+    if manifest.vision_ops == "onnxruntime" and "vision_encoder" in manifest.components:
+        raise ConfigError(f"{manifest.path}: the vision encoder was exported with `--vision-ops onnxruntime` "
+                          "(MultiHeadAttention: an ONNX Runtime contrib op), which no TensorRT parses.",
+                          path=manifest.path, hint="re-export with `--vision-ops portable` for TensorRT")
 
 
 def build_engines(

@@ -156,7 +156,8 @@ def twin_export_config(manifest: Any, dtype: str) -> Any:
 
     config = dict(manifest.raw["config"])
     config["components"] = tuple(config["components"])
-    config.update(dtype=dtype, streaming=True, validate=False)
+    # the graph flavours OUT was traced with (an export made before --vision-ops recorded none: portable)
+    config.update(dtype=dtype, streaming=True, validate=False, vision_ops=manifest.vision_ops)
     return ExportConfig(**config)
 
 

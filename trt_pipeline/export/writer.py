@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from trt_pipeline.artifacts import (
 from trt_pipeline.artifacts.layout import external_data_path
 from trt_pipeline.artifacts.manifests import EXPORT_FORMAT_VERSION
 from trt_pipeline.config import ExportConfig, SimplifyConfig
+from trt_pipeline.config.stages import COMPONENTS
 from trt_pipeline.errors import DiskSpaceError
 from trt_pipeline.export.dims import dims_to_json, export_dims
 from trt_pipeline.models.glm4v.assets import check_serving_assets
@@ -48,11 +50,18 @@ def copy_hf_files(checkpoint: Path, dest: Path) -> list[str]:
     return copied
 
 
-def estimated_bytes(dims: Glm4vDims, bytes_per_param: int = 4) -> int:
-    """Rough size of the fp32 export (all weights once + host tables) for the disk check."""
+def estimated_bytes(dims: Glm4vDims, bytes_per_param: int = 4, components: Sequence[str] = COMPONENTS) -> int:
+    """Rough size of an export of ``components`` (their weights once + the host embedding table, which every
+    export writes) for the disk check: a vision-only export of the 9B needs 6 GB in fp32, not 43."""
     from trt_pipeline.models.glm4v.sizes import parameter_counts
 
-    return int(parameter_counts(dims)["total"] * bytes_per_param * 1.05)
+    counts = parameter_counts(dims)
+    params = counts["text_embed_tokens"]
+    if "vision_encoder" in components:
+        params += counts["vision_total"]
+    if "decoder" in components:  # the LM head is a graph weight even when the checkpoint ties it to the table
+        params += counts["text_layers"] + counts["text_norm"] + (counts["lm_head"] or counts["text_embed_tokens"])
+    return int(params * bytes_per_param * 1.05)
 
 
 def check_disk_space(out: Path, needed: int) -> None:
@@ -81,7 +90,7 @@ def write_export(
     """
     from trt_pipeline.export import streaming as streamer
     from trt_pipeline.export.dtypes import precision_folder, resolve_export_dtype
-    from trt_pipeline.models.glm4v.decoder_ops import check_export_dtype
+    from trt_pipeline.models.glm4v.decoder_ops import check_export_dtype, check_vision_ops
     from trt_pipeline.models.hub import resolve_checkpoint
 
     checkpoint, out = resolve_checkpoint(checkpoint), Path(out)  # a folder or a Hub id (via the HF cache)
@@ -92,11 +101,13 @@ def write_export(
         log(f"[yellow]warning:[/] {warning}")
     dtype = resolve_export_dtype(cfg.dtype, checkpoint)
     check_export_dtype(cfg.decoder_ops, dtype)
+    check_vision_ops(cfg.vision_ops, dtype)
     precision = precision_folder(dtype)
     ranges, workload = export_dims(cfg, dims, checkpoint)
     itemsize = {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
-    check_disk_space(out, estimated_bytes(dims, itemsize))
-    log(streamer.describe_needs(checkpoint, estimated_bytes(dims, itemsize), cfg.streaming))
+    needed = estimated_bytes(dims, itemsize, cfg.components)
+    check_disk_space(out, needed)
+    log(streamer.describe_needs(checkpoint, needed, cfg.streaming))
     timings: dict[str, float] = {}
     with progress_bar(show_progress) as progress:
         task = progress.add_task("export", total=len(cfg.components) + 3)
@@ -105,6 +116,7 @@ def write_export(
         streaming = streamer.use_streaming(cfg.streaming, checkpoint)
         model, entries = _load(checkpoint, dims, dtype, streaming)
         model.decoder.use_graph(cfg.decoder_ops, cfg.kv_cache)
+        model.visual.use_ops(cfg.vision_ops)
         timings["load"] = time.perf_counter() - start
         progress.advance(task)
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
@@ -188,18 +200,20 @@ def _export_manifest(
         "files": {layout.rel(p): FileDigest.of(p).to_json() for p in (layout.embed_tokens, layout.vision_pos_embed)},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "warnings": warnings,
-        **_graph_record(onnx_dir, components, cfg.decoder_ops, cfg.kv_cache),
+        **_graph_record(onnx_dir, components, cfg),
     }
 
 
-def _graph_record(onnx_dir: Path, components: dict[str, Any], decoder_ops: str, kv_cache: str) -> dict[str, Any]:
-    """How the decoder graph is spelled and which TensorRT targets' parsers take every op of every graph."""
+def _graph_record(onnx_dir: Path, components: dict[str, Any], cfg: ExportConfig) -> dict[str, Any]:
+    """How the decoder and vision graphs are spelled and which TensorRT targets' parsers take every op of every graph."""
     from trt_pipeline.engine.onnx_ops import parse_report
-    from trt_pipeline.models.glm4v.decoder_ops import decoder_graph
+    from trt_pipeline.models.glm4v.decoder_ops import decoder_graph, vision_graph
 
     record: dict[str, Any] = {"tensorrt_parse": parse_report({n: onnx_dir / e["file"] for n, e in components.items()})}
     if "decoder" in components:
-        record["decoder_graph"] = decoder_graph(decoder_ops, kv_cache)
+        record["decoder_graph"] = decoder_graph(cfg.decoder_ops, cfg.kv_cache)
+    if "vision_encoder" in components:
+        record["vision_graph"] = vision_graph(cfg.vision_ops)
     return record
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import onnx
 
 from trt_pipeline.errors import ConfigError, OnnxModelError
+from trt_pipeline.graph.contrib_stand_ins import standard_stand_ins
 from trt_pipeline.graph.half_norms import reciprocal_norms
 
 TWO_GB = 2 * 1024**3
@@ -242,11 +243,11 @@ def autocast_file(
     external = has_external_data(src) if external_data is None else external_data
     runner = streaming_reference_runner() if reference == "streaming" else contextlib.nullcontext(ReferenceRunStats())
     with tempfile.TemporaryDirectory(prefix="autocast.") as scratch, quiet_modelopt(log) as buffer, \
-            _capture_classification() as classes, runner as reference_run:
+            _capture_classification() as classes, runner as reference_run, standard_stand_ins(src) as (readable, restore):
         reference_path = write_reference_feeds(feeds, Path(scratch)) if feeds else None
         try:
             model = convert_to_mixed_precision(
-                onnx_path=str(src),
+                onnx_path=str(readable),
                 low_precision_type=low_precision_type,
                 nodes_to_exclude=list(nodes_to_exclude),
                 op_types_to_exclude=list(op_types_to_exclude),
@@ -263,6 +264,7 @@ def autocast_file(
                 path=src,
                 hint=f"last ModelOpt log lines:\n{tail}" if tail else "re-run with a smaller --calib-samples to debug.",
             ) from error
+        model = restore(model)  # ONNX Runtime's contrib attention again, where the graph had it
     external = external or sum(_tensor_bytes(t) for t in model.graph.initializer) > EXTERNAL_ABOVE_BYTES
     reciprocal_norms(model)  # plain ONNX Runtime sessions load it (graph/half_norms.py)
     save_model(model, dst, external)

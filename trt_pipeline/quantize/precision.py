@@ -341,6 +341,20 @@ def refuse_onnxruntime_flavour(out_dir: Path, precision: str, decoder: bool) -> 
                                "or export --decoder-ops fused / portable for fp16 and INT8")
 
 
+def refuse_contrib_vision_int8(out_dir: Path, cfg: Int8Config) -> None:
+    """An INT8 vision encoder from a ``--vision-ops onnxruntime`` export is refused before anything is written.
+
+    INT8 Q/DQ is the TensorRT variant and no TensorRT parses its ``MultiHeadAttention``; ModelOpt's INT8
+    pass would also take that op for a TensorRT plugin. fp16 (AutoCast) and fp32 work.
+    """
+    if cfg.components.get("vision_encoder") == "int8" and read_export_manifest(out_dir).vision_ops == "onnxruntime":
+        raise ConfigError(f"{out_dir} is a `--vision-ops onnxruntime` export: its vision encoder (ONNX Runtime's "
+                          "MultiHeadAttention) has no INT8 variant (INT8 Q/DQ is for TensorRT, which cannot parse it).",
+                          path=OutputLayout(out_dir).export_manifest,
+                          hint="keep the vision encoder fp16 or fp32 (--vision-precision), or export with "
+                               "--vision-ops portable for TensorRT")
+
+
 # --- int8 -----------------------------------------------------------------------------------
 def refuse_fused_int8(out_dir: Path, cfg: Int8Config) -> None:
     """INT8 of a ``--decoder-ops fused`` decoder is refused before anything is written.
@@ -376,6 +390,7 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
     out_dir = Path(out_dir)
     refuse_onnxruntime_flavour(out_dir, "int8", cfg.components.get("decoder") in ("int8", "fp16"))
     refuse_fused_int8(out_dir, cfg)
+    refuse_contrib_vision_int8(out_dir, cfg)
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress, "int8")
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("int8")

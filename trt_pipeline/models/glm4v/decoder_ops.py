@@ -55,6 +55,21 @@ KV_CACHES = ("concat", "inplace", "shared")
 #: The KV-cache contracts each flavour can trace (the first is the flavour's default).
 KV_CACHES_OF = {"portable": ("concat",), "fused": ("concat", "inplace"), "onnxruntime": ("shared",)}
 
+#: The vision encoder's graph flavours (``autoglm-trt export --vision-ops``; by default the one the decoder's
+#: flavour implies, :func:`default_vision_ops`).
+#:
+#: * ``portable``: each block's attention over one image's patches as MatMul -> Softmax -> MatMul, the
+#:   pattern every TensorRT fuses into one attention kernel. ONNX Runtime's CPU runs it as written and
+#:   holds the whole ``heads x N x N`` score matrix: on the real vision tower (12 heads) and a 1080x2400
+#:   screenshot (13,416 patches) 8.6 GB a copy, 9.57 GB of peak memory for one attention.
+#: * ``onnxruntime``: each block's attention as ``com.microsoft`` ``MultiHeadAttention``, which ONNX
+#:   Runtime's CPU kernel runs as flash attention in tiles: 0.66 GB for the same attention, 2.7x faster
+#:   (``benchmarks/vision_attention.py``). ONNX Runtime only; float32 and float16 (no bf16 CPU kernel).
+#:   The default of ``--decoder-ops onnxruntime`` exports (ONNX Runtime hosts only anyway).
+VISION_OPS = ("portable", "onnxruntime")
+#: The ``com.microsoft`` op of the ``onnxruntime`` vision flavour.
+VISION_CONTRIB_OPS = ("MultiHeadAttention",)
+
 #: The opset-23 ops only the ``fused`` flavour uses (what TensorRT < 10.15 cannot parse in it).
 FUSED_ONNX_OPS = ("Attention", "RotaryEmbedding", "RMSNormalization")
 #: The ``com.microsoft`` ops of the ``onnxruntime`` flavour (what no TensorRT parses in it).
@@ -102,6 +117,20 @@ _ONNXRUNTIME_GRAPH = {
     "per_tensorrt_target": "ONNX Runtime >= 1.24 only (com.microsoft contrib ops): no TensorRT target parses it",
 }
 _GRAPHS = {"portable": _PORTABLE_GRAPH, "fused": _FUSED_GRAPH, "onnxruntime": _ONNXRUNTIME_GRAPH}
+_VISION_GRAPHS = {
+    "portable": {
+        "ops": "portable",
+        "attention": "MatMul -> Softmax -> MatMul over one image's patches (the pattern TensorRT fuses into one "
+                     "attention kernel; ONNX Runtime's CPU holds the heads x N x N scores)",
+        "per_tensorrt_target": "every target",
+    },
+    "onnxruntime": {
+        "ops": "onnxruntime",
+        "attention": "com.microsoft MultiHeadAttention over one image's patches ([1, N, heads * head_dim], no mask): "
+                     "ONNX Runtime's CPU kernel runs it as flash attention, without the N x N scores in memory",
+        "per_tensorrt_target": "ONNX Runtime only (a com.microsoft contrib op): no TensorRT target parses it",
+    },
+}
 
 
 #: Flavour x export dtype pairs refused before anything is written, with the measured reason.
@@ -113,6 +142,29 @@ _REFUSED_DTYPES = {
     **{("onnxruntime", half): "ONNX Runtime's CPU GroupQueryAttention and SkipSimplifiedLayerNormalization are "
                               "float32 kernels (the flavour is for CPU hosts)" for half in ("float16", "bfloat16")},
 }
+
+
+def default_vision_ops(decoder_ops: str) -> str:
+    """The vision flavour an export gets unless ``--vision-ops`` says otherwise: the ONNX Runtime one with the
+    ONNX Runtime decoder (that export runs on ONNX Runtime only anyway), else the portable one."""
+    return "onnxruntime" if decoder_ops == "onnxruntime" else "portable"
+
+
+def vision_graph(ops: str) -> dict[str, Any]:
+    """How the vision encoder graph of flavour ``ops`` spells its attention (export.json's ``vision_graph``)."""
+    return dict(_VISION_GRAPHS[ops])
+
+
+def check_vision_ops(ops: str, dtype: str) -> None:
+    """Refuse an unknown vision flavour, or one whose op has no ONNX Runtime CPU kernel in ``dtype`` (ConfigError)."""
+    from trt_pipeline.errors import ConfigError
+
+    if ops not in VISION_OPS:
+        raise ConfigError(f"--vision-ops must be one of {', '.join(VISION_OPS)}, got {ops!r}.")
+    if ops == "onnxruntime" and dtype == "bfloat16":
+        raise ConfigError("--vision-ops onnxruntime with --dtype bfloat16: ONNX Runtime's MultiHeadAttention has no "
+                          "bfloat16 CPU kernel.",
+                          hint="export with --dtype float32 or float16, or with --vision-ops portable")
 
 
 def check_export_dtype(ops: str, dtype: str) -> None:
@@ -179,6 +231,11 @@ ONNXRUNTIME_ONLY_HINT = ("re-export with `--decoder-ops fused` (TensorRT >= 10.1
 def tensorrt_hint(op_types: Iterable[str]) -> str | None:
     """What to do when a TensorRT cannot parse a decoder graph holding ``op_types`` (None: no flavour's ops in it)."""
     ops = set(op_types)
+    vision = sorted(ops & set(VISION_CONTRIB_OPS))
+    if vision:
+        return (f"this graph uses {', '.join(vision)} (`export --vision-ops onnxruntime`, the default with "
+                "`--decoder-ops onnxruntime`: a com.microsoft op, ONNX Runtime only), which no TensorRT parses; "
+                "re-export with `--vision-ops portable` and a standard --decoder-ops for TensorRT")
     contrib = sorted(ops & set(ONNXRUNTIME_CONTRIB_OPS))
     if contrib:
         return (f"this graph uses {', '.join(contrib)} (`export --decoder-ops onnxruntime`: com.microsoft ops, ONNX "
@@ -210,6 +267,6 @@ def decoder_graph(ops: str, kv_cache: str = "concat") -> dict[str, Any]:
     return record
 
 
-__all__ = ["DECODER_OPS", "KV_CACHES", "KV_CACHES_OF", "ONNXRUNTIME_CONTRIB_OPS", "check_export_dtype", "check_kv_cache",
+__all__ = ["VISION_OPS", "VISION_CONTRIB_OPS", "default_vision_ops", "vision_graph", "check_vision_ops", "DECODER_OPS", "KV_CACHES", "KV_CACHES_OF", "ONNXRUNTIME_CONTRIB_OPS", "check_export_dtype", "check_kv_cache",
            "default_kv_cache", "kv_cache_refusal", "step_refusal",
            "tensorrt_hint", "ONNXRUNTIME_ONLY_HINT", "FUSED_ONNX_OPS", "DECODER_OPS_DEFAULT_OPSET", "DECODER_OPS_MIN_OPSET", "decoder_graph"]

@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trt_pipeline.models.glm4v import contrib_ops
 from trt_pipeline.models.glm4v.config import VisionDims
+from trt_pipeline.models.glm4v.decoder_ops import VISION_OPS
 from trt_pipeline.models.glm4v.layers import RMSNorm, activation, attention
 
 
@@ -72,6 +74,7 @@ class VisionAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.qkv = nn.Linear(dims.hidden_size, dims.hidden_size * 3, bias=False)
         self.proj = nn.Linear(dims.hidden_size, dims.hidden_size, bias=False)
+        self.contrib = False  # set by VisionEncoder.use_ops: ONNX Runtime's MultiHeadAttention (flash attention on CPU)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -81,6 +84,10 @@ class VisionAttention(nn.Module):
         cos_f, sin_f = cos.unsqueeze(-2).float(), sin.unsqueeze(-2).float()
         q = (q.float() * cos_f + rotate_half(q.float()) * sin_f).to(dtype)
         k = (k.float() * cos_f + rotate_half(k.float()) * sin_f).to(dtype)
+        if self.contrib:  # [1, N, H * D] in and out: no transposes, no N x N scores in memory
+            q, k, v = (t.reshape(1, n, -1) for t in (q, k, v))
+            out = contrib_ops.multi_head_attention(q, k, v, num_heads=self.num_heads, scale=self.scaling)
+            return self.proj(out.reshape(n, -1))
         q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # [1, H, N, D]
         out = attention(q, k, v, None, self.scaling)  # [1, H, N, D]: full attention within the image
         out = out.squeeze(0).transpose(0, 1).reshape(n, -1)
@@ -163,6 +170,18 @@ class VisionEncoder(nn.Module):
         self.post_layernorm = RMSNorm(dims.hidden_size, dims.rms_norm_eps)
         self.downsample = Downsample(dims)
         self.merger = PatchMerger(dims)
+        self.ops = "portable"
+
+    def use_ops(self, ops: str) -> VisionEncoder:
+        """Trace as the ``ops`` flavour of :data:`~trt_pipeline.models.glm4v.decoder_ops.VISION_OPS` from now on
+        (same weights, same numbers): ``onnxruntime`` spells each block's attention as ONNX Runtime's
+        ``MultiHeadAttention``."""
+        if ops not in VISION_OPS:
+            raise ValueError(f"vision ops {ops!r}: choose one of {', '.join(VISION_OPS)}")
+        self.ops = ops
+        for block in self.blocks:
+            block.attn.contrib = ops == "onnxruntime"
+        return self
 
     def forward(
         self,
