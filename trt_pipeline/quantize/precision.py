@@ -32,6 +32,8 @@ from __future__ import annotations
 import datetime as _dt
 import shutil
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +296,7 @@ def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    refuse_onnxruntime_flavour(out_dir, "fp16", "decoder" in cfg.components)
+    refuse_flavour_limits(out_dir, {component: "fp16" for component in cfg.components})
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress, "fp16")
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("fp16")
@@ -326,53 +328,61 @@ def make_fp16(out_dir: Path | str, cfg: Fp16Config = Fp16Config(), show_progress
     return _finish(target, "fp16", report, time.perf_counter() - start)
 
 
-def refuse_onnxruntime_flavour(out_dir: Path, precision: str, decoder: bool) -> None:
-    """A half or INT8 decoder from an ``--decoder-ops onnxruntime`` export is refused before anything is written.
+@dataclass(frozen=True)
+class FlavourLimit:
+    """A variant of one component that an export's graph flavour cannot have (refused before anything is written)."""
 
-    Its GroupQueryAttention and SkipSimplifiedLayerNormalization are float32 kernels on ONNX Runtime's
-    CPU provider, the flavour's only runtime, and INT8 Q/DQ is the TensorRT variant, which no TensorRT
-    builds from this graph. Its precisions are fp32 and int4 (``precision int4 --activations fp32``).
-    """
-    if decoder and read_export_manifest(out_dir).decoder_ops == "onnxruntime":
-        raise ConfigError(f"{out_dir} is a `--decoder-ops onnxruntime` export: its decoder has no {precision} variant "
-                          "(ONNX Runtime's GroupQueryAttention / SkipSimplifiedLayerNormalization run in float32 on "
-                          "CPUs, and no TensorRT parses the graph).", path=OutputLayout(out_dir).export_manifest,
-                          hint="make `autoglm-trt precision int4 --activations fp32` for 4-bit weights on ONNX Runtime, "
-                               "or export --decoder-ops fused / portable for fp16 and INT8")
+    component: str
+    flag: str  # the ExportManifest property / export flag: decoder_ops (--decoder-ops), vision_ops (--vision-ops)
+    flavour: str
+    precisions: tuple[str, ...]
+    detail: str  # what is refused and why; {precision} is the variant asked for
+    hint: str
 
 
-def refuse_contrib_vision_int8(out_dir: Path, cfg: Int8Config) -> None:
-    """An INT8 vision encoder from a ``--vision-ops onnxruntime`` export is refused before anything is written.
+#: Why each flavour lacks some variants:
+#:
+#: * ``--decoder-ops onnxruntime``: its GroupQueryAttention and SkipSimplifiedLayerNormalization are float32
+#:   kernels on ONNX Runtime's CPU provider, the flavour's only runtime, and INT8 Q/DQ is the TensorRT
+#:   variant, which no TensorRT builds from this graph; its precisions are fp32 and int4.
+#: * ``--decoder-ops fused``: ModelOpt's INT8 pass re-infers shapes without data propagation; a biased q/k/v
+#:   projection comes out of the exporter as Reshape -> Gemm -> Reshape to a computed shape, the opset-23
+#:   Attention after it then gets an empty last axis, and ONNX Runtime refuses the graph during
+#:   calibration (seen on the trained fixture; a checkpoint whose biases are all zero slips through).
+#:   INT8 Q/DQ is the TensorRT variant, and the portable graph serves every TensorRT.
+#: * ``--vision-ops onnxruntime``: no TensorRT parses its MultiHeadAttention, and ModelOpt's INT8 pass would
+#:   take that op for a TensorRT plugin; fp16 (AutoCast, through stand-ins) and fp32 work.
+FLAVOUR_LIMITS = (
+    FlavourLimit("decoder", "decoder_ops", "onnxruntime", ("fp16", "int8"),
+                 "its decoder has no {precision} variant (ONNX Runtime's GroupQueryAttention / "
+                 "SkipSimplifiedLayerNormalization run in float32 on CPUs, and no TensorRT parses the graph).",
+                 "make `autoglm-trt precision int4 --activations fp32` for 4-bit weights on ONNX Runtime, or export "
+                 "--decoder-ops fused / portable for fp16 and INT8"),
+    FlavourLimit("decoder", "decoder_ops", "fused", ("int8",),
+                 "its decoder cannot be INT8-quantized by ModelOpt (shape inference stops at the opset-23 Attention "
+                 "after the biased projections).",
+                 "make INT8 from a portable export (`autoglm-trt export ... --decoder-ops portable`, the default); "
+                 "fp16 and int4 work on a fused export"),
+    FlavourLimit("vision_encoder", "vision_ops", "onnxruntime", ("int8",),
+                 "its vision encoder (ONNX Runtime's MultiHeadAttention) has no INT8 variant (INT8 Q/DQ is for "
+                 "TensorRT, which cannot parse it).",
+                 "keep the vision encoder fp16 or fp32 (--vision-precision), or export with --vision-ops portable "
+                 "for TensorRT"),
+)
 
-    INT8 Q/DQ is the TensorRT variant and no TensorRT parses its ``MultiHeadAttention``; ModelOpt's INT8
-    pass would also take that op for a TensorRT plugin. fp16 (AutoCast) and fp32 work.
-    """
-    if cfg.components.get("vision_encoder") == "int8" and read_export_manifest(out_dir).vision_ops == "onnxruntime":
-        raise ConfigError(f"{out_dir} is a `--vision-ops onnxruntime` export: its vision encoder (ONNX Runtime's "
-                          "MultiHeadAttention) has no INT8 variant (INT8 Q/DQ is for TensorRT, which cannot parse it).",
-                          path=OutputLayout(out_dir).export_manifest,
-                          hint="keep the vision encoder fp16 or fp32 (--vision-precision), or export with "
-                               "--vision-ops portable for TensorRT")
+
+def refuse_flavour_limits(out_dir: Path, wanted: Mapping[str, str]) -> None:
+    """ConfigError, before anything is written, when a component's variant in ``wanted`` (component ->
+    precision) is one the export's graph flavour cannot have (:data:`FLAVOUR_LIMITS`)."""
+    manifest = read_export_manifest(out_dir)
+    for limit in FLAVOUR_LIMITS:
+        precision = wanted.get(limit.component)
+        if precision in limit.precisions and getattr(manifest, limit.flag) == limit.flavour:
+            raise ConfigError(f"{out_dir} is a `--{limit.flag.replace('_', '-')} {limit.flavour}` export: "
+                              + limit.detail.format(precision=precision), path=manifest.path, hint=limit.hint)
 
 
 # --- int8 -----------------------------------------------------------------------------------
-def refuse_fused_int8(out_dir: Path, cfg: Int8Config) -> None:
-    """INT8 of a ``--decoder-ops fused`` decoder is refused before anything is written.
-
-    ModelOpt's INT8 pass re-infers shapes without data propagation; a biased q/k/v projection comes out
-    of the exporter as Reshape -> Gemm -> Reshape to a computed shape, the opset-23 Attention after it
-    then gets an empty last axis, and ONNX Runtime refuses the graph during calibration (seen on the
-    trained fixture; a checkpoint whose biases are all zero slips through). INT8 Q/DQ is the TensorRT
-    variant, and the portable graph serves every TensorRT.
-    """
-    if cfg.components.get("decoder") == "int8" and read_export_manifest(out_dir).decoder_ops == "fused":
-        raise ConfigError(f"{out_dir} is a `--decoder-ops fused` export: its decoder cannot be INT8-quantized by "
-                          "ModelOpt (shape inference stops at the opset-23 Attention after the biased projections).",
-                          path=OutputLayout(out_dir).export_manifest,
-                          hint="make INT8 from a portable export (`autoglm-trt export ... --decoder-ops portable`, the "
-                               "default); fp16 and int4 work on a fused export")
-
-
 def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress: bool = True) -> Path:
     """ModelOpt INT8 PTQ (explicit Q/DQ, CPU calibration) of ``OUT/onnx/fp32`` into ``OUT/onnx/int8``.
 
@@ -388,9 +398,7 @@ def make_int8(out_dir: Path | str, cfg: Int8Config = Int8Config(), show_progress
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    refuse_onnxruntime_flavour(out_dir, "int8", cfg.components.get("decoder") in ("int8", "fp16"))
-    refuse_fused_int8(out_dir, cfg)
-    refuse_contrib_vision_int8(out_dir, cfg)
+    refuse_flavour_limits(out_dir, cfg.components)
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(out_dir, cfg, show_progress, "int8")
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("int8")
