@@ -103,14 +103,12 @@ def multi_head_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Te
                                       {"num_heads": num_heads, "scale": float(scale)},
                                       dtype=query.dtype, shape=query.shape, version=MS_VERSION)
         return _on(query.device, out)[0]
-    from trt_pipeline.models.glm4v.layers import attention
-
     batch, length, _ = query.shape
 
     def heads(x: torch.Tensor) -> torch.Tensor:  # [B, N, H * D] -> [B, H, N, D]
         return x.view(batch, length, num_heads, -1).transpose(1, 2)
 
-    out = attention(heads(query), heads(key), heads(value), None, scale)
+    out = F.scaled_dot_product_attention(heads(query), heads(key), heads(value), scale=scale)
     return out.transpose(1, 2).reshape(batch, length, -1)
 
 
