@@ -83,16 +83,10 @@ def to_contrib(model: onnx.ModelProto, swapped: list[str], default_opset: int) -
             attributes["scale"] = float(scale)
         model.graph.node[index].CopyFrom(helper.make_node("MultiHeadAttention", list(node.input), [node.output[0]],
                                                           name=node.name, domain=MS_DOMAIN, **attributes))
-    for opset in model.opset_import:
+    for opset in model.opset_import:  # the stand-ins were the only ops that needed more
         if opset.domain in ("", "ai.onnx"):
-            opset.version = max(default_opset, _lowest_needed(model))
+            opset.version = default_opset
     return model
-
-
-def _lowest_needed(model: onnx.ModelProto) -> int:
-    """The opset the graph's own ops need at least: 23 while an ``Attention`` is left (none is, after a full undo)."""
-    return ATTENTION_OPSET if any(node.op_type == "Attention" and node.domain in ("", "ai.onnx")
-                                  for node in model.graph.node) else 1
 
 
 @contextlib.contextmanager
