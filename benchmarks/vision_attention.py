@@ -14,7 +14,7 @@ Runtime's CPU kernel runs as flash attention, in tiles.
    image of ``--grid`` patches (default 172x78: 1092x2408 px, a 1080x2400 screenshot), random pixels,
    the host's own feed; the features of the exports are compared with the first one's.
 
-Every case runs in its own spawned process, so each peak RSS (``ru_maxrss``) is that case's alone.
+Every case runs in its own spawned process (``screenshot_step.in_child``), so each peak RSS (``VmHWM``) is that case's alone.
 Writes ``--out`` (JSON) and prints a table.
 
     python benchmarks/vision_attention.py [--patches 4096,13416] [--export EXPORT ...] [--threads 2]
@@ -23,11 +23,8 @@ Writes ``--out`` (JSON) and prints a table.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import datetime as dt
 import json
-import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -36,6 +33,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+if str(ROOT) not in sys.path:  # the package, for a checkout without an install
+    sys.path.insert(0, str(ROOT))
+
+from screenshot_step import in_child  # noqa: E402 - a spawned process per case, as that benchmark runs its backends
 FLAVOURS = ("portable", "onnxruntime")
 #: single-attention cases: the two flavours' spellings, and opset 23's Attention for reference (not a flavour:
 #: ONNX Runtime 1.24's CPU kernel of it holds the scores as the portable graph does)
@@ -69,19 +70,17 @@ def attention_graph(flavour: str, heads: int, head_dim: int) -> bytes:
     return helper.make_model(graph, opset_imports=opsets).SerializeToString()
 
 
-def _session(model: bytes | str, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 def attention_case(flavour: str, patches: int, heads: int, head_dim: int, threads: int) -> dict[str, Any]:
     """(child) One attention of ``patches`` patches: seconds and the process's peak RSS."""
     import numpy as np
 
-    session = _session(attention_graph(flavour, heads, head_dim), threads)
+    from trt_pipeline.bench.memory import peak_rss_bytes
+    from trt_pipeline.runtime.onnxruntime_runner import session as ort_session
+
+    with tempfile.TemporaryDirectory(prefix="attention.") as scratch:
+        graph = Path(scratch) / f"{flavour}.onnx"
+        graph.write_bytes(attention_graph(flavour, heads, head_dim))
+        session = ort_session(graph, threads)
     shape = (1, heads, patches, head_dim) if flavour == "portable" else (1, patches, heads * head_dim)
     rng = np.random.default_rng(0)
     feed = {name: rng.standard_normal(shape, dtype=np.float32) for name in "qkv"}
@@ -89,7 +88,7 @@ def attention_case(flavour: str, patches: int, heads: int, head_dim: int, thread
     session.run(None, feed)
     seconds = time.perf_counter() - start
     return {"flavour": flavour, "patches": patches, "seconds": round(seconds, 3),
-            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3)}
+            "peak_rss_gb": round(peak_rss_bytes() / 1e9, 3)}
 
 
 def encoder_case(export: str, grid: tuple[int, int], threads: int, features_out: str) -> dict[str, Any]:
@@ -98,9 +97,11 @@ def encoder_case(export: str, grid: tuple[int, int], threads: int, features_out:
     import torch
 
     from trt_pipeline.artifacts import read_export_manifest
+    from trt_pipeline.bench.memory import peak_rss_bytes
     from trt_pipeline.models.glm4v.generation import HostAssets
     from trt_pipeline.models.glm4v.stepper import FeedBuilder
     from trt_pipeline.runtime.onnxruntime_runner import onnx_path
+    from trt_pipeline.runtime.onnxruntime_runner import session as ort_session
 
     manifest = read_export_manifest(export)
     assets = HostAssets.from_export_dir(export, verify=False)
@@ -108,23 +109,16 @@ def encoder_case(export: str, grid: tuple[int, int], threads: int, features_out:
     rng = np.random.default_rng(patches)
     pixels = torch.from_numpy(rng.standard_normal((patches, assets.dims.vision.patch_dim), dtype=np.float32))
     (feed,) = FeedBuilder(assets).vision_feeds(pixels, torch.tensor([[1, grid[0], grid[1]]]))
-    session = _session(str(onnx_path(export, "fp32", "vision_encoder", verify=False)), threads)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    session = ort_session(onnx_path(export, "fp32", "vision_encoder", verify=False), threads)
+    loaded = peak_rss_bytes()
     wanted = {i.name for i in session.get_inputs()}
     start = time.perf_counter()
     (features,) = session.run(None, {name: np.asarray(value) for name, value in feed.items() if name in wanted})
     seconds = time.perf_counter() - start
     np.save(features_out, features)
     return {"export": export, "vision_ops": manifest.vision_ops, "patches": patches, "seconds": round(seconds, 3),
-            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2),
+            "peak_rss_gb": round(peak_rss_bytes() / 1e9, 2),
             "rss_after_load_gb": round(loaded / 1e9, 2), "image_tokens": int(features.shape[0])}
-
-
-def in_child(function: Any, *args: Any) -> dict[str, Any]:
-    """``function(*args)`` in a fresh spawned process (its own peak RSS)."""
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(function, *args).result()
 
 
 def compare_features(paths: list[str]) -> list[dict[str, float]]:
@@ -150,8 +144,6 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "vision_attention.json")
     args = parser.parse_args()
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     import onnxruntime
 
     record: dict[str, Any] = {

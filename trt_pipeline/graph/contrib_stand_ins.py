@@ -34,13 +34,6 @@ ATTENTION_OPSET = 23
 Restore = Callable[[onnx.ModelProto], onnx.ModelProto]
 
 
-def _attribute(node: onnx.NodeProto, name: str, default: float | int | None = None) -> float | int | None:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return default
-
-
 def _stands_in(node: onnx.NodeProto) -> bool:
     """A ``MultiHeadAttention`` of three inputs (no mask, bias or cache) and one output: an ``Attention``'s twin."""
     return (node.domain == MS_DOMAIN and node.op_type == "MultiHeadAttention"
@@ -54,11 +47,10 @@ def to_standard(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     for index, node in enumerate(model.graph.node):
         if not _stands_in(node):
             continue
-        heads = int(_attribute(node, "num_heads"))
-        attributes = {"q_num_heads": heads, "kv_num_heads": heads}
-        scale = _attribute(node, "scale")
-        if scale is not None:
-            attributes["scale"] = float(scale)
+        given = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attributes = {"q_num_heads": given["num_heads"], "kv_num_heads": given["num_heads"]}
+        if "scale" in given:
+            attributes["scale"] = given["scale"]
         name = node.name or f"stand_in_multi_head_attention_{index}"
         model.graph.node[index].CopyFrom(helper.make_node("Attention", list(node.input), [node.output[0]], name=name,
                                                           **attributes))
@@ -77,10 +69,10 @@ def to_contrib(model: onnx.ModelProto, swapped: list[str], default_opset: int) -
     for index, node in enumerate(model.graph.node):
         if node.op_type != "Attention" or node.name not in names:
             continue
-        attributes = {"num_heads": int(_attribute(node, "q_num_heads"))}
-        scale = _attribute(node, "scale")
-        if scale is not None:
-            attributes["scale"] = float(scale)
+        given = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attributes = {"num_heads": given["q_num_heads"]}
+        if "scale" in given:
+            attributes["scale"] = given["scale"]
         model.graph.node[index].CopyFrom(helper.make_node("MultiHeadAttention", list(node.input), [node.output[0]],
                                                           name=node.name, domain=MS_DOMAIN, **attributes))
     for opset in model.opset_import:  # the stand-ins were the only ops that needed more
