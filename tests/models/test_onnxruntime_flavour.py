@@ -260,7 +260,7 @@ def test_half_and_int8_variants_of_the_flavour_are_refused(tiny_ort_export, tmp_
 def test_tensorrt_build_and_bundle_refuse_the_flavour(tiny_ort_export, tmp_path):
     """Before looking for TensorRT (none here): the build names the flavour and what to re-export with; a
     bundle for any target names the contrib ops."""
-    from trt_pipeline.bundle.make import refuse_unparseable
+    from trt_pipeline.bundle.tensorrt_bundle import refuse_unparseable
     from trt_pipeline.bundle.targets import get_target
     from trt_pipeline.engine.builder import refuse_onnxruntime_flavour
 

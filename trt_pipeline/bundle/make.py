@@ -1,147 +1,78 @@
-"""``autoglm-trt bundle OUT --target T --precision P --out BUNDLE``: the folder (and .tar) for one board."""
+"""``autoglm-trt bundle OUT --target T --precision P --out BUNDLE``: the folder (and .tar) for one device.
+
+A TensorRT target gets the export copy and the recipe to build its engines on the board
+(``bundle/tensorrt_bundle.py``); an ONNX Runtime target (Android) gets what an app needs to run the
+graphs as they are, with reference calls to replay on the phone (``bundle/onnxruntime_bundle.py``).
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import shlex
 import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from trt_pipeline.artifacts.layout import OutputLayout
-from trt_pipeline.bundle.targets import BUNDLE_PRECISIONS, BundleTarget, get_target
-from trt_pipeline.bundle.trtexec import format_commands, trtexec_commands
-from trt_pipeline.bundle.verify import SUMS_FILE, write_sums
-from trt_pipeline.config.build import parse_workspace
-from trt_pipeline.engine.builder import plan_build
-from trt_pipeline.engine.options import BuildConfig, resolve_build_inputs
+from trt_pipeline.bundle.contents import EXPORT_SUBDIR
+from trt_pipeline.bundle.targets import BundleTarget, OrtTarget, get_target
+from trt_pipeline.bundle.verify import write_sums
 from trt_pipeline.errors import ConfigError
-
-#: The export copy inside a bundle (build.sh builds ``EXPORT_SUBDIR/<engines>``).
-EXPORT_SUBDIR = "export"
 
 
 @dataclass(frozen=True)
 class Bundle:
     path: Path
-    tar_path: Path
-    target: BundleTarget
+    tar_path: Path | None
+    target: BundleTarget | OrtTarget
     precision: str
     files: tuple[str, ...]
 
 
-def copy_export(out_dir: Path, dest: Path, precision: str) -> None:
-    """Export manifest, host folders and the ONNX folder of ``precision`` (graphs, external data, caches)."""
-    inputs = resolve_build_inputs(BuildConfig(out_dir, precision=precision))
-    layout = OutputLayout(out_dir)  # host folders: tokenizer/chat template/processor config, embedding tables
-    for source in (inputs.export_path, inputs.precision_dir, layout.hf_dir, layout.embeddings_dir):
-        target = dest / source.relative_to(out_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target)
-        elif source.is_file():
-            shutil.copy2(source, target)
+def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, precision: str = "fp16",
+                tar: bool = True, threads: int | None = None) -> Bundle:
+    """Write the bundle folder ``dest`` and (``tar``) ``dest.tar``.
 
-
-def build_script(target: BundleTarget, precision: str, commands: str) -> str:
-    """``build.sh``: ``autoglm-trt build`` when installed, else the equivalent trtexec commands."""
-    workspace = shlex.quote(target.workspace)
-    return f"""#!/usr/bin/env bash
-# Build the TensorRT engines of this bundle on the device ({target.description}).
-# With autoglm-trt installed ({target.install}) this runs `autoglm-trt build`,
-# which also writes the engine manifests the runner checks. Without the Python stack it runs the
-# equivalent trtexec commands (same profiles; set TRTEXEC=/path/to/trtexec if it is not on PATH).
-set -euo pipefail
-HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
-cd "$HERE"
-if command -v autoglm-trt >/dev/null 2>&1; then
-  exec autoglm-trt build "$HERE/{EXPORT_SUBDIR}" --{precision} --workspace {workspace} "$@"
-fi
-TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}}"
-if [ ! -x "$TRTEXEC" ]; then
-  echo "build.sh: neither autoglm-trt nor trtexec found; install autoglm-trt ({target.install}) or set TRTEXEC" >&2
-  exit 6
-fi
-echo "build.sh: autoglm-trt not found, building with $TRTEXEC (engines without manifests: run them with trtexec)" >&2
-mkdir -p "$(dirname "{EXPORT_SUBDIR}/engines/x")"
-{commands.replace("trtexec ", '"$TRTEXEC" ')}
-"""
-
-
-def readme(target: BundleTarget, precision: str, commands: str) -> str:
-    return f"""# autoglm-trt bundle: {target.name} ({precision})
-
-{target.description}. Expected TensorRT {target.tensorrt}.x, CUDA {target.cuda_major}.
-
-1. Check the copy: `autoglm-trt bundle verify .` (or `sha256sum -c {SUMS_FILE}`).
-2. Install: `{target.install}`; then `autoglm-trt doctor` must show the GPU and "build: pass".
-3. Build the engines on this device: `./build.sh` (engines land in `{EXPORT_SUBDIR}/engines/`).
-   Engines are only valid for this TensorRT release and GPU; rebuild after a JetPack upgrade.
-4. Run: `autoglm-trt generate {EXPORT_SUBDIR} --backend trt --precision {precision} -p "..."`.
-
-{"Jetson memory is shared by CPU and GPU: close other processes during the build; the workspace is " + target.workspace + "." if target.jetson else ""}
-
-Without the Python stack, `build.sh` runs these trtexec commands (one `--profile=N` followed by its
---min/--opt/--maxShapes triple per optimization profile: prefill, decode, append for the decoder). They
-only use flags that trtexec of TensorRT {target.tensorrt} documents (NVIDIA/TensorRT
-samples/common/sampleOptions.cpp; the releases are named in `trt_pipeline/bundle/trtexec.py`).
-
-```
-{commands}
-```
-"""
-
-
-def refuse_unparseable(out_dir: Path, target: BundleTarget, precision: str) -> None:
-    """Refuse (before writing anything) a variant whose graphs the target's ONNX parser cannot take.
-
-    E.g. INT4's block-quantized ``DequantizeLinear`` needs opset 21, while TensorRT 10.3 (JetPack 6)
-    documents opset <= 20 (engine/onnx_ops.py): the board's build would fail after the copy.
-    """
-    from trt_pipeline.engine.onnx_ops import TARGETS as PARSE_TABLES
-    from trt_pipeline.engine.onnx_ops import check_model
-    from trt_pipeline.models.glm4v.decoder_ops import tensorrt_hint
-
-    table = PARSE_TABLES[target.parse_table]
-    for graph in sorted(OutputLayout(out_dir).onnx_dir(precision).glob("*.onnx")):
-        check = check_model(graph, targets=(target.parse_table,))[0]
-        if not check:
-            contrib = [key.rpartition(":")[2] for key in check.unsupported if key.startswith("com.microsoft:")]
-            hint = tensorrt_hint(contrib) if contrib else None
-            raise ConfigError(
-                f"{check.describe()} ({table.description}, the oldest TensorRT of {target.name})", path=graph,
-                hint=hint or f"bundle another precision for {target.name}, or pick a target with a newer TensorRT")
-
-
-def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, precision: str = "fp16") -> Bundle:
-    """Write the bundle folder ``dest`` and ``dest.tar``.
+    The folder is written under a temporary name beside ``dest`` and renamed when complete, so a
+    failure (a refused graph, a full disk, an ONNX Runtime that cannot load a graph) leaves no bundle.
+    ``threads``: ONNX Runtime intra-op threads for an ONNX Runtime target's reference calls (None: its default).
 
     Raises:
         ConfigError: unknown target/precision, ``dest`` exists, or OUT lacks the precision's ONNX.
     """
     out_dir, dest, target = Path(out_dir), Path(dest), get_target(target_name)
-    if precision not in BUNDLE_PRECISIONS:
-        raise ConfigError(f"--precision {precision!r}: a bundle carries one of {', '.join(BUNDLE_PRECISIONS)} (the ONNX "
-                          "variant made by `autoglm-trt precision`)")
     if dest.exists():
         raise ConfigError(f"{dest} already exists", path=dest, hint="choose another --out or remove it")
-    refuse_unparseable(out_dir, target, precision)
-    dest.mkdir(parents=True)
-    export = dest / EXPORT_SUBDIR
-    copy_export(out_dir, export, precision)
-    cfg = BuildConfig(export, precision=precision, workspace=parse_workspace(target.workspace))
-    commands = format_commands(trtexec_commands(plan_build(cfg), cfg, root=dest, tensorrt=target.tensorrt))
-    (dest / "constraints.txt").write_text("\n".join(target.constraints) + "\n", encoding="utf-8")
-    (dest / "build.sh").write_text(build_script(target, precision, commands), encoding="utf-8")
-    (dest / "build.sh").chmod(0o755)
-    (dest / "README.md").write_text(readme(target, precision, commands), encoding="utf-8")
-    info = {"target": target.name, "precision": precision, "tensorrt": target.tensorrt, "cuda_major": target.cuda_major,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "source": str(out_dir)}
-    (dest / "bundle.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    files = write_sums(dest)
-    tar_path = dest.with_name(dest.name + ".tar")
-    with tarfile.open(tar_path, "w") as tar:
-        tar.add(dest, arcname=dest.name)
+    partial = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        fields = _write_contents(out_dir, target, partial, precision, threads)
+        info = {"target": target.name, "runtime": target.runtime, "precision": precision, **fields,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "source": str(out_dir)}
+        (partial / "bundle.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        files = write_sums(partial)
+        partial.rename(dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    tar_path = dest.with_name(dest.name + ".tar") if tar else None
+    if tar_path is not None:
+        with tarfile.open(tar_path, "w") as archive:
+            archive.add(dest, arcname=dest.name)
     return Bundle(dest, tar_path, target, precision, files)
+
+
+def _write_contents(out_dir: Path, target: BundleTarget | OrtTarget, folder: Path, precision: str,
+                    threads: int | None) -> dict[str, Any]:
+    """The target kind's files in ``folder``; -> its fields of bundle.json."""
+    if isinstance(target, OrtTarget):
+        from trt_pipeline.bundle.onnxruntime_bundle import write_ort_bundle
+
+        return write_ort_bundle(out_dir, target, folder, precision, threads=threads)
+    from trt_pipeline.bundle.tensorrt_bundle import write_tensorrt_bundle
+
+    return write_tensorrt_bundle(out_dir, target, folder, precision)
+
+
+__all__ = ["EXPORT_SUBDIR", "Bundle", "make_bundle"]

@@ -199,3 +199,14 @@ def print_bench_table(folder: Path, report: Any) -> None:
                 table.add_row(name, phase, str(row[key]), f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
                               f"{row['p99_ms']:.2f}", f"{row['tokens_per_s']}", f"{entry['peak_rss_bytes'] / 1e6:.0f}")
     Console().print(table)
+
+
+# --- bundle verify --run --------------------------------------------------------------------------
+def replay_table(checks: Any) -> Table:
+    """One row per replayed output of an ONNX Runtime bundle's reference calls."""
+    table = _table("reference calls replayed", ("call", "graph", "output", "cosine", "max abs error", "arg-max", "result"))
+    for check in checks:
+        argmax = "" if check.argmax_equal is None else ("same" if check.argmax_equal else "differs")
+        table.add_row(str(check.call), check.component, check.output, f"{check.cosine:.6f}",
+                      f"{check.max_abs_error:.3g}", argmax, "pass" if check.passed else "FAIL")
+    return table

@@ -1,0 +1,157 @@
+"""`bundle --target android-arm64` on real tiny exports: the export copy, reference calls that replay on ONNX
+Runtime to the recorded numbers (and fail when the graph changes), the reduced-build operator list."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from trt_pipeline.bundle.golden import REPLAY_COSINE, ReferenceMismatchError, check_replay, compare_output, replay_reference
+from trt_pipeline.bundle.make import make_bundle
+from trt_pipeline.bundle.onnxruntime_bundle import replay_bundle
+from trt_pipeline.bundle.operators import graph_operators, required_operators
+from trt_pipeline.bundle.verify import verify_bundle
+from trt_pipeline.cli import app
+
+
+@pytest.fixture(scope="module")
+def int4_ort_export(tiny_ort_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The onnxruntime flavour's tiny export with an int4 decoder (RTN, fp32 activations), as a phone would get."""
+    from trt_pipeline.config.int4 import Int4Config
+    from trt_pipeline.quantize.precision import make_int4
+
+    out = tmp_path_factory.mktemp("android") / "export"
+    shutil.copytree(tiny_ort_export, out)
+    make_int4(out, Int4Config(method="rtn", activations="fp32", block_size=16, calib_samples=2, evaluate=False,
+                              components={"decoder": "int4", "vision_encoder": "fp32"}), show_progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def android_bundle(int4_ort_export: Path, tmp_path_factory: pytest.TempPathFactory):
+    return make_bundle(int4_ort_export, "android-arm64", tmp_path_factory.mktemp("bundles") / "phone",
+                       precision="int4", threads=1)
+
+
+def test_the_bundle_holds_what_an_app_needs_and_verifies(android_bundle):
+    files = set(android_bundle.files)
+    assert {"export/export.json", "export/onnx/int4/decoder.onnx", "export/onnx/int4/vision_encoder.onnx",
+            "required_operators.config", "session_options.json", "README.md", "bundle.json",
+            "reference/reference.json", "reference/screenshot.png"} <= files
+    assert any(f.startswith("export/hf/") and f.endswith("tokenizer.json") for f in files)
+    assert any(f.startswith("export/embeddings/") for f in files)
+    assert not any("/fp32/" in f or f.endswith("build.sh") for f in files)
+    assert verify_bundle(android_bundle.path) == len(files)
+    info = json.loads((android_bundle.path / "bundle.json").read_text())
+    assert info["runtime"] == "onnxruntime" and info["decoder_ops"] == "onnxruntime" and info["precision"] == "int4"
+    assert android_bundle.tar_path is not None and android_bundle.tar_path.is_file()
+
+
+def test_reference_calls_are_a_real_generation_that_replays_to_the_recorded_numbers(android_bundle):
+    index = json.loads((android_bundle.path / "reference" / "reference.json").read_text())
+    components = [call["component"] for call in index["calls"]]
+    # the screenshot through the vision encoder, the prompt's prefill, then a decode step per further token
+    assert components[0] == "vision_encoder" and components.count("vision_encoder") == 1
+    assert len(index["greedy_tokens"]) == components.count("decoder")
+    prefill, decode = index["calls"][1], index["calls"][-1]
+    assert prefill["inputs"]["inputs_embeds"]["shape"][1] == index["prompt_tokens"]
+    assert decode["inputs"]["inputs_embeds"]["shape"][1] == 1
+    assert index["cosine_floor"] == REPLAY_COSINE["int4"]
+    # the recorded logits pick the recorded tokens
+    for call, token in zip(index["calls"][1:], index["greedy_tokens"]):
+        logits = np.load(android_bundle.path / "reference" / call["outputs"]["logits"]["file"])
+        assert int(logits[0, -1].argmax()) == token
+
+    report = replay_bundle(android_bundle.path, threads=1)
+    assert report.calls == len(components) and len(report.checks) >= 3
+    assert all(check.passed for check in report.checks), report.checks
+    assert all(check.cosine > 0.999999 and check.max_abs_error < 1e-4 for check in report.checks)
+    report.raise_for_failures()
+
+
+def test_a_graph_that_computes_otherwise_fails_the_replay_naming_the_call(android_bundle, tmp_path):
+    """Replayed on a decoder whose logits differ (as a phone's ONNX Runtime might compute them), the check fails
+    on the logits of every decoder call; the bundle's own replay refuses the changed file before running it."""
+    from trt_pipeline.errors import ArtifactIntegrityError
+    from trt_pipeline.runtime.onnxruntime_runner import session
+
+    copy = tmp_path / "phone"
+    shutil.copytree(android_bundle.path, copy)
+    graphs = {c: copy / "export" / "onnx" / "int4" / f"{c}.onnx" for c in ("vision_encoder", "decoder")}
+    model = onnx.load(str(graphs["decoder"]))
+    producer = next(n for n in model.graph.node if "logits" in n.output)
+    producer.output[list(producer.output).index("logits")] = "logits_raw"
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(-1.0, dtype=np.float32), "flip"))
+    model.graph.node.append(onnx.helper.make_node("Mul", ["logits_raw", "flip"], ["logits"]))
+    onnx.save(model, str(graphs["decoder"]), save_as_external_data=True, location="decoder.onnx.data")
+
+    checks = replay_reference(copy / "reference", graphs, lambda path: session(path, threads=1))
+    failed = [c for c in checks if not c.passed]
+    decoder_calls = sum(c.component == "decoder" and c.output == "logits" for c in checks)
+    assert len(failed) == decoder_calls >= 2
+    assert all(c.output == "logits" and c.argmax_equal is False and c.cosine < 0 for c in failed)
+    assert all(c.passed for c in checks if c.output != "logits")  # the KV cache and image features are untouched
+    with pytest.raises(ReferenceMismatchError, match=r"call 1 \(decoder\) output logits"):
+        check_replay(checks, copy / "reference")
+    with pytest.raises(ArtifactIntegrityError, match="decoder.onnx"):
+        replay_bundle(copy, threads=1)
+    result = CliRunner().invoke(app, ["bundle", "verify", str(copy), "--run"])  # the sums catch it first
+    assert result.exit_code == 3 and "decoder.onnx" in result.output
+
+
+def test_verify_run_prints_the_replay_table(android_bundle):
+    result = CliRunner().invoke(app, ["bundle", "verify", str(android_bundle.path), "--run", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "files match SHA256SUMS" in result.output and "reference calls match" in result.output
+    assert "logits" in result.output and "FAIL" not in result.output
+
+
+def test_required_operators_cover_the_graphs_and_what_onnxruntime_fuses_them_into(android_bundle):
+    text = (android_bundle.path / "required_operators.config").read_text()
+    lines = {line.split(";")[0] + ";" + line.split(";")[1]: set(line.split(";")[2].split(","))
+             for line in text.splitlines() if line and not line.startswith("#")}
+    graphs = [android_bundle.path / "export" / "onnx" / "int4" / f"{c}.onnx" for c in ("vision_encoder", "decoder")]
+    for path in graphs:
+        for (domain, opset), ops in graph_operators(onnx.load(str(path), load_external_data=False)).items():
+            assert ops <= lines[f"{domain};{opset}"], (path.name, domain, ops - lines[f"{domain};{opset}"])
+    ms = next(ops for key, ops in lines.items() if key.startswith("com.microsoft;"))
+    # int4's DequantizeLinear + MatMul run as ONNX Runtime's 4-bit kernel, which the file itself does not name
+    assert "MatMulNBits" in ms and {"GroupQueryAttention", "MultiHeadAttention"} <= ms
+    assert required_operators(graphs, optimized=False) != required_operators(graphs)
+
+
+def test_compare_output_gates_on_cosine_and_the_argmax_token():
+    want = np.array([[[0.1, 2.0, -1.0, 0.5]]], dtype=np.float32)
+    close = compare_output(0, "decoder", "logits", want * 1.0001, want, 0.999)
+    assert close.passed and close.argmax_equal and close.max_abs_error == pytest.approx(2e-4, rel=1e-3)
+    swapped = want.copy()
+    swapped[0, 0, [1, 3]] = swapped[0, 0, [3, 1]] * np.array([1.0, 1.3])
+    flipped = compare_output(0, "decoder", "logits", swapped, want, 0.0)
+    assert not flipped.passed and flipped.argmax_equal is False  # cosine alone would pass at floor 0
+    shaped = compare_output(0, "decoder", "present.0.key", want[..., :2], want, 0.9)
+    assert not shaped.passed
+
+
+@pytest.mark.parametrize("precision, message", [("int8", "17x slower"), ("fp16", "fp16 ONNX variant")])
+def test_refusals_leave_nothing_behind(int4_ort_export, tmp_path, precision, message):
+    """INT8 (TensorRT's) is refused with a hint; a precision the export lacks names what to run; no folder is left."""
+    dest = tmp_path / "phone"
+    result = CliRunner().invoke(app, ["bundle", str(int4_ort_export), "--target", "android-arm64",
+                                      "--precision", precision, "--out", str(dest)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_run_refuses_a_tensorrt_bundle(tmp_path, make_export_dir):
+    export = make_export_dir(external_data=True)
+    made = make_bundle(export, "jetson-orin-jp6", tmp_path / "jetson", tar=False)
+    assert made.tar_path is None and not (tmp_path / "jetson.tar").exists()
+    result = CliRunner().invoke(app, ["bundle", "verify", str(made.path), "--run"])
+    assert result.exit_code == 2 and "not an ONNX Runtime bundle" in result.output
