@@ -109,7 +109,7 @@ def test_verify_run_prints_the_replay_table(android_bundle):
     result = CliRunner().invoke(app, ["bundle", "verify", str(android_bundle.path), "--run", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "files match SHA256SUMS" in result.output and "reference calls match" in result.output
-    assert "logits" in result.output and "FAIL" not in result.output
+    assert "FAIL" not in result.output and result.output.count("same") >= 3  # a row per decoder call: same token
 
 
 def test_required_operators_cover_the_graphs_and_what_onnxruntime_fuses_them_into(android_bundle):

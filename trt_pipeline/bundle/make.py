@@ -12,13 +12,19 @@ import json
 import shutil
 import tarfile
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from trt_pipeline.bundle.contents import EXPORT_SUBDIR
+from trt_pipeline.bundle.onnxruntime_bundle import ORT_STEPS, write_ort_bundle
 from trt_pipeline.bundle.targets import BundleTarget, OrtTarget, get_target
 from trt_pipeline.bundle.verify import write_sums
 from trt_pipeline.errors import ConfigError
+from trt_pipeline.progress import progress_bar
+
+#: The steps of a TensorRT bundle before its sums (the progress bar's).
+TENSORRT_STEPS: tuple[str, ...] = ("copy export",)
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class Bundle:
 
 
 def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, precision: str = "fp16",
-                tar: bool = True, threads: int | None = None) -> Bundle:
+                tar: bool = True, threads: int | None = None, show_progress: bool = True) -> Bundle:
     """Write the bundle folder ``dest`` and (``tar``) ``dest.tar``.
 
     The folder is written under a temporary name beside ``dest`` and renamed when complete, so a
@@ -46,32 +52,42 @@ def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, prec
         raise ConfigError(f"{dest} already exists", path=dest, hint="choose another --out or remove it")
     partial = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    try:
-        fields = _write_contents(out_dir, target, partial, precision, threads)
-        info = {"target": target.name, "runtime": target.runtime, "precision": precision, **fields,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "source": str(out_dir)}
-        (partial / "bundle.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        files = write_sums(partial)
-        partial.rename(dest)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    tar_path = dest.with_name(dest.name + ".tar") if tar else None
-    if tar_path is not None:
-        with tarfile.open(tar_path, "w") as archive:
-            archive.add(dest, arcname=dest.name)
+    steps = (ORT_STEPS if isinstance(target, OrtTarget) else TENSORRT_STEPS) + ("SHA256SUMS",) + (("tar",) if tar else ())
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task(f"bundle {target.name}", total=len(steps))
+
+        def step(name: str) -> None:
+            """Mark the start of step ``name`` (the bar counts the steps done)."""
+            progress.update(task, description=f"bundle {target.name}: {name}", completed=steps.index(name))
+
+        try:
+            fields = _write_contents(out_dir, target, partial, precision, threads, step)
+            info = {"target": target.name, "runtime": target.runtime, "precision": precision, **fields,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "source": str(out_dir)}
+            (partial / "bundle.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+            step("SHA256SUMS")
+            files = write_sums(partial)
+            partial.rename(dest)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        tar_path = dest.with_name(dest.name + ".tar") if tar else None
+        if tar_path is not None:
+            step("tar")
+            with tarfile.open(tar_path, "w") as archive:
+                archive.add(dest, arcname=dest.name)
+        progress.update(task, completed=len(steps))
     return Bundle(dest, tar_path, target, precision, files)
 
 
 def _write_contents(out_dir: Path, target: BundleTarget | OrtTarget, folder: Path, precision: str,
-                    threads: int | None) -> dict[str, Any]:
+                    threads: int | None, step: Callable[[str], None]) -> dict[str, Any]:
     """The target kind's files in ``folder``; -> its fields of bundle.json."""
     if isinstance(target, OrtTarget):
-        from trt_pipeline.bundle.onnxruntime_bundle import write_ort_bundle
-
-        return write_ort_bundle(out_dir, target, folder, precision, threads=threads)
+        return write_ort_bundle(out_dir, target, folder, precision, threads=threads, step=step)
     from trt_pipeline.bundle.tensorrt_bundle import write_tensorrt_bundle
 
+    step("copy export")
     return write_tensorrt_bundle(out_dir, target, folder, precision)
 
 

@@ -16,6 +16,7 @@ bundle carries:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from trt_pipeline.bundle.targets import OrtTarget
 from trt_pipeline.errors import ConfigError
 
 SESSION_FILE = "session_options.json"
+#: The steps of an ONNX Runtime bundle before its sums (the progress bar's).
+ORT_STEPS: tuple[str, ...] = ("copy export", "reference calls", "operators")
 COMPONENTS = ("vision_encoder", "decoder")
 
 
@@ -65,7 +68,7 @@ def session_settings(threads: int | None) -> dict[str, Any]:
 
 
 def write_ort_bundle(out_dir: Path, target: OrtTarget, folder: Path, precision: str, *,
-                     threads: int | None = None) -> dict[str, Any]:
+                     threads: int | None = None, step: Callable[[str], None] = lambda name: None) -> dict[str, Any]:
     """Write the bundle's files into ``folder`` (see the module docstring); -> its fields of bundle.json.
 
     Raises:
@@ -82,10 +85,13 @@ def write_ort_bundle(out_dir: Path, target: OrtTarget, folder: Path, precision: 
     resolve_build_inputs(BuildConfig(out_dir, precision=precision))  # an export with that precision folder
     graph_paths(out_dir, precision)  # refuse a missing / corrupt graph before copying gigabytes
     export = folder / EXPORT_SUBDIR
+    step("copy export")
     copy_export(out_dir, export, precision)
     graphs = graph_paths(export, precision)
+    step("reference calls")
     index = record_reference(export, precision, folder / REFERENCE_DIR, reference_settings(threads))
     sources = [path.relative_to(folder).as_posix() for path in graphs.values()]
+    step("operators")
     (folder / CONFIG_FILE).write_text(config_text(required_operators(graphs.values()), sources), encoding="utf-8")
     (folder / SESSION_FILE).write_text(json.dumps(session_settings(threads), indent=2) + "\n", encoding="utf-8")
     (folder / "README.md").write_text(readme(target, precision, index, sources), encoding="utf-8")
@@ -147,4 +153,4 @@ Nothing is built on the phone: the app loads the ONNX graphs with ONNX Runtime's
 """
 
 
-__all__ = ["COMPONENTS", "SESSION_FILE", "refuse_precision", "replay_bundle", "write_ort_bundle"]
+__all__ = ["COMPONENTS", "ORT_STEPS", "SESSION_FILE", "refuse_precision", "replay_bundle", "write_ort_bundle"]

@@ -203,10 +203,18 @@ def print_bench_table(folder: Path, report: Any) -> None:
 
 # --- bundle verify --run --------------------------------------------------------------------------
 def replay_table(checks: Any) -> Table:
-    """One row per replayed output of an ONNX Runtime bundle's reference calls."""
-    table = _table("reference calls replayed", ("call", "graph", "output", "cosine", "max abs error", "arg-max", "result"))
+    """One row per replayed call of an ONNX Runtime bundle: its outputs' worst cosine / error, the arg-max token."""
+    table = _table("reference calls replayed", ("call", "graph", "outputs", "lowest cosine", "max abs error",
+                                                "arg-max token", "result"))
+    calls: dict[int, list[Any]] = {}
     for check in checks:
-        argmax = "" if check.argmax_equal is None else ("same" if check.argmax_equal else "differs")
-        table.add_row(str(check.call), check.component, check.output, f"{check.cosine:.6f}",
-                      f"{check.max_abs_error:.3g}", argmax, "pass" if check.passed else "FAIL")
+        calls.setdefault(check.call, []).append(check)
+    for call, outputs in calls.items():
+        worst = min(outputs, key=lambda c: c.cosine if c.cosine == c.cosine else float("-inf"))  # NaN first
+        argmax = [c.argmax_equal for c in outputs if c.argmax_equal is not None]
+        failed = [c.output for c in outputs if not c.passed]
+        table.add_row(str(call), outputs[0].component, str(len(outputs)), f"{worst.cosine:.6f} ({worst.output})",
+                      f"{max(c.max_abs_error for c in outputs):.3g}",
+                      "" if not argmax else ("same" if all(argmax) else "differs"),
+                      "pass" if not failed else "FAIL: " + ", ".join(failed[:3]) + (" ..." if len(failed) > 3 else ""))
     return table
