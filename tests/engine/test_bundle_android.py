@@ -155,3 +155,15 @@ def test_verify_run_refuses_a_tensorrt_bundle(tmp_path, make_export_dir):
     assert made.tar_path is None and not (tmp_path / "jetson.tar").exists()
     result = CliRunner().invoke(app, ["bundle", "verify", str(made.path), "--run"])
     assert result.exit_code == 2 and "not an ONNX Runtime bundle" in result.output
+
+
+def test_a_portable_fp32_export_bundles_for_the_phone_and_int4_is_the_default(tiny_export, tmp_path):
+    """The standard-op graphs run on a phone too (fp32's tighter floor); without --precision a phone gets int4."""
+    made = make_bundle(tiny_export, "android-arm64", tmp_path / "phone", precision="fp32", tar=False, threads=1)
+    assert json.loads((made.path / "bundle.json").read_text())["decoder_ops"] == "portable"
+    report = replay_bundle(made.path, threads=1)
+    assert report.floor == REPLAY_COSINE["fp32"] == 0.99999
+    assert report.checks and all(c.passed and c.max_abs_error < 1e-5 for c in report.checks)
+    result = CliRunner().invoke(app, ["bundle", str(tiny_export), "--target", "android-arm64", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "int4 ONNX variant" in result.output
+    assert not (tmp_path / "b").exists()

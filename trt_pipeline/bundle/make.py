@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import shutil
 import tarfile
 from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trt_pipeline.artifacts.atomic import atomic_output_dir
 from trt_pipeline.bundle.contents import EXPORT_SUBDIR
 from trt_pipeline.bundle.onnxruntime_bundle import ORT_STEPS, write_ort_bundle
 from trt_pipeline.bundle.targets import BundleTarget, OrtTarget, get_target
@@ -36,22 +36,23 @@ class Bundle:
     files: tuple[str, ...]
 
 
-def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, precision: str = "fp16",
+def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, precision: str | None = None,
                 tar: bool = True, threads: int | None = None, show_progress: bool = True) -> Bundle:
     """Write the bundle folder ``dest`` and (``tar``) ``dest.tar``.
 
-    The folder is written under a temporary name beside ``dest`` and renamed when complete, so a
-    failure (a refused graph, a full disk, an ONNX Runtime that cannot load a graph) leaves no bundle.
+    The folder is written in a hidden sibling and renamed onto ``dest`` when complete
+    (:func:`~trt_pipeline.artifacts.atomic.atomic_output_dir`), so a failure (a refused graph, a full
+    disk, an ONNX Runtime that cannot load a graph) leaves no bundle.
+    ``precision``: the ONNX variant to ship (None: the target's first, fp16 for TensorRT, int4 for Android).
     ``threads``: ONNX Runtime intra-op threads for an ONNX Runtime target's reference calls (None: its default).
 
     Raises:
         ConfigError: unknown target/precision, ``dest`` exists, or OUT lacks the precision's ONNX.
     """
     out_dir, dest, target = Path(out_dir), Path(dest), get_target(target_name)
+    precision = precision or target.precisions[0]
     if dest.exists():
         raise ConfigError(f"{dest} already exists", path=dest, hint="choose another --out or remove it")
-    partial = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
     steps = (ORT_STEPS if isinstance(target, OrtTarget) else TENSORRT_STEPS) + ("SHA256SUMS",) + (("tar",) if tar else ())
     with progress_bar(show_progress) as progress:
         task = progress.add_task(f"bundle {target.name}", total=len(steps))
@@ -60,17 +61,14 @@ def make_bundle(out_dir: Path | str, target_name: str, dest: Path | str, *, prec
             """Mark the start of step ``name`` (the bar counts the steps done)."""
             progress.update(task, description=f"bundle {target.name}: {name}", completed=steps.index(name))
 
-        try:
-            fields = _write_contents(out_dir, target, partial, precision, threads, step)
+        # a hidden sibling renamed onto dest when complete (removed on any failure), under dest's lock
+        with atomic_output_dir(dest, overwrite=False, flag="--out") as folder:
+            fields = _write_contents(out_dir, target, folder, precision, threads, step)
             info = {"target": target.name, "runtime": target.runtime, "precision": precision, **fields,
                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "source": str(out_dir)}
-            (partial / "bundle.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+            (folder / "bundle.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
             step("SHA256SUMS")
-            files = write_sums(partial)
-            partial.rename(dest)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
+            files = write_sums(folder)
         tar_path = dest.with_name(dest.name + ".tar") if tar else None
         if tar_path is not None:
             step("tar")

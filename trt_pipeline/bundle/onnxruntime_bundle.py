@@ -128,7 +128,9 @@ def replay_bundle(bundle: Path | str, *, threads: int | None = None) -> ReplayRe
 
 
 def readme(target: OrtTarget, precision: str, index: dict[str, Any], graphs: list[str]) -> str:
-    calls = index["calls"]
+    from trt_pipeline.artifacts.layout import OutputLayout
+
+    calls, layout = index["calls"], OutputLayout(EXPORT_SUBDIR)
     return f"""# autoglm-trt bundle: {target.name} ({precision})
 
 {target.description}. ONNX Runtime >= {target.onnxruntime_min} (`{target.package}`, ABI {target.abi}).
@@ -136,11 +138,11 @@ Nothing is built on the phone: the app loads the ONNX graphs with ONNX Runtime's
 
 1. Check the copy: `autoglm-trt bundle verify .` (or `sha256sum -c SHA256SUMS`); on a workstation,
    `autoglm-trt bundle verify . --run` also replays the reference calls on its ONNX Runtime.
-2. Ship `export/` with the app (external data files stay next to their `.onnx`):
-   {", ".join(f"`{g}`" for g in graphs)}; `export/export.json` is the I/O contract (input names, dynamic
-   axes and their ranges, the KV-cache layout: `decoder_graph`); `export/hf/` holds the tokenizer, chat
-   template and image-processor config; `export/embeddings/` the token-embedding table the host loop reads
-   (the decoder takes `inputs_embeds`).
+2. Ship `{EXPORT_SUBDIR}/` with the app (external data files stay next to their `.onnx`):
+   {", ".join(f"`{g}`" for g in graphs)}; `{layout.export_manifest.as_posix()}` is the I/O contract (input names,
+   dynamic axes and their ranges, the KV-cache layout: `decoder_graph`); `{layout.hf_dir.as_posix()}/` holds the
+   tokenizer, chat template and image-processor config; `{layout.embeddings_dir.as_posix()}/` the token-embedding
+   table the host loop reads (the decoder takes `inputs_embeds`).
 3. Session options: `{SESSION_FILE}` (graph optimisation level `{OPTIMIZATION_LEVEL}`; threads).
 4. A reduced ONNX Runtime build (optional): `./build.sh --android --include_ops_by_config {CONFIG_FILE} ...`
    (ONNX Runtime's build script); the list includes what ONNX Runtime's optimiser fuses the graphs into.

@@ -87,12 +87,12 @@ def refuse_unparseable(out_dir: Path, target: BundleTarget, precision: str) -> N
 
 
 def write_tensorrt_bundle(out_dir: Path, target: BundleTarget, dest: Path, precision: str) -> dict[str, object]:
-    """The export copy, constraints.txt, build.sh and README.md in ``dest``; -> bundle.json's target fields."""
+    """The export copy, constraints.txt, build.sh and README.md in the (empty) folder ``dest``; -> bundle.json's
+    target fields."""
     if precision not in target.precisions:
         raise ConfigError(f"--precision {precision!r}: a bundle for {target.name} carries one of "
                           f"{', '.join(target.precisions)} (the ONNX variant made by `autoglm-trt precision`)")
     refuse_unparseable(out_dir, target, precision)
-    dest.mkdir(parents=True)
     export = dest / EXPORT_SUBDIR
     copy_export(out_dir, export, precision)
     cfg = BuildConfig(export, precision=precision, workspace=parse_workspace(target.workspace))

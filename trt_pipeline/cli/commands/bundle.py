@@ -23,9 +23,10 @@ def bundle_command(
     source: Annotated[str, typer.Argument(metavar="OUT|verify", help="The export folder, or `verify`.")],
     bundle: Annotated[Path | None, typer.Argument(metavar="[BUNDLE]", help="With `verify`: the bundle folder.")] = None,
     target: Annotated[TargetChoice | None, typer.Option("--target", help="Board / phone / host family.")] = None,
-    precision: Annotated[BundlePrecision, typer.Option(
-        "--precision", help="ONNX variant to ship (TensorRT targets: fp16, int8, int4; android-arm64: int4, fp16, fp32)."
-    )] = BundlePrecision.fp16,
+    precision: Annotated[Optional[BundlePrecision], typer.Option(
+        "--precision", help="ONNX variant to ship [default: fp16 for TensorRT targets (fp16, int8, int4), int4 for "
+                            "android-arm64 (int4, fp16, fp32)]."
+    )] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Bundle folder to create.")] = None,
     tar: Annotated[bool, typer.Option("--tar/--no-tar", help="Also write BUNDLE.tar beside the folder.")] = True,
     threads: Annotated[Optional[int], typer.Option(
@@ -43,7 +44,7 @@ def bundle_command(
         raise ConfigError("`autoglm-trt bundle OUT` needs --target and --out", hint=f"targets: {', '.join(TARGET_NAMES)}")
     from trt_pipeline.bundle.make import make_bundle
 
-    made = make_bundle(Path(source), target.value, out, precision=precision.value, tar=tar, threads=threads)
+    made = make_bundle(Path(source), target.value, out, precision=precision.value if precision else None, tar=tar, threads=threads)
     tar_note = f"; {made.tar_path}" if made.tar_path is not None else ""
     typer.echo(f"{made.path} ({len(made.files)} files, target {made.target.name}, {made.precision}){tar_note}")
 
