@@ -167,3 +167,16 @@ def test_a_portable_fp32_export_bundles_for_the_phone_and_int4_is_the_default(ti
     result = CliRunner().invoke(app, ["bundle", str(tiny_export), "--target", "android-arm64", "--out", str(tmp_path / "b")])
     assert result.exit_code == 2 and "int4 ONNX variant" in result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_an_export_without_the_vision_encoder_is_refused_naming_it(tiny_checkpoint, tmp_path):
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.errors import ConfigError
+    from trt_pipeline.export.exporter import export
+
+    out = export(tiny_checkpoint, tmp_path / "export", ExportConfig(max_seq=32, max_kv=64, validate=False,
+                                                                    components=("decoder",)), show_progress=False)
+    with pytest.raises(ConfigError, match="holds no vision_encoder") as refused:
+        make_bundle(out, "android-arm64", tmp_path / "phone", precision="fp32")
+    assert "--components" in refused.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

@@ -82,7 +82,13 @@ def write_ort_bundle(out_dir: Path, target: OrtTarget, folder: Path, precision: 
     from trt_pipeline.engine.options import BuildConfig, resolve_build_inputs
 
     refuse_precision(target, precision)
-    resolve_build_inputs(BuildConfig(out_dir, precision=precision))  # an export with that precision folder
+    inputs = resolve_build_inputs(BuildConfig(out_dir, precision=precision))  # an export with that precision folder
+    missing = [c for c in COMPONENTS if c not in inputs.components]
+    if missing:
+        raise ConfigError(f"{out_dir} holds no {', '.join(missing)}: a phone runs the vision encoder and the decoder, "
+                          "and the bundle's reference request goes through both", path=inputs.export_path,
+                          hint="export both components (the default of `autoglm-trt export`, or --components "
+                               "vision_encoder,decoder)")
     graph_paths(out_dir, precision)  # refuse a missing / corrupt graph before copying gigabytes
     export = folder / EXPORT_SUBDIR
     step("copy export")
