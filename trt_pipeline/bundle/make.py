@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import tarfile
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

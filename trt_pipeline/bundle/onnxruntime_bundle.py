@@ -33,6 +33,7 @@ COMPONENTS = ("vision_encoder", "decoder")
 
 
 def refuse_precision(target: OrtTarget, precision: str) -> None:
+    """ConfigError for a precision ``target`` does not run (INT8: why, and what to bundle instead)."""
     if precision in target.precisions:
         return
     hint = ("INT8 Q/DQ graphs are made for TensorRT: ONNX Runtime's CPU provider runs them about 17x slower than "
@@ -78,7 +79,6 @@ def write_ort_bundle(out_dir: Path, target: OrtTarget, folder: Path, precision: 
     import onnxruntime
 
     from trt_pipeline.artifacts.manifests import read_export_manifest
-
     from trt_pipeline.engine.options import BuildConfig, resolve_build_inputs
 
     refuse_precision(target, precision)
@@ -129,8 +129,9 @@ def replay_bundle(bundle: Path | str, *, threads: int | None = None) -> ReplayRe
     graphs = graph_paths(bundle / EXPORT_SUBDIR, info["precision"])
     settings = reference_settings(threads)
     checks = replay_reference(reference, graphs, lambda path: session(path, settings=settings))
-    return ReplayReport(reference, tuple(checks), len(read_index(reference)["calls"]),
-                        float(read_index(reference)["cosine_floor"]), onnxruntime.__version__)
+    index = read_index(reference)
+    return ReplayReport(reference, tuple(checks), len(index["calls"]), float(index["cosine_floor"]),
+                        onnxruntime.__version__)
 
 
 def readme(target: OrtTarget, precision: str, index: dict[str, Any], graphs: list[str]) -> str:
