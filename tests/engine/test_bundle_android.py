@@ -180,3 +180,21 @@ def test_an_export_without_the_vision_encoder_is_refused_naming_it(tiny_checkpoi
         make_bundle(out, "android-arm64", tmp_path / "phone", precision="fp32")
     assert "--components" in refused.value.hint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_the_prepacking_benchmark_times_both_sessions_on_a_reference_call(android_bundle, tmp_path):
+    """benchmarks/ort_prepacking.py: a process per mode, one reference call each, checked against the recording."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "ort_prepacking.py"
+    spec = importlib.util.spec_from_file_location("ort_prepacking", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "prepacking.json"
+    assert module.main([str(android_bundle.path), "--threads", "1", "--iterations", "2", "--iterations-off", "1",
+                        "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["prepacking"] for row in rows] == [True, False]
+    assert rows[0]["vs_recorded"]["cosine"] > 0.999999 and rows[0]["vs_recorded"]["passes_floor"]
+    assert len(rows[0]["call_ms_all"]) == 3 and len(rows[1]["call_ms_all"]) == 2  # + the warm-up call
+    assert all(row["rss_after_load_gb"] > 0 and row["call_ms_median"] > 0 for row in rows)
