@@ -198,3 +198,19 @@ def test_the_prepacking_benchmark_times_both_sessions_on_a_reference_call(androi
     assert rows[0]["vs_recorded"]["cosine"] > 0.999999 and rows[0]["vs_recorded"]["passes_floor"]
     assert len(rows[0]["call_ms_all"]) == 3 and len(rows[1]["call_ms_all"]) == 2  # + the warm-up call
     assert all(row["rss_after_load_gb"] > 0 and row["call_ms_median"] > 0 for row in rows)
+
+
+def test_the_reference_screenshot_fits_the_exports_image_token_range(tiny_checkpoint, tmp_path):
+    """An export that serves 64 image tokens and no fewer gets a 64-token screenshot, not the usual 32-token one."""
+    from trt_pipeline.bundle.golden import screenshot_size
+    from trt_pipeline.config import ExportConfig
+    from trt_pipeline.export.exporter import export
+
+    assert screenshot_size(8, 6377, 28) == (112, 224) and screenshot_size(64, 64, 28) == (224, 224)
+    assert screenshot_size(1, 7, 28) == (28, 196) and screenshot_size(40, 100, 14) == (70, 112)
+    out = export(tiny_checkpoint, tmp_path / "export", ExportConfig(max_seq=128, max_kv=160, min_image_tokens=64,
+                                                                    max_image_tokens=64, validate=False), show_progress=False)
+    made = make_bundle(out, "android-arm64", tmp_path / "phone", precision="fp32", tar=False, threads=1)
+    index = json.loads((made.path / "reference" / "reference.json").read_text())
+    assert index["image_tokens"] == 64
+    assert all(check.passed for check in replay_bundle(made.path, threads=1).checks)

@@ -37,8 +37,9 @@ INDEX_FILE = "reference.json"
 REPLAY_COSINE: dict[str, float] = {"fp32": 0.99999, "fp16": 0.999, "int4": 0.999, "int8": 0.999}
 #: The recorded request: an instruction as the phone agent sends it, one synthetic screenshot.
 INSTRUCTION = "Open the Settings app and turn on Wi-Fi."
-#: Screenshot size in pixels (portrait, as a phone's): 4 x 8 merged 28-pixel patches = 32 image tokens.
-SCREENSHOT_SIZE = (112, 224)
+#: Image tokens of the recorded screenshot (112 x 224 pixels at the 9B's 28-pixel merged patches), moved into
+#: the export's ``num_image_tokens`` range when that excludes it.
+SCREENSHOT_TOKENS = 32
 #: Greedy tokens generated: the prefill's and two decode steps' (a decode onto a cache a decode wrote).
 NEW_TOKENS = 3
 
@@ -67,7 +68,15 @@ class OutputCheck:
     passed: bool
 
 
-def screenshot(path: Path, size: tuple[int, int] = SCREENSHOT_SIZE) -> Path:
+def screenshot_size(low: int, high: int, unit: int, want: int = SCREENSHOT_TOKENS) -> tuple[int, int]:
+    """(width, height) in pixels of a portrait screenshot of ``want`` image tokens, clamped to ``[low, high]``,
+    in whole merged patches of ``unit`` pixels (so the image processor keeps its size)."""
+    tokens = min(max(want, low), high)
+    across = max(d for d in range(1, math.isqrt(tokens) + 1) if tokens % d == 0)
+    return across * unit, tokens // across * unit
+
+
+def screenshot(path: Path, size: tuple[int, int]) -> Path:
     """A deterministic synthetic screenshot (status bar, list rows, a button) written as PNG."""
     from PIL import Image, ImageDraw
 
@@ -111,16 +120,18 @@ def record_reference(export_dir: Path, precision: str, dest: Path, settings: Any
     from trt_pipeline.models.glm4v.processing import Glm4vProcessing
     from trt_pipeline.runtime.onnxruntime_runner import ort_component_runners
 
-    image = screenshot(dest / "screenshot.png")
+    assets, contract = HostAssets.from_export_dir(export_dir), export_contract(export_dir)
+    vision = assets.dims.vision
+    image = screenshot(dest / "screenshot.png", screenshot_size(contract.min_image_tokens, contract.max_image_tokens,
+                                                                vision.patch_size * vision.spatial_merge_size))
     processing = Glm4vProcessing(export_dir / "hf")
     inputs = processing([INSTRUCTION], [[image]])
     if settings.io_binding:
         raise ValueError("reference calls are recorded without IO binding (a bound cache is written in place)")
-    vision, decoder = ort_component_runners(export_dir, precision, settings=settings)
+    vision_runner, decoder = ort_component_runners(export_dir, precision, settings=settings)
     calls: list[RecordedCall] = []
-    contract = export_contract(export_dir)
     result = greedy_generate(
-        HostAssets.from_export_dir(export_dir), recording(vision, "vision_encoder", calls),
+        assets, recording(vision_runner, "vision_encoder", calls),
         recording(decoder, "decoder", calls), inputs, NEW_TOKENS, eos_token_ids=processing.eos_token_ids,
         pad_token_id=processing.pad_token_id, chunk_size=contract.max_chunk, contract=contract)
     tokens = result.token_lists()[0]
@@ -129,6 +140,7 @@ def record_reference(export_dir: Path, precision: str, dest: Path, settings: Any
         "precision": precision,
         "instruction": INSTRUCTION,
         "image": image.name,
+        "image_tokens": int(inputs.image_grid_thw.prod(dim=-1).sum()) // vision.spatial_merge_size ** 2,
         "prompt_tokens": int(inputs.input_ids.shape[1]),
         "greedy_tokens": tokens,
         "cosine_floor": REPLAY_COSINE[precision],
