@@ -109,11 +109,14 @@ def recording(runner: Any, component: str, calls: list[RecordedCall]) -> Any:
     return runner
 
 
-def record_reference(export_dir: Path, precision: str, dest: Path, settings: Any) -> dict[str, Any]:
+def record_reference(export_dir: Path, precision: str, dest: Path, settings: Any, *,
+                     verify_graphs: bool = True) -> dict[str, Any]:
     """Run the reference request on ``export_dir``'s ``precision`` graphs and write ``dest`` (the reference folder).
 
     ``settings``: the ONNX Runtime session settings (``OrtSettings``) without IO binding: each recorded feed
-    must be a complete, self-contained array set. Returns the index written to ``dest/reference.json``.
+    must be a complete, self-contained array set. ``verify_graphs``: check the graphs against their manifest
+    first (off when the caller just did; the host tables are checked here either way). Returns the index
+    written to ``dest/reference.json``.
     """
     from trt_pipeline.generate import export_contract
     from trt_pipeline.models.glm4v.generation import HostAssets, greedy_generate
@@ -128,7 +131,7 @@ def record_reference(export_dir: Path, precision: str, dest: Path, settings: Any
     inputs = processing([INSTRUCTION], [[image]])
     if settings.io_binding:
         raise ValueError("reference calls are recorded without IO binding (a bound cache is written in place)")
-    vision_runner, decoder = ort_component_runners(export_dir, precision, settings=settings)
+    vision_runner, decoder = ort_component_runners(export_dir, precision, verify=verify_graphs, settings=settings)
     calls: list[RecordedCall] = []
     result = greedy_generate(
         assets, recording(vision_runner, "vision_encoder", calls),
@@ -174,12 +177,12 @@ def read_index(reference: Path) -> dict[str, Any]:
 
 def compare_output(call: int, component: str, name: str, got: np.ndarray, want: np.ndarray, floor: float) -> OutputCheck:
     """Cosine and max abs error of ``got`` against ``want`` (+ arg-max agreement for logits)."""
+    from trt_pipeline.accuracy.metrics import cosine as cosine_of
+    from trt_pipeline.accuracy.metrics import max_abs
+
     if got.shape != want.shape:
         return OutputCheck(call, component, name, float("nan"), float("inf"), None, False)
-    a, b = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
-    cosine = float(a @ b / norms) if norms else float(np.array_equal(a, b))
-    error = float(np.max(np.abs(a - b))) if a.size else 0.0
+    cosine, error = cosine_of(want, got), max_abs(want, got)
     argmax = bool(np.array_equal(got.argmax(axis=-1), want.argmax(axis=-1))) if name == "logits" else None
     passed = math.isfinite(cosine) and cosine >= floor and argmax is not False
     return OutputCheck(call, component, name, cosine, error, argmax, passed)

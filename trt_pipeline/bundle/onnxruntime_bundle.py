@@ -42,11 +42,11 @@ def refuse_precision(target: OrtTarget, precision: str) -> None:
     raise ConfigError(f"--precision {precision} is not offered for {target.name}", hint=hint)
 
 
-def graph_paths(export_dir: Path, precision: str) -> dict[str, Path]:
-    """The bundle's graphs, verified against their manifest (a missing or changed file is refused)."""
+def graph_paths(export_dir: Path, precision: str, *, verify: bool = True) -> dict[str, Path]:
+    """The bundle's graphs; ``verify``: checked against their manifest (a missing or changed file is refused)."""
     from trt_pipeline.runtime.onnxruntime_runner import onnx_path
 
-    return {component: onnx_path(export_dir, precision, component) for component in COMPONENTS}
+    return {component: onnx_path(export_dir, precision, component, verify=verify) for component in COMPONENTS}
 
 
 def reference_settings(threads: int | None) -> Any:
@@ -89,13 +89,13 @@ def write_ort_bundle(out_dir: Path, target: OrtTarget, folder: Path, precision: 
                           "and the bundle's reference request goes through both", path=inputs.export_path,
                           hint="export both components (the default of `autoglm-trt export`, or --components "
                                "vision_encoder,decoder)")
-    graph_paths(out_dir, precision)  # refuse a missing / corrupt graph before copying gigabytes
+    graph_paths(out_dir, precision)  # refuse a missing / corrupt graph before copying gigabytes (hashed once, here)
     export = folder / EXPORT_SUBDIR
     step("copy export")
     copy_export(out_dir, export, precision)
-    graphs = graph_paths(export, precision)
+    graphs = graph_paths(export, precision, verify=False)
     step("reference calls")
-    index = record_reference(export, precision, folder / REFERENCE_DIR, reference_settings(threads))
+    index = record_reference(export, precision, folder / REFERENCE_DIR, reference_settings(threads), verify_graphs=False)
     sources = [path.relative_to(folder).as_posix() for path in graphs.values()]
     step("operators")
     (folder / CONFIG_FILE).write_text(config_text(required_operators(graphs.values()), sources), encoding="utf-8")
@@ -108,8 +108,10 @@ def write_ort_bundle(out_dir: Path, target: OrtTarget, folder: Path, precision: 
             "reference_tokens": index["greedy_tokens"]}
 
 
-def replay_bundle(bundle: Path | str, *, threads: int | None = None) -> ReplayReport:
+def replay_bundle(bundle: Path | str, *, threads: int | None = None, verify: bool = True) -> ReplayReport:
     """Replay an ONNX Runtime bundle's reference calls on this host's ONNX Runtime (``bundle verify --run``).
+
+    ``verify``: check the graphs against their manifests first (off after ``verify_bundle``, which hashed them).
 
     Raises:
         ConfigError: ``bundle`` is not an ONNX Runtime bundle.
@@ -126,7 +128,7 @@ def replay_bundle(bundle: Path | str, *, threads: int | None = None) -> ReplayRe
                           "only those carry reference calls", path=info_path,
                           hint="a TensorRT bundle is checked by building its engines on the device (build.sh)")
     reference = bundle / REFERENCE_DIR
-    graphs = graph_paths(bundle / EXPORT_SUBDIR, info["precision"])
+    graphs = graph_paths(bundle / EXPORT_SUBDIR, info["precision"], verify=verify)
     settings = reference_settings(threads)
     checks = replay_reference(reference, graphs, lambda path: session(path, settings=settings))
     index = read_index(reference)
