@@ -31,7 +31,9 @@ def measure(bundle: Path, prepacking: bool, threads: int, call_number: int, iter
     import onnxruntime as ort
 
     from trt_pipeline.bench.memory import current_rss_bytes, peak_rss_bytes
+    from trt_pipeline.bundle.contents import EXPORT_SUBDIR
     from trt_pipeline.bundle.golden import compare_output, read_index
+    from trt_pipeline.bundle.onnxruntime_bundle import graph_paths, reference_settings
 
     reference = bundle / "reference"
     index = read_index(reference)
@@ -39,14 +41,12 @@ def measure(bundle: Path, prepacking: bool, threads: int, call_number: int, iter
     feed = {name: np.load(reference / spec["file"]) for name, spec in call["inputs"].items()}
     want = np.load(reference / call["outputs"]["logits"]["file"])
     info = json.loads((bundle / "bundle.json").read_text())
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    decoder = graph_paths(bundle / EXPORT_SUBDIR, info["precision"], verify=False)["decoder"]
+    options = reference_settings(threads).session_options()  # what the reference was recorded with
     if not prepacking:
         options.add_session_config_entry("session.disable_prepacking", "1")
     start = time.perf_counter()
-    session = ort.InferenceSession(str(bundle / "export" / "onnx" / info["precision"] / "decoder.onnx"), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(decoder), options, providers=["CPUExecutionProvider"])
     load_s, loaded = time.perf_counter() - start, current_rss_bytes()
     times, logits = [], None
     for _ in range(warmup + iterations):
