@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trt_pipeline.config import BenchConfig, ExportConfig
@@ -101,3 +102,32 @@ def test_ort_backend_runs_host_torch_on_one_thread_and_torch_backends_repin(benc
         torch_export.close()
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_run_without_image_cases_does_not_load_the_vision_encoder(bench_export: Path) -> None:
+    """`--image-patches 0` measures no image, so the vision encoder's session is never made: the backend's
+    peak RSS is the decoder's (the 9B's fp32 vision encoder is 3.6 GB). With an image case it is loaded and timed."""
+    from trt_pipeline.bench.run import measure_backend
+
+    common = dict(threads=1, prompt_lengths=[8], context_lengths=[16], warmup=0, iterations=1, decode_steps=2)
+    without = measure_backend(str(bench_export), "ort-fp32", image_patches=0, **common)
+    assert "image_prefill" not in without and [r["context"] for r in without["decode"]] == [16]
+    assert "vision encoder not loaded: no image case is measured" in without["notes"]
+    with_image = measure_backend(str(bench_export), "ort-fp32", image_patches=16, **common)
+    assert with_image["image_prefill"]["num_patches"] == 16 and with_image["image_prefill"]["p50_ms"] > 0
+    assert not any("vision encoder not loaded" in note for note in with_image["notes"])
+
+
+def test_the_vision_runner_is_not_activated_when_the_setup_says_so(bench_export: Path) -> None:
+    from trt_pipeline.bench.backends import BenchSetup, OrtBackend
+
+    backend = OrtBackend("ort-fp32", BenchSetup(bench_export, threads=1, vision=False), "fp32")
+    backend.load()
+    try:
+        assert backend.vision is None and backend.decoder.is_active
+        assert backend.image_fn(16) is None
+        step, after = backend.decode_fn(16)
+        assert np.isfinite(np.asarray(step().outputs["logits"])).all()
+        after()
+    finally:
+        backend.close()

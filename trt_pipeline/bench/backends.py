@@ -67,6 +67,9 @@ class BenchSetup:
     seed: int = 0
     inter_op_threads: int | None = 1
     io_binding: bool = True
+    #: Whether the backends load the vision encoder. A run that measures no image case leaves it unloaded: the
+    #: 9B's fp32 vision encoder is a 3.6 GB session, which a decode benchmark's peak RSS would otherwise count.
+    vision: bool = True
 
     def __post_init__(self) -> None:
         from trt_pipeline.models.glm4v.config import load_dims
@@ -218,6 +221,9 @@ class HostFedBackend(Backend):
         if self.family in ("ort", "trt"):  # the model runs outside torch: host ops on one thread, as `serve`
             single_thread_host_torch()
 
+        if vision is not None and not self.setup.vision:
+            vision = None  # never activated: no session or engine is loaded for it
+            self.notes.append("vision encoder not loaded: no image case is measured")
         self.vision, self.decoder = vision, decoder
         for runner in (vision, decoder):
             if runner is not None:

@@ -125,7 +125,7 @@ def measure_backend(
     from trt_pipeline.bench.measure import time_call
 
     setup = BenchSetup(Path(out_dir), threads=threads, batch_size=batch_size, seed=seed,
-                       inter_op_threads=inter_op_threads, io_binding=io_binding)
+                       inter_op_threads=inter_op_threads, io_binding=io_binding, vision=image_patches > 0)
     runner = make_backend(backend, setup)
     start = time.perf_counter()
     runner.load()
