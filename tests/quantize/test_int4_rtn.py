@@ -284,3 +284,36 @@ def test_every_stage_that_cannot_fit_is_named_in_one_refusal(streamed_export: Pa
                                  components=components), show_progress=False)
     assert (export / "onnx" / "int4" / "decoder.onnx").is_file()
     assert {"decoder.onnx", "vision_encoder.onnx"} <= set(verified)  # the run that fits verified its inputs
+
+
+def test_the_refusal_names_the_option_that_spares_each_component_its_calibration(streamed_export: Path,
+                                                                                tmp_path: Path, monkeypatch) -> None:
+    """``precision int4 --method rtn --activations fp32`` keeps the default fp16 vision encoder, whose AutoCast
+    reads feeds: where they do not fit, the hint names ``--vision-precision fp32``, not the flags already given
+    (it named ``--method rtn --activations fp32`` whatever made the feeds needed). Following it runs without
+    building any feed. A run that also asks for AWQ is told both."""
+    import trt_pipeline.export.twin as twin
+    from trt_pipeline.config.int4 import Int4Config
+    from trt_pipeline.errors import ConfigError
+    from trt_pipeline.quantize.calibration_reader import CalibrationReader
+    from trt_pipeline.quantize.memory_needs import stored_bytes
+    from trt_pipeline.quantize.precision import make_int4
+
+    export = _external_copy(streamed_export, tmp_path / "export")
+    monkeypatch.setattr(twin, "available_memory",
+                        lambda: stored_bytes(export / "onnx" / "fp32" / "decoder.onnx") - 1)
+    cfg = dict(method="rtn", activations="fp32", block_size=BLOCK, calib_samples=2, evaluate=False)
+    with pytest.raises(ConfigError, match="building the int4 calibration feeds runs") as info:
+        make_int4(export, Int4Config(**cfg), show_progress=False)  # the vision encoder fp16 by default
+    assert info.value.hint.startswith("pass --vision-precision fp32 (") and "--method" not in info.value.hint
+    with pytest.raises(ConfigError) as both:
+        make_int4(export, Int4Config(**{**cfg, "method": "awq"}), show_progress=False)
+    assert both.value.hint.startswith("pass --vision-precision fp32 --method rtn --activations fp32 (")
+    assert sorted(p.name for p in (export / "onnx").iterdir()) == ["fp32"]  # nothing written
+
+    built: list[str] = []
+    real_build = CalibrationReader.build
+    monkeypatch.setattr(CalibrationReader, "build", lambda self: built.append(self.description) or real_build(self))
+    folder = make_int4(export, Int4Config(**cfg, components={"vision_encoder": "fp32", "decoder": "int4"}),
+                       show_progress=False)
+    assert built == [] and (folder / "decoder.onnx").is_file()

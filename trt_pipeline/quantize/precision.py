@@ -260,26 +260,28 @@ def _finish(target: Path, precision: str, report: dict[str, Any] | None, seconds
 
 # --- shared set-up ----------------------------------------------------------------------------
 def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str,
-             needs_feeds: Any = None) -> tuple[list[str], Path, Path | None, Any, Any, dict]:
+             feed_needs: Any = None) -> tuple[list[str], Path, Path | None, Any, Any, dict]:
     """Everything both variants do before writing: components, data folders, readers, input hashes.
 
     All input errors (missing export, calibration data missing/empty/undecodable/out of range)
-    surface here, before the output folder is touched. The calibration feeds are built (the fp32
-    graphs run on them) unless ``needs_feeds(components)`` says no stage of this run reads them.
+    surface here, before the output folder is touched. The calibration feeds are built (every fp32 graph
+    runs on them: the decoder's prompts are embedded with the vision encoder's features) when a stage reads
+    them: ``feed_needs(components)`` maps each component that does to the option that spares it them
+    (None: every component reads them).
     """
     manifest = read_export_manifest(out_dir)
     refuse_half_export(manifest, precision)
     components = _components(manifest, list(cfg.components), out_dir)
-    build = needs_feeds is None or needs_feeds(components)
+    needs = {component: "" for component in components} if feed_needs is None else feed_needs(components)
     # before the graphs are verified and the inputs hashed (both read every byte): a refusal comes at once
-    check_memory_up_front(out_dir, precision, components, evaluate=cfg.evaluate, calibrate=build)
+    check_memory_up_front(out_dir, precision, components, needs, evaluate=cfg.evaluate)
     for component in components:
         verified_onnx(out_dir, "fp32", component)  # ArtifactIntegrityError when its bytes are not the manifest's
     calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
     calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
                               cfg.decode_steps, cfg.evaluate, show_progress)
     hashes = _input_hashes(out_dir, components, calib_dir, heldout_dir)
-    if build:
+    if needs:
         calib.build()
     return components, calib_dir, heldout_dir, calib, heldout, hashes
 
@@ -485,7 +487,7 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
     start = time.perf_counter()
     out_dir = Path(out_dir)
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(
-        out_dir, cfg, show_progress, "int4", lambda components: int4_needs_feeds(out_dir, cfg, components))
+        out_dir, cfg, show_progress, "int4", lambda components: int4_feed_needs(out_dir, cfg, components))
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("int4")
     with atomic_output_dir(target) as tmp:
@@ -509,43 +511,62 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
     return _finish(target, "int4", report, time.perf_counter() - start)
 
 
-def int4_needs_feeds(out_dir: Path, cfg: Any, components: list[str]) -> bool:
-    """Whether ``precision int4`` of ``components`` reads calibration feeds, whose building runs the fp32
-    graphs (the real 9B's decoder: 35 GB in ONNX Runtime). AWQ needs their activations, fp16 AutoCast its
-    reference run, and a graph under 2 GB the opset upgrade's check; RTN of a large graph to fp32
-    activations (ONNX Runtime's int4 of the 9B) needs none."""
+#: the ``precision int4`` option that sets each component's precision in the int4 folder
+INT4_PRECISION_FLAGS = {"vision_encoder": "--vision-precision", "decoder": "--decoder-precision"}
+#: what spares an int4 component its calibration run (ONNX Runtime's int4: quantized one weight at a time)
+INT4_WITHOUT_FEEDS = "--method rtn --activations fp32"
+
+
+def int4_feed_needs(out_dir: Path, cfg: Any, components: list[str]) -> dict[str, str]:
+    """The components whose ``precision int4`` stage reads calibration feeds (whose building runs fp32 graphs:
+    the real 9B's decoder is 35 GB in ONNX Runtime), each with the option that spares it them ("" when none
+    does). AWQ needs the activations and fp16 activations AutoCast's reference run; an fp16 component (the
+    vision encoder by default) AutoCast's reference run; a graph under 2 GB the opset upgrade's check. RTN of
+    a large graph to fp32 activations (ONNX Runtime's int4 of the 9B) and an fp32 copy need none."""
     from trt_pipeline.graph.autocast import has_external_data
 
     layout = OutputLayout(out_dir)
+    needs = {}
     for component in components:
         precision = cfg.components[component]
-        if precision == "fp16" or (precision == "int4" and (
-                cfg.method != "rtn" or cfg.activations == "fp16"
-                or not has_external_data(layout.onnx_path("fp32", component)))):
-            return True
-    return False
+        if precision == "fp16":
+            needs[component] = f"{INT4_PRECISION_FLAGS[component]} fp32"
+        elif precision == "int4" and (cfg.method != "rtn" or cfg.activations == "fp16"):
+            needs[component] = INT4_WITHOUT_FEEDS
+        elif precision == "int4" and not has_external_data(layout.onnx_path("fp32", component)):
+            needs[component] = ""
+    return needs
+
+
+def int4_calibration_hint(needs: Mapping[str, str]) -> str:
+    """What to do when the feeds of :func:`int4_feed_needs` do not fit: the options that spare each component
+    its calibration run, together (a user who follows the hint is not refused again for another component)."""
+    options = [option for option in dict.fromkeys(needs.values()) if option]
+    spare = (f"pass {' '.join(options)} (no calibration run: fp32 copies, ONNX Runtime's int4 quantized one "
+             "weight at a time), or " if options else "")
+    return spare + "calibrate on a machine with more memory."
 
 
 #: what to do instead of evaluating, when the fp32 decoder does not fit in memory
 EVALUATION_ALTERNATIVE = ("pass --no-evaluate (the variant is written, not compared), or evaluate on a machine with "
                           "more memory.")
 
-#: what to do instead of calibrating, per precision, when the fp32 graphs do not fit in memory
+#: what to do instead of calibrating, per precision, when the fp32 graphs do not fit in memory (int4's
+#: depends on the run: :func:`int4_calibration_hint`)
 CALIBRATION_ALTERNATIVES = {
-    "int4": "pass --method rtn --activations fp32 (ONNX Runtime's int4: quantized one weight at a time, "
-            "with no calibration run), or calibrate on a machine with more memory.",
     "fp16": "export with --dtype float16 (it writes an fp16 graph itself, with no calibration run), or run "
             "precision fp16 on a machine with more memory.",
     "int8": "calibrate on a machine with more memory (INT8 needs the activations of the fp32 graphs).",
 }
 
 
-def check_memory_up_front(out_dir: Path, precision: str, components: list[str], *, evaluate: bool,
-                          calibrate: bool) -> None:
+def check_memory_up_front(out_dir: Path, precision: str, components: list[str], feed_needs: Mapping[str, str], *,
+                          evaluate: bool) -> None:
     """The stages of a precision run that load whole fp32 graphs into ONNX Runtime, checked before any work:
     the accuracy gates (the fp32 decoder) when ``evaluate``, and building the calibration feeds (the fp32
-    graphs of ``components``, all open at once) when ``calibrate``. The 9B's fp32 decoder alone is 35 GB, so
-    on an ordinary machine the kernel would otherwise kill the run after the variant is made.
+    graphs of ``components``, all open at once) when ``feed_needs`` names a component that reads them. The
+    9B's fp32 decoder alone is 35 GB, so on an ordinary machine the kernel would otherwise kill the run
+    after the variant is made.
 
     Every stage that cannot fit is named in ONE ConfigError, with every flag that avoids it: a user who
     fixes the first refusal is not refused again by the second.
@@ -556,10 +577,11 @@ def check_memory_up_front(out_dir: Path, precision: str, components: list[str], 
     stages = []
     if evaluate:
         stages.append(("the accuracy gates run", [layout.onnx_path("fp32", "decoder")], EVALUATION_ALTERNATIVE))
-    if calibrate:
+    if feed_needs:
+        hint = int4_calibration_hint(feed_needs) if precision == "int4" else CALIBRATION_ALTERNATIVES[precision]
         stages.append((f"building the {precision} calibration feeds runs",
                        [layout.onnx_path("fp32", component) for component in components],
-                       CALIBRATION_ALTERNATIVES[precision]))
+                       hint))
     refused, hints, available = [], [], 0
     for doing, graphs, hint in stages:
         shortfall = memory_shortfall(graphs)
