@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     record = {"command": "python benchmarks/ort_prepacking.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "bundle": str(args.bundle), "threads": args.threads, "call": args.call, "uptime_after": uptime, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    from trt_pipeline.artifacts.atomic import write_json_atomic
+
+    write_json_atomic(args.out, record)
     print(f"wrote {args.out}")
     return 0
 

@@ -143,7 +143,7 @@ def record_reference(export_dir: Path, precision: str, dest: Path, settings: Any
         "precision": precision,
         "instruction": INSTRUCTION,
         "image": image.name,
-        "image_tokens": int(inputs.image_grid_thw.prod(dim=-1).sum()) // vision.spatial_merge_size ** 2,
+        "image_tokens": inputs.num_image_tokens,
         "prompt_tokens": int(inputs.input_ids.shape[1]),
         "greedy_tokens": tokens,
         "cosine_floor": REPLAY_COSINE[precision],

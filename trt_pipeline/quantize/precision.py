@@ -260,28 +260,29 @@ def _finish(target: Path, precision: str, report: dict[str, Any] | None, seconds
 
 # --- shared set-up ----------------------------------------------------------------------------
 def _prepare(out_dir: Path, cfg: Any, show_progress: bool, precision: str,
-             feed_needs: Any = None) -> tuple[list[str], Path, Path | None, Any, Any, dict]:
+             calibration_hint: Any = None) -> tuple[list[str], Path, Path | None, Any, Any, dict]:
     """Everything both variants do before writing: components, data folders, readers, input hashes.
 
     All input errors (missing export, calibration data missing/empty/undecodable/out of range)
     surface here, before the output folder is touched. The calibration feeds are built (every fp32 graph
     runs on them: the decoder's prompts are embedded with the vision encoder's features) when a stage reads
-    them: ``feed_needs(components)`` maps each component that does to the option that spares it them
-    (None: every component reads them).
+    them: ``calibration_hint(components)`` is then what to do where they do not fit in memory, else None
+    (no ``calibration_hint``: every stage reads them, and the hint is the precision's
+    :data:`CALIBRATION_ALTERNATIVES` entry).
     """
     manifest = read_export_manifest(out_dir)
     refuse_half_export(manifest, precision)
     components = _components(manifest, list(cfg.components), out_dir)
-    needs = {component: "" for component in components} if feed_needs is None else feed_needs(components)
+    hint = CALIBRATION_ALTERNATIVES[precision] if calibration_hint is None else calibration_hint(components)
     # before the graphs are verified and the inputs hashed (both read every byte): a refusal comes at once
-    check_memory_up_front(out_dir, precision, components, needs, evaluate=cfg.evaluate)
+    check_memory_up_front(out_dir, precision, components, hint, evaluate=cfg.evaluate)
     for component in components:
         verified_onnx(out_dir, "fp32", component)  # ArtifactIntegrityError when its bytes are not the manifest's
     calib_dir, heldout_dir = calibration_folders(cfg.calib, need_heldout=cfg.evaluate)
     calib, heldout = _readers(out_dir, calib_dir, heldout_dir, cfg.calib_samples, cfg.heldout_samples,
                               cfg.decode_steps, cfg.evaluate, show_progress)
     hashes = _input_hashes(out_dir, components, calib_dir, heldout_dir)
-    if needs:
+    if hint is not None:
         calib.build()
     return components, calib_dir, heldout_dir, calib, heldout, hashes
 
@@ -487,7 +488,8 @@ def make_int4(out_dir: Path | str, cfg: Any = None, show_progress: bool = True) 
     start = time.perf_counter()
     out_dir = Path(out_dir)
     components, calib_dir, heldout_dir, calib, heldout, hashes = _prepare(
-        out_dir, cfg, show_progress, "int4", lambda components: int4_feed_needs(out_dir, cfg, components))
+        out_dir, cfg, show_progress, "int4",
+        lambda components: int4_calibration_hint(int4_feed_needs(out_dir, cfg, components)))
     layout = OutputLayout(out_dir)
     target = layout.onnx_dir("int4")
     with atomic_output_dir(target) as tmp:
@@ -538,9 +540,12 @@ def int4_feed_needs(out_dir: Path, cfg: Any, components: list[str]) -> dict[str,
     return needs
 
 
-def int4_calibration_hint(needs: Mapping[str, str]) -> str:
-    """What to do when the feeds of :func:`int4_feed_needs` do not fit: the options that spare each component
-    its calibration run, together (a user who follows the hint is not refused again for another component)."""
+def int4_calibration_hint(needs: Mapping[str, str]) -> str | None:
+    """What to do when the feeds of :func:`int4_feed_needs` do not fit (None: no stage reads feeds): the options
+    that spare each component its calibration run, together (a user who follows the hint is not refused again
+    for another component)."""
+    if not needs:
+        return None
     options = [option for option in dict.fromkeys(needs.values()) if option]
     spare = (f"pass {' '.join(options)} (no calibration run: fp32 copies, ONNX Runtime's int4 quantized one "
              "weight at a time), or " if options else "")
@@ -552,7 +557,7 @@ EVALUATION_ALTERNATIVE = ("pass --no-evaluate (the variant is written, not compa
                           "more memory.")
 
 #: what to do instead of calibrating, per precision, when the fp32 graphs do not fit in memory (int4's
-#: depends on the run: :func:`int4_calibration_hint`)
+#: depends on what reads the feeds: :func:`int4_calibration_hint`)
 CALIBRATION_ALTERNATIVES = {
     "fp16": "export with --dtype float16 (it writes an fp16 graph itself, with no calibration run), or run "
             "precision fp16 on a machine with more memory.",
@@ -560,13 +565,13 @@ CALIBRATION_ALTERNATIVES = {
 }
 
 
-def check_memory_up_front(out_dir: Path, precision: str, components: list[str], feed_needs: Mapping[str, str], *,
+def check_memory_up_front(out_dir: Path, precision: str, components: list[str], calibration_hint: str | None, *,
                           evaluate: bool) -> None:
     """The stages of a precision run that load whole fp32 graphs into ONNX Runtime, checked before any work:
     the accuracy gates (the fp32 decoder) when ``evaluate``, and building the calibration feeds (the fp32
-    graphs of ``components``, all open at once) when ``feed_needs`` names a component that reads them. The
-    9B's fp32 decoder alone is 35 GB, so on an ordinary machine the kernel would otherwise kill the run
-    after the variant is made.
+    graphs of ``components``, all open at once) when a stage reads them (``calibration_hint``: what to do
+    instead; None: none does). The 9B's fp32 decoder alone is 35 GB, so on an ordinary machine the kernel
+    would otherwise kill the run after the variant is made.
 
     Every stage that cannot fit is named in ONE ConfigError, with every flag that avoids it: a user who
     fixes the first refusal is not refused again by the second.
@@ -577,11 +582,9 @@ def check_memory_up_front(out_dir: Path, precision: str, components: list[str], 
     stages = []
     if evaluate:
         stages.append(("the accuracy gates run", [layout.onnx_path("fp32", "decoder")], EVALUATION_ALTERNATIVE))
-    if feed_needs:
-        hint = int4_calibration_hint(feed_needs) if precision == "int4" else CALIBRATION_ALTERNATIVES[precision]
+    if calibration_hint is not None:
         stages.append((f"building the {precision} calibration feeds runs",
-                       [layout.onnx_path("fp32", component) for component in components],
-                       hint))
+                       [layout.onnx_path("fp32", component) for component in components], calibration_hint))
     refused, hints, available = [], [], 0
     for doing, graphs, hint in stages:
         shortfall = memory_shortfall(graphs)
